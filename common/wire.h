@@ -1,0 +1,270 @@
+/*
+ * wire.h -- the one definition of cram's data-path wire format.
+ *
+ * All fields are little endian (cram runs only on little-endian hosts; see the
+ * _Static_assert at the bottom).  All structs are packed; their sizes are
+ * checked at compile time so a change here is a deliberate protocol change.
+ *
+ * A message (one transport frame) is either a request:
+ *     struct wire_req_hdr, then the opcode's request body
+ * or a response:
+ *     struct wire_resp_hdr, then the opcode's response body (present only when
+ *     status == CRAM_OK unless the opcode says otherwise).
+ *
+ * Control-plane opcodes (coordinator, tablet ownership, stats) carry one
+ * protobuf-c message (proto/cram.proto) as the rest of the message after the
+ * fixed header; the message named for each opcode is listed below.
+ *
+ * If you add an opcode: give it the next value below WIRE_OP_ILLEGAL, move the
+ * sentinel, add it to wire_opcode_name() in wire.c, to the parser tests in
+ * tests/unit/test_wire.c and to docs/protocol.md.
+ */
+#ifndef CRAM_WIRE_H
+#define CRAM_WIRE_H
+
+#include <stdint.h>
+#include "cram.h"
+
+#define WIRE_PACKED __attribute__((packed))
+
+/* Largest message either side accepts: a 1 MiB value with a 64 KiB key plus
+ * headers fits with room to spare.  Transports check a frame's length
+ * against this before allocating anything. */
+#define WIRE_MAX_MESSAGE (2u * 1024 * 1024)
+
+enum wire_service {
+    WIRE_SVC_MASTER      = 1,
+    WIRE_SVC_BACKUP      = 2,
+    WIRE_SVC_COORDINATOR = 3,
+    WIRE_SVC_PING        = 4,   /* answered by every process */
+    WIRE_SVC_MAX         = 4
+};
+
+enum wire_opcode {
+    WIRE_OP_PING                = 1,  /* any:  empty -> empty */
+
+    /* coordinator service (protobuf bodies: request -> response) */
+    WIRE_OP_ENLIST_SERVER       = 10, /* EnlistServerRequest -> EnlistServerResponse */
+    WIRE_OP_GET_SERVER_LIST     = 11, /* empty -> ServerList */
+    WIRE_OP_CREATE_TABLE        = 12, /* CreateTableRequest -> TableIdResponse */
+    WIRE_OP_DROP_TABLE          = 13, /* TableNameRequest -> empty */
+    WIRE_OP_GET_TABLE_ID        = 14, /* TableNameRequest -> TableIdResponse */
+    WIRE_OP_GET_TABLE_CONFIG    = 15, /* TableConfigRequest -> TableConfig */
+    WIRE_OP_LIST_TABLES         = 16, /* empty -> TableList */
+
+    /* master service, control plane (coordinator -> master; protobuf) */
+    WIRE_OP_TAKE_TABLET         = 20, /* TabletOwnership -> empty */
+    WIRE_OP_DROP_TABLET         = 21, /* TabletOwnership -> empty (objects freed) */
+    WIRE_OP_GET_SERVER_STATS    = 22, /* empty -> ServerStats */
+    WIRE_OP_SERVER_LIST_UPDATE  = 23, /* ServerList -> empty (pushed by coordinator) */
+
+    /* master service, data path (packed structs below) */
+    WIRE_OP_READ                = 30,
+    WIRE_OP_WRITE               = 31,
+    WIRE_OP_REMOVE              = 32,
+    WIRE_OP_INCREMENT           = 33,
+    WIRE_OP_MULTI_READ          = 34,
+    WIRE_OP_MULTI_WRITE         = 35,
+    WIRE_OP_MULTI_REMOVE        = 36,
+    WIRE_OP_ENUMERATE           = 37,
+
+    WIRE_OP_ILLEGAL             = 38  /* sentinel: first invalid value */
+};
+
+struct wire_req_hdr {
+    uint16_t opcode;     /* enum wire_opcode */
+    uint16_t service;    /* enum wire_service */
+    uint32_t flags;      /* reserved, 0 */
+} WIRE_PACKED;
+
+struct wire_resp_hdr {
+    int32_t status;      /* cram_status */
+} WIRE_PACKED;
+
+/* Reject rules as sent; booleans are 0 or 1 (anything else: format error). */
+struct wire_reject_rules {
+    uint64_t given_version;
+    uint8_t  doesnt_exist;
+    uint8_t  exists;
+    uint8_t  version_le_given;
+    uint8_t  version_ne_given;
+    uint32_t pad;        /* 0 */
+} WIRE_PACKED;
+
+/* Prefix of every data-path request: target_server_id is the server id the
+ * client routed to (0 = any); a master whose id differs answers
+ * CRAM_WRONG_SERVER, so a request for a dead server whose address was reused
+ * is never executed by the newcomer. */
+struct wire_target {
+    uint64_t target_server_id;
+} WIRE_PACKED;
+
+/* Reserved in write-type requests for exactly-once retries (RIFL); 0 until then. */
+struct wire_rpc_id {
+    uint64_t client_id;
+    uint64_t rpc_seq;
+} WIRE_PACKED;
+
+/* READ: key follows. */
+struct wire_read_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    uint16_t key_len;    /* 1..CRAM_MAX_KEY_LEN; exactly key_len bytes follow */
+    uint16_t pad[3];
+} WIRE_PACKED;
+/* value (value_len bytes) follows.  version is filled in also on reject-rule
+ * failures where the object exists. */
+struct wire_read_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t value_len;
+    uint64_t version;
+} WIRE_PACKED;
+
+/* WRITE: key then value follow. */
+struct wire_write_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    struct wire_rpc_id rpc;
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    uint32_t value_len;
+    uint16_t key_len;
+    uint16_t pad;
+} WIRE_PACKED;
+/* also the response of REMOVE: version of the new / removed object */
+struct wire_write_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t pad;
+    uint64_t version;
+} WIRE_PACKED;
+
+/* REMOVE: key follows.  Response: struct wire_write_resp. */
+struct wire_remove_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    struct wire_rpc_id rpc;
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    uint16_t key_len;
+    uint16_t pad[3];
+} WIRE_PACKED;
+
+/* INCREMENT: key follows. */
+struct wire_incr_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    struct wire_rpc_id rpc;
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    int64_t  delta;
+    uint16_t key_len;
+    uint16_t pad[3];
+} WIRE_PACKED;
+struct wire_incr_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t pad;
+    uint64_t version;
+    int64_t  new_value;
+} WIRE_PACKED;
+
+/*
+ * Multi-ops: a header, then `count` items back to back (no padding between).
+ * The response header's status is the call's status; each item carries its own.
+ */
+struct wire_multi_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    struct wire_rpc_id rpc;   /* reserved (writes/removes) */
+    uint32_t count;           /* 1..WIRE_MAX_MULTI */
+    uint32_t pad;
+} WIRE_PACKED;
+#define WIRE_MAX_MULTI 4096u
+
+/* MULTI_READ request item: key follows. */
+struct wire_multi_read_item {
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    uint16_t key_len;
+    uint16_t pad[3];
+} WIRE_PACKED;
+/* MULTI_WRITE request item: key then value follow. */
+struct wire_multi_write_item {
+    uint64_t table_id;
+    struct wire_reject_rules rules;
+    uint32_t value_len;
+    uint16_t key_len;
+    uint16_t pad;
+} WIRE_PACKED;
+/* MULTI_REMOVE request item: same layout as a multi-read item. */
+#define wire_multi_remove_item wire_multi_read_item
+
+struct wire_multi_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t count;           /* equals the request's count when status is OK */
+} WIRE_PACKED;
+/* Response item of every multi-op; for MULTI_READ with status OK the value
+ * (value_len bytes) follows, otherwise value_len is 0. */
+struct wire_multi_resp_item {
+    int32_t  status;
+    uint32_t value_len;
+    uint64_t version;
+} WIRE_PACKED;
+
+/*
+ * ENUMERATE: returns objects of the tablet [tablet_start, tablet_end] of
+ * table_id whose key hash is >= cursor, in increasing key-hash order, at most
+ * max_bytes of items (but always at least one object if any remain, and never
+ * splitting the objects of one key hash over two responses).  The client
+ * continues with next_cursor until done.
+ */
+struct wire_enum_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t table_id;
+    uint64_t tablet_start;
+    uint64_t tablet_end;      /* inclusive */
+    uint64_t cursor;
+    uint32_t max_bytes;       /* 0 = server default */
+    uint32_t pad;
+} WIRE_PACKED;
+struct wire_enum_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t count;
+    uint64_t next_cursor;
+    uint8_t  done;            /* 1: no objects >= next_cursor remain in the tablet */
+    uint8_t  pad[7];
+} WIRE_PACKED;
+/* key then value follow each item */
+struct wire_enum_item {
+    uint64_t version;
+    uint32_t value_len;
+    uint16_t key_len;
+    uint16_t pad;
+} WIRE_PACKED;
+
+_Static_assert(sizeof(struct wire_req_hdr) == 8, "wire_req_hdr");
+_Static_assert(sizeof(struct wire_resp_hdr) == 4, "wire_resp_hdr");
+_Static_assert(sizeof(struct wire_reject_rules) == 16, "wire_reject_rules");
+_Static_assert(sizeof(struct wire_read_req) == 48, "wire_read_req");
+_Static_assert(sizeof(struct wire_read_resp) == 16, "wire_read_resp");
+_Static_assert(sizeof(struct wire_write_req) == 64, "wire_write_req");
+_Static_assert(sizeof(struct wire_write_resp) == 16, "wire_write_resp");
+_Static_assert(sizeof(struct wire_remove_req) == 64, "wire_remove_req");
+_Static_assert(sizeof(struct wire_incr_req) == 72, "wire_incr_req");
+_Static_assert(sizeof(struct wire_incr_resp) == 24, "wire_incr_resp");
+_Static_assert(sizeof(struct wire_multi_req) == 40, "wire_multi_req");
+_Static_assert(sizeof(struct wire_multi_read_item) == 32, "wire_multi_read_item");
+_Static_assert(sizeof(struct wire_multi_write_item) == 32, "wire_multi_write_item");
+_Static_assert(sizeof(struct wire_multi_resp) == 8, "wire_multi_resp");
+_Static_assert(sizeof(struct wire_multi_resp_item) == 16, "wire_multi_resp_item");
+_Static_assert(sizeof(struct wire_enum_req) == 56, "wire_enum_req");
+_Static_assert(sizeof(struct wire_enum_resp) == 24, "wire_enum_resp");
+_Static_assert(sizeof(struct wire_enum_item) == 16, "wire_enum_item");
+_Static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "cram's wire format assumes a little-endian host");
+
+/* Name of an opcode for logs ("READ"); "ILLEGAL" for unknown values. */
+const char *wire_opcode_name(uint16_t opcode);
+
+#endif /* CRAM_WIRE_H */

@@ -1,0 +1,222 @@
+/*
+ * cram.h -- the public C API of cram, a RAMCloud-style in-memory storage system.
+ *
+ * This header is the manual of libcram.  Read "Concepts" once; every function
+ * below documents its parameters, who owns what, and which statuses it returns.
+ *
+ * Concepts
+ * --------
+ * A cluster (named, default "main") holds tables.  A table is split into
+ * tablets: contiguous ranges of the 64-bit key hash, each owned by exactly one
+ * master.  An object is {table, key (1..65535 bytes), value (0..1 MiB),
+ * version}.  Versions rise monotonically per key, also across remove and
+ * re-create.
+ *
+ * Locators
+ *   "zk:host:port[,host:port...]"  ZooKeeper ensemble; the library reads the
+ *                                  coordinator's locator from it (normal case).
+ *   "tcp:host=H,port=P"            the coordinator itself (single-coordinator setups).
+ *
+ * Threads
+ *   A cram_client handle is used by one thread at a time.  Use one handle per
+ *   thread; handles share nothing and need no locking.  A handle keeps no
+ *   background threads (ZooKeeper is contacted only while locating the
+ *   coordinator and the connection is closed again).
+ *
+ * Errors
+ *   Every call returns a cram_status; CRAM_OK is 0.  CRAM_RETRY and
+ *   CRAM_UNKNOWN_TABLET never reach callers: the library refreshes its cached
+ *   table configuration, re-routes and retries with jittered back-off; on a
+ *   transport error or RPC timeout it re-locates the coordinator and the
+ *   tablet's owner and retries, until the handle's timeout (cram_set_timeout,
+ *   default 30 s) expires, which returns CRAM_TIMEOUT.
+ *
+ * Durability
+ *   A write returns only after the owning master has appended it to its log;
+ *   with replication (see docs/operations.md) only after R backups hold it.
+ *   Retries of increments and conditional writes are at-least-once across a
+ *   server crash until exactly-once RPCs exist (the wire format reserves the
+ *   fields for them).
+ *
+ * Out-pointers: every out-pointer may be NULL.
+ */
+#ifndef CRAM_H
+#define CRAM_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define CRAM_MAX_KEY_LEN   65535u          /* bytes */
+#define CRAM_MAX_VALUE_LEN (1u << 20)      /* bytes, default server limit */
+
+/*
+ * Status codes.  Values are explicit and never renumbered: they travel on the
+ * wire.  If you add one: give it the next value, move CRAM_STATUS_MAX, add its
+ * text to common/status.c and its row to docs/protocol.md.
+ */
+typedef enum cram_status {
+    CRAM_OK                   = 0,
+    CRAM_UNKNOWN_TABLET       = 1,  /* server does not own the key's tablet (internal; retried) */
+    CRAM_TABLE_DOESNT_EXIST   = 2,
+    CRAM_OBJECT_DOESNT_EXIST  = 3,
+    CRAM_OBJECT_EXISTS        = 4,  /* reject rule 'exists' matched */
+    CRAM_WRONG_VERSION        = 5,  /* reject rule on the version matched */
+    CRAM_NO_TABLE_SPACE       = 6,  /* the master's log is full */
+    CRAM_RETRY                = 7,  /* transient; retried by the library */
+    CRAM_TIMEOUT              = 8,  /* the handle's timeout expired */
+    CRAM_REQUEST_FORMAT_ERROR = 9,  /* malformed request on the wire */
+    CRAM_REQUEST_TOO_LARGE    = 10, /* key, value or message over the limits */
+    CRAM_INVALID_ARGUMENT     = 11, /* bad argument given to a library call */
+    CRAM_TRANSPORT_ERROR      = 12, /* connection failed or broke */
+    CRAM_INTERNAL_ERROR       = 13,
+    CRAM_INVALID_OBJECT       = 14, /* increment of a value that is not 8 bytes */
+    CRAM_UNIMPLEMENTED_REQUEST= 15, /* opcode unknown to the server */
+    CRAM_WRONG_SERVER         = 16, /* request meant for another server incarnation */
+    CRAM_NO_MEMORY            = 17,
+    CRAM_NOT_FOUND            = 18, /* a named thing (server, record) does not exist */
+    CRAM_COORDINATOR_UNAVAILABLE = 19, /* no coordinator could be located */
+    CRAM_STATUS_MAX           = 19
+} cram_status;
+
+/* Text for a status; never NULL ("unknown status" for out-of-range values). */
+const char *cram_strerror(cram_status s);
+/* Symbolic name ("CRAM_OK", ...); never NULL. */
+const char *cram_status_name(cram_status s);
+
+typedef struct cram_client cram_client;
+
+/*
+ * Reject rules: conditions under which a read/write/remove/increment is
+ * refused.  All-zero means "no conditions" (same as passing NULL).
+ *   doesnt_exist      refuse if the object does not exist -> CRAM_OBJECT_DOESNT_EXIST
+ *   exists            refuse if the object exists         -> CRAM_OBJECT_EXISTS
+ *   version_le_given  refuse if version <= given_version  -> CRAM_WRONG_VERSION
+ *   version_ne_given  refuse if version != given_version  -> CRAM_WRONG_VERSION
+ * The version rules apply only when the object exists.
+ */
+typedef struct cram_reject_rules {
+    uint64_t given_version;
+    uint8_t  doesnt_exist;
+    uint8_t  exists;
+    uint8_t  version_le_given;
+    uint8_t  version_ne_given;
+} cram_reject_rules;
+
+/*
+ * Connect to a cluster.  coordinator_locator: see "Locators".  cluster: the
+ * cluster name; NULL means "main".  On success *out is a new handle, owned by
+ * the caller until cram_disconnect.
+ * Returns CRAM_OK, CRAM_INVALID_ARGUMENT (bad locator),
+ * CRAM_COORDINATOR_UNAVAILABLE (no leader record / coordinator unreachable),
+ * CRAM_NO_MEMORY.
+ */
+cram_status cram_connect(const char *coordinator_locator, const char *cluster,
+                         cram_client **out);
+/* Close every connection and free the handle.  NULL is allowed. */
+void cram_disconnect(cram_client *c);
+
+/* Upper bound, in milliseconds, on each call including its retries (default
+ * 30000).  0 restores the default. */
+void cram_set_timeout(cram_client *c, uint32_t ms);
+
+/* Create a table spread over server_span tablets (0 means 1), placed
+ * round-robin on the masters.  Creating a table that exists returns CRAM_OK
+ * and its id.  name: 1..255 bytes, NUL-terminated. */
+cram_status cram_create_table(cram_client *c, const char *name, uint32_t server_span,
+                              uint64_t *table_id);
+/* Drop a table and all its objects.  Dropping a missing table returns CRAM_OK. */
+cram_status cram_drop_table(cram_client *c, const char *name);
+/* Look up a table's id.  CRAM_TABLE_DOESNT_EXIST if there is no such table. */
+cram_status cram_get_table_id(cram_client *c, const char *name, uint64_t *table_id);
+
+/*
+ * Write value under key, creating or replacing the object.  rules may be NULL.
+ * *version receives the new version.  Returns CRAM_OK, a reject-rule status,
+ * CRAM_TABLE_DOESNT_EXIST, CRAM_REQUEST_TOO_LARGE, CRAM_NO_TABLE_SPACE,
+ * CRAM_INVALID_ARGUMENT (key_len 0, NULL key), CRAM_TIMEOUT.
+ */
+cram_status cram_write(cram_client *c, uint64_t table, const void *key, uint16_t key_len,
+                       const void *value, uint32_t value_len,
+                       const cram_reject_rules *rules, uint64_t *version);
+
+/*
+ * Read an object.  Up to buf_len bytes of the value are copied into buf (buf
+ * may be NULL when buf_len is 0); *value_len receives the full length, so a
+ * short buffer still returns CRAM_OK and the caller can retry with a bigger
+ * one.  Returns CRAM_OK, CRAM_OBJECT_DOESNT_EXIST, a reject-rule status,
+ * CRAM_TABLE_DOESNT_EXIST, CRAM_TIMEOUT.
+ */
+cram_status cram_read(cram_client *c, uint64_t table, const void *key, uint16_t key_len,
+                      const cram_reject_rules *rules, uint64_t *version,
+                      void *buf, uint32_t buf_len, uint32_t *value_len);
+
+/*
+ * Remove an object.  *version receives the version of the removed object, or 0
+ * if it did not exist (which is CRAM_OK unless rules say otherwise).
+ */
+cram_status cram_remove(cram_client *c, uint64_t table, const void *key, uint16_t key_len,
+                        const cram_reject_rules *rules, uint64_t *version);
+
+/*
+ * Atomically add delta to the object's value, read as a little-endian int64.
+ * A missing object starts from 0.  A value that is not exactly 8 bytes gives
+ * CRAM_INVALID_OBJECT.  *new_value and *version receive the result.
+ */
+cram_status cram_increment_int64(cram_client *c, uint64_t table, const void *key,
+                                 uint16_t key_len, int64_t delta,
+                                 const cram_reject_rules *rules,
+                                 int64_t *new_value, uint64_t *version);
+
+/*
+ * One element of a multi-operation.  Inputs: table, key, key_len, rules (may
+ * be NULL); value/value_len for writes; buf/buf_len for reads.  Outputs:
+ * status, version, and for reads value_len_out (full length; at most buf_len
+ * bytes are copied into buf).
+ */
+typedef struct cram_multi_op {
+    uint64_t table;
+    const void *key;
+    uint16_t key_len;
+    const void *value;          /* write: input */
+    uint32_t value_len;         /* write: input */
+    void *buf;                  /* read: output buffer */
+    uint32_t buf_len;           /* read: its size */
+    uint32_t value_len_out;     /* read: full value length */
+    const cram_reject_rules *rules;
+    uint64_t version;           /* out */
+    cram_status status;         /* out: this op's own result */
+} cram_multi_op;
+
+/*
+ * Multi-operations fan out to every master involved in parallel.  The call
+ * returns CRAM_OK (or a call-level error: CRAM_INVALID_ARGUMENT for a NULL ops
+ * with n > 0, CRAM_NO_MEMORY) and each op's result is in ops[i].status and
+ * ops[i].version.  The ops are independent: there is no atomicity across them.
+ */
+cram_status cram_multi_read(cram_client *c, cram_multi_op *ops, size_t n);
+cram_status cram_multi_write(cram_client *c, cram_multi_op *ops, size_t n);
+cram_status cram_multi_remove(cram_client *c, cram_multi_op *ops, size_t n);
+
+/*
+ * Enumerate a table: every object that exists for the whole enumeration is
+ * returned exactly once; objects written or removed meanwhile may or may not
+ * appear.  Order is by key hash, not by key.
+ */
+typedef struct cram_enumerator cram_enumerator;
+cram_status cram_enumerate_begin(cram_client *c, uint64_t table, cram_enumerator **out);
+/* Returns CRAM_OK with the next object, or CRAM_OBJECT_DOESNT_EXIST when the
+ * table is exhausted.  The key and value pointers stay valid until the next
+ * call on the enumerator. */
+cram_status cram_enumerate_next(cram_enumerator *e, const void **key, uint16_t *key_len,
+                                const void **value, uint32_t *value_len,
+                                uint64_t *version);
+void        cram_enumerate_end(cram_enumerator *e);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* CRAM_H */

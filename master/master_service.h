@@ -1,0 +1,38 @@
+/*
+ * master_service.h -- the master service: RPC handlers over the object
+ * manager (log + hash table + tablets).  Runs on the server's dispatch thread;
+ * every function here must be called from that thread.
+ */
+#ifndef CRAM_MASTER_SERVICE_H
+#define CRAM_MASTER_SERVICE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "transport/transport.h"
+#include "common/wire.h"
+
+typedef struct master_service master_service;
+
+struct master_config {
+    uint64_t memory_bytes;     /* log arena size; rounded down to whole segments */
+    uint32_t segment_bytes;    /* default 8 MiB; >= 64 KiB and a power of two */
+    uint32_t max_value_bytes;  /* default CRAM_MAX_VALUE_LEN; <= segment_bytes / 2 */
+    uint64_t hash_buckets;     /* 0 = derived from memory_bytes */
+    int      hugepages;        /* madvise(MADV_HUGEPAGE) on the arena */
+};
+
+/* Allocates the arena and the hash table.  NULL with a message in err. */
+master_service *master_create(const struct master_config *cfg, char *err, size_t errlen);
+void            master_destroy(master_service *m);
+
+/* The id the coordinator gave this server; requests with another non-zero
+ * target id get CRAM_WRONG_SERVER.  0 until enlisted (then every data-path
+ * request is answered CRAM_RETRY). */
+void master_set_server_id(master_service *m, uint64_t server_id);
+
+/* Handle one request whose header says service WIRE_SVC_MASTER.  req/len is
+ * the whole message (header included), already known to be >= sizeof(hdr).
+ * Replies (now or deferred) through tp_rpc_reply. */
+void master_handle(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len);
+
+#endif
