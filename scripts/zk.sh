@@ -1,0 +1,171 @@
+#!/usr/bin/env bash
+# zk.sh -- run one standalone ZooKeeper server for cram without systemd.
+#
+#   zk.sh start  [--port P] [--dir D] [--pid-file F] [--clean]
+#   zk.sh stop   [--dir D] [--pid-file F]
+#   zk.sh status [--dir D] [--pid-file F]
+#
+#   --port P      client port, bound on 127.0.0.1 only (default 21800)
+#   --dir D       config, data and log live here: D/zoo.cfg, D/data, D/zk.log
+#                 (default ./run/zk)
+#   --pid-file F  pid file holding the JVM's own pid (default D/zk.pid)
+#   --clean       start: wipe D/data first (a fresh, empty ZooKeeper)
+#
+# start returns once the server answers `ruok` with `imok` (polled every
+# 50 ms for up to 15 s), or exits 1 with the tail of D/zk.log.  If a
+# ZooKeeper started from the same pid file still runs and answers, start says
+# so and exits 0 (with --clean it is restarted).  stop ends only the JVM named
+# by the pid file, after checking /proc/PID/cmdline is that ZooKeeper.
+# status exits 0 when it runs and answers, 3 when it does not run.
+#
+# tickTime is 1000 ms, so clients may ask for session timeouts down to 2 s.
+set -euo pipefail
+
+usage() {
+  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  exit 2
+}
+
+cmd="${1:-}"
+[ -n "$cmd" ] || usage
+shift
+port=21800
+dir=./run/zk
+pidfile=""
+clean=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --port) port="${2:?--port needs a value}"; shift 2 ;;
+    --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
+    --pid-file) pidfile="${2:?--pid-file needs a value}"; shift 2 ;;
+    --clean) clean=1; shift ;;
+    -h|--help) usage ;;
+    *) echo "zk.sh: unknown option '$1'" >&2; usage ;;
+  esac
+done
+case "$port" in ''|*[!0-9]*) echo "zk.sh: bad port '$port'" >&2; exit 2 ;; esac
+mkdir -p "$dir"
+dir="$(cd "$dir" && pwd)"
+[ -n "$pidfile" ] || pidfile="$dir/zk.pid"
+
+CP=/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
+
+# ruok -> imok on 127.0.0.1:$1 (one try, at most 1 s)
+zk_ok() {
+  local ans
+  ans="$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf ruok >&3 && cat <&3" 2>/dev/null || true)"
+  [ "$ans" = "imok" ]
+}
+
+# pid from the pid file if that process is our ZooKeeper (same zoo.cfg), else empty
+zk_pid() {
+  local pid
+  [ -f "$pidfile" ] || return 0
+  pid="$(cat "$pidfile" 2>/dev/null || true)"
+  case "$pid" in ''|*[!0-9]*) return 0 ;; esac
+  if [ -r "/proc/$pid/cmdline" ] &&
+     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "ZooKeeperServerMain $dir/zoo.cfg"; then
+    echo "$pid"
+  fi
+}
+
+cfg_port() {
+  sed -n 's/^clientPort=//p' "$dir/zoo.cfg" 2>/dev/null || true
+}
+
+do_stop() {
+  local pid i
+  pid="$(zk_pid)"
+  if [ -z "$pid" ]; then
+    rm -f "$pidfile"
+    return 0
+  fi
+  kill "$pid" 2>/dev/null || true
+  # a clean shutdown takes about 2 s; the data dir survives kill -9 as well
+  for i in $(seq 60); do
+    [ -d "/proc/$pid" ] || break
+    sleep 0.05
+  done
+  if [ -d "/proc/$pid" ]; then
+    kill -9 "$pid" 2>/dev/null || true
+    for i in $(seq 40); do [ -d "/proc/$pid" ] || break; sleep 0.05; done
+  fi
+  rm -f "$pidfile"
+  echo "zookeeper stopped (pid $pid)"
+}
+
+do_start() {
+  local pid i
+  pid="$(zk_pid)"
+  if [ -n "$pid" ]; then
+    if [ "$clean" = 1 ] || [ "$(cfg_port)" != "$port" ]; then
+      do_stop >/dev/null
+    elif zk_ok "$port"; then
+      echo "zookeeper already running (pid $pid, 127.0.0.1:$port)"
+      return 0
+    fi
+  fi
+  if zk_ok "$port"; then
+    echo "zk.sh: something else already answers on 127.0.0.1:$port" >&2
+    return 1
+  fi
+  [ "$clean" = 1 ] && rm -rf "$dir/data"
+  mkdir -p "$dir/data"
+  cat >"$dir/zoo.cfg" <<EOF
+# written by scripts/zk.sh
+tickTime=1000
+initLimit=10
+syncLimit=5
+dataDir=$dir/data
+clientPort=$port
+clientPortAddress=127.0.0.1
+maxClientCnxns=0
+admin.enableServer=false
+4lw.commands.whitelist=ruok,srvr
+EOF
+  # The subshell execs setsid, which execs java: $! is the JVM's own pid.
+  # setsid keeps terminal hang-ups and the caller's signals away from it.
+  ( exec setsid java -Xmx256m -cp "$CP" -Dzookeeper.root.logger=WARN,CONSOLE \
+      org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
+      </dev/null >"$dir/zk.log" 2>&1 ) &
+  pid=$!
+  echo "$pid" >"$pidfile"
+  for i in $(seq 300); do
+    if zk_ok "$port"; then
+      echo "zookeeper running (pid $pid, 127.0.0.1:$port, dir $dir)"
+      return 0
+    fi
+    if ! [ -d "/proc/$pid" ]; then
+      break
+    fi
+    sleep 0.05
+  done
+  echo "zk.sh: ZooKeeper did not answer on 127.0.0.1:$port within 15 s; tail of $dir/zk.log:" >&2
+  tail -n 20 "$dir/zk.log" >&2 || true
+  do_stop >/dev/null
+  return 1
+}
+
+do_status() {
+  local pid p
+  pid="$(zk_pid)"
+  if [ -z "$pid" ]; then
+    echo "zookeeper not running (dir $dir)"
+    return 3
+  fi
+  p="$(cfg_port)"
+  if zk_ok "$p"; then
+    echo "zookeeper running (pid $pid, 127.0.0.1:$p)"
+    return 0
+  fi
+  echo "zookeeper process $pid exists but 127.0.0.1:$p does not answer"
+  return 1
+}
+
+case "$cmd" in
+  start) do_start ;;
+  stop) do_stop ;;
+  status) do_status ;;
+  -h|--help|help) usage ;;
+  *) echo "zk.sh: unknown command '$cmd'" >&2; usage ;;
+esac
