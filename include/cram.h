@@ -196,6 +196,11 @@ typedef struct cram_multi_op {
  * returns CRAM_OK (or a call-level error: CRAM_INVALID_ARGUMENT for a NULL ops
  * with n > 0, CRAM_NO_MEMORY) and each op's result is in ops[i].status and
  * ops[i].version.  The ops are independent: there is no atomicity across them.
+ * Per-op statuses besides the operation's own result: CRAM_INVALID_ARGUMENT
+ * (NULL key, key_len 0, NULL value/buf with a non-zero length) and
+ * CRAM_REQUEST_TOO_LARGE (value over CRAM_MAX_VALUE_LEN) for ops that were
+ * not sent; CRAM_TABLE_DOESNT_EXIST; CRAM_TIMEOUT for ops still unfinished
+ * when the handle's timeout expired (the call itself still returns CRAM_OK).
  */
 cram_status cram_multi_read(cram_client *c, cram_multi_op *ops, size_t n);
 cram_status cram_multi_write(cram_client *c, cram_multi_op *ops, size_t n);
@@ -215,6 +220,122 @@ cram_status cram_enumerate_next(cram_enumerator *e, const void **key, uint16_t *
                                 const void **value, uint32_t *value_len,
                                 uint64_t *version);
 void        cram_enumerate_end(cram_enumerator *e);
+
+/* ---- additions: tuning, administration ------------------------------- */
+
+/*
+ * Polling policy of the handle: after a response arrives the handle keeps
+ * polling its connections for us microseconds before it blocks in the
+ * kernel (epoll) again.  0 (the default) blocks at once: lowest CPU use,
+ * one extra wake-up per RPC.  A spinning handle burns a core while it waits.
+ * NULL c is ignored.
+ */
+void     cram_set_poll_us(cram_client *c, uint32_t us);
+/* The value set by cram_set_poll_us (0 for NULL c). */
+uint32_t cram_get_poll_us(const cram_client *c);
+
+/*
+ * The coordinator's locator ("tcp:host=...,port=...") this handle talks to,
+ * looked up again if the handle has lost it.  buf receives the
+ * NUL-terminated text.  Returns CRAM_OK, CRAM_INVALID_ARGUMENT (NULL c or
+ * buf, buflen too small), CRAM_COORDINATOR_UNAVAILABLE.
+ */
+cram_status cram_get_coordinator_locator(cram_client *c, char *buf, size_t buflen);
+
+/* Free an array returned by cram_list_tables, cram_list_servers or
+ * cram_get_tablets.  NULL is allowed. */
+void cram_free(void *p);
+
+/* One table, as listed by cram_list_tables. */
+typedef struct cram_table_info {
+    char name[256];             /* NUL-terminated */
+    uint64_t table_id;
+    uint32_t tablet_count;
+} cram_table_info;
+
+/*
+ * List every table of the cluster.  On CRAM_OK *tables is a new array of *n
+ * entries (NULL when n is 0), freed by the caller with cram_free.
+ * Returns CRAM_OK, CRAM_INVALID_ARGUMENT (NULL c, tables or n),
+ * CRAM_TIMEOUT, CRAM_NO_MEMORY, CRAM_INTERNAL_ERROR (malformed answer).
+ */
+cram_status cram_list_tables(cram_client *c, cram_table_info **tables, size_t *n);
+
+#define CRAM_SERVICE_MASTER 1u  /* bits of cram_server_info.services */
+#define CRAM_SERVICE_BACKUP 2u
+
+typedef enum cram_server_state {
+    CRAM_SERVER_UP      = 0,
+    CRAM_SERVER_CRASHED = 1,    /* declared dead; its data is (being) recovered */
+    CRAM_SERVER_REMOVED = 2
+} cram_server_state;
+
+/* One server of the cluster, as listed by cram_list_servers. */
+typedef struct cram_server_info {
+    uint64_t server_id;         /* (generation << 32) | index */
+    char locators[512];         /* the server's locators joined by ';' (truncated if longer) */
+    uint32_t services;          /* CRAM_SERVICE_* bits */
+    cram_server_state status;
+    char failure_domain[64];
+    uint64_t memory_bytes;
+    uint64_t enlisted_at_ms;    /* wall clock, ms since the epoch */
+} cram_server_info;
+
+/*
+ * List the servers the coordinator knows (crashed and removed ones
+ * included).  On CRAM_OK *servers is a new array of *n entries, freed with
+ * cram_free.  Statuses as for cram_list_tables.
+ */
+cram_status cram_list_servers(cram_client *c, cram_server_info **servers, size_t *n);
+
+/* One tablet of a table, as returned by cram_get_tablets. */
+typedef struct cram_tablet_info {
+    uint64_t table_id;
+    uint64_t start_hash;        /* inclusive */
+    uint64_t end_hash;          /* inclusive */
+    uint64_t server_id;         /* owner */
+    int recovering;             /* 1 while the tablet is being recovered */
+    char locator[256];          /* the owner's locator used by this library ("" if none) */
+} cram_tablet_info;
+
+/*
+ * The tablets of table `name`, sorted by start_hash.  On CRAM_OK *tablets is
+ * a new array of *n entries, freed with cram_free.  Returns CRAM_OK,
+ * CRAM_TABLE_DOESNT_EXIST, CRAM_INVALID_ARGUMENT, CRAM_TIMEOUT,
+ * CRAM_NO_MEMORY, CRAM_INTERNAL_ERROR.
+ */
+cram_status cram_get_tablets(cram_client *c, const char *name, cram_tablet_info **tablets,
+                             size_t *n);
+
+/* Statistics of one server (mirrors ServerStats in proto/cram.proto). */
+typedef struct cram_server_stats {
+    uint64_t server_id;
+    uint64_t memory_bytes;      /* log arena size */
+    uint64_t log_bytes_used;    /* bytes in segments in use */
+    uint64_t live_bytes;        /* bytes of live objects + tombstones */
+    uint64_t objects;
+    uint32_t segments_total;
+    uint32_t segments_in_use;
+    uint32_t segment_bytes;
+    uint64_t reads;
+    uint64_t writes;
+    uint64_t removes;
+    uint64_t increments;
+    uint32_t tablets;
+    uint64_t hash_buckets;
+    uint64_t uptime_ms;
+} cram_server_stats;
+
+/*
+ * Ask one master for its statistics.  The server is named by locator (if
+ * not NULL) or else by server_id (looked up in the coordinator's server
+ * list).  Returns CRAM_OK, CRAM_NOT_FOUND (no such server id),
+ * CRAM_INVALID_ARGUMENT (NULL c or out; neither id nor locator),
+ * CRAM_TIMEOUT (the server did not answer within the handle's timeout),
+ * CRAM_INTERNAL_ERROR (malformed answer).
+ */
+cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
+                                  cram_server_stats *out);
 
 #ifdef __cplusplus
 }

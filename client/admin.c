@@ -1,0 +1,368 @@
+/*
+ * admin.c -- tables (create, drop, look up, list), the server list, a
+ * table's tablets, and per-server statistics.  All of these are rare
+ * control-plane calls: protobuf bodies, and they may allocate freely.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client_int.h"
+#include "cram.pb-c.h"
+
+static int cl_name_ok(const char *name)
+{
+    size_t len;
+
+    if (!name)
+        return 0;
+    len = strlen(name);
+    return len >= 1 && len <= 255;
+}
+
+/* Pack a protobuf request into a malloc'ed buffer. */
+static uint8_t *cl_pack(const ProtobufCMessage *m, size_t *len)
+{
+    size_t n = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(n ? n : 1);
+
+    if (!buf)
+        return NULL;
+    *len = protobuf_c_message_pack(m, buf);
+    return buf;
+}
+
+static cram_status cl_table_id_call(cram_client *c, struct cl_retry *r, uint16_t opcode,
+                                    const ProtobufCMessage *rq, uint64_t *table_id)
+{
+    const uint8_t *body;
+    size_t body_len;
+    size_t len;
+    uint8_t *buf = cl_pack(rq, &len);
+    cram_status st;
+
+    if (!buf)
+        return CRAM_NO_MEMORY;
+    st = cl_coord_call(c, r, opcode, buf, len, &body, &body_len);
+    free(buf);
+    if (st != CRAM_OK || !table_id)
+        return st;
+    Cram__TableIdResponse *resp = cram__table_id_response__unpack(NULL, body_len, body);
+    if (!resp)
+        return CRAM_INTERNAL_ERROR;
+    *table_id = resp->table_id;
+    cram__table_id_response__free_unpacked(resp, NULL);
+    return CRAM_OK;
+}
+
+cram_status cram_create_table(cram_client *c, const char *name, uint32_t server_span,
+                              uint64_t *table_id)
+{
+    Cram__CreateTableRequest rq = CRAM__CREATE_TABLE_REQUEST__INIT;
+    struct cl_retry r;
+
+    if (table_id)
+        *table_id = 0;
+    if (!c || !cl_name_ok(name))
+        return CRAM_INVALID_ARGUMENT;
+    rq.name = (char *)name;
+    rq.server_span = server_span ? server_span : 1;
+    cl_retry_init(c, &r);
+    return cl_table_id_call(c, &r, WIRE_OP_CREATE_TABLE, &rq.base, table_id);
+}
+
+cram_status cram_drop_table(cram_client *c, const char *name)
+{
+    Cram__TableNameRequest rq = CRAM__TABLE_NAME_REQUEST__INIT;
+    struct cl_retry r;
+    uint64_t id = 0;
+    cram_status st;
+
+    if (!c || !cl_name_ok(name))
+        return CRAM_INVALID_ARGUMENT;
+    rq.name = (char *)name;
+    cl_retry_init(c, &r);
+    /* learn the id first so the cached config can be dropped */
+    st = cl_table_id_call(c, &r, WIRE_OP_GET_TABLE_ID, &rq.base, &id);
+    if (st == CRAM_TABLE_DOESNT_EXIST)
+        return CRAM_OK;
+    if (st != CRAM_OK)
+        return st;
+    st = cl_table_id_call(c, &r, WIRE_OP_DROP_TABLE, &rq.base, NULL);
+    cl_table_invalidate(c, id);
+    return st == CRAM_TABLE_DOESNT_EXIST ? CRAM_OK : st;
+}
+
+cram_status cram_get_table_id(cram_client *c, const char *name, uint64_t *table_id)
+{
+    Cram__TableNameRequest rq = CRAM__TABLE_NAME_REQUEST__INIT;
+    struct cl_retry r;
+
+    if (table_id)
+        *table_id = 0;
+    if (!c || !cl_name_ok(name))
+        return CRAM_INVALID_ARGUMENT;
+    rq.name = (char *)name;
+    cl_retry_init(c, &r);
+    return cl_table_id_call(c, &r, WIRE_OP_GET_TABLE_ID, &rq.base, table_id);
+}
+
+cram_status cram_list_tables(cram_client *c, cram_table_info **tables, size_t *n)
+{
+    struct cl_retry r;
+    const uint8_t *body;
+    size_t body_len;
+    cram_table_info *out = NULL;
+    cram_status st;
+
+    if (tables)
+        *tables = NULL;
+    if (n)
+        *n = 0;
+    if (!c || !tables || !n)
+        return CRAM_INVALID_ARGUMENT;
+    cl_retry_init(c, &r);
+    st = cl_coord_call(c, &r, WIRE_OP_LIST_TABLES, NULL, 0, &body, &body_len);
+    if (st != CRAM_OK)
+        return st;
+    Cram__TableList *tl = cram__table_list__unpack(NULL, body_len, body);
+    if (!tl)
+        return CRAM_INTERNAL_ERROR;
+    if (tl->n_tables) {
+        out = calloc(tl->n_tables, sizeof *out);
+        if (!out) {
+            cram__table_list__free_unpacked(tl, NULL);
+            return CRAM_NO_MEMORY;
+        }
+    }
+    for (size_t i = 0; i < tl->n_tables; i++) {
+        snprintf(out[i].name, sizeof out[i].name, "%s",
+                 tl->tables[i]->name ? tl->tables[i]->name : "");
+        out[i].table_id = tl->tables[i]->table_id;
+        out[i].tablet_count = (uint32_t)tl->tables[i]->n_tablets;
+    }
+    *n = tl->n_tables;
+    *tables = out;
+    cram__table_list__free_unpacked(tl, NULL);
+    return CRAM_OK;
+}
+
+/* Copy a server entry into the public struct. */
+static void cl_server_info(const Cram__ServerEntry *e, cram_server_info *o)
+{
+    size_t off = 0;
+
+    memset(o, 0, sizeof *o);
+    o->server_id = e->server_id;
+    for (size_t k = 0; k < e->n_locators; k++) {
+        int w = snprintf(o->locators + off, sizeof o->locators - off, "%s%s",
+                         k ? ";" : "", e->locators[k] ? e->locators[k] : "");
+        if (w < 0 || (size_t)w >= sizeof o->locators - off)
+            break;
+        off += (size_t)w;
+    }
+    o->services = e->services;
+    o->status = (cram_server_state)e->status;
+    snprintf(o->failure_domain, sizeof o->failure_domain, "%s",
+             e->failure_domain ? e->failure_domain : "");
+    o->memory_bytes = e->memory_bytes;
+    o->enlisted_at_ms = e->enlisted_at_ms;
+}
+
+cram_status cram_list_servers(cram_client *c, cram_server_info **servers, size_t *n)
+{
+    struct cl_retry r;
+    const uint8_t *body;
+    size_t body_len;
+    cram_server_info *out = NULL;
+    cram_status st;
+
+    if (servers)
+        *servers = NULL;
+    if (n)
+        *n = 0;
+    if (!c || !servers || !n)
+        return CRAM_INVALID_ARGUMENT;
+    cl_retry_init(c, &r);
+    st = cl_coord_call(c, &r, WIRE_OP_GET_SERVER_LIST, NULL, 0, &body, &body_len);
+    if (st != CRAM_OK)
+        return st;
+    Cram__ServerList *sl = cram__server_list__unpack(NULL, body_len, body);
+    if (!sl)
+        return CRAM_INTERNAL_ERROR;
+    if (sl->n_servers) {
+        out = calloc(sl->n_servers, sizeof *out);
+        if (!out) {
+            cram__server_list__free_unpacked(sl, NULL);
+            return CRAM_NO_MEMORY;
+        }
+    }
+    for (size_t i = 0; i < sl->n_servers; i++)
+        cl_server_info(sl->servers[i], &out[i]);
+    *n = sl->n_servers;
+    *servers = out;
+    cram__server_list__free_unpacked(sl, NULL);
+    return CRAM_OK;
+}
+
+static int cl_tablet_info_cmp(const void *a, const void *b)
+{
+    const cram_tablet_info *x = a;
+    const cram_tablet_info *y = b;
+
+    return x->start_hash < y->start_hash ? -1 : x->start_hash > y->start_hash;
+}
+
+cram_status cram_get_tablets(cram_client *c, const char *name, cram_tablet_info **tablets,
+                             size_t *n)
+{
+    Cram__TableConfigRequest rq = CRAM__TABLE_CONFIG_REQUEST__INIT;
+    struct cl_retry r;
+    const uint8_t *body;
+    size_t body_len;
+    uint8_t buf[32];
+    uint64_t id;
+    cram_tablet_info *out = NULL;
+    cram_status st;
+
+    if (tablets)
+        *tablets = NULL;
+    if (n)
+        *n = 0;
+    if (!c || !cl_name_ok(name) || !tablets || !n)
+        return CRAM_INVALID_ARGUMENT;
+    st = cram_get_table_id(c, name, &id);
+    if (st != CRAM_OK)
+        return st;
+    cl_retry_init(c, &r);
+    rq.table_id = id;
+    st = cl_coord_call(c, &r, WIRE_OP_GET_TABLE_CONFIG, buf,
+                       cram__table_config_request__pack(&rq, buf), &body, &body_len);
+    if (st != CRAM_OK)
+        return st;
+    Cram__TableConfig *cfg = cram__table_config__unpack(NULL, body_len, body);
+    if (!cfg)
+        return CRAM_INTERNAL_ERROR;
+    if (cfg->n_tablets) {
+        out = calloc(cfg->n_tablets, sizeof *out);
+        if (!out) {
+            cram__table_config__free_unpacked(cfg, NULL);
+            return CRAM_NO_MEMORY;
+        }
+    }
+    for (size_t i = 0; i < cfg->n_tablets; i++) {
+        const Cram__TabletLocation *tl = cfg->tablets[i];
+        if (!tl->tablet) {
+            free(out);
+            cram__table_config__free_unpacked(cfg, NULL);
+            return CRAM_INTERNAL_ERROR;
+        }
+        out[i].table_id = id;
+        out[i].start_hash = tl->tablet->start_hash;
+        out[i].end_hash = tl->tablet->end_hash;
+        out[i].server_id = tl->tablet->server_id;
+        out[i].recovering = tl->tablet->state == CRAM__TABLET_STATE__TABLET_RECOVERING;
+        if (cl_pick_locator(tl->locators, tl->n_locators, out[i].locator,
+                            sizeof out[i].locator) != 0)
+            out[i].locator[0] = '\0';
+    }
+    qsort(out, cfg->n_tablets, sizeof *out, cl_tablet_info_cmp);
+    *n = cfg->n_tablets;
+    *tablets = out;
+    cram__table_config__free_unpacked(cfg, NULL);
+    return CRAM_OK;
+}
+
+/* Find a usable locator of server_id in the coordinator's list. */
+static cram_status cl_server_locator(cram_client *c, uint64_t server_id, char *out,
+                                     size_t outlen)
+{
+    cram_server_info *s;
+    size_t n;
+    cram_status st = cram_list_servers(c, &s, &n);
+
+    if (st != CRAM_OK)
+        return st;
+    st = CRAM_NOT_FOUND;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i].server_id != server_id)
+            continue;
+        char *loc = s[i].locators;
+        if (cl_pick_locator(&loc, 1, out, outlen) == 0)
+            st = CRAM_OK;
+        break;
+    }
+    free(s);
+    return st;
+}
+
+cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
+                                  cram_server_stats *out)
+{
+    struct wire_req_hdr h = { .opcode = WIRE_OP_GET_SERVER_STATS, .service = WIRE_SVC_MASTER };
+    struct iovec iov = { &h, sizeof h };
+    char loc[CL_LOC_MAX];
+    struct cl_retry r;
+    cram_status st;
+    cram_status sst;
+    int slot;
+
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out || (!locator && server_id == 0))
+        return CRAM_INVALID_ARGUMENT;
+    if (locator) {
+        if (strlen(locator) >= sizeof loc)
+            return CRAM_INVALID_ARGUMENT;
+        strcpy(loc, locator);
+    } else {
+        st = cl_server_locator(c, server_id, loc, sizeof loc);
+        if (st != CRAM_OK)
+            return st;
+    }
+    slot = cl_sess_slot(c, loc);
+    if (slot < 0)
+        return CRAM_NO_MEMORY;
+    cl_retry_init(c, &r);
+    for (;;) {
+        tp_session *s = cl_sess_get(c, slot, &st);
+        if (!s && st == CRAM_INVALID_ARGUMENT)
+            return st;
+        if (s) {
+            st = cl_rpc(c, s, &iov, 1, cl_rpc_timeout(&r));
+            if (st == CRAM_OK) {
+                if (cl_parse_status(c->rbuf, c->rlen, &sst) != 0)
+                    return CRAM_INTERNAL_ERROR;
+                if (sst != CRAM_RETRY)
+                    break;
+            } else {
+                cl_sess_drop(c, slot);
+            }
+        }
+        if (cl_backoff(c, &r) != 0)
+            return CRAM_TIMEOUT;
+    }
+    if (sst != CRAM_OK)
+        return sst;
+    Cram__ServerStats *ss = cram__server_stats__unpack(
+        NULL, c->rlen - sizeof(struct wire_resp_hdr), c->rbuf + sizeof(struct wire_resp_hdr));
+    if (!ss)
+        return CRAM_INTERNAL_ERROR;
+    out->server_id = ss->server_id;
+    out->memory_bytes = ss->memory_bytes;
+    out->log_bytes_used = ss->log_bytes_used;
+    out->live_bytes = ss->live_bytes;
+    out->objects = ss->objects;
+    out->segments_total = ss->segments_total;
+    out->segments_in_use = ss->segments_in_use;
+    out->segment_bytes = ss->segment_bytes;
+    out->reads = ss->reads;
+    out->writes = ss->writes;
+    out->removes = ss->removes;
+    out->increments = ss->increments;
+    out->tablets = ss->tablets;
+    out->hash_buckets = ss->hash_buckets;
+    out->uptime_ms = ss->uptime_ms;
+    cram__server_stats__free_unpacked(ss, NULL);
+    return CRAM_OK;
+}
