@@ -1,0 +1,174 @@
+/*
+ * log.h -- the master's in-memory log: one DRAM arena cut into segments.
+ *
+ * The arena is one anonymous mmap (2 MiB aligned, optionally
+ * madvise(MADV_HUGEPAGE)) divided into equal power-of-two segments, each
+ * addressed by its slot number.  Segments are FREE, the HEAD (the one open
+ * segment of the log), CLOSED (full, part of the log, immutable) or SIDE
+ * (being filled outside the log, e.g. by recovery replay, and joined to the
+ * log later with log_side_commit).
+ *
+ * Every segment starts with a SEG_ENTRY_SEGHDR entry {master id, segment id,
+ * epoch}.  Every new head additionally starts with a SEG_ENTRY_LOG_DIGEST
+ * (the ids of every segment in the log, itself included) and a
+ * SEG_ENTRY_SAFE_VERSION entry, so a recovery that finds the newest head can
+ * prove it has the whole log and knows a safe version floor.
+ *
+ * Log references: a log_ref names an entry as (segment slot, offset) packed
+ * into LOG_REF_BITS bits; 0 is never a valid reference.  Entries are only
+ * ever reached through log_entry_get(), so segments can later be made of
+ * seglets without touching the callers.
+ *
+ * Thread rule: only the dispatch thread calls the mutating functions
+ * (log_append, log_roll, log_side_*, log_segment_free,
+ * log_safe_version_raise) and reads the head's fill level.  Other threads
+ * (cleaner, replay, replication) may read CLOSED segments and the part of a
+ * segment below a length handed to them by the dispatch thread; those bytes
+ * never change while the segment is not freed.  Segments are freed only by
+ * the dispatch thread (the cleaner will hand back lists; epochs protect
+ * in-flight readers -- see DESIGN.md §7).
+ */
+#ifndef CRAM_MASTER_LOG_H
+#define CRAM_MASTER_LOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/uio.h>
+#include "master/segment.h"
+
+typedef uint64_t log_ref;
+
+#define LOG_REF_NULL        ((log_ref)0)
+#define LOG_REF_OFFSET_BITS 28u                      /* segments up to 256 MiB */
+#define LOG_REF_SLOT_BITS   20u                      /* up to 1M segments */
+#define LOG_REF_BITS        (LOG_REF_OFFSET_BITS + LOG_REF_SLOT_BITS)   /* 48 */
+#define LOG_MAX_SEGMENTS    (1u << LOG_REF_SLOT_BITS)
+#define LOG_MIN_SEGMENT     (64u * 1024)
+#define LOG_MAX_SEGMENT     (1u << LOG_REF_OFFSET_BITS)
+#define LOG_NO_SLOT         UINT32_MAX
+
+static inline log_ref log_ref_make(uint32_t slot, uint32_t offset)
+{
+    return ((log_ref)slot << LOG_REF_OFFSET_BITS) | offset;
+}
+static inline uint32_t log_ref_slot(log_ref r) { return (uint32_t)(r >> LOG_REF_OFFSET_BITS); }
+static inline uint32_t log_ref_offset(log_ref r) { return (uint32_t)(r & ((1u << LOG_REF_OFFSET_BITS) - 1)); }
+
+enum log_seg_state { LOG_SEG_FREE = 0, LOG_SEG_HEAD, LOG_SEG_CLOSED, LOG_SEG_SIDE };
+
+struct log_config {
+    uint64_t memory_bytes;   /* rounded down to whole segments; >= 2 segments */
+    uint32_t segment_bytes;  /* power of two, LOG_MIN_SEGMENT..LOG_MAX_SEGMENT */
+    int      hugepages;      /* madvise(MADV_HUGEPAGE) on the arena */
+    uint64_t master_id;      /* written into every segment header */
+};
+
+/* Per-slot metadata (kept outside the arena). */
+struct log_segment {
+    struct seg_writer w;     /* fill level, running certificate */
+    uint64_t id;             /* segment id (0 while FREE) */
+    uint64_t epoch;
+    uint32_t next_free;      /* free list link (slot) */
+    uint8_t  state;          /* enum log_seg_state */
+};
+
+/* Fields are private to log.c; they are here so log_entry_get inlines. */
+typedef struct mlog {
+    uint8_t *arena;
+    size_t   map_bytes;      /* whole mapping, for munmap */
+    uint8_t *map_base;
+    uint32_t seg_shift;      /* log2(segment_bytes) */
+    uint32_t segment_bytes;
+    uint32_t nsegs;
+    uint32_t head;           /* slot of the head, LOG_NO_SLOT before the first append */
+    uint32_t free_head;      /* free list */
+    uint32_t nfree;
+    uint64_t master_id;
+    uint64_t next_segment_id;
+    uint64_t safe_version;   /* master-wide; persisted at every new head */
+    uint64_t bytes_used;     /* sum of fill levels of non-free segments */
+    uint64_t *digest_scratch;
+    struct log_segment *segs;
+} mlog;
+
+/* Returns NULL with a message in err on bad config or out of memory. */
+mlog *log_create(const struct log_config *cfg, char *err, size_t errlen);
+void  log_destroy(mlog *l);
+
+/* The one accessor: the entry header a reference points to (its body
+ * follows the header).  ref must come from this log and its segment must
+ * not have been freed. */
+static inline const struct seg_entry_hdr *log_entry_get(const mlog *l, log_ref ref)
+{
+    return (const struct seg_entry_hdr *)(l->arena +
+        ((size_t)log_ref_slot(ref) << l->seg_shift) + log_ref_offset(ref));
+}
+static inline const uint8_t *log_entry_body(const struct seg_entry_hdr *h)
+{
+    return (const uint8_t *)h + sizeof *h;
+}
+
+/* Largest body a single entry may have (it must fit into a fresh head next
+ * to the segment header, the log digest and the safe version). */
+uint32_t log_max_entry_body(const mlog *l);
+
+/* Append one entry (body = parts concatenated) to the head, rolling to a new
+ * head when it does not fit.  0 and *ref on success; -1 when there is no
+ * room (no free segment, or the entry is larger than log_max_entry_body):
+ * then the log is unchanged. */
+int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref);
+
+/* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
+int log_roll(mlog *l);
+
+/* Id of the segment an entry lives in (for tombstones). */
+uint64_t log_segment_id_of(const mlog *l, log_ref ref);
+
+/* Master-wide safe version: raised (never lowered) by the object manager;
+ * written into every new head. */
+static inline uint64_t log_safe_version(const mlog *l) { return l->safe_version; }
+void log_safe_version_raise(mlog *l, uint64_t v);
+
+/* ---- side segments (recovery replay) ---------------------------------- */
+
+/* Take a free segment outside the log; it gets a segment header.  Returns its
+ * slot, or LOG_NO_SLOT if none is free. */
+uint32_t log_side_open(mlog *l);
+/* Append to a side segment.  0/-1 as log_append (no rolling: a full side
+ * segment stays full; open another). */
+int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
+                    log_ref *ref);
+/* Join side segments to the log: they become CLOSED and a new head is opened
+ * whose digest includes them.  0, or -1 (nothing changes) if no segment is
+ * free for the new head. */
+int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n);
+/* Give a side segment back unused. */
+void log_side_abort(mlog *l, uint32_t slot);
+
+/* ---- segments ---------------------------------------------------------- */
+
+/* Return a CLOSED segment to the free list (cleaner).  The caller guarantees
+ * nothing references it any more. */
+void log_segment_free(mlog *l, uint32_t slot);
+
+static inline uint32_t log_head_slot(const mlog *l) { return l->head; }
+static inline uint32_t log_nsegments(const mlog *l) { return l->nsegs; }
+static inline const struct log_segment *log_segment(const mlog *l, uint32_t slot) { return &l->segs[slot]; }
+static inline const uint8_t *log_segment_base(const mlog *l, uint32_t slot)
+{
+    return l->arena + ((size_t)slot << l->seg_shift);
+}
+struct seg_certificate log_segment_certificate(const mlog *l, uint32_t slot);
+
+struct log_stats {
+    uint64_t memory_bytes;
+    uint64_t bytes_used;
+    uint32_t segment_bytes;
+    uint32_t segments_total;
+    uint32_t segments_in_use;
+    uint32_t segments_free;
+};
+void log_get_stats(const mlog *l, struct log_stats *st);
+
+#endif /* CRAM_MASTER_LOG_H */

@@ -1,0 +1,301 @@
+/* test_log.c -- segments and the log: append, verifying iteration, corruption
+ * detection, head rolling with digests, full log, certificates, side segments. */
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+#include "master/log.h"
+#include "master/segment.h"
+
+#define SEGSZ (64u * 1024)
+
+static mlog *mk(uint32_t nsegs)
+{
+    char err[256];
+    struct log_config c = { .memory_bytes = (uint64_t)nsegs * SEGSZ, .segment_bytes = SEGSZ,
+                            .hugepages = 1, .master_id = 77 };
+    mlog *l = log_create(&c, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    return l;
+}
+
+static int append_blob(mlog *l, uint32_t i, uint32_t len, log_ref *ref)
+{
+    static uint8_t buf[8192];
+    memset(buf, (int)(i & 0xff), len);
+    memcpy(buf, &i, sizeof i);
+    struct iovec iov[2] = { { buf, len / 2 }, { buf + len / 2, len - len / 2 } };
+    return log_append(l, SEG_ENTRY_OBJECT, iov, 2, ref);
+}
+
+static void test_config_checks(void)
+{
+    char err[256];
+    struct log_config c = { .memory_bytes = 1 << 20, .segment_bytes = 100000 };
+    CU_ASSERT_PTR_NULL(log_create(&c, err, sizeof err));
+    c.segment_bytes = 32 * 1024;
+    CU_ASSERT_PTR_NULL(log_create(&c, err, sizeof err));
+    c.segment_bytes = SEGSZ;
+    c.memory_bytes = SEGSZ;     /* one segment: too few */
+    CU_ASSERT_PTR_NULL(log_create(&c, err, sizeof err));
+    c.memory_bytes = (uint64_t)SEGSZ * 4096;   /* digest would not fit a quarter segment */
+    CU_ASSERT_PTR_NULL(log_create(&c, err, sizeof err));
+}
+
+static void test_append_iterate(void)
+{
+    mlog *l = mk(4);
+    log_ref refs[100];
+    for (uint32_t i = 0; i < 100; i++)
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, i, 100 + i, &refs[i]), 0);
+    /* every ref reads back through the one accessor */
+    for (uint32_t i = 0; i < 100; i++) {
+        const struct seg_entry_hdr *h = log_entry_get(l, refs[i]);
+        CU_ASSERT_EQUAL(h->type, SEG_ENTRY_OBJECT);
+        CU_ASSERT_EQUAL(h->length, 100 + i);
+        uint32_t v;
+        memcpy(&v, log_entry_body(h), sizeof v);
+        CU_ASSERT_EQUAL(v, i);
+        CU_ASSERT(seg_entry_check(h));
+    }
+    /* iterate the head: SEGHDR, DIGEST, SAFE_VERSION, then 100 objects */
+    uint32_t slot = log_head_slot(l);
+    const struct log_segment *s = log_segment(l, slot);
+    struct seg_iter it;
+    struct seg_entry e;
+    seg_iter_init(&it, log_segment_base(l, slot), s->w.used);
+    int types[4] = { 0 };
+    uint32_t n = 0;
+    while (seg_iter_next(&it, &e) == SEG_ITER_OK) {
+        if (n < 3)
+            types[n] = e.type;
+        if (n == 0) {
+            struct seg_header_body hb;
+            memcpy(&hb, e.body, sizeof hb);
+            CU_ASSERT_EQUAL(hb.magic, SEG_MAGIC);
+            CU_ASSERT_EQUAL(hb.master_id, 77);
+            CU_ASSERT_EQUAL(hb.segment_id, s->id);
+            CU_ASSERT_EQUAL(hb.capacity, SEGSZ);
+        }
+        n++;
+    }
+    CU_ASSERT_EQUAL(it.status, SEG_ITER_END);
+    CU_ASSERT_EQUAL(n, 103);
+    CU_ASSERT_EQUAL(types[0], SEG_ENTRY_SEGHDR);
+    CU_ASSERT_EQUAL(types[1], SEG_ENTRY_LOG_DIGEST);
+    CU_ASSERT_EQUAL(types[2], SEG_ENTRY_SAFE_VERSION);
+    log_destroy(l);
+}
+
+static void test_corruption_detected(void)
+{
+    mlog *l = mk(2);
+    log_ref r;
+    for (uint32_t i = 0; i < 10; i++)
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, i, 300, &r), 0);
+    uint32_t slot = log_head_slot(l);
+    uint32_t used = log_segment(l, slot)->w.used;
+    struct seg_certificate cert = log_segment_certificate(l, slot);
+    uint8_t *copy = malloc(used);
+    memcpy(copy, log_segment_base(l, slot), used);
+    CU_ASSERT(seg_verify(copy, used, &cert));
+    /* flip every 37th byte, one at a time: iteration and verification catch each */
+    for (uint32_t pos = 0; pos < used; pos += 37) {
+        copy[pos] ^= 0x40;
+        struct seg_iter it;
+        struct seg_entry e;
+        seg_iter_init(&it, copy, used);
+        while (seg_iter_next(&it, &e) == SEG_ITER_OK)
+            ;
+        CU_ASSERT_EQUAL(it.status, SEG_ITER_CORRUPT);
+        CU_ASSERT_FALSE(seg_verify(copy, used, &cert));
+        copy[pos] ^= 0x40;
+    }
+    CU_ASSERT(seg_verify(copy, used, &cert));
+    /* a truncated replica or a wrong certificate fails */
+    struct seg_certificate bad = cert;
+    bad.length -= 1;
+    CU_ASSERT_FALSE(seg_verify(copy, used, &bad));
+    bad = cert;
+    bad.crc32c ^= 1;
+    CU_ASSERT_FALSE(seg_verify(copy, used, &bad));
+    CU_ASSERT_FALSE(seg_verify(copy, used - 1, &cert));
+    /* a certificate for a prefix of whole entries verifies the prefix */
+    free(copy);
+    log_destroy(l);
+}
+
+static void test_certificate_prefix(void)
+{
+    mlog *l = mk(2);
+    log_ref r;
+    CU_ASSERT_EQUAL_FATAL(append_blob(l, 1, 500, &r), 0);
+    uint32_t slot = log_head_slot(l);
+    struct seg_certificate c1 = log_segment_certificate(l, slot);
+    CU_ASSERT_EQUAL_FATAL(append_blob(l, 2, 500, &r), 0);
+    struct seg_certificate c2 = log_segment_certificate(l, slot);
+    CU_ASSERT(c2.length > c1.length);
+    const uint8_t *base = log_segment_base(l, slot);
+    CU_ASSERT(seg_verify(base, c2.length, &c1));     /* older certificate, prefix */
+    CU_ASSERT(seg_verify(base, c2.length, &c2));
+    struct seg_certificate mixed = { c2.length, c1.crc32c };
+    CU_ASSERT_FALSE(seg_verify(base, c2.length, &mixed));
+    log_destroy(l);
+}
+
+static void test_roll_and_digest(void)
+{
+    mlog *l = mk(8);
+    log_ref r;
+    uint32_t first = LOG_NO_SLOT, rolls = 0, prev = LOG_NO_SLOT;
+    log_safe_version_raise(l, 41);
+    for (uint32_t i = 0; i < 150; i++) {
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, i, 2000, &r), 0);
+        if (first == LOG_NO_SLOT)
+            first = log_head_slot(l);
+        if (log_head_slot(l) != prev) {
+            rolls++;
+            prev = log_head_slot(l);
+            /* new head: the digest lists every segment in the log, itself included */
+            const uint8_t *base = log_segment_base(l, prev);
+            struct seg_iter it;
+            struct seg_entry e;
+            seg_iter_init(&it, base, log_segment(l, prev)->w.used);
+            CU_ASSERT_EQUAL(seg_iter_next(&it, &e), SEG_ITER_OK);
+            CU_ASSERT_EQUAL(seg_iter_next(&it, &e), SEG_ITER_OK);
+            CU_ASSERT_EQUAL_FATAL(e.type, SEG_ENTRY_LOG_DIGEST);
+            struct seg_log_digest dg;
+            memcpy(&dg, e.body, sizeof dg);
+            CU_ASSERT_EQUAL(dg.count, rolls);
+            CU_ASSERT_EQUAL(e.length, sizeof dg + 8u * dg.count);
+            uint64_t last;
+            memcpy(&last, e.body + sizeof dg + 8u * (dg.count - 1), 8);
+            CU_ASSERT_EQUAL(last, log_segment(l, prev)->id);
+            CU_ASSERT_EQUAL(seg_iter_next(&it, &e), SEG_ITER_OK);
+            CU_ASSERT_EQUAL(e.type, SEG_ENTRY_SAFE_VERSION);
+            struct seg_safe_version sv;
+            memcpy(&sv, e.body, sizeof sv);
+            CU_ASSERT_EQUAL(sv.safe_version, 41);
+        }
+        CU_ASSERT_EQUAL(log_segment_id_of(l, r), log_segment(l, log_head_slot(l))->id);
+    }
+    CU_ASSERT(rolls >= 4);
+    /* closed segments are immutable and verify against their certificates */
+    for (uint32_t s = 0; s < log_nsegments(l); s++) {
+        if (log_segment(l, s)->state == LOG_SEG_FREE)
+            continue;
+        struct seg_certificate c = log_segment_certificate(l, s);
+        CU_ASSERT(seg_verify(log_segment_base(l, s), c.length, &c));
+        if (s != log_head_slot(l))
+            CU_ASSERT_EQUAL(log_segment(l, s)->state, LOG_SEG_CLOSED);
+    }
+    log_destroy(l);
+}
+
+static void test_full_log(void)
+{
+    mlog *l = mk(3);
+    log_ref r, last = 0;
+    uint32_t n = 0;
+    while (append_blob(l, n, 4000, &r) == 0) {
+        last = r;
+        n++;
+        CU_ASSERT_FATAL(n < 1000);
+    }
+    struct log_stats st1;
+    log_get_stats(l, &st1);
+    CU_ASSERT_EQUAL(st1.segments_free, 0);
+    uint32_t head = log_head_slot(l);
+    uint32_t used = log_segment(l, head)->w.used;
+    /* failed appends leave no trace; smaller ones still fit the head's tail */
+    CU_ASSERT_NOT_EQUAL(append_blob(l, 9999, 4000, &r), 0);
+    CU_ASSERT_EQUAL(log_head_slot(l), head);
+    CU_ASSERT_EQUAL(log_segment(l, head)->w.used, used);
+    struct log_stats st2;
+    log_get_stats(l, &st2);
+    CU_ASSERT_EQUAL(st1.bytes_used, st2.bytes_used);
+    uint32_t v;
+    memcpy(&v, log_entry_body(log_entry_get(l, last)), sizeof v);
+    CU_ASSERT_EQUAL(v, n - 1);
+    /* too large for any segment: refused without rolling */
+    uint8_t *big = calloc(1, SEGSZ);
+    struct iovec iov = { big, SEGSZ };
+    CU_ASSERT_NOT_EQUAL(log_append(l, SEG_ENTRY_OBJECT, &iov, 1, &r), 0);
+    free(big);
+    struct seg_certificate c = log_segment_certificate(l, head);
+    CU_ASSERT(seg_verify(log_segment_base(l, head), c.length, &c));
+    /* the head can still be filled to the last byte */
+    uint32_t room = SEGSZ - log_segment(l, head)->w.used;
+    if (room >= sizeof(struct seg_entry_hdr) + 8) {
+        CU_ASSERT_EQUAL(append_blob(l, 5, room - (uint32_t)sizeof(struct seg_entry_hdr), &r), 0);
+        CU_ASSERT_EQUAL(log_segment(l, head)->w.used, SEGSZ);
+    }
+    log_destroy(l);
+}
+
+static void test_side_segments(void)
+{
+    mlog *l = mk(6);
+    log_ref r;
+    CU_ASSERT_EQUAL_FATAL(append_blob(l, 1, 100, &r), 0);
+    uint32_t head0 = log_head_slot(l);
+    uint32_t s1 = log_side_open(l);
+    CU_ASSERT_NOT_EQUAL_FATAL(s1, LOG_NO_SLOT);
+    uint8_t b[64] = { 7 };
+    struct iovec iov = { b, sizeof b };
+    log_ref sr;
+    CU_ASSERT_EQUAL(log_side_append(l, s1, SEG_ENTRY_OBJECT, &iov, 1, &sr), 0);
+    CU_ASSERT_EQUAL(log_ref_slot(sr), s1);
+    CU_ASSERT_EQUAL(log_entry_get(l, sr)->length, 64);
+    uint32_t s2 = log_side_open(l);
+    log_side_abort(l, s2);
+    CU_ASSERT_EQUAL(log_segment(l, s2)->state, LOG_SEG_FREE);
+    CU_ASSERT_EQUAL(log_side_commit(l, &s1, 1), 0);
+    CU_ASSERT_EQUAL(log_segment(l, s1)->state, LOG_SEG_CLOSED);
+    CU_ASSERT_NOT_EQUAL(log_head_slot(l), head0);
+    /* new head's digest names the side segment */
+    uint32_t h = log_head_slot(l);
+    struct seg_iter it;
+    struct seg_entry e;
+    seg_iter_init(&it, log_segment_base(l, h), log_segment(l, h)->w.used);
+    seg_iter_next(&it, &e);
+    seg_iter_next(&it, &e);
+    CU_ASSERT_EQUAL_FATAL(e.type, SEG_ENTRY_LOG_DIGEST);
+    struct seg_log_digest dg;
+    memcpy(&dg, e.body, sizeof dg);
+    CU_ASSERT_EQUAL(dg.count, 3);
+    bool found = false;
+    for (uint32_t i = 0; i < dg.count; i++) {
+        uint64_t id;
+        memcpy(&id, e.body + sizeof dg + 8 * i, 8);
+        if (id == log_segment(l, s1)->id)
+            found = true;
+    }
+    CU_ASSERT(found);
+    /* freeing a closed segment returns it */
+    struct log_stats st;
+    log_get_stats(l, &st);
+    log_segment_free(l, s1);
+    struct log_stats st2;
+    log_get_stats(l, &st2);
+    CU_ASSERT_EQUAL(st2.segments_free, st.segments_free + 1);
+    log_destroy(l);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("log", NULL, NULL);
+    CU_add_test(s, "config checks", test_config_checks);
+    CU_add_test(s, "append and iterate", test_append_iterate);
+    CU_add_test(s, "flipped bytes detected", test_corruption_detected);
+    CU_add_test(s, "certificate of a prefix", test_certificate_prefix);
+    CU_add_test(s, "segment roll and log digest", test_roll_and_digest);
+    CU_add_test(s, "full log", test_full_log);
+    CU_add_test(s, "side segments", test_side_segments);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
+    CU_cleanup_registry();
+    return bad;
+}
