@@ -1,0 +1,1240 @@
+/*
+ * coordinator.c -- the coordinator service; see coordinator.h for the thread
+ * split.  Multi-step changes follow the intent protocol:
+ *   create table: [intent + ids] -> TAKE_TABLET to each owner -> [table record - intent]
+ *   drop table:   [intent - table record] -> DROP_TABLET to each owner -> [- intent]
+ * ([...] is one fenced ZooKeeper multi).  A coordinator that starts finishes
+ * every intent it finds, then re-sends TAKE_TABLET for every tablet so the
+ * masters' ownership matches ZooKeeper (TAKE_TABLET is idempotent).
+ */
+#include <errno.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <zookeeper/zookeeper.h>
+
+#include "cram.pb-c.h"
+#include "common/clock.h"
+#include "common/log.h"
+#include "common/wire.h"
+#include "transport/transport.h"
+#include "coordinator/coord_util.h"
+#include "coordinator/coordinator.h"
+#include "coordinator/fault.h"
+#include "coordinator/zkstore.h"
+
+#define COORD_ZK_CONNECT_MS   10000
+#define COORD_MASTER_RPC_MS   5000
+#define COORD_MAX_SERVERS     65536
+
+/* One queued request, built by the dispatch thread, consumed by the worker. */
+struct coord_job {
+    struct coord_job *next;
+    uint16_t opcode;
+    tp_rpc *rpc;                    /* replied to via post_reply */
+    ProtobufCMessage *msg;          /* unpacked request body or NULL; the worker frees it */
+};
+
+/* A server as the worker knows it. */
+struct coord_srv {
+    Cram__ServerEntry *e;           /* unpacked (protobuf-c owned) */
+    tp_session *sess;               /* on the worker's loop; NULL until needed */
+};
+
+struct coord {
+    struct coord_config cfg;
+    char cluster[COORD_MAX_NAME + 1];
+    char durability[16];
+
+    /* Dispatch thread only. */
+    tp_loop *loop;
+    tp_listener *listener;
+    char locator[COORD_MAX_LOCATOR + 1];
+
+    /* Set by coord_stop (any thread), read everywhere. */
+    atomic_int stopping;
+    volatile int stop_flag;         /* mirror of stopping for zks_claim's poll */
+    atomic_int fatal;               /* the worker failed: coord_run returns -1 */
+
+    /* Job queue: guarded by qmu; producers = dispatch thread, consumer = worker. */
+    pthread_mutex_t qmu;
+    pthread_cond_t qcond;
+    struct coord_job *qhead, *qtail;
+    pthread_t worker;
+    int worker_started;
+
+    /* ---- Worker thread only: everything below is owned by the worker and
+     * never touched by the dispatch thread. ---- */
+    tp_loop *wloop;                 /* private loop for RPCs to masters */
+    zks *zk;
+    Cram__ClusterSettings settings; /* replicas + durability (points at durability[]) */
+    uint64_t next_table_id;
+    uint32_t next_server_index;
+    uint64_t server_list_version;
+    struct coord_srv *servers;      /* sorted by server id */
+    size_t n_servers, cap_servers;
+    Cram__TableRecord **tables;     /* unpacked records, in creation order */
+    size_t n_tables, cap_tables;
+};
+
+/* ---------------------------------------------------------------------
+ * Replies (worker -> dispatch thread)
+ * ------------------------------------------------------------------- */
+
+struct coord_reply {
+    tp_rpc *rpc;
+    int32_t status;
+    uint8_t *body;
+    size_t len;
+};
+
+static void reply_now(tp_rpc *rpc, int32_t status, const uint8_t *body, size_t len)
+{
+    struct wire_resp_hdr h = { .status = status };
+    struct iovec iov[2] = {
+        { .iov_base = &h, .iov_len = sizeof(h) },
+        { .iov_base = (void *)body, .iov_len = len },
+    };
+    tp_rpc_reply(rpc, iov, body && len ? 2 : 1);
+}
+
+static void reply_on_loop(void *arg)
+{
+    struct coord_reply *r = arg;
+    reply_now(r->rpc, r->status, r->body, r->len);
+    free(r->body);
+    free(r);
+}
+
+/* Worker side: hand the reply to the dispatch thread.  Takes ownership of body. */
+static void post_reply(coord *c, tp_rpc *rpc, int32_t status, uint8_t *body, size_t len)
+{
+    struct coord_reply *r = malloc(sizeof(*r));
+    if (r == NULL) {
+        CRAM_ERROR("out of memory: dropping a reply");
+        free(body);
+        return;
+    }
+    *r = (struct coord_reply){ rpc, status, body, len };
+    if (tp_loop_post(c->loop, reply_on_loop, r) != 0) {
+        CRAM_ERROR("tp_loop_post failed: dropping a reply");
+        free(body);
+        free(r);
+    }
+}
+
+/* Pack a protobuf message into a malloc'ed buffer and post it with status OK. */
+static void post_msg(coord *c, tp_rpc *rpc, const ProtobufCMessage *m)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        post_reply(c, rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    protobuf_c_message_pack(m, buf);
+    post_reply(c, rpc, CRAM_OK, buf, len);
+}
+
+/* ---------------------------------------------------------------------
+ * Worker state helpers
+ * ------------------------------------------------------------------- */
+
+static struct coord_srv *find_server(coord *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_servers; i++)
+        if (c->servers[i].e->server_id == id)
+            return &c->servers[i];
+    return NULL;
+}
+
+static int add_server(coord *c, Cram__ServerEntry *e)
+{
+    if (c->n_servers == c->cap_servers) {
+        size_t cap = c->cap_servers ? c->cap_servers * 2 : 16;
+        struct coord_srv *n = realloc(c->servers, cap * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        c->servers = n;
+        c->cap_servers = cap;
+    }
+    size_t i = c->n_servers;
+    while (i > 0 && c->servers[i - 1].e->server_id > e->server_id) {
+        c->servers[i] = c->servers[i - 1];
+        i--;
+    }
+    c->servers[i] = (struct coord_srv){ e, NULL };
+    c->n_servers++;
+    return 0;
+}
+
+static ssize_t find_table_name(coord *c, const char *name)
+{
+    for (size_t i = 0; i < c->n_tables; i++)
+        if (strcmp(c->tables[i]->name, name) == 0)
+            return (ssize_t)i;
+    return -1;
+}
+
+static ssize_t find_table_id(coord *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_tables; i++)
+        if (c->tables[i]->table_id == id)
+            return (ssize_t)i;
+    return -1;
+}
+
+static int add_table(coord *c, Cram__TableRecord *t)
+{
+    if (c->n_tables == c->cap_tables) {
+        size_t cap = c->cap_tables ? c->cap_tables * 2 : 16;
+        Cram__TableRecord **n = realloc(c->tables, cap * sizeof(*n));
+        if (n == NULL)
+            return -1;
+        c->tables = n;
+        c->cap_tables = cap;
+    }
+    c->tables[c->n_tables++] = t;
+    return 0;
+}
+
+/* Remove table i from the list and return it (caller frees). */
+static Cram__TableRecord *take_table(coord *c, size_t i)
+{
+    Cram__TableRecord *t = c->tables[i];
+    memmove(&c->tables[i], &c->tables[i + 1], (c->n_tables - i - 1) * sizeof(c->tables[0]));
+    c->n_tables--;
+    return t;
+}
+
+/* Deep copy of a protobuf message by packing and unpacking it: everything the
+ * worker keeps is "unpacked" and freed with protobuf_c_message_free_unpacked. */
+static ProtobufCMessage *pb_clone(const ProtobufCMessage *m, uint8_t **packed, size_t *plen)
+{
+    size_t len = protobuf_c_message_get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL)
+        return NULL;
+    protobuf_c_message_pack(m, buf);
+    ProtobufCMessage *copy = protobuf_c_message_unpack(m->descriptor, NULL, len, buf);
+    if (packed != NULL && copy != NULL) {
+        *packed = buf;
+        *plen = len;
+    } else {
+        free(buf);
+    }
+    return copy;
+}
+
+static void ids_pack(coord *c, uint64_t next_table, uint32_t next_index, uint64_t slv,
+                     uint8_t *buf, size_t cap, size_t *len)
+{
+    (void)c;
+    Cram__IdCounters ids = CRAM__ID_COUNTERS__INIT;
+    ids.next_table_id = next_table;
+    ids.next_server_index = next_index;
+    ids.server_list_version = slv;
+    *len = cram__id_counters__get_packed_size(&ids);
+    CRAM_ASSERT(*len <= cap);
+    cram__id_counters__pack(&ids, buf);
+}
+
+/* A failed fenced write: ZKS_FENCED or an expired session ends this
+ * coordinator (another one leads now); other errors are transient. */
+static int32_t zk_failure(coord *c, int rc, const char *what)
+{
+    if (rc == ZKS_FENCED || zks_expired(c->zk) || rc == ZSESSIONEXPIRED || rc == ZINVALIDSTATE) {
+        CRAM_ERROR("%s: lost leadership (%s); stopping", what,
+                   rc == ZKS_FENCED ? "fenced" : zerror(rc));
+        atomic_store(&c->fatal, 1);
+        coord_stop(c);
+        return CRAM_RETRY;
+    }
+    CRAM_WARN("%s: ZooKeeper error %s", what, zerror(rc));
+    return CRAM_RETRY;
+}
+
+/* ---------------------------------------------------------------------
+ * RPCs to masters (worker thread, on c->wloop)
+ * ------------------------------------------------------------------- */
+
+static tp_session *server_session(coord *c, struct coord_srv *s)
+{
+    if (s->sess != NULL && tp_session_alive(s->sess))
+        return s->sess;
+    if (s->sess != NULL) {
+        tp_session_close(s->sess);
+        s->sess = NULL;
+    }
+    for (size_t i = 0; i < s->e->n_locators; i++) {
+        cram_status st;
+        s->sess = tp_session_open(c->wloop, s->e->locators[i], &st);
+        if (s->sess != NULL)
+            return s->sess;
+    }
+    return NULL;
+}
+
+struct fan {
+    int pending;
+    int failed;
+};
+struct fan_item {
+    struct fan *f;
+    uint64_t server_id;
+    uint64_t table_id;
+};
+
+static void fan_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct fan_item *it = arg;
+    int32_t status = st;
+    if (st == CRAM_OK) {
+        struct wire_resp_hdr h;
+        if (len < sizeof(h)) {
+            status = CRAM_REQUEST_FORMAT_ERROR;
+        } else {
+            memcpy(&h, resp, sizeof(h));
+            status = h.status;
+        }
+    }
+    if (status != CRAM_OK) {
+        CRAM_WARN("tablet RPC for table %lu to server %lu failed: %s",
+                  (unsigned long)it->table_id, (unsigned long)it->server_id,
+                  cram_strerror((cram_status)status));
+        it->f->failed++;
+    }
+    it->f->pending--;
+    free(it);
+}
+
+/* Send opcode (TAKE_TABLET/DROP_TABLET) for every tablet of t to its owner,
+ * in parallel, and wait for all answers.  Returns the number that failed. */
+static int send_tablets(coord *c, uint16_t opcode, const Cram__TableRecord *t)
+{
+    struct fan f = { 0, 0 };
+    for (size_t i = 0; i < t->n_tablets; i++) {
+        Cram__Tablet *tb = t->tablets[i];
+        struct coord_srv *s = find_server(c, tb->server_id);
+        tp_session *sess = s ? server_session(c, s) : NULL;
+        if (sess == NULL) {
+            CRAM_WARN("no session to server %lu for table %lu", (unsigned long)tb->server_id,
+                      (unsigned long)t->table_id);
+            f.failed++;
+            continue;
+        }
+        Cram__TabletOwnership own = CRAM__TABLET_OWNERSHIP__INIT;
+        own.tablet = tb;
+        uint8_t buf[256];
+        size_t len = cram__tablet_ownership__get_packed_size(&own);
+        CRAM_ASSERT(len <= sizeof(buf));
+        cram__tablet_ownership__pack(&own, buf);
+        struct wire_req_hdr h = { .opcode = opcode, .service = WIRE_SVC_MASTER, .flags = 0 };
+        struct iovec iov[2] = { { &h, sizeof(h) }, { buf, len } };
+        struct fan_item *it = malloc(sizeof(*it));
+        if (it == NULL) {
+            f.failed++;
+            continue;
+        }
+        *it = (struct fan_item){ &f, tb->server_id, t->table_id };
+        cram_status st = tp_send(sess, iov, 2, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS),
+                                 fan_cb, it);
+        if (st != CRAM_OK) {
+            free(it);
+            f.failed++;
+            continue;
+        }
+        f.pending++;
+    }
+    while (f.pending > 0)
+        tp_loop_poll(c->wloop, 100);
+    return f.failed;
+}
+
+/* ---------------------------------------------------------------------
+ * Request handlers (worker thread)
+ * ------------------------------------------------------------------- */
+
+static void do_enlist(coord *c, struct coord_job *j)
+{
+    const Cram__EnlistServerRequest *rq = (const Cram__EnlistServerRequest *)j->msg;
+    if (c->n_servers >= COORD_MAX_SERVERS || c->next_server_index == UINT32_MAX) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    if (rq->replaces_id != 0)
+        CRAM_INFO("enlisting server replaces id %lu: ignored until failure handling exists",
+                  (unsigned long)rq->replaces_id);
+    uint32_t index = c->next_server_index;
+    Cram__ServerEntry e = CRAM__SERVER_ENTRY__INIT;
+    e.server_id = coord_server_id(index, 0);
+    e.n_locators = rq->n_locators;
+    e.locators = rq->locators;
+    e.services = rq->services;
+    e.status = CRAM__SERVER_STATUS__SERVER_UP;
+    e.failure_domain = rq->failure_domain;
+    e.memory_bytes = rq->memory_bytes;
+    e.enlisted_at_ms = clock_wall_ms();
+
+    uint8_t *packed = NULL;
+    size_t plen = 0;
+    Cram__ServerEntry *copy = (Cram__ServerEntry *)pb_clone(&e.base, &packed, &plen);
+    if (copy == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    uint8_t idsbuf[64];
+    size_t idslen;
+    ids_pack(c, c->next_table_id, index + 1, c->server_list_version + 1, idsbuf, sizeof(idsbuf), &idslen);
+    char path[64];
+    snprintf(path, sizeof(path), "servers/%016lx", (unsigned long)e.server_id);
+    struct zks_op ops[2] = {
+        { .kind = ZKS_CREATE, .path = path, .data = packed, .len = plen },
+        { .kind = ZKS_SET, .path = "ids", .data = idsbuf, .len = idslen },
+    };
+    int rc = zks_commit(c->zk, ops, 2);
+    free(packed);
+    if (rc != ZOK) {
+        cram__server_entry__free_unpacked(copy, NULL);
+        post_reply(c, j->rpc, zk_failure(c, rc, "enlist server"), NULL, 0);
+        return;
+    }
+    coord_fault_point("coordinator.enlist.after_write");
+    c->next_server_index = index + 1;
+    c->server_list_version++;
+    if (add_server(c, copy) != 0) {
+        cram__server_entry__free_unpacked(copy, NULL);
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    CRAM_INFO("enlisted server %lu at %s (services %u%s%s, %lu MB), server list version %lu",
+              (unsigned long)copy->server_id, copy->locators[0], copy->services,
+              copy->failure_domain[0] ? ", failure domain " : "", copy->failure_domain,
+              (unsigned long)(copy->memory_bytes >> 20), (unsigned long)c->server_list_version);
+
+    Cram__EnlistServerResponse resp = CRAM__ENLIST_SERVER_RESPONSE__INIT;
+    resp.server_id = copy->server_id;
+    resp.settings = &c->settings;
+    post_msg(c, j->rpc, &resp.base);
+}
+
+static void do_server_list(coord *c, struct coord_job *j)
+{
+    Cram__ServerList l = CRAM__SERVER_LIST__INIT;
+    Cram__ServerEntry **v = calloc(c->n_servers + 1, sizeof(*v));
+    if (v == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < c->n_servers; i++)
+        v[i] = c->servers[i].e;
+    l.version = c->server_list_version;
+    l.n_servers = c->n_servers;
+    l.servers = v;
+    l.full = 1;
+    post_msg(c, j->rpc, &l.base);
+    free(v);
+}
+
+/* Log one line describing a table's tablets (first few in full). */
+static void log_table(const char *verb, const Cram__TableRecord *t)
+{
+    char line[512];
+    size_t off = 0;
+    for (size_t i = 0; i < t->n_tablets && off < sizeof(line) - 80; i++) {
+        const Cram__Tablet *tb = t->tablets[i];
+        if (i == 4 && t->n_tablets > 5) {
+            off += (size_t)snprintf(line + off, sizeof(line) - off, " ... (%zu more)", t->n_tablets - 4);
+            break;
+        }
+        off += (size_t)snprintf(line + off, sizeof(line) - off, " [%016lx-%016lx]@%lu",
+                                (unsigned long)tb->start_hash, (unsigned long)tb->end_hash,
+                                (unsigned long)tb->server_id);
+    }
+    CRAM_INFO("%s table '%s' id %lu with %zu tablets:%s", verb, t->name, (unsigned long)t->table_id,
+              t->n_tablets, line);
+}
+
+/* Build the TableRecord for a new table (stack-allocated arrays in *tb / *tp). */
+static int plan_table(coord *c, const char *name, uint64_t id, uint32_t span,
+                      Cram__TableRecord *rec, Cram__Tablet *tb, Cram__Tablet **tp)
+{
+    uint64_t masters[COORD_MAX_SPAN];
+    uint32_t nm = 0;
+    for (size_t i = 0; i < c->n_servers && nm < COORD_MAX_SPAN; i++) {
+        const Cram__ServerEntry *e = c->servers[i].e;
+        if (e->status == CRAM__SERVER_STATUS__SERVER_UP && (e->services & COORD_SVC_MASTER))
+            masters[nm++] = e->server_id;
+    }
+    if (nm == 0)
+        return -1;
+    for (uint32_t i = 0; i < span; i++) {
+        cram__tablet__init(&tb[i]);
+        tb[i].table_id = id;
+        coord_tablet_range(span, i, &tb[i].start_hash, &tb[i].end_hash);
+        tb[i].server_id = masters[coord_tablet_master(id, i, nm)];
+        tb[i].state = CRAM__TABLET_STATE__TABLET_NORMAL;
+        tp[i] = &tb[i];
+    }
+    cram__table_record__init(rec);
+    rec->name = (char *)name;
+    rec->table_id = id;
+    rec->n_tablets = span;
+    rec->tablets = tp;
+    return 0;
+}
+
+static void post_table_id(coord *c, tp_rpc *rpc, uint64_t id)
+{
+    Cram__TableIdResponse r = CRAM__TABLE_ID_RESPONSE__INIT;
+    r.table_id = id;
+    post_msg(c, rpc, &r.base);
+}
+
+static void do_create_table(coord *c, struct coord_job *j)
+{
+    const Cram__CreateTableRequest *rq = (const Cram__CreateTableRequest *)j->msg;
+    ssize_t ti = find_table_name(c, rq->name);
+    if (ti >= 0) {
+        post_table_id(c, j->rpc, c->tables[ti]->table_id);
+        return;
+    }
+    uint32_t span = rq->server_span ? rq->server_span : 1;
+    uint64_t id = c->next_table_id;
+    static Cram__Tablet tb[COORD_MAX_SPAN];        /* worker thread only */
+    static Cram__Tablet *tp[COORD_MAX_SPAN];
+    Cram__TableRecord rec;
+    if (plan_table(c, rq->name, id, span, &rec, tb, tp) != 0) {
+        CRAM_WARN("create table '%s': no master enlisted yet", rq->name);
+        post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
+        return;
+    }
+    uint8_t *packed = NULL;
+    size_t plen = 0;
+    Cram__TableRecord *copy = (Cram__TableRecord *)pb_clone(&rec.base, &packed, &plen);
+    Cram__IntentRecord in = CRAM__INTENT_RECORD__INIT;
+    in.kind = CRAM__INTENT_KIND__INTENT_CREATE_TABLE;
+    in.table = &rec;
+    size_t ilen = cram__intent_record__get_packed_size(&in);
+    uint8_t *ibuf = malloc(ilen);
+    if (copy == NULL || ibuf == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        goto out_free;
+    }
+    cram__intent_record__pack(&in, ibuf);
+
+    /* Step 1: the intent, and the id is used up. */
+    uint8_t idsbuf[64];
+    size_t idslen;
+    ids_pack(c, id + 1, c->next_server_index, c->server_list_version, idsbuf, sizeof(idsbuf), &idslen);
+    char intent[128];
+    struct zks_op ops1[2] = {
+        { .kind = ZKS_CREATE, .path = "intents/i-", .data = ibuf, .len = ilen, .sequential = true,
+          .created = intent, .created_len = sizeof(intent) },
+        { .kind = ZKS_SET, .path = "ids", .data = idsbuf, .len = idslen },
+    };
+    int rc = zks_commit(c->zk, ops1, 2);
+    if (rc != ZOK) {
+        post_reply(c, j->rpc, zk_failure(c, rc, "create table intent"), NULL, 0);
+        goto out_free;
+    }
+    c->next_table_id = id + 1;
+    coord_fault_point("coordinator.create_table.after_intent");
+
+    /* Step 2: the masters take their tablets. */
+    if (send_tablets(c, WIRE_OP_TAKE_TABLET, copy) != 0) {
+        CRAM_WARN("create table '%s': a master did not take its tablet; rolling back", rq->name);
+        send_tablets(c, WIRE_OP_DROP_TABLET, copy);
+        struct zks_op undo = { .kind = ZKS_DELETE, .path = intent };
+        rc = zks_commit(c->zk, &undo, 1);
+        if (rc != ZOK)
+            zk_failure(c, rc, "create table rollback");
+        post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
+        goto out_free;
+    }
+    coord_fault_point("coordinator.create_table.after_take_tablet");
+
+    /* Step 3: the table becomes visible; the intent is done. */
+    char path[COORD_MAX_NAME + 16];
+    snprintf(path, sizeof(path), "tables/%s", rq->name);
+    struct zks_op ops3[2] = {
+        { .kind = ZKS_CREATE, .path = path, .data = packed, .len = plen },
+        { .kind = ZKS_DELETE, .path = intent },
+    };
+    rc = zks_commit(c->zk, ops3, 2);
+    if (rc != ZOK) {
+        post_reply(c, j->rpc, zk_failure(c, rc, "create table record"), NULL, 0);
+        goto out_free;
+    }
+    if (add_table(c, copy) != 0) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        goto out_free;
+    }
+    log_table("created", copy);
+    copy = NULL;
+    post_table_id(c, j->rpc, id);
+
+out_free:
+    if (copy != NULL)
+        cram__table_record__free_unpacked(copy, NULL);
+    free(packed);
+    free(ibuf);
+}
+
+/* Drop table record t (already removed from memory, owned by the caller)
+ * through the intent protocol.  Returns a status for the client. */
+static int32_t drop_table_record(coord *c, const Cram__TableRecord *t)
+{
+    Cram__IntentRecord in = CRAM__INTENT_RECORD__INIT;
+    in.kind = CRAM__INTENT_KIND__INTENT_DROP_TABLE;
+    in.table = (Cram__TableRecord *)t;
+    size_t ilen = cram__intent_record__get_packed_size(&in);
+    uint8_t *ibuf = malloc(ilen);
+    if (ibuf == NULL)
+        return CRAM_NO_MEMORY;
+    cram__intent_record__pack(&in, ibuf);
+    char intent[128];
+    char path[COORD_MAX_NAME + 16];
+    snprintf(path, sizeof(path), "tables/%s", t->name);
+    struct zks_op ops1[2] = {
+        { .kind = ZKS_CREATE, .path = "intents/i-", .data = ibuf, .len = ilen, .sequential = true,
+          .created = intent, .created_len = sizeof(intent) },
+        { .kind = ZKS_DELETE, .path = path },
+    };
+    int rc = zks_commit(c->zk, ops1, 2);
+    free(ibuf);
+    if (rc != ZOK)
+        return zk_failure(c, rc, "drop table intent");
+    coord_fault_point("coordinator.drop_table.after_intent");
+    int failed = send_tablets(c, WIRE_OP_DROP_TABLET, t);
+    if (failed)
+        CRAM_WARN("drop table '%s': %d tablets could not be dropped on their masters", t->name, failed);
+    coord_fault_point("coordinator.drop_table.after_drop_tablet");
+    struct zks_op done = { .kind = ZKS_DELETE, .path = intent };
+    rc = zks_commit(c->zk, &done, 1);
+    if (rc != ZOK)
+        zk_failure(c, rc, "drop table intent removal");
+    return CRAM_OK;
+}
+
+static void do_drop_table(coord *c, struct coord_job *j)
+{
+    const Cram__TableNameRequest *rq = (const Cram__TableNameRequest *)j->msg;
+    ssize_t ti = find_table_name(c, rq->name);
+    if (ti < 0) {
+        post_reply(c, j->rpc, CRAM_OK, NULL, 0);
+        return;
+    }
+    Cram__TableRecord *t = c->tables[ti];
+    int32_t st = drop_table_record(c, t);
+    /* drop_table_record fails only before its first write, so on failure
+     * nothing changed and the table stays. */
+    if (st == CRAM_OK) {
+        log_table("dropped", t);
+        cram__table_record__free_unpacked(take_table(c, (size_t)ti), NULL);
+    }
+    post_reply(c, j->rpc, st, NULL, 0);
+}
+
+static void do_get_table_id(coord *c, struct coord_job *j)
+{
+    const Cram__TableNameRequest *rq = (const Cram__TableNameRequest *)j->msg;
+    ssize_t ti = find_table_name(c, rq->name);
+    if (ti < 0)
+        post_reply(c, j->rpc, CRAM_TABLE_DOESNT_EXIST, NULL, 0);
+    else
+        post_table_id(c, j->rpc, c->tables[ti]->table_id);
+}
+
+static void do_get_table_config(coord *c, struct coord_job *j)
+{
+    const Cram__TableConfigRequest *rq = (const Cram__TableConfigRequest *)j->msg;
+    ssize_t ti = find_table_id(c, rq->table_id);
+    if (ti < 0) {
+        post_reply(c, j->rpc, CRAM_TABLE_DOESNT_EXIST, NULL, 0);
+        return;
+    }
+    const Cram__TableRecord *t = c->tables[ti];
+    Cram__TabletLocation *locs = calloc(t->n_tablets + 1, sizeof(*locs));
+    Cram__TabletLocation **lp = calloc(t->n_tablets + 1, sizeof(*lp));
+    if (locs == NULL || lp == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        goto out_free;
+    }
+    for (size_t i = 0; i < t->n_tablets; i++) {
+        cram__tablet_location__init(&locs[i]);
+        locs[i].tablet = t->tablets[i];
+        struct coord_srv *s = find_server(c, t->tablets[i]->server_id);
+        if (s != NULL) {
+            locs[i].n_locators = s->e->n_locators;
+            locs[i].locators = s->e->locators;
+        }
+        lp[i] = &locs[i];
+    }
+    Cram__TableConfig cfg = CRAM__TABLE_CONFIG__INIT;
+    cfg.table_id = t->table_id;
+    cfg.name = t->name;
+    cfg.n_tablets = t->n_tablets;
+    cfg.tablets = lp;
+    post_msg(c, j->rpc, &cfg.base);
+out_free:
+    free(locs);
+    free(lp);
+}
+
+static void do_list_tables(coord *c, struct coord_job *j)
+{
+    Cram__TableList l = CRAM__TABLE_LIST__INIT;
+    l.n_tables = c->n_tables;
+    l.tables = c->tables;
+    post_msg(c, j->rpc, &l.base);
+}
+
+/* ---------------------------------------------------------------------
+ * Start-up (worker thread): claim leadership, load, finish intents, resync
+ * ------------------------------------------------------------------- */
+
+static int load_settings(coord *c)
+{
+    uint8_t *data;
+    size_t len;
+    int rc = zks_get(c->zk, "settings", &data, &len);
+    if (rc != ZOK && rc != ZNONODE)
+        return rc;
+    bool exists = rc == ZOK;
+    bool write = !exists || c->cfg.replicas_set || c->cfg.durability_set;
+    if (exists) {
+        Cram__ClusterSettings *s = cram__cluster_settings__unpack(NULL, len, data);
+        if (s != NULL) {
+            if (!c->cfg.replicas_set)
+                c->settings.replicas = s->replicas;
+            if (!c->cfg.durability_set && (strcmp(s->durability, "buffered") == 0 ||
+                                           strcmp(s->durability, "sync") == 0))
+                snprintf(c->durability, sizeof(c->durability), "%s", s->durability);
+            cram__cluster_settings__free_unpacked(s, NULL);
+        } else {
+            CRAM_WARN("stored cluster settings are corrupt; rewriting them");
+            write = true;
+        }
+    }
+    free(data);
+    c->settings.durability = c->durability;
+    if (!write)
+        return ZOK;
+    uint8_t buf[64];
+    size_t blen = cram__cluster_settings__get_packed_size(&c->settings);
+    CRAM_ASSERT(blen <= sizeof(buf));
+    cram__cluster_settings__pack(&c->settings, buf);
+    struct zks_op op = { .kind = exists ? ZKS_SET : ZKS_CREATE, .path = "settings", .data = buf, .len = blen };
+    return zks_commit(c->zk, &op, 1);
+}
+
+static int load_ids(coord *c)
+{
+    uint8_t *data;
+    size_t len;
+    int rc = zks_get(c->zk, "ids", &data, &len);
+    if (rc == ZNONODE) {
+        c->next_table_id = 1;
+        c->next_server_index = 1;
+        c->server_list_version = 0;
+        uint8_t buf[64];
+        size_t blen;
+        ids_pack(c, 1, 1, 0, buf, sizeof(buf), &blen);
+        struct zks_op op = { .kind = ZKS_CREATE, .path = "ids", .data = buf, .len = blen };
+        return zks_commit(c->zk, &op, 1);
+    }
+    if (rc != ZOK)
+        return rc;
+    Cram__IdCounters *ids = cram__id_counters__unpack(NULL, len, data);
+    free(data);
+    if (ids == NULL) {
+        CRAM_ERROR("ZooKeeper record %s/ids is corrupt", zks_root(c->zk));
+        return ZMARSHALLINGERROR;
+    }
+    c->next_table_id = ids->next_table_id ? ids->next_table_id : 1;
+    c->next_server_index = ids->next_server_index ? ids->next_server_index : 1;
+    c->server_list_version = ids->server_list_version;
+    cram__id_counters__free_unpacked(ids, NULL);
+    return ZOK;
+}
+
+/* Load every record of directory dir with unpack; add each with add. */
+static int load_dir(coord *c, const char *dir, const ProtobufCMessageDescriptor *d,
+                    int (*add)(coord *, ProtobufCMessage *))
+{
+    char **names;
+    int n;
+    int rc = zks_children(c->zk, dir, &names, &n);
+    if (rc != ZOK)
+        return rc;
+    for (int i = 0; i < n && rc == ZOK; i++) {
+        char path[COORD_MAX_NAME + 32];
+        snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
+        uint8_t *data;
+        size_t len;
+        rc = zks_get(c->zk, path, &data, &len);
+        if (rc == ZNONODE) {
+            rc = ZOK;
+            continue;
+        }
+        if (rc != ZOK)
+            break;
+        ProtobufCMessage *m = protobuf_c_message_unpack(d, NULL, len, data);
+        free(data);
+        if (m == NULL) {
+            CRAM_ERROR("ZooKeeper record %s/%s is corrupt; ignored", zks_root(c->zk), path);
+            continue;
+        }
+        if (add(c, m) != 0) {
+            protobuf_c_message_free_unpacked(m, NULL);
+            rc = ZSYSTEMERROR;
+        }
+    }
+    zks_free_names(names, n);
+    return rc;
+}
+
+static int add_server_msg(coord *c, ProtobufCMessage *m)
+{
+    Cram__ServerEntry *e = (Cram__ServerEntry *)m;
+    if (e->n_locators == 0 || find_server(c, e->server_id) != NULL) {
+        CRAM_WARN("ignoring bad or duplicate server record %lu", (unsigned long)e->server_id);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 0;
+    }
+    if (coord_server_index(e->server_id) >= c->next_server_index)
+        c->next_server_index = coord_server_index(e->server_id) + 1;
+    return add_server(c, e);
+}
+
+static int add_table_msg(coord *c, ProtobufCMessage *m)
+{
+    Cram__TableRecord *t = (Cram__TableRecord *)m;
+    if (!coord_name_valid(t->name) || find_table_name(c, t->name) >= 0) {
+        CRAM_WARN("ignoring bad or duplicate table record '%s'", t->name);
+        protobuf_c_message_free_unpacked(m, NULL);
+        return 0;
+    }
+    if (t->table_id >= c->next_table_id)
+        c->next_table_id = t->table_id + 1;
+    return add_table(c, t);
+}
+
+/* Finish one intent found at start-up (a previous coordinator died midway). */
+static int finish_intent(coord *c, const char *name)
+{
+    char path[128];
+    snprintf(path, sizeof(path), "intents/%s", name);
+    uint8_t *data;
+    size_t len;
+    int rc = zks_get(c->zk, path, &data, &len);
+    if (rc == ZNONODE)
+        return ZOK;
+    if (rc != ZOK)
+        return rc;
+    Cram__IntentRecord *in = cram__intent_record__unpack(NULL, len, data);
+    free(data);
+    struct zks_op del = { .kind = ZKS_DELETE, .path = path };
+    if (in == NULL || in->table == NULL || !coord_name_valid(in->table->name)) {
+        CRAM_WARN("intent %s is corrupt; removing it", name);
+        if (in)
+            cram__intent_record__free_unpacked(in, NULL);
+        return zks_commit(c->zk, &del, 1);
+    }
+    Cram__TableRecord *t = in->table;
+    ssize_t ti = find_table_name(c, t->name);
+    if (in->kind == CRAM__INTENT_KIND__INTENT_CREATE_TABLE) {
+        if (ti >= 0) {
+            rc = zks_commit(c->zk, &del, 1);   /* already done (or name taken) */
+        } else {
+            uint8_t *packed = NULL;
+            size_t plen = 0;
+            Cram__TableRecord *copy = (Cram__TableRecord *)pb_clone(&t->base, &packed, &plen);
+            char tpath[COORD_MAX_NAME + 16];
+            snprintf(tpath, sizeof(tpath), "tables/%s", t->name);
+            struct zks_op ops[2] = {
+                { .kind = ZKS_CREATE, .path = tpath, .data = packed, .len = plen },
+                del,
+            };
+            rc = copy ? zks_commit(c->zk, ops, 2) : ZSYSTEMERROR;
+            free(packed);
+            if (rc == ZOK && add_table(c, copy) == 0) {
+                if (t->table_id >= c->next_table_id)
+                    c->next_table_id = t->table_id + 1;
+                log_table("finished creating", copy);
+            } else if (copy) {
+                cram__table_record__free_unpacked(copy, NULL);
+            }
+        }
+    } else {
+        /* Drop: the record must go (if it is still this table), the masters
+         * drop the tablets, then the intent goes. */
+        if (ti >= 0 && c->tables[ti]->table_id == t->table_id) {
+            char tpath[COORD_MAX_NAME + 16];
+            snprintf(tpath, sizeof(tpath), "tables/%s", t->name);
+            struct zks_op op = { .kind = ZKS_DELETE, .path = tpath };
+            rc = zks_commit(c->zk, &op, 1);
+            if (rc == ZOK)
+                cram__table_record__free_unpacked(take_table(c, (size_t)ti), NULL);
+        }
+        if (rc == ZOK) {
+            send_tablets(c, WIRE_OP_DROP_TABLET, t);
+            rc = zks_commit(c->zk, &del, 1);
+            if (rc == ZOK)
+                log_table("finished dropping", t);
+        }
+    }
+    cram__intent_record__free_unpacked(in, NULL);
+    return rc;
+}
+
+static int startup(coord *c)
+{
+    char err[256];
+    c->zk = zks_open(c->cfg.zk_hosts, c->cluster, (uint32_t)clock_test_scaled_ms(COORD_ZK_CONNECT_MS),
+                     err, sizeof(err));
+    if (c->zk == NULL) {
+        CRAM_ERROR("%s", err);
+        return -1;
+    }
+    int rc;
+    if (c->cfg.reset) {
+        rc = zks_wipe(c->zk);
+        if (rc != ZOK) {
+            CRAM_ERROR("--reset: cannot wipe %s: %s", zks_root(c->zk), zerror(rc));
+            return -1;
+        }
+        CRAM_INFO("--reset: wiped %s", zks_root(c->zk));
+    }
+    rc = zks_ensure_layout(c->zk);
+    if (rc == ZOK)
+        rc = zks_claim(c->zk, c->locator, &c->stop_flag);
+    if (rc != ZOK) {
+        if (rc != ZCLOSING)
+            CRAM_ERROR("cannot become leader under %s: %s", zks_root(c->zk), zerror(rc));
+        return -1;
+    }
+    rc = load_settings(c);
+    if (rc == ZOK)
+        rc = load_ids(c);
+    if (rc == ZOK)
+        rc = load_dir(c, "servers", &cram__server_entry__descriptor, add_server_msg);
+    if (rc == ZOK)
+        rc = load_dir(c, "tables", &cram__table_record__descriptor, add_table_msg);
+    if (rc != ZOK) {
+        CRAM_ERROR("cannot load cluster state from %s: %s", zks_root(c->zk), rc == ZKS_FENCED ? "fenced" : zerror(rc));
+        return -1;
+    }
+    char **names;
+    int n;
+    rc = zks_children(c->zk, "intents", &names, &n);
+    for (int i = 0; i < n && rc == ZOK; i++)
+        rc = finish_intent(c, names[i]);
+    zks_free_names(names, n);
+    if (rc != ZOK) {
+        CRAM_ERROR("cannot finish intents: %s", rc == ZKS_FENCED ? "fenced" : zerror(rc));
+        return -1;
+    }
+    CRAM_INFO("coordinator leads cluster '%s' (epoch %lu) at %s: %zu servers, %zu tables, "
+              "replicas %u, durability %s", c->cluster, (unsigned long)zks_epoch(c->zk), c->locator,
+              c->n_servers, c->n_tables, c->settings.replicas, c->settings.durability);
+    /* Make the masters' ownership match ZooKeeper. */
+    for (size_t i = 0; i < c->n_tables; i++) {
+        int failed = send_tablets(c, WIRE_OP_TAKE_TABLET, c->tables[i]);
+        if (failed)
+            CRAM_WARN("re-sending TAKE_TABLET for table '%s': %d tablets failed", c->tables[i]->name, failed);
+    }
+    return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Worker thread
+ * ------------------------------------------------------------------- */
+
+static void free_job(struct coord_job *j)
+{
+    if (j->msg != NULL)
+        protobuf_c_message_free_unpacked(j->msg, NULL);
+    free(j);
+}
+
+static void handle_job(coord *c, struct coord_job *j)
+{
+    switch (j->opcode) {
+    case WIRE_OP_ENLIST_SERVER:    do_enlist(c, j); break;
+    case WIRE_OP_GET_SERVER_LIST:  do_server_list(c, j); break;
+    case WIRE_OP_CREATE_TABLE:     do_create_table(c, j); break;
+    case WIRE_OP_DROP_TABLE:       do_drop_table(c, j); break;
+    case WIRE_OP_GET_TABLE_ID:     do_get_table_id(c, j); break;
+    case WIRE_OP_GET_TABLE_CONFIG: do_get_table_config(c, j); break;
+    case WIRE_OP_LIST_TABLES:      do_list_tables(c, j); break;
+    default:
+        post_reply(c, j->rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
+        break;
+    }
+}
+
+static void *worker_main(void *arg)
+{
+    coord *c = arg;
+    if (startup(c) != 0) {
+        if (!atomic_load(&c->stopping))
+            atomic_store(&c->fatal, 1);
+        coord_stop(c);
+    }
+    for (;;) {
+        pthread_mutex_lock(&c->qmu);
+        while (c->qhead == NULL && !atomic_load(&c->stopping)) {
+            /* Wake once a second to notice an expired ZooKeeper session. */
+            struct timespec dl;
+            clock_gettime(CLOCK_MONOTONIC, &dl);
+            dl.tv_sec += 1;
+            pthread_cond_timedwait(&c->qcond, &c->qmu, &dl);
+            if (c->zk != NULL && zks_expired(c->zk) && !atomic_load(&c->stopping)) {
+                pthread_mutex_unlock(&c->qmu);
+                CRAM_ERROR("ZooKeeper session expired: lost leadership; stopping");
+                atomic_store(&c->fatal, 1);
+                coord_stop(c);
+                pthread_mutex_lock(&c->qmu);
+            }
+        }
+        struct coord_job *j = c->qhead;
+        if (j != NULL) {
+            c->qhead = j->next;
+            if (c->qhead == NULL)
+                c->qtail = NULL;
+        }
+        pthread_mutex_unlock(&c->qmu);
+        if (j == NULL)
+            break;                       /* stopping and the queue is empty */
+        if (atomic_load(&c->stopping))
+            post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
+        else
+            handle_job(c, j);
+        free_job(j);
+    }
+    return NULL;
+}
+
+/* ---------------------------------------------------------------------
+ * Dispatch thread: validate, unpack, queue
+ * ------------------------------------------------------------------- */
+
+static bool enlist_valid(const Cram__EnlistServerRequest *rq)
+{
+    if (rq->n_locators == 0 || rq->n_locators > COORD_MAX_LOCATORS)
+        return false;
+    for (size_t i = 0; i < rq->n_locators; i++)
+        if (!coord_locator_valid(rq->locators[i]))
+            return false;
+    if (rq->services == 0 || (rq->services & ~(COORD_SVC_MASTER | COORD_SVC_BACKUP)) != 0)
+        return false;
+    return coord_label_valid(rq->failure_domain);
+}
+
+/* Unpack and validate the body of a coordinator request.  *msg is NULL for
+ * bodiless requests.  Returns false for a malformed request. */
+static bool unpack_request(uint16_t op, const uint8_t *body, size_t len, ProtobufCMessage **msg)
+{
+    *msg = NULL;
+    switch (op) {
+    case WIRE_OP_GET_SERVER_LIST:
+    case WIRE_OP_LIST_TABLES:
+        return true;
+    case WIRE_OP_ENLIST_SERVER: {
+        Cram__EnlistServerRequest *rq = cram__enlist_server_request__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && enlist_valid(rq);
+    }
+    case WIRE_OP_CREATE_TABLE: {
+        Cram__CreateTableRequest *rq = cram__create_table_request__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && coord_name_valid(rq->name) && rq->server_span <= COORD_MAX_SPAN;
+    }
+    case WIRE_OP_DROP_TABLE:
+    case WIRE_OP_GET_TABLE_ID: {
+        Cram__TableNameRequest *rq = cram__table_name_request__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && coord_name_valid(rq->name);
+    }
+    case WIRE_OP_GET_TABLE_CONFIG: {
+        Cram__TableConfigRequest *rq = cram__table_config_request__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL;
+    }
+    default:
+        return false;
+    }
+}
+
+static void on_request(void *arg, tp_rpc *rpc)
+{
+    coord *c = arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct wire_req_hdr h;
+    if (req == NULL || len < sizeof(h)) {
+        reply_now(rpc, CRAM_REQUEST_FORMAT_ERROR, NULL, 0);
+        return;
+    }
+    memcpy(&h, req, sizeof(h));
+    if (h.opcode == WIRE_OP_PING && (h.service == WIRE_SVC_PING || h.service == WIRE_SVC_COORDINATOR)) {
+        reply_now(rpc, CRAM_OK, NULL, 0);
+        return;
+    }
+    if (h.service != WIRE_SVC_COORDINATOR ||
+        h.opcode < WIRE_OP_ENLIST_SERVER || h.opcode > WIRE_OP_LIST_TABLES) {
+        reply_now(rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
+        return;
+    }
+    ProtobufCMessage *msg;
+    if (!unpack_request(h.opcode, req + sizeof(h), len - sizeof(h), &msg)) {
+        CRAM_DEBUG("malformed %s request from %s", wire_opcode_name(h.opcode), tp_rpc_peer(rpc));
+        if (msg != NULL)
+            protobuf_c_message_free_unpacked(msg, NULL);
+        reply_now(rpc, CRAM_REQUEST_FORMAT_ERROR, NULL, 0);
+        return;
+    }
+    struct coord_job *j = malloc(sizeof(*j));
+    if (j == NULL) {
+        if (msg != NULL)
+            protobuf_c_message_free_unpacked(msg, NULL);
+        reply_now(rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    *j = (struct coord_job){ NULL, h.opcode, rpc, msg };
+    pthread_mutex_lock(&c->qmu);
+    if (atomic_load(&c->stopping)) {
+        pthread_mutex_unlock(&c->qmu);
+        free_job(j);
+        reply_now(rpc, CRAM_RETRY, NULL, 0);
+        return;
+    }
+    if (c->qtail)
+        c->qtail->next = j;
+    else
+        c->qhead = j;
+    c->qtail = j;
+    pthread_cond_signal(&c->qcond);
+    pthread_mutex_unlock(&c->qmu);
+}
+
+/* ---------------------------------------------------------------------
+ * Life cycle
+ * ------------------------------------------------------------------- */
+
+coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen)
+{
+    const char *cluster = cfg->cluster ? cfg->cluster : "main";
+    if (!coord_name_valid(cluster)) {
+        snprintf(err, errlen, "invalid cluster name '%s'", cluster);
+        return NULL;
+    }
+    const char *dur = cfg->durability ? cfg->durability : "buffered";
+    if (strcmp(dur, "buffered") != 0 && strcmp(dur, "sync") != 0) {
+        snprintf(err, errlen, "durability must be 'buffered' or 'sync', not '%s'", dur);
+        return NULL;
+    }
+    coord *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->cfg = *cfg;
+    snprintf(c->cluster, sizeof(c->cluster), "%s", cluster);
+    snprintf(c->durability, sizeof(c->durability), "%s", dur);
+    cram__cluster_settings__init(&c->settings);
+    c->settings.replicas = cfg->replicas;
+    c->settings.durability = c->durability;
+    pthread_mutex_init(&c->qmu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&c->qcond, &ca);
+    pthread_condattr_destroy(&ca);
+
+    c->loop = tp_loop_create();
+    c->wloop = tp_loop_create();
+    if (c->loop == NULL || c->wloop == NULL) {
+        snprintf(err, errlen, "cannot create event loops");
+        goto out_destroy;
+    }
+    tp_loop_set_poll_us(c->loop, cfg->poll_us);
+    tp_loop_set_poll_us(c->wloop, 0);
+    c->listener = tp_listen(c->loop, cfg->listen, on_request, c, err, errlen);
+    if (c->listener == NULL)
+        goto out_destroy;
+    snprintf(c->locator, sizeof(c->locator), "%s", tp_listener_locator(c->listener));
+    return c;
+
+out_destroy:
+    coord_destroy(c);
+    return NULL;
+}
+
+const char *coord_locator(const coord *c) { return c->locator; }
+
+void coord_stop(coord *c)
+{
+    pthread_mutex_lock(&c->qmu);
+    atomic_store(&c->stopping, 1);
+    c->stop_flag = 1;
+    pthread_cond_broadcast(&c->qcond);
+    pthread_mutex_unlock(&c->qmu);
+    tp_loop_wake(c->loop);
+}
+
+int coord_run(coord *c)
+{
+    if (pthread_create(&c->worker, NULL, worker_main, c) != 0) {
+        CRAM_ERROR("cannot start the worker thread: %s", strerror(errno));
+        return -1;
+    }
+    c->worker_started = 1;
+    while (!atomic_load(&c->stopping))
+        tp_loop_poll(c->loop, -1);
+    pthread_join(c->worker, NULL);
+    c->worker_started = 0;
+    /* Deliver the replies the worker posted before it ended. */
+    while (tp_loop_poll(c->loop, 0) > 0)
+        ;
+    return atomic_load(&c->fatal) ? -1 : 0;
+}
+
+void coord_destroy(coord *c)
+{
+    if (c == NULL)
+        return;
+    if (c->worker_started) {
+        coord_stop(c);
+        pthread_join(c->worker, NULL);
+    }
+    for (struct coord_job *j = c->qhead, *n; j != NULL; j = n) {
+        n = j->next;
+        reply_now(j->rpc, CRAM_RETRY, NULL, 0);
+        free_job(j);
+    }
+    for (size_t i = 0; i < c->n_servers; i++) {
+        if (c->servers[i].sess != NULL)
+            tp_session_close(c->servers[i].sess);
+        cram__server_entry__free_unpacked(c->servers[i].e, NULL);
+    }
+    free(c->servers);
+    for (size_t i = 0; i < c->n_tables; i++)
+        cram__table_record__free_unpacked(c->tables[i], NULL);
+    free(c->tables);
+    if (c->listener != NULL)
+        tp_listener_close(c->listener);
+    if (c->loop != NULL)
+        tp_loop_destroy(c->loop);
+    if (c->wloop != NULL)
+        tp_loop_destroy(c->wloop);
+    zks_close(c->zk);
+    pthread_cond_destroy(&c->qcond);
+    pthread_mutex_destroy(&c->qmu);
+    free(c);
+}

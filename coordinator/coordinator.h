@@ -1,0 +1,45 @@
+/*
+ * coordinator.h -- the coordinator service: server list, tables and tablet
+ * map, kept in ZooKeeper (zkstore.h) and served over one tp_loop.
+ *
+ * Threads: coord_run's caller is the dispatch thread (owns the tp_loop and
+ * the listener; receives RPCs, validates and unpacks them, and queues them).
+ * One worker thread owns the cluster state and the ZooKeeper handle, handles
+ * the queued requests one at a time, sends TAKE_TABLET/DROP_TABLET to masters
+ * over its own private tp_loop, and posts each reply back to the dispatch
+ * thread with tp_loop_post.  coord_stop is the only call allowed from any
+ * thread (and signal-handling threads).
+ */
+#ifndef CRAM_COORDINATOR_H
+#define CRAM_COORDINATOR_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+typedef struct coord coord;
+
+struct coord_config {
+    const char *zk_hosts;       /* "h:p[,h:p]" (the part after "zk:") */
+    const char *cluster;        /* default "main" */
+    const char *listen;         /* locator to listen on */
+    uint32_t poll_us;           /* dispatch loop spin after activity */
+    uint32_t replicas;          /* cluster setting R */
+    bool replicas_set;          /* given on the command line: overrides the stored value */
+    const char *durability;     /* "buffered" or "sync" */
+    bool durability_set;
+    bool reset;                 /* wipe the cluster's ZooKeeper state first */
+};
+
+/* Creates the dispatch loop and the listener.  NULL with a message in err. */
+coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen);
+/* The locator the coordinator listens on (with the real port). */
+const char *coord_locator(const coord *c);
+/* Start the worker (claims leadership, loads state) and run the dispatch
+ * loop until coord_stop.  Returns 0 after a clean stop, -1 if the worker
+ * failed (ZooKeeper unreachable, leadership lost). */
+int  coord_run(coord *c);
+/* Thread-safe: make coord_run return. */
+void coord_stop(coord *c);
+void coord_destroy(coord *c);
+
+#endif

@@ -1,0 +1,179 @@
+/*
+ * coordinator_main.c -- cram-coordinator: flags, signals, then coord_run.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/locator.h"
+#include "common/log.h"
+#include "coordinator/coordinator.h"
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: cram-coordinator --zk zk:HOST:PORT[,HOST:PORT...] [options]\n"
+"\n"
+"Runs the cram coordinator: server list, tables and tablet map, kept in\n"
+"ZooKeeper under /cram/<cluster>/.  Clients and servers find it through the\n"
+"leader record /cram/<cluster>/coordinator.\n"
+"\n"
+"  --zk zk:H:P[,H:P]       ZooKeeper ensemble (required)\n"
+"  --cluster NAME          cluster name (default: main)\n"
+"  --listen LOCATOR        where to listen (default: tcp:host=127.0.0.1,port=0 = a free port)\n"
+"  --log-level LEVEL       debug, info, warn or error (default: info)\n"
+"  --poll-us N             dispatch thread spins N us after activity before sleeping (default: 0)\n"
+"  --replicas R            cluster setting: replicas per segment (default: 3, or the stored value)\n"
+"  --durability MODE       cluster setting: buffered or sync (default: buffered, or the stored value)\n"
+"  --reset                 wipe /cram/<cluster> in ZooKeeper before starting (a fresh cluster)\n"
+"  --help                  this text\n"
+"\n"
+"Cluster settings are stored in ZooKeeper (/cram/<cluster>/settings) and handed\n"
+"to servers when they enlist; a value given on the command line replaces the\n"
+"stored one.  SIGTERM or SIGINT stops the coordinator cleanly.\n");
+}
+
+struct sigctx {
+    sigset_t set;
+    coord *c;
+};
+
+/* Waits for SIGTERM/SIGINT (blocked in every other thread) and stops the
+ * coordinator from normal thread context. */
+static void *signal_thread(void *arg)
+{
+    struct sigctx *s = arg;
+    int sig;
+    if (sigwait(&s->set, &sig) == 0) {
+        CRAM_INFO("signal %d: shutting down", sig);
+        coord_stop(s->c);
+    }
+    return NULL;
+}
+
+static int parse_u32(const char *s, uint32_t max, uint32_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || *end || v > max || s[0] == '-')
+        return -1;
+    *out = (uint32_t)v;
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_HELP };
+    static const struct option opts[] = {
+        { "zk", required_argument, NULL, O_ZK },
+        { "cluster", required_argument, NULL, O_CLUSTER },
+        { "listen", required_argument, NULL, O_LISTEN },
+        { "log-level", required_argument, NULL, O_LOG },
+        { "poll-us", required_argument, NULL, O_POLL },
+        { "replicas", required_argument, NULL, O_REPL },
+        { "durability", required_argument, NULL, O_DUR },
+        { "reset", no_argument, NULL, O_RESET },
+        { "help", no_argument, NULL, O_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    struct coord_config cfg = {
+        .cluster = "main",
+        .listen = "tcp:host=127.0.0.1,port=0",
+        .poll_us = 0,
+        .replicas = 3,
+        .durability = "buffered",
+    };
+    const char *zk = NULL;
+    int level = LOG_LVL_INFO;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case O_ZK: zk = optarg; break;
+        case O_CLUSTER: cfg.cluster = optarg; break;
+        case O_LISTEN: cfg.listen = optarg; break;
+        case O_LOG:
+            level = log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "cram-coordinator: bad --log-level '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_POLL:
+            if (parse_u32(optarg, 10000000, &cfg.poll_us) != 0) {
+                fprintf(stderr, "cram-coordinator: bad --poll-us '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_REPL:
+            if (parse_u32(optarg, 16, &cfg.replicas) != 0) {
+                fprintf(stderr, "cram-coordinator: bad --replicas '%s' (0..16)\n", optarg);
+                return 2;
+            }
+            cfg.replicas_set = true;
+            break;
+        case O_DUR:
+            if (strcmp(optarg, "buffered") != 0 && strcmp(optarg, "sync") != 0) {
+                fprintf(stderr, "cram-coordinator: --durability must be buffered or sync\n");
+                return 2;
+            }
+            cfg.durability = optarg;
+            cfg.durability_set = true;
+            break;
+        case O_RESET: cfg.reset = true; break;
+        case O_HELP: usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cram-coordinator: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (zk == NULL) {
+        fprintf(stderr, "cram-coordinator: --zk is required\n");
+        usage(stderr);
+        return 2;
+    }
+    struct locator zl;
+    char err[256];
+    if (loc_parse(zk, &zl, err, sizeof(err)) != 0 || strcmp(zl.proto, "zk") != 0) {
+        fprintf(stderr, "cram-coordinator: bad --zk '%s': %s\n", zk,
+                strcmp(zl.proto, "zk") ? "expected zk:HOST:PORT[,HOST:PORT]" : err);
+        return 2;
+    }
+    cfg.zk_hosts = zl.zk_hosts;
+    log_init("cram-coordinator", level);
+
+    /* Block the stop signals in every thread (ZooKeeper's included, created
+     * later); one thread waits for them. */
+    struct sigctx sc;
+    sigemptyset(&sc.set);
+    sigaddset(&sc.set, SIGTERM);
+    sigaddset(&sc.set, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    coord *c = coord_create(&cfg, err, sizeof(err));
+    if (c == NULL) {
+        CRAM_ERROR("cannot start: %s", err);
+        return 1;
+    }
+    sc.c = c;
+    pthread_t st;
+    if (pthread_create(&st, NULL, signal_thread, &sc) != 0) {
+        CRAM_ERROR("cannot start the signal thread");
+        coord_destroy(c);
+        return 1;
+    }
+    pthread_detach(st);
+    CRAM_INFO("cram-coordinator listening on %s, cluster '%s', ZooKeeper %s", coord_locator(c),
+              cfg.cluster, cfg.zk_hosts);
+    int rc = coord_run(c);
+    coord_destroy(c);
+    CRAM_INFO("cram-coordinator exiting%s", rc ? " after an error" : "");
+    return rc ? 1 : 0;
+}

@@ -1,0 +1,353 @@
+/* zkstore.c -- ZooKeeper storage for the coordinator; see zkstore.h. */
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <zookeeper/zookeeper.h>
+
+#include "cram.pb-c.h"
+#include "common/log.h"
+#include "coordinator/zkstore.h"
+
+#define ZKS_PATH_MAX 600
+#define ZKS_SESSION_MS 6000
+
+struct zks {
+    zhandle_t *zh;
+    char root[ZKS_PATH_MAX];
+    int fence_version;            /* version of R/epoch we won; -1 before zks_claim */
+    /* Session state, written by ZooKeeper's event thread (watcher) and read
+     * by the owner thread: guarded by mu. */
+    pthread_mutex_t mu;
+    pthread_cond_t cond;
+    int connected;
+    int expired;
+};
+
+static void zks_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
+{
+    (void)zh;
+    (void)path;
+    struct zks *z = ctx;
+    if (type != ZOO_SESSION_EVENT || z == NULL)
+        return;
+    pthread_mutex_lock(&z->mu);
+    if (state == ZOO_CONNECTED_STATE) {
+        z->connected = 1;
+    } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
+        z->expired = 1;
+        z->connected = 0;
+    } else {
+        z->connected = 0;
+    }
+    pthread_cond_broadcast(&z->cond);
+    pthread_mutex_unlock(&z->mu);
+}
+
+static void full_path(const zks *z, const char *rel, char *out, size_t outlen)
+{
+    if (rel == NULL || rel[0] == '\0')
+        snprintf(out, outlen, "%s", z->root);
+    else
+        snprintf(out, outlen, "%s/%s", z->root, rel);
+}
+
+zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char *err, size_t errlen)
+{
+    zks *z = calloc(1, sizeof(*z));
+    if (z == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&z->mu, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&z->cond, &ca);
+    pthread_condattr_destroy(&ca);
+    z->fence_version = -1;
+    snprintf(z->root, sizeof(z->root), "/cram/%s", cluster ? cluster : "main");
+    zoo_set_debug_level(log_level_current <= LOG_LVL_DEBUG ? ZOO_LOG_LEVEL_INFO : (ZooLogLevel)0);
+    z->zh = zookeeper_init(hosts, zks_watcher, ZKS_SESSION_MS, NULL, z, 0);
+    if (z->zh == NULL) {
+        snprintf(err, errlen, "zookeeper_init(%s): %s", hosts, strerror(errno));
+        goto out_free;
+    }
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&z->mu);
+    while (!z->connected && !z->expired) {
+        if (pthread_cond_timedwait(&z->cond, &z->mu, &dl) == ETIMEDOUT)
+            break;
+    }
+    int ok = z->connected;
+    pthread_mutex_unlock(&z->mu);
+    if (!ok) {
+        snprintf(err, errlen, "cannot connect to ZooKeeper at %s within %u ms", hosts, timeout_ms);
+        goto out_close;
+    }
+    return z;
+
+out_close:
+    zookeeper_close(z->zh);
+out_free:
+    pthread_cond_destroy(&z->cond);
+    pthread_mutex_destroy(&z->mu);
+    free(z);
+    return NULL;
+}
+
+void zks_close(zks *z)
+{
+    if (z == NULL)
+        return;
+    zookeeper_close(z->zh);
+    pthread_cond_destroy(&z->cond);
+    pthread_mutex_destroy(&z->mu);
+    free(z);
+}
+
+const char *zks_root(const zks *z) { return z->root; }
+uint64_t zks_epoch(const zks *z) { return z->fence_version < 0 ? 0 : (uint64_t)z->fence_version; }
+void *zks_raw(zks *z) { return z->zh; }
+
+bool zks_expired(const zks *z)
+{
+    struct zks *m = (struct zks *)z;
+    pthread_mutex_lock(&m->mu);
+    bool e = m->expired != 0;
+    pthread_mutex_unlock(&m->mu);
+    return e;
+}
+
+/* Delete abs_path and everything below it. */
+static int wipe_abs(zks *z, const char *abs_path)
+{
+    struct String_vector kids = { 0, NULL };
+    int rc = zoo_get_children(z->zh, abs_path, 0, &kids);
+    if (rc == ZNONODE)
+        return ZOK;
+    if (rc != ZOK)
+        return rc;
+    for (int i = 0; i < kids.count && rc == ZOK; i++) {
+        char child[ZKS_PATH_MAX];
+        snprintf(child, sizeof(child), "%s/%s", abs_path, kids.data[i]);
+        rc = wipe_abs(z, child);
+    }
+    deallocate_String_vector(&kids);
+    if (rc != ZOK)
+        return rc;
+    rc = zoo_delete(z->zh, abs_path, -1);
+    return rc == ZNONODE ? ZOK : rc;
+}
+
+int zks_wipe(zks *z)
+{
+    return wipe_abs(z, z->root);
+}
+
+static int create_if_missing(zks *z, const char *abs_path)
+{
+    int rc = zoo_create(z->zh, abs_path, NULL, -1, &ZOO_OPEN_ACL_UNSAFE, ZOO_PERSISTENT, NULL, 0);
+    return rc == ZNODEEXISTS ? ZOK : rc;
+}
+
+int zks_ensure_layout(zks *z)
+{
+    static const char *const dirs[] = { "", "servers", "tables", "intents", "epoch" };
+    int rc = create_if_missing(z, "/cram");
+    for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && rc == ZOK; i++) {
+        char p[ZKS_PATH_MAX];
+        full_path(z, dirs[i], p, sizeof(p));
+        rc = create_if_missing(z, p);
+    }
+    return rc;
+}
+
+int zks_claim(zks *z, const char *locator, volatile int *stop)
+{
+    char leader[ZKS_PATH_MAX], epoch[ZKS_PATH_MAX];
+    full_path(z, "coordinator", leader, sizeof(leader));
+    full_path(z, "epoch", epoch, sizeof(epoch));
+    int waited = 0;
+    for (;;) {
+        if (stop != NULL && *stop)
+            return ZCLOSING;
+        struct Stat st;
+        int rc = zoo_exists(z->zh, epoch, 0, &st);
+        if (rc != ZOK)
+            return rc;
+        char host[256] = "";
+        gethostname(host, sizeof(host) - 1);
+        Cram__LeaderRecord rec = CRAM__LEADER_RECORD__INIT;
+        rec.locator = (char *)locator;
+        rec.epoch = (uint64_t)st.version + 1;
+        rec.pid = (uint32_t)getpid();
+        rec.host = host;
+        uint8_t buf[1024];
+        size_t len = cram__leader_record__get_packed_size(&rec);
+        if (len > sizeof(buf))
+            return ZBADARGUMENTS;
+        cram__leader_record__pack(&rec, buf);
+
+        zoo_op_t ops[2];
+        zoo_op_result_t res[2];
+        zoo_create_op_init(&ops[0], leader, (const char *)buf, (int)len, &ZOO_OPEN_ACL_UNSAFE,
+                           ZOO_EPHEMERAL, NULL, 0);
+        zoo_set_op_init(&ops[1], epoch, NULL, -1, st.version, NULL);
+        rc = zoo_multi(z->zh, 2, ops, res);
+        if (rc == ZOK) {
+            z->fence_version = st.version + 1;
+            return ZOK;
+        }
+        if (res[0].err == ZNODEEXISTS) {
+            if (!waited++)
+                CRAM_INFO("another coordinator's leader record exists at %s; waiting for it to go away",
+                          leader);
+            struct timespec ts = { 0, 250 * 1000 * 1000 };
+            nanosleep(&ts, NULL);
+            continue;
+        }
+        if (res[1].err == ZBADVERSION)
+            continue;       /* raced with another claimant: read the epoch again */
+        return rc;
+    }
+}
+
+int zks_commit(zks *z, struct zks_op *ops, int n)
+{
+    if (n < 0 || n > ZKS_MAX_OPS || z->fence_version < 0)
+        return ZBADARGUMENTS;
+    zoo_op_t zops[ZKS_MAX_OPS + 1];
+    zoo_op_result_t res[ZKS_MAX_OPS + 1];
+    char paths[ZKS_MAX_OPS + 1][ZKS_PATH_MAX];
+    char created[ZKS_MAX_OPS][ZKS_PATH_MAX];
+
+    full_path(z, "epoch", paths[0], sizeof(paths[0]));
+    zoo_check_op_init(&zops[0], paths[0], z->fence_version);
+    for (int i = 0; i < n; i++) {
+        char *p = paths[i + 1];
+        full_path(z, ops[i].path, p, ZKS_PATH_MAX);
+        switch (ops[i].kind) {
+        case ZKS_CREATE:
+            created[i][0] = '\0';
+            zoo_create_op_init(&zops[i + 1], p, ops[i].data, ops[i].data ? (int)ops[i].len : -1,
+                               &ZOO_OPEN_ACL_UNSAFE,
+                               ops[i].sequential ? ZOO_PERSISTENT_SEQUENTIAL : ZOO_PERSISTENT,
+                               created[i], ZKS_PATH_MAX);
+            break;
+        case ZKS_SET:
+            zoo_set_op_init(&zops[i + 1], p, ops[i].data, ops[i].data ? (int)ops[i].len : -1, -1, NULL);
+            break;
+        case ZKS_DELETE:
+            zoo_delete_op_init(&zops[i + 1], p, -1);
+            break;
+        }
+    }
+    int rc = zoo_multi(z->zh, n + 1, zops, res);
+    if (rc != ZOK) {
+        if (res[0].err == ZBADVERSION || res[0].err == ZNONODE) {
+            CRAM_ERROR("ZooKeeper write fenced: epoch %d is no longer the leader's", z->fence_version);
+            return ZKS_FENCED;
+        }
+        return rc;
+    }
+    size_t rootlen = strlen(z->root);
+    for (int i = 0; i < n; i++) {
+        if (ops[i].kind == ZKS_CREATE && ops[i].created != NULL && ops[i].created_len > 0) {
+            const char *c = created[i];
+            if (strncmp(c, z->root, rootlen) == 0 && c[rootlen] == '/')
+                c += rootlen + 1;
+            snprintf(ops[i].created, ops[i].created_len, "%s", c);
+        }
+    }
+    return ZOK;
+}
+
+int zks_get(zks *z, const char *path, uint8_t **data, size_t *len)
+{
+    char p[ZKS_PATH_MAX];
+    full_path(z, path, p, sizeof(p));
+    *data = NULL;
+    *len = 0;
+    for (int tries = 0; tries < 5; tries++) {
+        struct Stat st;
+        int rc = zoo_exists(z->zh, p, 0, &st);
+        if (rc != ZOK)
+            return rc;
+        int cap = st.dataLength + 1;          /* +1: tells a grown node from a full buffer */
+        uint8_t *buf = malloc((size_t)cap);
+        if (buf == NULL)
+            return ZSYSTEMERROR;
+        int got = cap;
+        rc = zoo_get(z->zh, p, 0, (char *)buf, &got, &st);
+        if (rc != ZOK) {
+            free(buf);
+            return rc;
+        }
+        if (got < cap) {
+            if (got <= 0) {
+                free(buf);
+                return ZOK;
+            }
+            *data = buf;
+            *len = (size_t)got;
+            return ZOK;
+        }
+        free(buf);                            /* changed between exists and get: again */
+    }
+    return ZSYSTEMERROR;
+}
+
+static int cmp_names(const void *a, const void *b)
+{
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+int zks_children(zks *z, const char *path, char ***names, int *count)
+{
+    char p[ZKS_PATH_MAX];
+    full_path(z, path, p, sizeof(p));
+    *names = NULL;
+    *count = 0;
+    struct String_vector kids = { 0, NULL };
+    int rc = zoo_get_children(z->zh, p, 0, &kids);
+    if (rc != ZOK)
+        return rc;
+    char **out = calloc((size_t)kids.count + 1, sizeof(char *));
+    if (out == NULL) {
+        deallocate_String_vector(&kids);
+        return ZSYSTEMERROR;
+    }
+    for (int i = 0; i < kids.count; i++) {
+        out[i] = strdup(kids.data[i]);
+        if (out[i] == NULL) {
+            zks_free_names(out, i);
+            deallocate_String_vector(&kids);
+            return ZSYSTEMERROR;
+        }
+    }
+    qsort(out, (size_t)kids.count, sizeof(char *), cmp_names);
+    *names = out;
+    *count = kids.count;
+    deallocate_String_vector(&kids);
+    return ZOK;
+}
+
+void zks_free_names(char **names, int count)
+{
+    if (names == NULL)
+        return;
+    for (int i = 0; i < count; i++)
+        free(names[i]);
+    free(names);
+}

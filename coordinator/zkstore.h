@@ -1,0 +1,87 @@
+/*
+ * zkstore.h -- the coordinator's ZooKeeper storage layer (prefix zks_).
+ *
+ * Layout under the cluster root R = /cram/<cluster>:
+ *   R/coordinator   LeaderRecord, ephemeral: who leads (clients read it)
+ *   R/epoch         empty, persistent; its version is the leader epoch
+ *   R/settings      ClusterSettings
+ *   R/ids           IdCounters
+ *   R/servers/<id as 16 hex digits>   ServerEntry
+ *   R/tables/<name> TableRecord
+ *   R/intents/i-<seq>  IntentRecord (persistent sequential)
+ *
+ * Fencing: a coordinator becomes leader with zks_claim, which in one
+ * zoo_multi creates the ephemeral leader record and bumps R/epoch; the new
+ * version of R/epoch is its epoch (also stored in LeaderRecord.epoch).  Every
+ * later write goes through zks_commit, which runs the caller's ops in one
+ * zoo_multi together with a check op on R/epoch's version: once another
+ * coordinator has claimed leadership, every write of the old one fails with
+ * ZKS_FENCED and nothing of it is applied.  The only unfenced writes are
+ * zks_wipe and zks_ensure_layout (idempotent creation of empty directories),
+ * which run before leadership is claimed.
+ *
+ * Threads: a zks handle is used by one thread at a time (the coordinator's
+ * worker).  ZooKeeper's own client threads live inside libzookeeper_mt.
+ * Return values: 0 (ZOK), ZKS_FENCED, or a negative ZooKeeper error (ZNONODE...).
+ */
+#ifndef CRAM_ZKSTORE_H
+#define CRAM_ZKSTORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdbool.h>
+
+typedef struct zks zks;
+
+#define ZKS_FENCED 1          /* another coordinator claimed leadership */
+#define ZKS_MAX_OPS 16
+
+enum zks_op_kind { ZKS_CREATE, ZKS_SET, ZKS_DELETE };
+
+struct zks_op {
+    enum zks_op_kind kind;
+    const char *path;         /* relative to the cluster root, e.g. "tables/foo" */
+    const void *data;         /* CREATE/SET */
+    size_t len;
+    bool sequential;          /* CREATE: persistent sequential node */
+    char *created;            /* CREATE: out, the created path relative to the root (may be NULL) */
+    size_t created_len;
+};
+
+/* Connect to hosts ("h:p[,h:p]") within timeout_ms.  NULL with a message in
+ * err on failure. */
+zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char *err, size_t errlen);
+void zks_close(zks *z);
+/* "/cram/<cluster>" */
+const char *zks_root(const zks *z);
+/* True once the ZooKeeper session expired (the handle is dead: leadership lost). */
+bool zks_expired(const zks *z);
+
+/* Delete the whole cluster root recursively (unfenced; --reset). */
+int zks_wipe(zks *z);
+/* Create /cram, the root and its directories and R/epoch where missing (unfenced). */
+int zks_ensure_layout(zks *z);
+
+/* Become leader: wait while another leader record exists (polling every
+ * 250 ms until *stop becomes non-zero, then returns ZCLOSING), then create
+ * the ephemeral leader record {locator, epoch, pid, host} and bump the epoch
+ * atomically. */
+int zks_claim(zks *z, const char *locator, volatile int *stop);
+/* The epoch won by zks_claim (0 before). */
+uint64_t zks_epoch(const zks *z);
+
+/* THE fenced write: ops applied atomically iff this handle is still leader. */
+int zks_commit(zks *z, struct zks_op *ops, int n);
+
+/* Read a node: *data is malloc'ed (caller frees; NULL when empty), *len its length. */
+int zks_get(zks *z, const char *path, uint8_t **data, size_t *len);
+/* Children of a directory, sorted by name.  *names is a malloc'ed array of
+ * malloc'ed strings; free with zks_free_names. */
+int zks_children(zks *z, const char *path, char ***names, int *count);
+void zks_free_names(char **names, int count);
+
+/* Test hook: the raw handle (zhandle_t *) for tests that must act as "another
+ * coordinator". */
+void *zks_raw(zks *z);
+
+#endif

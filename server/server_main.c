@@ -1,0 +1,464 @@
+/*
+ * server_main.c -- cram-server: one dispatch thread (a tp_loop) serving the
+ * master service on a listener, plus enlistment with the coordinator.
+ *
+ * Threads: the main thread runs the tp_loop and owns everything below
+ * (listener, master, coordinator session, enlistment state).  Two helpers:
+ * a signal thread (sigwait, then sets `stopping` and wakes the loop) and,
+ * while a "zk:" coordinator locator is being resolved, a short-lived locate
+ * thread that blocks in coordloc_find and posts its result to the loop.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cram.pb-c.h"
+#include "common/clock.h"
+#include "common/coordloc.h"
+#include "common/locator.h"
+#include "common/log.h"
+#include "common/wire.h"
+#include "master/master_service.h"
+#include "transport/transport.h"
+
+#define SRV_LOCATE_MS     2000      /* per attempt to read the leader record */
+#define SRV_ENLIST_MS     5000      /* per ENLIST_SERVER RPC */
+#define SRV_BACKOFF_MIN   100       /* ms between enlistment attempts ... */
+#define SRV_BACKOFF_MAX   2000      /* ... doubling up to this */
+
+#define SRV_SVC_MASTER 1u
+#define SRV_SVC_BACKUP 2u
+
+struct server {
+    /* set up by main, then read-only */
+    const char *coordinator;
+    const char *cluster;
+    const char *failure_domain;
+    uint32_t services;
+    uint64_t memory_bytes;
+
+    /* main (loop) thread only */
+    tp_loop *loop;
+    tp_listener *listener;
+    master_service *master;
+    char locator[512];
+    tp_session *csess;              /* to the coordinator; closed before each new attempt */
+    uint32_t backoff_ms;
+    uint32_t attempts;
+    uint64_t server_id;             /* 0 until enlisted */
+
+    /* locate thread: started and joined by the loop thread; it writes
+     * coord_loc/locate_st before tp_loop_post (which orders the accesses). */
+    pthread_t locate_thread;
+    int locating;
+    char coord_loc[512];
+    cram_status locate_st;
+
+    atomic_int stopping;            /* any thread */
+    sigset_t sigs;
+};
+
+static void enlist_attempt(void *arg);
+
+static void reply_status(tp_rpc *rpc, int32_t status)
+{
+    struct wire_resp_hdr h = { .status = status };
+    struct iovec iov = { &h, sizeof(h) };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+/* Request dispatch (loop thread). */
+static void on_request(void *arg, tp_rpc *rpc)
+{
+    struct server *s = arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct wire_req_hdr h;
+    if (req == NULL || len < sizeof(h)) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&h, req, sizeof(h));
+    if (h.service == WIRE_SVC_PING && h.opcode == WIRE_OP_PING)
+        reply_status(rpc, CRAM_OK);
+    else if (h.service == WIRE_SVC_MASTER && s->master != NULL)
+        master_handle(s->master, rpc, req, len);
+    else
+        reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST);
+}
+
+/* ---- enlistment ---------------------------------------------------------- */
+
+static void enlist_retry(struct server *s)
+{
+    if (atomic_load(&s->stopping))
+        return;
+    uint32_t d = s->backoff_ms;
+    s->backoff_ms = s->backoff_ms * 2 > SRV_BACKOFF_MAX ? SRV_BACKOFF_MAX : s->backoff_ms * 2;
+    tp_timer_add(s->loop, (uint64_t)d * 1000, enlist_attempt, s);
+}
+
+static void enlist_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct server *s = arg;
+    struct wire_resp_hdr h = { .status = st };
+    if (st == CRAM_OK) {
+        if (len < sizeof(h))
+            h.status = CRAM_REQUEST_FORMAT_ERROR;
+        else
+            memcpy(&h, resp, sizeof(h));
+    }
+    Cram__EnlistServerResponse *r = NULL;
+    if (h.status == CRAM_OK) {
+        r = cram__enlist_server_response__unpack(NULL, len - sizeof(h), resp + sizeof(h));
+        if (r == NULL || r->server_id == 0)
+            h.status = CRAM_REQUEST_FORMAT_ERROR;
+    }
+    if (h.status != CRAM_OK) {
+        if (r != NULL)
+            cram__enlist_server_response__free_unpacked(r, NULL);
+        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+                 "enlisting with the coordinator at %s failed: %s; retrying", s->coord_loc,
+                 cram_strerror((cram_status)h.status));
+        enlist_retry(s);
+        return;
+    }
+    s->server_id = r->server_id;
+    if (s->master != NULL)
+        master_set_server_id(s->master, s->server_id);
+    uint32_t replicas = r->settings ? r->settings->replicas : 0;
+    const char *dur = r->settings && r->settings->durability[0] ? r->settings->durability : "?";
+    CRAM_INFO("serving as server %lu on %s (cluster settings: replicas %u, durability %s)",
+              (unsigned long)s->server_id, s->locator, replicas, dur);
+    cram__enlist_server_response__free_unpacked(r, NULL);
+}
+
+/* The coordinator's locator is known (or not): send ENLIST_SERVER. */
+static void enlist_located(void *arg)
+{
+    struct server *s = arg;
+    if (s->locating) {
+        pthread_join(s->locate_thread, NULL);
+        s->locating = 0;
+    }
+    if (atomic_load(&s->stopping))
+        return;
+    if (s->locate_st != CRAM_OK) {
+        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+                 "cannot locate the coordinator through %s (cluster %s): %s; retrying",
+                 s->coordinator, s->cluster, cram_strerror(s->locate_st));
+        enlist_retry(s);
+        return;
+    }
+    cram_status st;
+    s->csess = tp_session_open(s->loop, s->coord_loc, &st);
+    if (s->csess == NULL) {
+        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+                 "cannot reach the coordinator at %s: %s; retrying", s->coord_loc, cram_strerror(st));
+        enlist_retry(s);
+        return;
+    }
+    Cram__EnlistServerRequest rq = CRAM__ENLIST_SERVER_REQUEST__INIT;
+    char *locs[1] = { s->locator };
+    rq.n_locators = 1;
+    rq.locators = locs;
+    rq.services = s->services;
+    rq.failure_domain = (char *)s->failure_domain;
+    rq.memory_bytes = s->memory_bytes;
+    uint8_t buf[1024];
+    size_t len = cram__enlist_server_request__get_packed_size(&rq);
+    CRAM_ASSERT(len <= sizeof(buf));
+    cram__enlist_server_request__pack(&rq, buf);
+    struct wire_req_hdr h = { .opcode = WIRE_OP_ENLIST_SERVER, .service = WIRE_SVC_COORDINATOR };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { buf, len } };
+    st = tp_send(s->csess, iov, 2, (uint32_t)clock_test_scaled_ms(SRV_ENLIST_MS), enlist_done, s);
+    if (st != CRAM_OK) {
+        CRAM_DEBUG("enlist send failed: %s", cram_strerror(st));
+        enlist_retry(s);
+    }
+}
+
+static void *locate_main(void *arg)
+{
+    struct server *s = arg;
+    s->locate_st = coordloc_find(s->coordinator, s->cluster, (uint32_t)clock_test_scaled_ms(SRV_LOCATE_MS),
+                                 s->coord_loc, sizeof(s->coord_loc));
+    if (tp_loop_post(s->loop, enlist_located, s) != 0)
+        CRAM_ERROR("tp_loop_post failed: enlistment stalls");
+    return NULL;
+}
+
+/* One enlistment attempt: (re)locate the coordinator, then enlist. */
+static void enlist_attempt(void *arg)
+{
+    struct server *s = arg;
+    if (atomic_load(&s->stopping) || s->server_id != 0)
+        return;
+    s->attempts++;
+    if (s->csess != NULL) {
+        tp_session_close(s->csess);
+        s->csess = NULL;
+    }
+    if (strncmp(s->coordinator, "zk:", 3) != 0) {
+        s->locate_st = coordloc_find(s->coordinator, s->cluster, 0, s->coord_loc, sizeof(s->coord_loc));
+        enlist_located(s);
+        return;
+    }
+    if (pthread_create(&s->locate_thread, NULL, locate_main, s) != 0) {
+        CRAM_WARN("cannot start the locate thread: %s", strerror(errno));
+        enlist_retry(s);
+        return;
+    }
+    s->locating = 1;
+}
+
+/* ---- flags, signals, main ------------------------------------------------ */
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+"usage: cram-server --coordinator LOCATOR [options]\n"
+"\n"
+"Runs a cram storage server: a master service (objects in a DRAM log) on one\n"
+"dispatch thread.  It finds the coordinator, enlists, and serves.\n"
+"\n"
+"  --coordinator LOCATOR   zk:H:P[,H:P] (read the leader record) or tcp:host=H,port=P (required)\n"
+"  --cluster NAME          cluster name (default: main)\n"
+"  --listen LOCATOR        where to listen (default: tcp:host=127.0.0.1,port=0 = a free port)\n"
+"  --memory SIZE           log memory, e.g. 64M, 1G (default: 1G)\n"
+"  --segment-size SIZE     log segment size, a power of two >= 64K (default: 8M)\n"
+"  --poll-us N             dispatch thread spins N us after activity, then sleeps;\n"
+"                          0 = block at once (default: 50)\n"
+"  --hugepages             back the log with transparent huge pages (madvise)\n"
+"  --master-only           run only the master service\n"
+"  --backup-only           run only the backup service (the backup service arrives in a\n"
+"                          later version: today this serves no master and stores nothing)\n"
+"  --failure-domain NAME   failure domain label (replicas avoid sharing one; default: none)\n"
+"  --log-level LEVEL       debug, info, warn or error (default: info)\n"
+"  --help                  this text\n"
+"\n"
+"Without --master-only/--backup-only a server offers both services (the backup\n"
+"service is not implemented yet).  SIGTERM or SIGINT stops the server cleanly.\n");
+}
+
+/* "64M", "1G", "512K", "4096" -> bytes.  Returns 0 or -1. */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] == '-')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s)
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0': break;
+    case 'k': case 'K': shift = 10; end++; break;
+    case 'm': case 'M': shift = 20; end++; break;
+    case 'g': case 'G': shift = 30; end++; break;
+    case 't': case 'T': shift = 40; end++; break;
+    default: return -1;
+    }
+    if (*end == 'B' || *end == 'b')
+        end++;
+    if (*end != '\0' || v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
+static void *signal_thread(void *arg)
+{
+    struct server *s = arg;
+    int sig;
+    if (sigwait(&s->sigs, &sig) == 0) {
+        CRAM_INFO("signal %d: shutting down", sig);
+        atomic_store(&s->stopping, 1);
+        tp_loop_wake(s->loop);
+    }
+    return NULL;
+}
+
+static int label_valid(const char *s)
+{
+    size_t n = strnlen(s, 256);
+    if (n > 255)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || (unsigned char)s[i] > 0x7e)
+            return 0;
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_MONLY, O_BONLY,
+           O_FD, O_LOG, O_HELP };
+    static const struct option opts[] = {
+        { "coordinator", required_argument, NULL, O_COORD },
+        { "cluster", required_argument, NULL, O_CLUSTER },
+        { "listen", required_argument, NULL, O_LISTEN },
+        { "memory", required_argument, NULL, O_MEM },
+        { "segment-size", required_argument, NULL, O_SEG },
+        { "poll-us", required_argument, NULL, O_POLL },
+        { "hugepages", no_argument, NULL, O_HUGE },
+        { "master-only", no_argument, NULL, O_MONLY },
+        { "backup-only", no_argument, NULL, O_BONLY },
+        { "failure-domain", required_argument, NULL, O_FD },
+        { "log-level", required_argument, NULL, O_LOG },
+        { "help", no_argument, NULL, O_HELP },
+        { NULL, 0, NULL, 0 },
+    };
+    static struct server srv;
+    struct server *s = &srv;
+    s->cluster = "main";
+    s->failure_domain = "";
+    s->memory_bytes = 1ull << 30;
+    s->backoff_ms = SRV_BACKOFF_MIN;
+    const char *listen = "tcp:host=127.0.0.1,port=0";
+    uint64_t seg = 8ull << 20;
+    uint64_t poll_us = 50;
+    int hugepages = 0, master_only = 0, backup_only = 0;
+    int level = LOG_LVL_INFO;
+    int o;
+    while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+        switch (o) {
+        case O_COORD: s->coordinator = optarg; break;
+        case O_CLUSTER: s->cluster = optarg; break;
+        case O_LISTEN: listen = optarg; break;
+        case O_MEM:
+            if (parse_size(optarg, &s->memory_bytes) != 0 || s->memory_bytes == 0) {
+                fprintf(stderr, "cram-server: bad --memory '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_SEG:
+            if (parse_size(optarg, &seg) != 0 || seg < (64u << 10) || seg > (1u << 30) || (seg & (seg - 1))) {
+                fprintf(stderr, "cram-server: bad --segment-size '%s' (a power of two, 64K..1G)\n", optarg);
+                return 2;
+            }
+            break;
+        case O_POLL:
+            if (parse_size(optarg, &poll_us) != 0 || poll_us > 10000000) {
+                fprintf(stderr, "cram-server: bad --poll-us '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_HUGE: hugepages = 1; break;
+        case O_MONLY: master_only = 1; break;
+        case O_BONLY: backup_only = 1; break;
+        case O_FD:
+            if (!label_valid(optarg)) {
+                fprintf(stderr, "cram-server: bad --failure-domain (at most 255 printable characters)\n");
+                return 2;
+            }
+            s->failure_domain = optarg;
+            break;
+        case O_LOG:
+            level = log_level_parse(optarg);
+            if (level < 0) {
+                fprintf(stderr, "cram-server: bad --log-level '%s'\n", optarg);
+                return 2;
+            }
+            break;
+        case O_HELP: usage(stdout); return 0;
+        default: usage(stderr); return 2;
+        }
+    }
+    if (optind < argc) {
+        fprintf(stderr, "cram-server: unexpected argument '%s'\n", argv[optind]);
+        return 2;
+    }
+    if (s->coordinator == NULL) {
+        fprintf(stderr, "cram-server: --coordinator is required\n");
+        usage(stderr);
+        return 2;
+    }
+    if (master_only && backup_only) {
+        fprintf(stderr, "cram-server: --master-only and --backup-only exclude each other\n");
+        return 2;
+    }
+    struct locator cl;
+    char err[256];
+    if (loc_parse(s->coordinator, &cl, err, sizeof(err)) != 0) {
+        fprintf(stderr, "cram-server: bad --coordinator '%s': %s\n", s->coordinator, err);
+        return 2;
+    }
+    s->services = master_only ? SRV_SVC_MASTER : backup_only ? SRV_SVC_BACKUP : SRV_SVC_MASTER | SRV_SVC_BACKUP;
+    log_init("cram-server", level);
+
+    sigemptyset(&s->sigs);
+    sigaddset(&s->sigs, SIGTERM);
+    sigaddset(&s->sigs, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &s->sigs, NULL);
+    signal(SIGPIPE, SIG_IGN);
+
+    int rc = 1;
+    s->loop = tp_loop_create();
+    if (s->loop == NULL) {
+        CRAM_ERROR("cannot create the event loop");
+        return 1;
+    }
+    tp_loop_set_poll_us(s->loop, (uint32_t)poll_us);
+    if (!backup_only) {
+        struct master_config mc = {
+            .memory_bytes = s->memory_bytes,
+            .segment_bytes = (uint32_t)seg,
+            .max_value_bytes = CRAM_MAX_VALUE_LEN < seg / 2 ? CRAM_MAX_VALUE_LEN : (uint32_t)(seg / 2),
+            .hash_buckets = 0,
+            .hugepages = hugepages,
+        };
+        s->master = master_create(&mc, err, sizeof(err));
+        if (s->master == NULL) {
+            CRAM_ERROR("cannot create the master service: %s", err);
+            goto out_loop;
+        }
+    }
+    s->listener = tp_listen(s->loop, listen, on_request, s, err, sizeof(err));
+    if (s->listener == NULL) {
+        CRAM_ERROR("cannot listen on %s: %s", listen, err);
+        goto out_master;
+    }
+    snprintf(s->locator, sizeof(s->locator), "%s", tp_listener_locator(s->listener));
+    CRAM_INFO("listening on %s (memory %lu MB, segments %lu KB, poll %lu us); enlisting via %s",
+              s->locator, (unsigned long)(s->memory_bytes >> 20), (unsigned long)(seg >> 10),
+              (unsigned long)poll_us, s->coordinator);
+
+    pthread_t st;
+    if (pthread_create(&st, NULL, signal_thread, s) != 0) {
+        CRAM_ERROR("cannot start the signal thread");
+        goto out_listener;
+    }
+    pthread_detach(st);
+
+    enlist_attempt(s);
+    while (!atomic_load(&s->stopping))
+        tp_loop_poll(s->loop, -1);
+    rc = 0;
+
+    if (s->locating) {
+        pthread_join(s->locate_thread, NULL);
+        s->locating = 0;
+    }
+    if (s->csess != NULL) {
+        tp_session_close(s->csess);
+        s->csess = NULL;
+    }
+    while (tp_loop_poll(s->loop, 0) > 0)    /* run what was posted meanwhile */
+        ;
+out_listener:
+    tp_listener_close(s->listener);
+out_master:
+    if (s->master != NULL)
+        master_destroy(s->master);
+out_loop:
+    tp_loop_destroy(s->loop);
+    CRAM_INFO("cram-server exiting");
+    return rc;
+}
