@@ -1,0 +1,505 @@
+/* objmgr.c -- objects, versions, reject rules, tablets, enumeration (see objmgr.h). */
+#include "master/objmgr.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "common/keyhash.h"
+#include "common/log.h"
+
+/* One candidate object while enumerating one bucket. */
+struct om_enum_cand {
+    uint64_t hash;
+    log_ref  ref;
+};
+
+struct objmgr {
+    mlog *log;
+    ht   *ht;
+    uint32_t max_value;
+    struct om_tablet *tablets;
+    uint32_t ntablets, captablets;
+    struct om_enum_cand *cand;     /* enumeration scratch (grows) */
+    size_t ncand_cap;
+    uint64_t live_bytes;
+    uint64_t reads, writes, removes, increments;
+};
+
+/* ---- helpers ----------------------------------------------------------- */
+
+struct om_keyctx {
+    const mlog *log;
+    uint64_t table;
+    const void *key;
+    uint16_t key_len;
+};
+
+static inline const struct seg_object *obj_at(const mlog *l, log_ref ref)
+{
+    return (const struct seg_object *)log_entry_body(log_entry_get(l, ref));
+}
+
+static inline bool key_match(void *vctx, log_ref ref)
+{
+    const struct om_keyctx *c = vctx;
+    const struct seg_object *o = obj_at(c->log, ref);
+    return o->table_id == c->table && o->key_len == c->key_len &&
+           memcmp((const uint8_t *)o + sizeof *o, c->key, c->key_len) == 0;
+}
+
+static inline uint32_t entry_total(const mlog *l, log_ref ref)
+{
+    return (uint32_t)seg_entry_size(log_entry_get(l, ref)->length);
+}
+
+static inline uint32_t now_seconds(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+    return (uint32_t)ts.tv_sec;
+}
+
+cram_status om_reject(const cram_reject_rules *r, bool exists, uint64_t version)
+{
+    if (r == NULL)
+        return CRAM_OK;
+    if (!exists)
+        return r->doesnt_exist ? CRAM_OBJECT_DOESNT_EXIST : CRAM_OK;
+    if (r->exists)
+        return CRAM_OBJECT_EXISTS;
+    if (r->version_le_given && version <= r->given_version)
+        return CRAM_WRONG_VERSION;
+    if (r->version_ne_given && version != r->given_version)
+        return CRAM_WRONG_VERSION;
+    return CRAM_OK;
+}
+
+/* ---- life cycle -------------------------------------------------------- */
+
+objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
+{
+    objmgr *om = calloc(1, sizeof *om);
+    if (om == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    struct log_config lc = { .memory_bytes = cfg->memory_bytes, .segment_bytes = cfg->segment_bytes,
+                             .hugepages = cfg->hugepages, .master_id = cfg->master_id };
+    om->log = log_create(&lc, err, errlen);
+    if (om->log == NULL)
+        goto fail_om;
+    uint64_t nb = cfg->hash_buckets;
+    if (nb == 0) {
+        nb = cfg->memory_bytes / 1024;
+        if (nb < 1024)
+            nb = 1024;
+    }
+    om->ht = ht_create(nb);
+    if (om->ht == NULL) {
+        snprintf(err, errlen, "out of memory for %llu hash buckets", (unsigned long long)nb);
+        goto fail_log;
+    }
+    /* A value must fit a fresh head next to at least a 1-byte key; the key
+     * and value together are checked against the segment at each write. */
+    uint64_t cap = log_max_entry_body(om->log) - sizeof(struct seg_object) - 1;
+    om->max_value = cfg->max_value_bytes ? cfg->max_value_bytes : CRAM_MAX_VALUE_LEN;
+    if (om->max_value > cap)
+        om->max_value = (uint32_t)cap;
+    return om;
+
+fail_log:
+    log_destroy(om->log);
+fail_om:
+    free(om);
+    return NULL;
+}
+
+void om_destroy(objmgr *om)
+{
+    if (om == NULL)
+        return;
+    ht_destroy(om->ht);
+    log_destroy(om->log);
+    free(om->tablets);
+    free(om->cand);
+    free(om);
+}
+
+mlog *om_log(objmgr *om) { return om->log; }
+ht *om_hashtable(objmgr *om) { return om->ht; }
+uint32_t om_max_value_bytes(const objmgr *om) { return om->max_value; }
+
+/* ---- tablets ----------------------------------------------------------- */
+
+cram_status om_check_tablet(const objmgr *om, uint64_t table, uint64_t hash)
+{
+    for (uint32_t i = 0; i < om->ntablets; i++) {
+        const struct om_tablet *t = &om->tablets[i];
+        if (t->table_id == table && hash >= t->start_hash && hash <= t->end_hash)
+            return t->state == OM_TABLET_NORMAL ? CRAM_OK : CRAM_RETRY;
+    }
+    return CRAM_UNKNOWN_TABLET;
+}
+
+uint32_t om_tablet_count(const objmgr *om) { return om->ntablets; }
+const struct om_tablet *om_tablet_get(const objmgr *om, uint32_t i)
+{
+    return i < om->ntablets ? &om->tablets[i] : NULL;
+}
+
+cram_status om_take_tablet(objmgr *om, uint64_t table, uint64_t start, uint64_t end, int state)
+{
+    if (start > end || (state != OM_TABLET_NORMAL && state != OM_TABLET_RECOVERING))
+        return CRAM_INVALID_ARGUMENT;
+    for (uint32_t i = 0; i < om->ntablets; i++) {
+        struct om_tablet *t = &om->tablets[i];
+        if (t->table_id != table)
+            continue;
+        if (t->start_hash == start && t->end_hash == end) {
+            t->state = state;
+            return CRAM_OK;
+        }
+        if (start <= t->end_hash && t->start_hash <= end)
+            return CRAM_INVALID_ARGUMENT;
+    }
+    if (om->ntablets == om->captablets) {
+        uint32_t cap = om->captablets ? om->captablets * 2 : 8;
+        struct om_tablet *nt = realloc(om->tablets, cap * sizeof *nt);
+        if (nt == NULL)
+            return CRAM_NO_MEMORY;
+        om->tablets = nt;
+        om->captablets = cap;
+    }
+    om->tablets[om->ntablets++] = (struct om_tablet){ table, start, end, state };
+    return CRAM_OK;
+}
+
+struct om_drop_ctx {
+    objmgr *om;
+    uint64_t table, start, end;
+};
+
+static bool drop_visit(void *vctx, log_ref ref, bool *stop)
+{
+    (void)stop;
+    struct om_drop_ctx *c = vctx;
+    objmgr *om = c->om;
+    const struct seg_object *o = obj_at(om->log, ref);
+    if (o->table_id != c->table)
+        return false;
+    uint64_t h = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
+    if (h < c->start || h > c->end || om_check_tablet(om, o->table_id, h) != CRAM_UNKNOWN_TABLET)
+        return false;
+    /* A later re-create must get a higher version than the dropped object. */
+    log_safe_version_raise(om->log, o->version);
+    om->live_bytes -= entry_total(om->log, ref);
+    return true;
+}
+
+cram_status om_drop_tablet(objmgr *om, uint64_t table, uint64_t start, uint64_t end)
+{
+    if (start > end)
+        return CRAM_INVALID_ARGUMENT;
+    uint32_t w = 0;
+    bool dropped = false;
+    for (uint32_t i = 0; i < om->ntablets; i++) {
+        struct om_tablet *t = &om->tablets[i];
+        if (t->table_id == table && t->start_hash >= start && t->end_hash <= end) {
+            dropped = true;
+            continue;
+        }
+        om->tablets[w++] = *t;
+    }
+    om->ntablets = w;
+    if (!dropped)
+        return CRAM_OK;
+    struct om_drop_ctx c = { om, table, start, end };
+    uint64_t b0 = ht_bucket_index(om->ht, start), b1 = ht_bucket_index(om->ht, end);
+    for (uint64_t b = b0; b <= b1; b++)
+        ht_visit_bucket(om->ht, b, drop_visit, &c);
+    return CRAM_OK;
+}
+
+/* ---- operations -------------------------------------------------------- */
+
+cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                    const cram_reject_rules *rules, uint64_t *version,
+                    const void **value, uint32_t *value_len)
+{
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    cram_status st = om_check_tablet(om, table, hash);
+    if (st != CRAM_OK)
+        return st;
+    om->reads++;
+    struct om_keyctx kc = { om->log, table, key, key_len };
+    log_ref ref = ht_lookup(om->ht, hash, key_match, &kc, NULL);
+    if (ref == LOG_REF_NULL)
+        return CRAM_OBJECT_DOESNT_EXIST;
+    const struct seg_entry_hdr *h = log_entry_get(om->log, ref);
+    const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+    if (version != NULL)
+        *version = o->version;
+    st = om_reject(rules, true, o->version);
+    if (st != CRAM_OK)
+        return st;
+    if (value != NULL)
+        *value = (const uint8_t *)o + sizeof *o + key_len;
+    if (value_len != NULL)
+        *value_len = h->length - (uint32_t)sizeof *o - key_len;
+    return CRAM_OK;
+}
+
+/* Append a new version of an object and index it.  slot is the hash-table
+ * entry of the current version (NULL if none). */
+static cram_status put_object(objmgr *om, uint64_t hash, uint64_t table, const void *key,
+                              uint16_t key_len, const void *value, uint32_t value_len,
+                              uint64_t *slot, uint64_t cur_version, uint64_t *version)
+{
+    if (slot == NULL && ht_reserve(om->ht) != 0)
+        return CRAM_NO_MEMORY;
+    uint64_t sv = log_safe_version(om->log);
+    uint64_t nv = (cur_version > sv ? cur_version : sv) + 1;
+    struct seg_object o = { .table_id = table, .version = nv, .timestamp = now_seconds(),
+                            .key_len = key_len, .reserved = 0 };
+    struct iovec iov[3] = { { &o, sizeof o }, { (void *)key, key_len }, { (void *)value, value_len } };
+    log_ref ref;
+    if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
+        return CRAM_NO_TABLE_SPACE;
+    om->live_bytes += seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
+    if (slot != NULL) {
+        om->live_bytes -= entry_total(om->log, ht_entry_ref(*slot));
+        ht_replace(slot, hash, ref);
+    } else {
+        int rc = ht_insert(om->ht, hash, ref);
+        CRAM_ASSERT(rc == 0);    /* reserved above */
+    }
+    if (version != NULL)
+        *version = nv;
+    return CRAM_OK;
+}
+
+cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                     const void *value, uint32_t value_len,
+                     const cram_reject_rules *rules, uint64_t *version)
+{
+    if (value_len > om->max_value ||
+        sizeof(struct seg_object) + (uint64_t)key_len + value_len > log_max_entry_body(om->log))
+        return CRAM_REQUEST_TOO_LARGE;
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    cram_status st = om_check_tablet(om, table, hash);
+    if (st != CRAM_OK)
+        return st;
+    struct om_keyctx kc = { om->log, table, key, key_len };
+    uint64_t *slot = NULL;
+    log_ref ref = ht_lookup(om->ht, hash, key_match, &kc, &slot);
+    uint64_t cur = ref ? obj_at(om->log, ref)->version : 0;
+    if (version != NULL)
+        *version = cur;
+    st = om_reject(rules, ref != LOG_REF_NULL, cur);
+    if (st != CRAM_OK)
+        return st;
+    st = put_object(om, hash, table, key, key_len, value, value_len, ref ? slot : NULL, cur, version);
+    if (st == CRAM_OK)
+        om->writes++;
+    return st;
+}
+
+cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                      const cram_reject_rules *rules, uint64_t *version)
+{
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    cram_status st = om_check_tablet(om, table, hash);
+    if (st != CRAM_OK)
+        return st;
+    struct om_keyctx kc = { om->log, table, key, key_len };
+    uint64_t *slot = NULL;
+    log_ref ref = ht_lookup(om->ht, hash, key_match, &kc, &slot);
+    uint64_t cur = ref ? obj_at(om->log, ref)->version : 0;
+    if (version != NULL)
+        *version = cur;
+    st = om_reject(rules, ref != LOG_REF_NULL, cur);
+    if (st != CRAM_OK || ref == LOG_REF_NULL)
+        return st;
+    struct seg_tombstone ts = { .table_id = table, .version = cur,
+                                .segment_id = log_segment_id_of(om->log, ref),
+                                .timestamp = now_seconds(), .key_len = key_len, .reserved = 0 };
+    struct iovec iov[2] = { { &ts, sizeof ts }, { (void *)key, key_len } };
+    log_ref tref;
+    if (log_append(om->log, SEG_ENTRY_TOMBSTONE, iov, 2, &tref) != 0)
+        return CRAM_NO_TABLE_SPACE;
+    om->live_bytes += seg_entry_size(sizeof ts + (uint64_t)key_len);
+    om->live_bytes -= entry_total(om->log, ref);
+    ht_remove(om->ht, slot);
+    log_safe_version_raise(om->log, cur);
+    om->removes++;
+    return CRAM_OK;
+}
+
+cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                         int64_t delta, const cram_reject_rules *rules,
+                         int64_t *new_value, uint64_t *version)
+{
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    cram_status st = om_check_tablet(om, table, hash);
+    if (st != CRAM_OK)
+        return st;
+    struct om_keyctx kc = { om->log, table, key, key_len };
+    uint64_t *slot = NULL;
+    log_ref ref = ht_lookup(om->ht, hash, key_match, &kc, &slot);
+    uint64_t cur = 0;
+    uint64_t old = 0;
+    if (ref != LOG_REF_NULL) {
+        const struct seg_entry_hdr *h = log_entry_get(om->log, ref);
+        const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+        cur = o->version;
+        st = om_reject(rules, true, cur);
+        if (st != CRAM_OK)
+            goto out_version;
+        if (h->length - sizeof *o - key_len != sizeof(int64_t)) {
+            st = CRAM_INVALID_OBJECT;
+            goto out_version;
+        }
+        memcpy(&old, (const uint8_t *)o + sizeof *o + key_len, sizeof old);
+    } else {
+        st = om_reject(rules, false, 0);
+        if (st != CRAM_OK)
+            goto out_version;
+    }
+    uint64_t nv = old + (uint64_t)delta;    /* unsigned: wraps without UB */
+    st = put_object(om, hash, table, key, key_len, &nv, sizeof nv, ref ? slot : NULL, cur, version);
+    if (st != CRAM_OK)
+        return st;
+    om->increments++;
+    if (new_value != NULL)
+        memcpy(new_value, &nv, sizeof nv);
+    return CRAM_OK;
+
+out_version:
+    if (version != NULL)
+        *version = cur;
+    return st;
+}
+
+/* ---- enumeration ------------------------------------------------------- */
+
+struct om_collect_ctx {
+    objmgr *om;
+    uint64_t table, lo, hi;
+    size_t n;
+    bool oom;
+};
+
+static bool collect_visit(void *vctx, log_ref ref, bool *stop)
+{
+    struct om_collect_ctx *c = vctx;
+    objmgr *om = c->om;
+    const struct seg_object *o = obj_at(om->log, ref);
+    if (o->table_id != c->table)
+        return false;
+    uint64_t h = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
+    if (h < c->lo || h > c->hi)
+        return false;
+    if (c->n == om->ncand_cap) {
+        size_t cap = om->ncand_cap ? om->ncand_cap * 2 : 64;
+        struct om_enum_cand *nc = realloc(om->cand, cap * sizeof *nc);
+        if (nc == NULL) {
+            c->oom = true;
+            *stop = true;
+            return false;
+        }
+        om->cand = nc;
+        om->ncand_cap = cap;
+    }
+    om->cand[c->n++] = (struct om_enum_cand){ h, ref };
+    return false;
+}
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct om_enum_cand *x = a, *y = b;
+    return x->hash < y->hash ? -1 : x->hash > y->hash;
+}
+
+cram_status om_enumerate(objmgr *om, uint64_t table, uint64_t tablet_start, uint64_t tablet_end,
+                         uint64_t cursor, uint64_t max_bytes, uint32_t item_overhead,
+                         om_enum_fn emit, void *ctx,
+                         uint64_t *next_cursor, bool *done, uint32_t *count)
+{
+    *count = 0;
+    *done = true;
+    *next_cursor = tablet_end;
+    if (tablet_start > tablet_end)
+        return CRAM_INVALID_ARGUMENT;
+    /* the whole range must lie in one owned tablet */
+    const struct om_tablet *own = NULL;
+    for (uint32_t i = 0; i < om->ntablets; i++) {
+        const struct om_tablet *t = &om->tablets[i];
+        if (t->table_id == table && tablet_start >= t->start_hash && tablet_end <= t->end_hash) {
+            own = t;
+            break;
+        }
+    }
+    if (own == NULL)
+        return CRAM_UNKNOWN_TABLET;
+    if (own->state != OM_TABLET_NORMAL)
+        return CRAM_RETRY;
+    if (cursor > tablet_end)
+        return CRAM_OK;
+    uint64_t lo = cursor > tablet_start ? cursor : tablet_start;
+
+    uint64_t used = 0;
+    uint64_t b1 = ht_bucket_index(om->ht, tablet_end);
+    for (uint64_t b = ht_bucket_index(om->ht, lo); b <= b1; b++) {
+        struct om_collect_ctx c = { om, table, lo, tablet_end, 0, false };
+        ht_visit_bucket(om->ht, b, collect_visit, &c);
+        if (c.oom)
+            return CRAM_NO_MEMORY;
+        if (c.n > 1)
+            qsort(om->cand, c.n, sizeof *om->cand, cand_cmp);
+        /* emit whole key-hash groups while they fit (the first always does) */
+        for (size_t i = 0; i < c.n;) {
+            size_t j = i;
+            uint64_t gbytes = 0;
+            while (j < c.n && om->cand[j].hash == om->cand[i].hash) {
+                const struct seg_entry_hdr *h = log_entry_get(om->log, om->cand[j].ref);
+                gbytes += item_overhead + h->length - sizeof(struct seg_object);
+                j++;
+            }
+            if (*count > 0 && used + gbytes > max_bytes) {
+                *next_cursor = om->cand[i].hash;
+                *done = false;
+                return CRAM_OK;
+            }
+            for (size_t k = i; k < j; k++) {
+                const struct seg_entry_hdr *h = log_entry_get(om->log, om->cand[k].ref);
+                const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+                const uint8_t *key = (const uint8_t *)o + sizeof *o;
+                if (emit(ctx, om->cand[k].hash, o->version, key, o->key_len, key + o->key_len,
+                         h->length - (uint32_t)sizeof *o - o->key_len) != 0)
+                    return CRAM_INTERNAL_ERROR;
+                (*count)++;
+            }
+            used += gbytes;
+            i = j;
+        }
+        if (b == UINT64_MAX)
+            break;
+    }
+    return CRAM_OK;
+}
+
+void om_get_stats(const objmgr *om, struct om_stats *st)
+{
+    memset(st, 0, sizeof *st);
+    st->reads = om->reads;
+    st->writes = om->writes;
+    st->removes = om->removes;
+    st->increments = om->increments;
+    st->objects = ht_count(om->ht);
+    st->live_bytes = om->live_bytes;
+    st->tablets = om->ntablets;
+    st->hash_buckets = ht_nbuckets(om->ht);
+    st->hash_overflow_buckets = om->ht->ovf_in_use;
+    log_get_stats(om->log, &st->log);
+}

@@ -1,0 +1,129 @@
+/*
+ * objmgr.h -- objects on top of the log and the hash table: tablets owned,
+ * read / write / remove / increment with reject rules, enumeration.
+ *
+ * Versions: a new version is max(current version, safe version) + 1.  The
+ * safe version (log_safe_version) is master-wide: raised to the version of
+ * every removed object (and of every object dropped with a tablet), and
+ * written into every new head as a SEG_ENTRY_SAFE_VERSION entry.  So versions
+ * of a key never go backwards, also across remove + re-create.
+ *
+ * Values returned by om_read / om_enumerate point straight into log memory:
+ * valid until the next mutating call on the objmgr (the cleaner, later, will
+ * hold segments for in-flight readers through epochs).
+ *
+ * Thread rule: one objmgr belongs to the dispatch thread; every function here
+ * is called from it.  (Workers read closed segments through the log, and
+ * hash-table entries atomically; see log.h and hashtable.h.)
+ */
+#ifndef CRAM_MASTER_OBJMGR_H
+#define CRAM_MASTER_OBJMGR_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "cram.h"
+#include "master/hashtable.h"
+#include "master/log.h"
+
+struct om_config {
+    uint64_t memory_bytes;     /* log arena; rounded down to whole segments */
+    uint32_t segment_bytes;    /* power of two >= 64 KiB */
+    uint32_t max_value_bytes;  /* 0 = CRAM_MAX_VALUE_LEN; capped to what fits a segment */
+    uint64_t hash_buckets;     /* 0 = memory_bytes / 1024 (>= 1024) */
+    int      hugepages;
+    uint64_t master_id;        /* written into segment headers (0 before enlisting) */
+};
+
+enum om_tablet_state { OM_TABLET_NORMAL = 0, OM_TABLET_RECOVERING = 1 };
+
+struct om_tablet {
+    uint64_t table_id;
+    uint64_t start_hash;       /* inclusive */
+    uint64_t end_hash;         /* inclusive */
+    int      state;            /* enum om_tablet_state */
+};
+
+struct om_stats {
+    uint64_t reads, writes, removes, increments;
+    uint64_t objects;          /* live objects in the hash table */
+    uint64_t live_bytes;       /* log bytes of live objects + tombstones */
+    uint32_t tablets;
+    uint64_t hash_buckets;
+    uint64_t hash_overflow_buckets;
+    struct log_stats log;
+};
+
+typedef struct objmgr objmgr;
+
+objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen);
+void    om_destroy(objmgr *om);
+
+mlog *om_log(objmgr *om);
+ht   *om_hashtable(objmgr *om);
+uint32_t om_max_value_bytes(const objmgr *om);
+
+/* ---- tablets ----------------------------------------------------------- */
+
+/* Take ownership of [start, end] of a table.  Taking a range equal to an
+ * owned tablet updates its state (RECOVERING -> NORMAL).  CRAM_OK,
+ * CRAM_INVALID_ARGUMENT (start > end, or overlaps another owned tablet of
+ * the table), CRAM_NO_MEMORY. */
+cram_status om_take_tablet(objmgr *om, uint64_t table, uint64_t start, uint64_t end, int state);
+/* Drop every owned tablet of the table inside [start, end] and remove their
+ * objects from the hash table (their log space becomes dead).  Dropping what
+ * is not owned is CRAM_OK. */
+cram_status om_drop_tablet(objmgr *om, uint64_t table, uint64_t start, uint64_t end);
+/* CRAM_OK if a NORMAL tablet holds (table, hash); CRAM_RETRY if a
+ * RECOVERING one does; else CRAM_UNKNOWN_TABLET. */
+cram_status om_check_tablet(const objmgr *om, uint64_t table, uint64_t hash);
+uint32_t om_tablet_count(const objmgr *om);
+const struct om_tablet *om_tablet_get(const objmgr *om, uint32_t i);
+
+/* ---- operations -------------------------------------------------------- */
+/* rules may be NULL.  Out-pointers may be NULL.  Keys: 1..65535 bytes (the
+ * wire parser checks); values <= om_max_value_bytes (else
+ * CRAM_REQUEST_TOO_LARGE).  *version is set also when a reject rule refuses
+ * an existing object (its current version; 0 if it does not exist). */
+
+cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                    const cram_reject_rules *rules, uint64_t *version,
+                    const void **value, uint32_t *value_len);
+cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                     const void *value, uint32_t value_len,
+                     const cram_reject_rules *rules, uint64_t *version);
+/* Removing a missing object is CRAM_OK with *version 0 (unless a rule says otherwise). */
+cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                      const cram_reject_rules *rules, uint64_t *version);
+/* Missing objects start at 0; values that are not 8 bytes: CRAM_INVALID_OBJECT.
+ * Wraps around on overflow (two's complement). */
+cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
+                         int64_t delta, const cram_reject_rules *rules,
+                         int64_t *new_value, uint64_t *version);
+
+/* Reject-rule decision, exactly as in cram.h. */
+cram_status om_reject(const cram_reject_rules *rules, bool exists, uint64_t version);
+
+/*
+ * Enumerate objects of table with key hash in [max(cursor, tablet_start),
+ * tablet_end], in increasing key-hash order.  emit() is called per object;
+ * objects are emitted while the running total of (item_overhead + key_len +
+ * value_len) stays <= max_bytes, but always at least one key hash's objects,
+ * and all objects of one key hash together.  On return *next_cursor is the
+ * hash to continue from and *done is true if nothing remains at or after it.
+ * The tablet must be owned (om_check_tablet on tablet_start and tablet_end
+ * in the same tablet): else CRAM_UNKNOWN_TABLET / CRAM_RETRY.
+ * emit returns 0, or non-zero to abort the enumeration with
+ * CRAM_INTERNAL_ERROR.
+ */
+typedef int (*om_enum_fn)(void *ctx, uint64_t key_hash, uint64_t version,
+                          const void *key, uint16_t key_len,
+                          const void *value, uint32_t value_len);
+cram_status om_enumerate(objmgr *om, uint64_t table, uint64_t tablet_start, uint64_t tablet_end,
+                         uint64_t cursor, uint64_t max_bytes, uint32_t item_overhead,
+                         om_enum_fn emit, void *ctx,
+                         uint64_t *next_cursor, bool *done, uint32_t *count);
+
+void om_get_stats(const objmgr *om, struct om_stats *st);
+
+#endif /* CRAM_MASTER_OBJMGR_H */

@@ -1,0 +1,410 @@
+/* test_objmgr.c -- object operations, reject rules, versions, increments,
+ * tablets, enumeration, full log. */
+#include <CUnit/Basic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "common/keyhash.h"
+#include "master/objmgr.h"
+
+#define T1 7u
+#define SEGSZ (64u * 1024)
+
+static objmgr *mk(uint32_t nsegs, uint64_t buckets)
+{
+    char err[256];
+    struct om_config c = { .memory_bytes = (uint64_t)nsegs * SEGSZ, .segment_bytes = SEGSZ,
+                           .max_value_bytes = 16 * 1024, .hash_buckets = buckets, .master_id = 1 };
+    objmgr *om = om_create(&c, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(om);
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+    return om;
+}
+
+static cram_status put(objmgr *om, const char *k, const char *v, const cram_reject_rules *r, uint64_t *ver)
+{
+    return om_write(om, T1, k, (uint16_t)strlen(k), v, (uint32_t)strlen(v), r, ver);
+}
+
+static cram_status get(objmgr *om, const char *k, const cram_reject_rules *r, uint64_t *ver, char *out)
+{
+    const void *val;
+    uint32_t len;
+    cram_status st = om_read(om, T1, k, (uint16_t)strlen(k), r, ver, &val, &len);
+    if (st == CRAM_OK && out != NULL) {
+        memcpy(out, val, len);
+        out[len] = 0;
+    }
+    return st;
+}
+
+static void test_read_write_remove(void)
+{
+    objmgr *om = mk(16, 0);
+    char buf[64];
+    uint64_t v = 99;
+    CU_ASSERT_EQUAL(get(om, "a", NULL, &v, buf), CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(put(om, "a", "hello", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 1);
+    uint64_t rv = 0;
+    CU_ASSERT_EQUAL(get(om, "a", NULL, &rv, buf), CRAM_OK);
+    CU_ASSERT_EQUAL(rv, 1);
+    CU_ASSERT_STRING_EQUAL(buf, "hello");
+    CU_ASSERT_EQUAL(put(om, "a", "world!", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 2);
+    CU_ASSERT_EQUAL(get(om, "a", NULL, &rv, buf), CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "world!");
+    /* empty value */
+    CU_ASSERT_EQUAL(put(om, "e", "", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(get(om, "e", NULL, &rv, buf), CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "");
+    /* same key, other table: distinct (and other table not owned) */
+    CU_ASSERT_EQUAL(om_write(om, T1 + 1, "a", 1, "x", 1, NULL, &v), CRAM_UNKNOWN_TABLET);
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1 + 1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+    CU_ASSERT_EQUAL(om_write(om, T1 + 1, "a", 1, "x", 1, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(get(om, "a", NULL, &rv, buf), CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(buf, "world!");
+    /* remove */
+    CU_ASSERT_EQUAL(om_remove(om, T1, "a", 1, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 2);
+    CU_ASSERT_EQUAL(get(om, "a", NULL, &rv, buf), CRAM_OBJECT_DOESNT_EXIST);
+    v = 55;
+    CU_ASSERT_EQUAL(om_remove(om, T1, "a", 1, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 0);
+    /* too large */
+    char *big = calloc(1, 16 * 1024 + 1);
+    CU_ASSERT_EQUAL(om_write(om, T1, "b", 1, big, 16 * 1024 + 1, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(om_write(om, T1, "b", 1, big, 16 * 1024, NULL, &v), CRAM_OK);
+    free(big);
+    struct om_stats st;
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(st.objects, 3);
+    CU_ASSERT_EQUAL(st.removes, 1);
+    CU_ASSERT(st.live_bytes > 16 * 1024);
+    om_destroy(om);
+}
+
+static void test_reject_rules(void)
+{
+    objmgr *om = mk(16, 0);
+    uint64_t v;
+    cram_reject_rules r;
+    /* missing object */
+    r = (cram_reject_rules){ .doesnt_exist = 1 };
+    CU_ASSERT_EQUAL(get(om, "k", &r, &v, NULL), CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(put(om, "k", "v", &r, &v), CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(om_remove(om, T1, "k", 1, &r, &v), CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "k", 1, 1, &r, NULL, &v), CRAM_OBJECT_DOESNT_EXIST);
+    /* version rules do not apply to a missing object */
+    r = (cram_reject_rules){ .version_ne_given = 1, .version_le_given = 1, .given_version = 5 };
+    CU_ASSERT_EQUAL(put(om, "k", "v1", &r, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 1);
+    /* exists */
+    r = (cram_reject_rules){ .exists = 1 };
+    v = 0;
+    CU_ASSERT_EQUAL(put(om, "k", "v2", &r, &v), CRAM_OBJECT_EXISTS);
+    CU_ASSERT_EQUAL(v, 1);
+    CU_ASSERT_EQUAL(get(om, "k", &r, &v, NULL), CRAM_OBJECT_EXISTS);
+    CU_ASSERT_EQUAL(om_remove(om, T1, "k", 1, &r, &v), CRAM_OBJECT_EXISTS);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "k", 1, 1, &r, NULL, &v), CRAM_OBJECT_EXISTS);
+    CU_ASSERT_EQUAL(put(om, "new", "x", &r, &v), CRAM_OK);   /* create-only succeeds */
+    /* version_le_given: refuse if version <= given */
+    r = (cram_reject_rules){ .version_le_given = 1, .given_version = 1 };
+    CU_ASSERT_EQUAL(put(om, "k", "v2", &r, &v), CRAM_WRONG_VERSION);
+    CU_ASSERT_EQUAL(get(om, "k", &r, &v, NULL), CRAM_WRONG_VERSION);
+    r.given_version = 0;
+    CU_ASSERT_EQUAL(get(om, "k", &r, &v, NULL), CRAM_OK);
+    /* version_ne_given: compare-and-swap */
+    r = (cram_reject_rules){ .version_ne_given = 1, .given_version = 2 };
+    CU_ASSERT_EQUAL(put(om, "k", "v2", &r, &v), CRAM_WRONG_VERSION);
+    CU_ASSERT_EQUAL(v, 1);
+    CU_ASSERT_EQUAL(om_remove(om, T1, "k", 1, &r, &v), CRAM_WRONG_VERSION);
+    r.given_version = 1;
+    CU_ASSERT_EQUAL(get(om, "k", &r, &v, NULL), CRAM_OK);
+    CU_ASSERT_EQUAL(put(om, "k", "v2", &r, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 2);
+    CU_ASSERT_EQUAL(put(om, "k", "v3", &r, &v), CRAM_WRONG_VERSION);   /* stale CAS */
+    r.given_version = 2;
+    CU_ASSERT_EQUAL(om_remove(om, T1, "k", 1, &r, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 2);
+    /* the pure decision function */
+    CU_ASSERT_EQUAL(om_reject(NULL, true, 3), CRAM_OK);
+    r = (cram_reject_rules){ 0 };
+    CU_ASSERT_EQUAL(om_reject(&r, true, 3), CRAM_OK);
+    CU_ASSERT_EQUAL(om_reject(&r, false, 0), CRAM_OK);
+    r = (cram_reject_rules){ .version_le_given = 1, .given_version = 3 };
+    CU_ASSERT_EQUAL(om_reject(&r, true, 3), CRAM_WRONG_VERSION);
+    CU_ASSERT_EQUAL(om_reject(&r, true, 4), CRAM_OK);
+    om_destroy(om);
+}
+
+static void test_versions_monotonic(void)
+{
+    objmgr *om = mk(16, 0);
+    uint64_t v, last = 0;
+    for (int round = 0; round < 5; round++) {
+        for (int i = 0; i < 3; i++) {
+            CU_ASSERT_EQUAL(put(om, "k", "v", NULL, &v), CRAM_OK);
+            CU_ASSERT(v > last);
+            last = v;
+        }
+        CU_ASSERT_EQUAL(om_remove(om, T1, "k", 1, NULL, &v), CRAM_OK);
+        CU_ASSERT_EQUAL(v, last);
+        CU_ASSERT(log_safe_version(om_log(om)) >= last);
+    }
+    /* increment re-creating the key keeps rising too */
+    int64_t nv;
+    CU_ASSERT_EQUAL(om_increment(om, T1, "k", 1, 5, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT(v > last);
+    CU_ASSERT_EQUAL(nv, 5);
+    /* dropping and re-taking the tablet: re-created objects still rise */
+    last = v;
+    CU_ASSERT_EQUAL(om_drop_tablet(om, T1, 0, UINT64_MAX), CRAM_OK);
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+    CU_ASSERT_EQUAL(get(om, "k", NULL, &v, NULL), CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(put(om, "k", "again", NULL, &v), CRAM_OK);
+    CU_ASSERT(v > last);
+    om_destroy(om);
+}
+
+static void test_increment(void)
+{
+    objmgr *om = mk(16, 0);
+    int64_t nv = 0;
+    uint64_t v;
+    CU_ASSERT_EQUAL(om_increment(om, T1, "c", 1, 10, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(nv, 10);
+    CU_ASSERT_EQUAL(v, 1);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "c", 1, -15, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(nv, -5);
+    CU_ASSERT_EQUAL(v, 2);
+    const void *val;
+    uint32_t len;
+    CU_ASSERT_EQUAL(om_read(om, T1, "c", 1, NULL, &v, &val, &len), CRAM_OK);
+    CU_ASSERT_EQUAL(len, 8);
+    int64_t x;
+    memcpy(&x, val, 8);
+    CU_ASSERT_EQUAL(x, -5);
+    /* wrap-around is two's complement, not UB */
+    CU_ASSERT_EQUAL(om_write(om, T1, "w", 1, &(int64_t){ INT64_MAX }, 8, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "w", 1, 1, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(nv, INT64_MIN);
+    /* not 8 bytes */
+    CU_ASSERT_EQUAL(put(om, "s", "short", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "s", 1, 1, NULL, &nv, &v), CRAM_INVALID_OBJECT);
+    CU_ASSERT_EQUAL(v, 1);
+    /* rules on increment */
+    cram_reject_rules r = { .version_ne_given = 1, .given_version = 2 };
+    CU_ASSERT_EQUAL(om_increment(om, T1, "c", 1, 1, &r, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(nv, -4);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "c", 1, 1, &r, &nv, &v), CRAM_WRONG_VERSION);
+    CU_ASSERT_EQUAL(v, 3);
+    struct om_stats st;
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(st.increments, 4);
+    om_destroy(om);
+}
+
+static void test_tablets(void)
+{
+    char err[256];
+    struct om_config c = { .memory_bytes = 8ull * SEGSZ, .segment_bytes = SEGSZ };
+    objmgr *om = om_create(&c, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(om);
+    uint64_t v;
+    CU_ASSERT_EQUAL(put(om, "a", "1", NULL, &v), CRAM_UNKNOWN_TABLET);
+    /* own the lower half of table T1 only */
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX / 2, OM_TABLET_NORMAL), CRAM_OK);
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX / 2, OM_TABLET_NORMAL), CRAM_OK);   /* idempotent */
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 10, UINT64_MAX, OM_TABLET_NORMAL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 5, 4, OM_TABLET_NORMAL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(om_tablet_count(om), 1);
+    int lo = 0, hi = 0;
+    for (int i = 0; i < 200; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "key%d", i);
+        uint64_t h = cram_key_hash(T1, k, (uint16_t)strlen(k));
+        cram_status want = h <= UINT64_MAX / 2 ? CRAM_OK : CRAM_UNKNOWN_TABLET;
+        CU_ASSERT_EQUAL(put(om, k, "v", NULL, &v), want);
+        CU_ASSERT_EQUAL(get(om, k, NULL, &v, NULL), want == CRAM_OK ? CRAM_OK : CRAM_UNKNOWN_TABLET);
+        CU_ASSERT_EQUAL(om_remove(om, T1, k, (uint16_t)strlen(k), NULL, &v), want);
+        CU_ASSERT_EQUAL(om_increment(om, T1, k, (uint16_t)strlen(k), 1, NULL, NULL, &v), want);
+        lo += want == CRAM_OK;
+        hi += want != CRAM_OK;
+    }
+    CU_ASSERT(lo > 50 && hi > 50);
+    /* recovering tablet: RETRY; then normal again */
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, UINT64_MAX / 2 + 1, UINT64_MAX, OM_TABLET_RECOVERING), CRAM_OK);
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "key%d", i);
+        uint64_t h = cram_key_hash(T1, k, (uint16_t)strlen(k));
+        CU_ASSERT_EQUAL(om_check_tablet(om, T1, h), h <= UINT64_MAX / 2 ? CRAM_OK : CRAM_RETRY);
+    }
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, UINT64_MAX / 2 + 1, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+    CU_ASSERT_EQUAL(om_check_tablet(om, T1, UINT64_MAX), CRAM_OK);
+    /* drop the lower half: its objects go, the upper half's stay */
+    CU_ASSERT_EQUAL(put(om, "up", "x", NULL, &v), CRAM_OK);
+    struct om_stats st;
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(st.objects, (uint64_t)lo + 1);
+    CU_ASSERT_EQUAL(om_drop_tablet(om, T1, 0, UINT64_MAX / 2), CRAM_OK);
+    om_get_stats(om, &st);
+    uint64_t uph = cram_key_hash(T1, "up", 2);
+    CU_ASSERT_EQUAL(st.objects, uph > UINT64_MAX / 2 ? 1u : 0u);
+    CU_ASSERT_EQUAL(st.tablets, 1);
+    CU_ASSERT_EQUAL(om_drop_tablet(om, 99, 0, UINT64_MAX), CRAM_OK);   /* not owned: fine */
+    om_destroy(om);
+}
+
+/* Enumerate with many small pages: every object exactly once, in hash order. */
+struct enum_ctx {
+    uint8_t *seen;
+    int n;
+    uint64_t last_hash;
+    int order_ok;
+    int page_count;
+};
+
+static int enum_emit(void *vctx, uint64_t h, uint64_t version, const void *key, uint16_t key_len,
+                     const void *value, uint32_t value_len)
+{
+    struct enum_ctx *c = vctx;
+    (void)version;
+    char k[32];
+    memcpy(k, key, key_len);
+    k[key_len] = 0;
+    int i = atoi(k + 1);
+    if (i >= 0 && i < c->n)
+        c->seen[i]++;
+    if (h < c->last_hash)
+        c->order_ok = 0;
+    c->last_hash = h;
+    if (value_len != 4 || memcmp(value, "vvvv", 4) != 0)
+        c->order_ok = 0;
+    c->page_count++;
+    return 0;
+}
+
+static void test_enumerate(void)
+{
+    objmgr *om = mk(64, 64);     /* few buckets: long chains */
+    const int N = 3000;
+    uint64_t v;
+    for (int i = 0; i < N; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "k%d", i);
+        CU_ASSERT_EQUAL_FATAL(put(om, k, "vvvv", NULL, &v), CRAM_OK);
+    }
+    /* another table in the same buckets must not show up */
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1 + 1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+    CU_ASSERT_EQUAL(om_write(om, T1 + 1, "k1", 2, "zz", 2, NULL, &v), CRAM_OK);
+    uint32_t sizes[] = { 1, 30, 100, 1000, 1u << 20 };
+    for (size_t si = 0; si < sizeof sizes / sizeof *sizes; si++) {
+        struct enum_ctx c = { calloc(N, 1), N, 0, 1, 0 };
+        uint64_t cursor = 0;
+        bool done = false;
+        int calls = 0;
+        while (!done) {
+            uint32_t cnt;
+            c.page_count = 0;
+            uint64_t next;
+            CU_ASSERT_EQUAL_FATAL(om_enumerate(om, T1, 0, UINT64_MAX, cursor, sizes[si], 16,
+                                               enum_emit, &c, &next, &done, &cnt), CRAM_OK);
+            CU_ASSERT_EQUAL(cnt, (uint32_t)c.page_count);
+            if (!done) {
+                CU_ASSERT(cnt >= 1);
+                CU_ASSERT(next > cursor || (calls == 0 && next >= cursor));
+                if (sizes[si] >= 100)
+                    CU_ASSERT(cnt * (16 + 2 + 4) <= sizes[si] + 16 + 6);
+            }
+            cursor = next;
+            CU_ASSERT_FATAL(++calls <= N + 1);
+        }
+        int once = 1;
+        for (int i = 0; i < N; i++)
+            once &= c.seen[i] == 1;
+        CU_ASSERT(once);
+        CU_ASSERT(c.order_ok);
+        free(c.seen);
+    }
+    /* a sub-range of the tablet */
+    struct enum_ctx c = { calloc(N, 1), N, 0, 1, 0 };
+    uint64_t next;
+    bool done;
+    uint32_t cnt;
+    CU_ASSERT_EQUAL(om_enumerate(om, T1, 0, UINT64_MAX / 4, 0, 1u << 30, 16, enum_emit, &c, &next, &done, &cnt), CRAM_OK);
+    CU_ASSERT(done);
+    CU_ASSERT(cnt > N / 8 && cnt < N / 2);
+    CU_ASSERT(c.last_hash <= UINT64_MAX / 4);
+    free(c.seen);
+    /* cursor past the end */
+    CU_ASSERT_EQUAL(om_enumerate(om, T1, 0, 100, 101, 100, 16, enum_emit, &c, &next, &done, &cnt), CRAM_OK);
+    CU_ASSERT(done);
+    CU_ASSERT_EQUAL(cnt, 0);
+    /* not owned */
+    CU_ASSERT_EQUAL(om_enumerate(om, 1234, 0, UINT64_MAX, 0, 100, 16, enum_emit, &c, &next, &done, &cnt),
+                    CRAM_UNKNOWN_TABLET);
+    om_destroy(om);
+}
+
+static void test_full_log(void)
+{
+    objmgr *om = mk(4, 0);
+    char val[3000];
+    memset(val, 'x', sizeof val);
+    uint64_t v;
+    int n = 0;
+    cram_status st;
+    for (;;) {
+        char k[16];
+        snprintf(k, sizeof k, "f%d", n);
+        st = om_write(om, T1, k, (uint16_t)strlen(k), val, sizeof val, NULL, &v);
+        if (st != CRAM_OK)
+            break;
+        n++;
+        CU_ASSERT_FATAL(n < 10000);
+    }
+    CU_ASSERT_EQUAL(st, CRAM_NO_TABLE_SPACE);
+    CU_ASSERT(n > 40);
+    struct om_stats s1, s2;
+    om_get_stats(om, &s1);
+    /* overwrite and remove fail the same way, and leave no trace */
+    CU_ASSERT_EQUAL(om_write(om, T1, "f0", 2, val, sizeof val, NULL, &v), CRAM_NO_TABLE_SPACE);
+    char longkey[4000];
+    memset(longkey, 'k', sizeof longkey);
+    CU_ASSERT_EQUAL(om_remove(om, T1, longkey, sizeof longkey, NULL, &v), CRAM_OK);  /* missing: no tombstone */
+    om_get_stats(om, &s2);
+    CU_ASSERT_EQUAL(s1.log.bytes_used, s2.log.bytes_used);
+    CU_ASSERT_EQUAL(s1.objects, s2.objects);
+    /* everything written is still readable, with its first version */
+    for (int i = 0; i < n; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%d", i);
+        const void *p;
+        uint32_t len;
+        CU_ASSERT_EQUAL(om_read(om, T1, k, (uint16_t)strlen(k), NULL, &v, &p, &len), CRAM_OK);
+        CU_ASSERT_EQUAL(len, sizeof val);
+        CU_ASSERT_EQUAL(v, 1);
+    }
+    om_destroy(om);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("objmgr", NULL, NULL);
+    CU_add_test(s, "read write remove", test_read_write_remove);
+    CU_add_test(s, "reject rules", test_reject_rules);
+    CU_add_test(s, "versions monotonic across remove", test_versions_monotonic);
+    CU_add_test(s, "increment", test_increment);
+    CU_add_test(s, "tablets", test_tablets);
+    CU_add_test(s, "enumerate", test_enumerate);
+    CU_add_test(s, "full log", test_full_log);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
+    CU_cleanup_registry();
+    return bad;
+}
