@@ -122,6 +122,10 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
 /* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
 int log_roll(mlog *l);
 
+/* Master id written into the headers of segments opened from now on (the
+ * server learns its id when it enlists, before it takes any writes). */
+static inline void log_set_master_id(mlog *l, uint64_t id) { l->master_id = id; }
+
 /* Id of the segment an entry lives in (for tombstones). */
 uint64_t log_segment_id_of(const mlog *l, log_ref ref);
 

@@ -35,4 +35,11 @@ void master_set_server_id(master_service *m, uint64_t server_id);
  * Replies (now or deferred) through tp_rpc_reply. */
 void master_handle(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len);
 
+/* Additions (additive to the contract above): */
+struct objmgr;
+/* The object manager behind the service (server wiring, recovery replay, tests). */
+struct objmgr *master_objmgr(master_service *m);
+/* Version of the newest server list received through SERVER_LIST_UPDATE. */
+uint64_t master_server_list_version(const master_service *m);
+
 #endif
