@@ -311,47 +311,58 @@ static void fan_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
     free(it);
 }
 
-/* Send opcode (TAKE_TABLET/DROP_TABLET) for every tablet of t to its owner,
- * in parallel, and wait for all answers.  Returns the number that failed. */
-static int send_tablets(coord *c, uint16_t opcode, const Cram__TableRecord *t)
+/* Start one tablet RPC (opcode) to the tablet's owner; counted in f. */
+static void send_one_tablet(coord *c, struct fan *f, uint16_t opcode, Cram__Tablet *tb)
+{
+    struct coord_srv *s = find_server(c, tb->server_id);
+    tp_session *sess = s ? server_session(c, s) : NULL;
+    if (sess == NULL) {
+        CRAM_WARN("no session to server %lu for table %lu", (unsigned long)tb->server_id,
+                  (unsigned long)tb->table_id);
+        f->failed++;
+        return;
+    }
+    Cram__TabletOwnership own = CRAM__TABLET_OWNERSHIP__INIT;
+    own.tablet = tb;
+    uint8_t buf[256];
+    size_t len = cram__tablet_ownership__get_packed_size(&own);
+    CRAM_ASSERT(len <= sizeof(buf));
+    cram__tablet_ownership__pack(&own, buf);
+    struct wire_req_hdr h = { .opcode = opcode, .service = WIRE_SVC_MASTER, .flags = 0 };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { buf, len } };
+    struct fan_item *it = malloc(sizeof(*it));
+    if (it == NULL) {
+        f->failed++;
+        return;
+    }
+    *it = (struct fan_item){ f, tb->server_id, tb->table_id };
+    cram_status st = tp_send(sess, iov, 2, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS), fan_cb, it);
+    if (st != CRAM_OK) {
+        free(it);
+        f->failed++;
+        return;
+    }
+    f->pending++;
+}
+
+/* Send opcode (TAKE_TABLET/DROP_TABLET) for every tablet of the n tables to
+ * its owner, all in parallel, and wait for all answers.  Returns the number
+ * that failed. */
+static int send_tablets_many(coord *c, uint16_t opcode, Cram__TableRecord *const *tables, size_t n)
 {
     struct fan f = { 0, 0 };
-    for (size_t i = 0; i < t->n_tablets; i++) {
-        Cram__Tablet *tb = t->tablets[i];
-        struct coord_srv *s = find_server(c, tb->server_id);
-        tp_session *sess = s ? server_session(c, s) : NULL;
-        if (sess == NULL) {
-            CRAM_WARN("no session to server %lu for table %lu", (unsigned long)tb->server_id,
-                      (unsigned long)t->table_id);
-            f.failed++;
-            continue;
-        }
-        Cram__TabletOwnership own = CRAM__TABLET_OWNERSHIP__INIT;
-        own.tablet = tb;
-        uint8_t buf[256];
-        size_t len = cram__tablet_ownership__get_packed_size(&own);
-        CRAM_ASSERT(len <= sizeof(buf));
-        cram__tablet_ownership__pack(&own, buf);
-        struct wire_req_hdr h = { .opcode = opcode, .service = WIRE_SVC_MASTER, .flags = 0 };
-        struct iovec iov[2] = { { &h, sizeof(h) }, { buf, len } };
-        struct fan_item *it = malloc(sizeof(*it));
-        if (it == NULL) {
-            f.failed++;
-            continue;
-        }
-        *it = (struct fan_item){ &f, tb->server_id, t->table_id };
-        cram_status st = tp_send(sess, iov, 2, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS),
-                                 fan_cb, it);
-        if (st != CRAM_OK) {
-            free(it);
-            f.failed++;
-            continue;
-        }
-        f.pending++;
-    }
+    for (size_t k = 0; k < n; k++)
+        for (size_t i = 0; i < tables[k]->n_tablets; i++)
+            send_one_tablet(c, &f, opcode, tables[k]->tablets[i]);
     while (f.pending > 0)
         tp_loop_poll(c->wloop, 100);
     return f.failed;
+}
+
+static int send_tablets(coord *c, uint16_t opcode, const Cram__TableRecord *t)
+{
+    Cram__TableRecord *one = (Cram__TableRecord *)t;
+    return send_tablets_many(c, opcode, &one, 1);
 }
 
 /* ---------------------------------------------------------------------
@@ -943,11 +954,9 @@ static int startup(coord *c)
               "replicas %u, durability %s", c->cluster, (unsigned long)zks_epoch(c->zk), c->locator,
               c->n_servers, c->n_tables, c->settings.replicas, c->settings.durability);
     /* Make the masters' ownership match ZooKeeper. */
-    for (size_t i = 0; i < c->n_tables; i++) {
-        int failed = send_tablets(c, WIRE_OP_TAKE_TABLET, c->tables[i]);
-        if (failed)
-            CRAM_WARN("re-sending TAKE_TABLET for table '%s': %d tablets failed", c->tables[i]->name, failed);
-    }
+    int failed = send_tablets_many(c, WIRE_OP_TAKE_TABLET, c->tables, c->n_tables);
+    if (failed)
+        CRAM_WARN("re-sending TAKE_TABLET: %d tablets failed (their owners are unreachable)", failed);
     return 0;
 }
 
