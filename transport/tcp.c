@@ -531,6 +531,10 @@ static void tcp_conn_read(struct tcp_conn *c)
             tcp_deliver_response(c, h.rpc_id, body, h.len);
     }
 
+    /* answers to the frames of this read leave in one write, now, rather
+     * than after every other ready connection was served */
+    if (!c->dead && c->wlen > c->wpos && !(c->fdh.events & EPOLLOUT))
+        tcp_conn_flush(c);
 out:
     c->read_depth--;
     if (c->read_depth == 0) {

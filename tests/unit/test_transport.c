@@ -814,6 +814,90 @@ static void test_many_sessions(void)
     teardown();
 }
 
+/* A response callback that runs a synchronous call on the same session:
+ * the nested loop reads the same connection while the outer delivery is
+ * still using its buffer. */
+struct nest {
+    tp_session *s;
+    int calls;
+    int inner_ok;
+    int outer_intact;
+};
+
+static void nest_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct nest *n = arg;
+    n->calls++;
+    if (st != CRAM_OK || len != 200000)
+        return;
+    uint8_t first = resp[0], last = resp[len - 1];
+    /* the inner response is big enough to make the reader grow its buffer */
+    uint8_t *big = malloc(300000);
+    memset(big, 0x5a, 300000);
+    struct iovec iov = { big, 300000 };
+    uint8_t *r2 = NULL;
+    uint32_t l2 = 0;
+    if (tp_call(n->s, &iov, 1, 5000, &r2, &l2) == CRAM_OK && l2 == 300000 &&
+        r2[0] == 0x5a && r2[l2 - 1] == 0x5a)
+        n->inner_ok = 1;
+    free(r2);
+    free(big);
+    n->outer_intact = resp[0] == first && resp[len - 1] == last && first == 0x11 && last == 0x11;
+}
+
+static void test_nested_call(void)
+{
+    setup();
+    struct nest n = { sess, 0, 0, 0 };
+    uint8_t *buf = malloc(200000);
+    memset(buf, 0x11, 200000);
+    struct iovec iov = { buf, 200000 };
+    CU_ASSERT_EQUAL(tp_send(sess, &iov, 1, 5000, nest_cb, &n), CRAM_OK);
+    /* a second small rpc queued behind it, answered in the same stream */
+    struct res r = { 0 };
+    struct iovec small = { "after", 5 };
+    CU_ASSERT_EQUAL(tp_send(sess, &small, 1, 5000, res_cb, &r), CRAM_OK);
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    while ((!n.calls || !r.calls) && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT_EQUAL(n.calls, 1);
+    CU_ASSERT(n.inner_ok);
+    CU_ASSERT(n.outer_intact);
+    CU_ASSERT_EQUAL(r.calls, 1);
+    CU_ASSERT(r.st == CRAM_OK && r.len == 5 && memcmp(r.data, "after", 5) == 0);
+    free(buf);
+    teardown();
+}
+
+/* A reply over the size limit closes the connection instead of sending. */
+static void srv_oversize(void *arg, tp_rpc *rpc)
+{
+    (void)arg;
+    static uint8_t chunk[WIRE_MAX_MESSAGE / 2 + 1];
+    struct iovec iov[2] = { { chunk, sizeof chunk }, { chunk, sizeof chunk } };
+    tp_rpc_reply(rpc, iov, 2);
+}
+
+static void test_oversized_reply(void)
+{
+    char err[128];
+    tp_loop *l = tp_loop_create();
+    tp_listener *ls = tp_listen(l, "tcp:host=127.0.0.1,port=0", srv_oversize, NULL, err, sizeof err);
+    CU_ASSERT_FATAL(ls != NULL);
+    cram_status st;
+    tp_session *s = tp_session_open(l, tp_listener_locator(ls), &st);
+    CU_ASSERT_FATAL(s != NULL);
+    struct res r = { 0 };
+    struct iovec iov = { "big please", 10 };
+    CU_ASSERT_EQUAL(tp_send(s, &iov, 1, 5000, res_cb, &r), CRAM_OK);
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    while (!r.calls && clock_mono_ms() < end)
+        tp_loop_poll(l, 10);
+    CU_ASSERT_EQUAL(r.calls, 1);
+    CU_ASSERT_EQUAL(r.st, CRAM_TRANSPORT_ERROR);
+    tp_loop_destroy(l);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -837,6 +921,8 @@ int main(void)
     CU_add_test(s, "chained sends", test_chained_sends);
     CU_add_test(s, "destroy with pending", test_destroy_with_pending);
     CU_add_test(s, "many sessions", test_many_sessions);
+    CU_add_test(s, "nested call in callback", test_nested_call);
+    CU_add_test(s, "oversized reply", test_oversized_reply);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
