@@ -1,0 +1,687 @@
+/*
+ * test_client.c -- libcram logic that needs no cluster: routing, multi-op
+ * planning, argument validation of every public call, response validation
+ * against truncated/garbled responses, the latency histogram.
+ *
+ * The handle used for argument checks points at tcp port 1 (nothing
+ * listens) with a short timeout: a check that wrongly let a call through to
+ * the network would show up as CRAM_TIMEOUT or CRAM_COORDINATOR_UNAVAILABLE,
+ * not pass.
+ */
+#include <CUnit/Basic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "client/client_int.h"
+#include "client/hist.h"
+#include "common/clock.h"
+#include "common/keyhash.h"
+#include "cram.h"
+
+#define NOWHERE "tcp:host=127.0.0.1,port=1"
+
+/* ---- routing ------------------------------------------------------------ */
+
+static struct cl_table *mk_table(size_t n, const uint64_t (*r)[2])
+{
+    struct cl_table *t = calloc(1, sizeof *t);
+    t->t = calloc(n ? n : 1, sizeof *t->t);
+    t->n = n;
+    for (size_t i = 0; i < n; i++) {
+        t->t[i].start = r[i][0];
+        t->t[i].end = r[i][1];
+        t->t[i].server_id = 100 + i;
+        t->t[i].sess = (int)i;
+    }
+    return t;
+}
+
+static void test_route_boundaries(void)
+{
+    const uint64_t r[][2] = { { 200, UINT64_MAX }, { 0, 99 }, { 100, 199 } };
+    struct cl_table *t = mk_table(3, r);
+
+    CU_ASSERT_EQUAL(cl_table_normalize(t), 0);      /* sorts by start */
+    CU_ASSERT_EQUAL(t->t[0].start, 0);
+    CU_ASSERT_EQUAL(cl_route(t, 0), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 99), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 100), 1);
+    CU_ASSERT_EQUAL(cl_route(t, 199), 1);
+    CU_ASSERT_EQUAL(cl_route(t, 200), 2);
+    CU_ASSERT_EQUAL(cl_route(t, UINT64_MAX), 2);
+    CU_ASSERT_EQUAL(t->t[cl_route(t, 150)].server_id, 102);   /* was r[2] */
+    cl_table_free(t);
+
+    const uint64_t whole[][2] = { { 0, UINT64_MAX } };
+    t = mk_table(1, whole);
+    CU_ASSERT_EQUAL(cl_table_normalize(t), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 0), 0);
+    CU_ASSERT_EQUAL(cl_route(t, UINT64_MAX), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 1ull << 63), 0);
+    cl_table_free(t);
+
+    const uint64_t gap[][2] = { { 10, 19 }, { 30, UINT64_MAX - 1 } };
+    t = mk_table(2, gap);
+    CU_ASSERT_EQUAL(cl_table_normalize(t), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 0), -1);
+    CU_ASSERT_EQUAL(cl_route(t, 9), -1);
+    CU_ASSERT_EQUAL(cl_route(t, 10), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 20), -1);
+    CU_ASSERT_EQUAL(cl_route(t, 29), -1);
+    CU_ASSERT_EQUAL(cl_route(t, 30), 1);
+    CU_ASSERT_EQUAL(cl_route(t, UINT64_MAX), -1);
+    cl_table_free(t);
+
+    t = mk_table(0, NULL);
+    CU_ASSERT_EQUAL(cl_table_normalize(t), 0);
+    CU_ASSERT_EQUAL(cl_route(t, 0), -1);
+    CU_ASSERT_EQUAL(cl_route(t, UINT64_MAX), -1);
+    cl_table_free(t);
+}
+
+static void test_route_bad_configs(void)
+{
+    const uint64_t overlap[][2] = { { 0, 100 }, { 100, UINT64_MAX } };
+    struct cl_table *t = mk_table(2, overlap);
+    CU_ASSERT_EQUAL(cl_table_normalize(t), -1);
+    cl_table_free(t);
+
+    const uint64_t inverted[][2] = { { 50, 10 } };
+    t = mk_table(1, inverted);
+    CU_ASSERT_EQUAL(cl_table_normalize(t), -1);
+    cl_table_free(t);
+}
+
+/* Keys routed by their real hash land in the tablet holding that hash. */
+static void test_route_key_hash(void)
+{
+    const uint64_t q = UINT64_MAX / 4;
+    const uint64_t r[][2] = { { 0, q }, { q + 1, 2 * q }, { 2 * q + 1, 3 * q },
+                              { 3 * q + 1, UINT64_MAX } };
+    struct cl_table *t = mk_table(4, r);
+    int seen[4] = { 0 };
+
+    CU_ASSERT_EQUAL(cl_table_normalize(t), 0);
+    for (int i = 0; i < 1000; i++) {
+        char key[32];
+        int len = snprintf(key, sizeof key, "user%d", i);
+        uint64_t h = cram_key_hash(7, key, (uint16_t)len);
+        int ti = cl_route(t, h);
+        CU_ASSERT_TRUE(ti >= 0 && ti < 4);
+        if (ti < 0)
+            continue;
+        CU_ASSERT_TRUE(t->t[ti].start <= h && h <= t->t[ti].end);
+        seen[ti]++;
+    }
+    for (int i = 0; i < 4; i++)
+        CU_ASSERT_TRUE(seen[i] > 150);      /* the hash spreads keys */
+    /* the table id is part of the hash */
+    CU_ASSERT_NOT_EQUAL(cram_key_hash(1, "k", 1), cram_key_hash(2, "k", 1));
+    cl_table_free(t);
+}
+
+static void test_pick_locator(void)
+{
+    char out[CL_LOC_MAX];
+    char *a[] = { "rdma:dev=mlx5_0;tcp:host=1.2.3.4,port=5" };
+    char *b[] = { "xdp:if=veth0", "tcp:host=h,port=9" };
+    char *c[] = { "xdp:if=veth0" };
+    char *d[] = { "" };
+
+    CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=1.2.3.4,port=5");
+    CU_ASSERT_EQUAL(cl_pick_locator(b, 2, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=h,port=9");
+    CU_ASSERT_EQUAL(cl_pick_locator(c, 1, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "xdp:if=veth0");
+    CU_ASSERT_EQUAL(cl_pick_locator(d, 1, out, sizeof out), -1);
+    CU_ASSERT_EQUAL(cl_pick_locator(NULL, 0, out, sizeof out), -1);
+    CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, 8), -1);     /* does not fit */
+}
+
+/* ---- multi-op planning -------------------------------------------------- */
+
+static void check_plan(int kind, const cram_multi_op *ops, const uint32_t *idx, size_t n,
+                       const uint32_t *dest, size_t max_bytes, uint32_t max_items,
+                       size_t want_batches, size_t want_too_large)
+{
+    uint32_t order[64];
+    uint32_t tl[64];
+    struct cl_batch b[64];
+    size_t norder;
+    size_t ntl;
+    size_t nb = cl_multi_plan(kind, ops, idx, n, dest, max_bytes, max_items, order, &norder,
+                              b, tl, &ntl);
+    int covered[64] = { 0 };
+
+    CU_ASSERT_EQUAL(nb, want_batches);
+    CU_ASSERT_EQUAL(ntl, want_too_large);
+    CU_ASSERT_EQUAL(norder + ntl, n);
+    size_t next = 0;
+    for (size_t i = 0; i < nb; i++) {
+        size_t req = sizeof(struct wire_multi_req);
+        size_t resp = sizeof(struct wire_multi_resp);
+        CU_ASSERT_EQUAL(b[i].first, next);          /* batches tile order[] */
+        CU_ASSERT_TRUE(b[i].count >= 1 && b[i].count <= max_items);
+        for (uint32_t k = 0; k < b[i].count; k++) {
+            uint32_t op = order[b[i].first + k];
+            CU_ASSERT_EQUAL(dest[op], b[i].dest);   /* one master per message */
+            req += cl_multi_item_req_bytes(kind, &ops[op]);
+            resp += cl_multi_item_resp_bytes(kind, &ops[op]);
+            covered[op]++;
+        }
+        CU_ASSERT_EQUAL(b[i].req_bytes, req);
+        CU_ASSERT_TRUE(req <= max_bytes);
+        CU_ASSERT_TRUE(resp <= max_bytes);
+        next += b[i].count;
+    }
+    CU_ASSERT_EQUAL(next, norder);
+    for (size_t k = 0; k < ntl; k++)
+        covered[tl[k]]++;
+    for (size_t k = 0; k < n; k++)
+        CU_ASSERT_EQUAL(covered[idx[k]], 1);        /* every op exactly once */
+}
+
+static void test_multi_plan(void)
+{
+    cram_multi_op ops[10];
+    uint32_t idx[10];
+    uint32_t dest[10];
+    char val[1000];
+
+    memset(ops, 0, sizeof ops);
+    memset(val, 'v', sizeof val);
+    for (int i = 0; i < 10; i++) {
+        ops[i].table = 1;
+        ops[i].key = "0123456789";
+        ops[i].key_len = 10;
+        ops[i].value = val;
+        ops[i].value_len = 20;
+        idx[i] = (uint32_t)i;
+        dest[i] = (uint32_t)(i % 2);
+    }
+    /* by count: 5 ops per master, 3 per message -> 2 + 2 batches */
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, WIRE_MAX_MESSAGE, 3, 4, 0);
+    /* one master -> one message */
+    for (int i = 0; i < 10; i++)
+        dest[i] = 7;
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, WIRE_MAX_MESSAGE, WIRE_MAX_MULTI, 1, 0);
+    /* by size: header + 2 items of 32+10+20 bytes fit, a third does not */
+    size_t two = sizeof(struct wire_multi_req) + 2 * (32 + 10 + 20);
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, two, WIRE_MAX_MULTI, 5, 0);
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, two + 61, WIRE_MAX_MULTI, 5, 0);
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, two + 62, WIRE_MAX_MULTI, 4, 0);
+    /* an op too large for any message is reported, not planned */
+    ops[3].value_len = 1000;
+    check_plan(CL_MULTI_WRITE, ops, idx, 10, dest, two, WIRE_MAX_MULTI, 5, 1);
+    ops[3].value_len = 20;
+    /* reads: the response estimate (buf_len) also splits */
+    for (int i = 0; i < 10; i++) {
+        ops[i].buf = val;
+        ops[i].buf_len = 100;
+    }
+    size_t resp3 = sizeof(struct wire_multi_resp) + 3 * (16 + 100);
+    check_plan(CL_MULTI_READ, ops, idx, 10, dest, resp3, WIRE_MAX_MULTI, 4, 0);
+    check_plan(CL_MULTI_REMOVE, ops, idx, 10, dest, resp3, WIRE_MAX_MULTI, 2, 0); /* 7 keys fit */
+    /* a subset of ops (a retry round) with three masters interleaved */
+    uint32_t sub[4] = { 9, 2, 5, 0 };
+    dest[9] = 2;
+    dest[2] = 0;
+    dest[5] = 2;
+    dest[0] = 1;
+    check_plan(CL_MULTI_REMOVE, ops, sub, 4, dest, WIRE_MAX_MESSAGE, WIRE_MAX_MULTI, 3, 0);
+    /* the real limits: 4096 items per message */
+    CU_ASSERT_TRUE(WIRE_MAX_MULTI >= 1);
+}
+
+/* ---- argument validation ------------------------------------------------ */
+
+static void test_args_null_handle(void)
+{
+    uint64_t v = 1;
+    int64_t nv = 1;
+    uint32_t vl = 1;
+    char buf[4];
+    cram_multi_op op = { .table = 1, .key = "k", .key_len = 1 };
+    cram_enumerator *e = (cram_enumerator *)&v;
+    cram_table_info *ti;
+    cram_server_info *si;
+    cram_tablet_info *tt;
+    cram_server_stats ss;
+    size_t n;
+
+    CU_ASSERT_EQUAL(cram_create_table(NULL, "t", 1, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(v, 0);
+    CU_ASSERT_EQUAL(cram_drop_table(NULL, "t"), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_table_id(NULL, "t", &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_write(NULL, 1, "k", 1, "v", 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_read(NULL, 1, "k", 1, NULL, &v, buf, 4, &vl), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(vl, 0);
+    CU_ASSERT_EQUAL(cram_remove(NULL, 1, "k", 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_increment_int64(NULL, 1, "k", 1, 1, NULL, &nv, &v),
+                    CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(nv, 0);
+    CU_ASSERT_EQUAL(cram_multi_read(NULL, &op, 1), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_write(NULL, &op, 1), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_remove(NULL, &op, 1), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_enumerate_begin(NULL, 1, &e), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NULL(e);
+    CU_ASSERT_EQUAL(cram_enumerate_next(NULL, NULL, NULL, NULL, NULL, NULL),
+                    CRAM_INVALID_ARGUMENT);
+    cram_enumerate_end(NULL);
+    CU_ASSERT_EQUAL(cram_list_tables(NULL, &ti, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_list_servers(NULL, &si, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_tablets(NULL, "t", &tt, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_server_stats(NULL, 1, NULL, &ss), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_coordinator_locator(NULL, buf, sizeof buf),
+                    CRAM_INVALID_ARGUMENT);
+    cram_set_timeout(NULL, 5);
+    cram_set_poll_us(NULL, 5);
+    CU_ASSERT_EQUAL(cram_get_poll_us(NULL), 0);
+    cram_disconnect(NULL);
+    cram_free(NULL);
+}
+
+static void test_args_connect(void)
+{
+    cram_client *c = (cram_client *)&c;
+
+    CU_ASSERT_EQUAL(cram_connect(NULL, NULL, &c), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_PTR_NULL(c);
+    CU_ASSERT_EQUAL(cram_connect("foo:bar", NULL, &c), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_connect("", NULL, &c), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_connect(NOWHERE, "", &c), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_connect(NOWHERE, "a/b", &c), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_connect(NOWHERE, NULL, NULL), CRAM_INVALID_ARGUMENT);
+}
+
+static void test_args_with_handle(void)
+{
+    cram_client *c = NULL;
+    static char big[CRAM_MAX_VALUE_LEN + 1];
+    char name[300];
+    char buf[8];
+    uint64_t v;
+    uint32_t vl;
+    int64_t nv;
+    size_t n;
+    cram_table_info *ti;
+    cram_tablet_info *tt;
+    cram_server_stats ss;
+    cram_enumerator *e;
+
+    CU_ASSERT_EQUAL_FATAL(cl_client_new(NOWHERE, NULL, &c), CRAM_OK);
+    cram_set_timeout(c, 300);
+    cram_set_poll_us(c, 7);
+    CU_ASSERT_EQUAL(cram_get_poll_us(c), 7);
+    cram_set_poll_us(c, 0);
+
+    /* keys */
+    CU_ASSERT_EQUAL(cram_read(c, 1, NULL, 1, NULL, &v, buf, 8, &vl), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_read(c, 1, "k", 0, NULL, &v, buf, 8, &vl), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_read(c, 1, "k", 1, NULL, &v, NULL, 8, &vl), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_write(c, 1, NULL, 1, "v", 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_write(c, 1, "k", 0, "v", 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_write(c, 1, "k", 1, NULL, 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_write(c, 1, "k", 1, big, sizeof big, NULL, &v),
+                    CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(cram_remove(c, 1, NULL, 1, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_remove(c, 1, "k", 0, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_increment_int64(c, 1, NULL, 1, 1, NULL, &nv, &v),
+                    CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_increment_int64(c, 1, "k", 0, 1, NULL, &nv, &v),
+                    CRAM_INVALID_ARGUMENT);
+
+    /* multi-ops: call-level and per-op checks, nothing sent */
+    CU_ASSERT_EQUAL(cram_multi_read(c, NULL, 1), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_write(c, NULL, 3), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_remove(c, NULL, 2), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_read(c, NULL, 0), CRAM_OK);
+    cram_multi_op ops[4];
+    memset(ops, 0, sizeof ops);
+    ops[0] = (cram_multi_op){ .table = 1, .key = NULL, .key_len = 1 };
+    ops[1] = (cram_multi_op){ .table = 1, .key = "k", .key_len = 0 };
+    ops[2] = (cram_multi_op){ .table = 1, .key = "k", .key_len = 1, .value = big,
+                              .value_len = sizeof big };
+    ops[3] = (cram_multi_op){ .table = 1, .key = "k", .key_len = 1, .value = NULL,
+                              .value_len = 3 };
+    CU_ASSERT_EQUAL(cram_multi_write(c, ops, 4), CRAM_OK);
+    CU_ASSERT_EQUAL(ops[0].status, CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(ops[1].status, CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(ops[2].status, CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(ops[3].status, CRAM_INVALID_ARGUMENT);
+    ops[2] = (cram_multi_op){ .table = 1, .key = "k", .key_len = 1, .buf = NULL,
+                              .buf_len = 5 };
+    CU_ASSERT_EQUAL(cram_multi_read(c, ops, 3), CRAM_OK);
+    CU_ASSERT_EQUAL(ops[2].status, CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_multi_remove(c, ops, 2), CRAM_OK);
+    CU_ASSERT_EQUAL(ops[0].status, CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(ops[1].status, CRAM_INVALID_ARGUMENT);
+
+    /* tables and admin */
+    memset(name, 'n', sizeof name);
+    name[256] = '\0';
+    CU_ASSERT_EQUAL(cram_create_table(c, NULL, 1, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_create_table(c, "", 1, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_create_table(c, name, 1, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_drop_table(c, ""), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_drop_table(c, name), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_table_id(c, NULL, &v), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_list_tables(c, NULL, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_list_tables(c, &ti, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_list_servers(c, NULL, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_tablets(c, "", &tt, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_tablets(c, "t", NULL, &n), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_server_stats(c, 0, NULL, &ss), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_server_stats(c, 1, NULL, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_enumerate_begin(c, 1, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_get_coordinator_locator(c, NULL, 10), CRAM_INVALID_ARGUMENT);
+    /* a tcp: locator is used as is, so this needs no network */
+    char loc[64];
+    CU_ASSERT_EQUAL(cram_get_coordinator_locator(c, loc, sizeof loc), CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(loc, NOWHERE);
+    CU_ASSERT_EQUAL(cram_get_coordinator_locator(c, loc, 5), CRAM_INVALID_ARGUMENT);
+
+    /* and with nothing listening, a real call ends in time, not in a hang */
+    uint64_t t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(cram_read(c, 1, "k", 1, NULL, &v, buf, 8, &vl), CRAM_TIMEOUT);
+    CU_ASSERT_TRUE(clock_mono_ms() - t0 < 3000);
+    (void)e;
+    cram_disconnect(c);
+}
+
+/* ---- response validation ------------------------------------------------ */
+
+static void test_parse_read(void)
+{
+    uint8_t m[64];
+    struct wire_read_resp r = { .hdr.status = CRAM_OK, .value_len = 5, .version = 9 };
+    cram_status st;
+    uint64_t ver;
+    const uint8_t *val;
+    uint32_t vl;
+
+    memcpy(m, &r, sizeof r);
+    memcpy(m + sizeof r, "hello", 5);
+    uint32_t full = sizeof r + 5;
+    CU_ASSERT_EQUAL(cl_parse_read(m, full, &st, &ver, &val, &vl), 0);
+    CU_ASSERT_EQUAL(st, CRAM_OK);
+    CU_ASSERT_EQUAL(ver, 9);
+    CU_ASSERT_EQUAL(vl, 5);
+    CU_ASSERT_EQUAL(memcmp(val, "hello", 5), 0);
+    for (uint32_t len = 0; len < full; len++)
+        CU_ASSERT_EQUAL(cl_parse_read(m, len, &st, &ver, &val, &vl), -1);
+    CU_ASSERT_EQUAL(cl_parse_read(m, full + 1, &st, &ver, &val, &vl), -1);  /* trailing */
+    CU_ASSERT_EQUAL(cl_parse_read(NULL, 0, &st, &ver, &val, &vl), -1);
+    r.value_len = UINT32_MAX;                                              /* overflow */
+    memcpy(m, &r, sizeof r);
+    CU_ASSERT_EQUAL(cl_parse_read(m, full, &st, &ver, &val, &vl), -1);
+    /* a failure may be a bare header, or carry the version */
+    struct wire_resp_hdr h = { .status = CRAM_OBJECT_DOESNT_EXIST };
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_read(m, sizeof h, &st, &ver, &val, &vl), 0);
+    CU_ASSERT_EQUAL(st, CRAM_OBJECT_DOESNT_EXIST);
+    r = (struct wire_read_resp){ .hdr.status = CRAM_WRONG_VERSION, .version = 4 };
+    memcpy(m, &r, sizeof r);
+    CU_ASSERT_EQUAL(cl_parse_read(m, sizeof r, &st, &ver, &val, &vl), 0);
+    CU_ASSERT_EQUAL(st, CRAM_WRONG_VERSION);
+    CU_ASSERT_EQUAL(ver, 4);
+    /* an unknown status value */
+    h.status = CRAM_STATUS_MAX + 1;
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_read(m, sizeof h, &st, &ver, &val, &vl), -1);
+    h.status = -1;
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_status(m, sizeof h, &st), -1);
+}
+
+static void test_parse_write_incr(void)
+{
+    uint8_t m[64];
+    struct wire_write_resp w = { .hdr.status = CRAM_OK, .version = 3 };
+    struct wire_incr_resp in = { .hdr.status = CRAM_OK, .version = 5, .new_value = -7 };
+    cram_status st;
+    uint64_t ver;
+    int64_t nv;
+
+    memcpy(m, &w, sizeof w);
+    CU_ASSERT_EQUAL(cl_parse_write(m, sizeof w, &st, &ver), 0);
+    CU_ASSERT_EQUAL(ver, 3);
+    for (uint32_t len = 0; len < sizeof w; len++)
+        CU_ASSERT_EQUAL(cl_parse_write(m, len, &st, &ver), -1);
+    CU_ASSERT_EQUAL(cl_parse_write(m, sizeof w + 1, &st, &ver), -1);
+    struct wire_resp_hdr h = { .status = CRAM_OBJECT_EXISTS };
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_write(m, sizeof h, &st, &ver), 0);
+    CU_ASSERT_EQUAL(st, CRAM_OBJECT_EXISTS);
+
+    memcpy(m, &in, sizeof in);
+    CU_ASSERT_EQUAL(cl_parse_incr(m, sizeof in, &st, &ver, &nv), 0);
+    CU_ASSERT_EQUAL(nv, -7);
+    CU_ASSERT_EQUAL(ver, 5);
+    for (uint32_t len = 0; len < sizeof in; len++)
+        CU_ASSERT_EQUAL(cl_parse_incr(m, len, &st, &ver, &nv), -1);
+    h.status = CRAM_INVALID_OBJECT;
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_incr(m, sizeof h, &st, &ver, &nv), 0);
+    CU_ASSERT_EQUAL(st, CRAM_INVALID_OBJECT);
+}
+
+/* Build a 2-item multi response; item 0 carries a value when with_value. */
+static uint32_t mk_multi(uint8_t *m, int with_value)
+{
+    struct wire_multi_resp h = { .hdr.status = CRAM_OK, .count = 2 };
+    struct wire_multi_resp_item a = { .status = CRAM_OK, .value_len = with_value ? 3 : 0,
+                                      .version = 1 };
+    struct wire_multi_resp_item b = { .status = CRAM_OBJECT_DOESNT_EXIST };
+    uint32_t off = 0;
+
+    memcpy(m + off, &h, sizeof h);
+    off += sizeof h;
+    memcpy(m + off, &a, sizeof a);
+    off += sizeof a;
+    if (with_value) {
+        memcpy(m + off, "abc", 3);
+        off += 3;
+    }
+    memcpy(m + off, &b, sizeof b);
+    off += sizeof b;
+    return off;
+}
+
+static void test_parse_multi(void)
+{
+    uint8_t m[128];
+    cram_status st;
+    const uint8_t *items;
+    uint32_t len = mk_multi(m, 1);
+
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len, 1, 2, &st, &items), 0);
+    CU_ASSERT_EQUAL(st, CRAM_OK);
+    CU_ASSERT_PTR_EQUAL(items, m + sizeof(struct wire_multi_resp));
+    for (uint32_t l = 0; l < len; l++)
+        CU_ASSERT_EQUAL(cl_parse_multi(m, l, 1, 2, &st, &items), -1);
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len + 1, 1, 2, &st, &items), -1);
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len, 1, 3, &st, &items), -1);    /* count mismatch */
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len, 0, 2, &st, &items), -1);    /* value on a write */
+    len = mk_multi(m, 0);
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len, 0, 2, &st, &items), 0);
+    /* bad item status */
+    struct wire_multi_resp_item bad = { .status = 99 };
+    memcpy(m + sizeof(struct wire_multi_resp), &bad, sizeof bad);
+    CU_ASSERT_EQUAL(cl_parse_multi(m, len, 0, 2, &st, &items), -1);
+    /* call-level failure: a bare header is fine */
+    struct wire_resp_hdr h = { .status = CRAM_RETRY };
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_multi(m, sizeof h, 0, 2, &st, &items), 0);
+    CU_ASSERT_EQUAL(st, CRAM_RETRY);
+}
+
+static void test_parse_enum(void)
+{
+    uint8_t m[128];
+    struct wire_enum_resp h = { .hdr.status = CRAM_OK, .count = 2, .next_cursor = 77,
+                                .done = 0 };
+    struct wire_enum_item a = { .version = 1, .value_len = 2, .key_len = 3 };
+    struct wire_enum_item b = { .version = 2, .value_len = 0, .key_len = 1 };
+    uint32_t off = 0;
+    cram_status st;
+    uint32_t count;
+    uint64_t next;
+    int done;
+    const uint8_t *items;
+
+    memcpy(m + off, &h, sizeof h);
+    off += sizeof h;
+    memcpy(m + off, &a, sizeof a);
+    off += sizeof a;
+    memcpy(m + off, "keyvv", 5);
+    off += 5;
+    memcpy(m + off, &b, sizeof b);
+    off += sizeof b;
+    m[off++] = 'z';
+    CU_ASSERT_EQUAL(cl_parse_enum(m, off, &st, &count, &next, &done, &items), 0);
+    CU_ASSERT_EQUAL(count, 2);
+    CU_ASSERT_EQUAL(next, 77);
+    CU_ASSERT_EQUAL(done, 0);
+    for (uint32_t l = 0; l < off; l++)
+        CU_ASSERT_EQUAL(cl_parse_enum(m, l, &st, &count, &next, &done, &items), -1);
+    CU_ASSERT_EQUAL(cl_parse_enum(m, off + 1, &st, &count, &next, &done, &items), -1);
+    h.done = 2;
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_enum(m, off, &st, &count, &next, &done, &items), -1);
+    h.done = 1;
+    h.count = 3;                        /* claims more items than follow */
+    memcpy(m, &h, sizeof h);
+    CU_ASSERT_EQUAL(cl_parse_enum(m, off, &st, &count, &next, &done, &items), -1);
+    /* an item with an empty key */
+    h.count = 2;
+    memcpy(m, &h, sizeof h);
+    b.key_len = 0;
+    b.value_len = 1;
+    memcpy(m + sizeof h + sizeof a + 5, &b, sizeof b);
+    CU_ASSERT_EQUAL(cl_parse_enum(m, off, &st, &count, &next, &done, &items), -1);
+    /* an empty, finished tablet */
+    struct wire_enum_resp e = { .hdr.status = CRAM_OK, .count = 0, .done = 1 };
+    memcpy(m, &e, sizeof e);
+    CU_ASSERT_EQUAL(cl_parse_enum(m, sizeof e, &st, &count, &next, &done, &items), 0);
+    CU_ASSERT_EQUAL(done, 1);
+    CU_ASSERT_EQUAL(count, 0);
+}
+
+static void test_rules(void)
+{
+    struct wire_reject_rules w;
+    cram_reject_rules r = { .given_version = 42, .exists = 5, .version_ne_given = 1 };
+
+    cl_rules_to_wire(NULL, &w);
+    CU_ASSERT_EQUAL(w.given_version, 0);
+    CU_ASSERT_EQUAL(w.exists, 0);
+    cl_rules_to_wire(&r, &w);
+    CU_ASSERT_EQUAL(w.given_version, 42);
+    CU_ASSERT_EQUAL(w.exists, 1);       /* booleans go out as 0/1 */
+    CU_ASSERT_EQUAL(w.doesnt_exist, 0);
+    CU_ASSERT_EQUAL(w.version_ne_given, 1);
+    CU_ASSERT_EQUAL(w.pad, 0);
+}
+
+static void test_backoff_deadline(void)
+{
+    cram_client *c;
+    struct cl_retry r;
+
+    CU_ASSERT_EQUAL_FATAL(cl_client_new(NOWHERE, "x", &c), CRAM_OK);
+    cram_set_timeout(c, 30);
+    cl_retry_init(c, &r);
+    int n = 0;
+    uint64_t t0 = clock_mono_ms();
+    while (cl_backoff(c, &r) == 0)
+        n++;
+    uint64_t took = clock_mono_ms() - t0;
+    CU_ASSERT_TRUE(n >= 2);             /* 0.5-1, 1-2, 2-4, ... ms */
+    CU_ASSERT_TRUE(took >= 30 && took < 500);
+    CU_ASSERT_TRUE(r.backoff_us <= CL_BACKOFF_CAP_US);
+    CU_ASSERT_EQUAL(cl_rpc_timeout(&r), 1);
+    cram_set_timeout(c, 0);             /* restores the default */
+    cl_retry_init(c, &r);
+    CU_ASSERT_EQUAL(cl_rpc_timeout(&r), CL_RPC_TIMEOUT_MS);
+    cram_disconnect(c);
+}
+
+/* ---- histogram ---------------------------------------------------------- */
+
+static void test_hist(void)
+{
+    static struct cl_hist h;
+    static struct cl_hist h2;
+
+    cl_hist_init(&h);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h, 50), 0);
+    for (uint64_t v = 1; v <= 100000; v++)
+        cl_hist_record(&h, v);
+    uint64_t p50 = cl_hist_percentile(&h, 50);
+    uint64_t p99 = cl_hist_percentile(&h, 99);
+    uint64_t p999 = cl_hist_percentile(&h, 99.9);
+    CU_ASSERT_TRUE(p50 >= 50000 * 0.96 && p50 <= 50000 * 1.04);
+    CU_ASSERT_TRUE(p99 >= 99000 * 0.96 && p99 <= 99000 * 1.04);
+    CU_ASSERT_TRUE(p999 >= 99900 * 0.96 && p999 <= 100000);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h, 100), 100000);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h, 0), 1);
+    CU_ASSERT_TRUE(cl_hist_mean(&h) > 50000 && cl_hist_mean(&h) < 50001);
+    /* small values are exact */
+    cl_hist_init(&h2);
+    for (int i = 0; i < 10; i++)
+        cl_hist_record(&h2, 7);
+    cl_hist_record(&h2, 40);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h2, 50), 7);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h2, 99), 40);
+    /* merge */
+    cl_hist_merge(&h2, &h);
+    CU_ASSERT_EQUAL(h2.count, 100011);
+    CU_ASSERT_EQUAL(h2.min, 1);
+    CU_ASSERT_EQUAL(h2.max, 100000);
+    /* bucket bounds hold everywhere, including the extremes */
+    uint64_t probes[] = { 0, 1, 63, 64, 65, 127, 128, 1000, 123456789, 1ull << 40,
+                          (1ull << 63) - 1, 1ull << 63, UINT64_MAX };
+    for (size_t i = 0; i < sizeof probes / sizeof probes[0]; i++) {
+        uint32_t b = cl_hist_bucket(probes[i]);
+        CU_ASSERT_TRUE(b < CL_HIST_BUCKETS);
+        CU_ASSERT_TRUE(cl_hist_bucket_low(b) <= probes[i]);
+        if (b + 1 < CL_HIST_BUCKETS)
+            CU_ASSERT_TRUE(probes[i] < cl_hist_bucket_low(b + 1));
+    }
+    CU_ASSERT_EQUAL(cl_hist_bucket(UINT64_MAX), CL_HIST_BUCKETS - 1);
+    for (uint32_t b = 1; b < CL_HIST_BUCKETS; b++)
+        CU_ASSERT_TRUE(cl_hist_bucket_low(b) > cl_hist_bucket_low(b - 1));
+    /* a huge outlier is reported as itself */
+    cl_hist_init(&h2);
+    cl_hist_record(&h2, UINT64_MAX);
+    CU_ASSERT_EQUAL(cl_hist_percentile(&h2, 50), UINT64_MAX);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("client", NULL, NULL);
+    CU_add_test(s, "route_boundaries", test_route_boundaries);
+    CU_add_test(s, "route_bad_configs", test_route_bad_configs);
+    CU_add_test(s, "route_key_hash", test_route_key_hash);
+    CU_add_test(s, "pick_locator", test_pick_locator);
+    CU_add_test(s, "multi_plan", test_multi_plan);
+    CU_add_test(s, "args_null_handle", test_args_null_handle);
+    CU_add_test(s, "args_connect", test_args_connect);
+    CU_add_test(s, "args_with_handle", test_args_with_handle);
+    CU_add_test(s, "parse_read", test_parse_read);
+    CU_add_test(s, "parse_write_incr", test_parse_write_incr);
+    CU_add_test(s, "parse_multi", test_parse_multi);
+    CU_add_test(s, "parse_enum", test_parse_enum);
+    CU_add_test(s, "rules", test_rules);
+    CU_add_test(s, "backoff_deadline", test_backoff_deadline);
+    CU_add_test(s, "hist", test_hist);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
+    CU_cleanup_registry();
+    return bad;
+}
