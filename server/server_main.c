@@ -122,7 +122,7 @@ static void enlist_done(void *arg, cram_status st, const uint8_t *resp, uint32_t
     if (h.status != CRAM_OK) {
         if (r != NULL)
             cram__enlist_server_response__free_unpacked(r, NULL);
-        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+        CRAM_LOG(s->attempts == 1 || s->attempts % 30 == 0 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
                  "enlisting with the coordinator at %s failed: %s; retrying", s->coord_loc,
                  cram_strerror((cram_status)h.status));
         enlist_retry(s);
@@ -149,7 +149,7 @@ static void enlist_located(void *arg)
     if (atomic_load(&s->stopping))
         return;
     if (s->locate_st != CRAM_OK) {
-        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+        CRAM_LOG(s->attempts == 1 || s->attempts % 30 == 0 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
                  "cannot locate the coordinator through %s (cluster %s): %s; retrying",
                  s->coordinator, s->cluster, cram_strerror(s->locate_st));
         enlist_retry(s);
@@ -158,7 +158,7 @@ static void enlist_located(void *arg)
     cram_status st;
     s->csess = tp_session_open(s->loop, s->coord_loc, &st);
     if (s->csess == NULL) {
-        CRAM_LOG(s->attempts <= 1 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
+        CRAM_LOG(s->attempts == 1 || s->attempts % 30 == 0 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
                  "cannot reach the coordinator at %s: %s; retrying", s->coord_loc, cram_strerror(st));
         enlist_retry(s);
         return;
