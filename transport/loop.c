@@ -532,6 +532,10 @@ static int loop_round(tp_loop *l, uint64_t wait_ns)
     struct epoll_event evs[TP_MAX_EVENTS];
     int n = 0, nev;
     l->depth++;
+    /* corked output of an enclosing round (a callback running the loop
+     * itself, e.g. tp_call) must leave before we block */
+    if (l->flush.n > 0)
+        cblist_run(&l->flush);
     if (wait_ns == 0) {
         nev = epoll_wait(l->epfd, evs, TP_MAX_EVENTS, 0);
     } else if (wait_ns == UINT64_MAX) {

@@ -869,6 +869,56 @@ static void test_nested_call(void)
     teardown();
 }
 
+/* A request handler that makes a synchronous call to another server on the
+ * same loop before answering (small messages: the nested send is corked and
+ * must still leave before the nested loop blocks). */
+struct proxy {
+    tp_session *to;
+    int ok;
+};
+
+static void srv_proxy(void *arg, tp_rpc *rpc)
+{
+    struct proxy *p = arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct iovec iov = { (void *)req, len };
+    uint8_t *resp = NULL;
+    uint32_t rl = 0;
+    cram_status st = tp_call(p->to, &iov, 1, 3000, &resp, &rl);
+    if (st == CRAM_OK)
+        p->ok++;
+    struct iovec out[2] = { { "via:", 4 }, { resp, st == CRAM_OK ? rl : 0 } };
+    tp_rpc_reply(rpc, out, 2);
+    free(resp);
+}
+
+static void test_call_from_handler(void)
+{
+    setup();                                  /* srv: echo */
+    char err[128];
+    struct proxy p = { NULL, 0 };
+    cram_status st;
+    p.to = tp_session_open(loop, tp_listener_locator(srv.ls), &st);
+    CU_ASSERT_FATAL(p.to != NULL);
+    tp_listener *px = tp_listen(loop, "tcp:host=127.0.0.1,port=0", srv_proxy, &p, err, sizeof err);
+    CU_ASSERT_FATAL(px != NULL);
+    tp_session *s = tp_session_open(loop, tp_listener_locator(px), &st);
+    CU_ASSERT_FATAL(s != NULL);
+    for (int i = 0; i < 5; i++) {
+        struct iovec iov = { "ping", 4 };
+        uint8_t *resp = NULL;
+        uint32_t rl = 0;
+        uint64_t t0 = clock_mono_ms();
+        CU_ASSERT_EQUAL(tp_call(s, &iov, 1, 10000, &resp, &rl), CRAM_OK);
+        CU_ASSERT(clock_mono_ms() - t0 < clock_test_scaled_ms(1000));
+        CU_ASSERT(rl == 8 && resp != NULL && memcmp(resp, "via:ping", 8) == 0);
+        free(resp);
+    }
+    CU_ASSERT_EQUAL(p.ok, 5);
+    teardown();
+}
+
 /* A reply over the size limit closes the connection instead of sending. */
 static void srv_oversize(void *arg, tp_rpc *rpc)
 {
@@ -923,6 +973,7 @@ int main(void)
     CU_add_test(s, "many sessions", test_many_sessions);
     CU_add_test(s, "nested call in callback", test_nested_call);
     CU_add_test(s, "oversized reply", test_oversized_reply);
+    CU_add_test(s, "synchronous call from a handler", test_call_from_handler);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
