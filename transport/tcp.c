@@ -62,6 +62,13 @@
 #define TCP_IOV_MAX 64
 #define TCP_PEND_CHUNK 256u
 #define TCP_ACCEPT_BATCH 32
+#define TCP_ACCEPT_BACKOFF_US 100000    /* pause accepting this long when out of fds */
+/* A server connection whose unsent output exceeds this stops being read
+ * until the peer drains it: a client that sends but never reads cannot make
+ * the server queue replies without bound.  (Client connections are never
+ * throttled: they must keep reading responses, or two peers could wait on
+ * each other.) */
+#define TCP_WQ_HIGH (8u * 1024 * 1024)
 
 struct tcp_hdr {
     uint32_t len;
@@ -130,6 +137,7 @@ struct tcp_listener {
     tp_request_fn fn;
     void *arg;
     struct tcp_conn *conns;
+    uint64_t backoff_timer;     /* accepting paused (out of fds) until it fires */
 };
 
 struct tcp_rpc {
@@ -293,8 +301,11 @@ static void tcp_conn_set_events(struct tcp_conn *c)
     if (c->dead)
         return;
     uint32_t ev = EPOLLIN | EPOLLRDHUP;
-    if (c->connecting || c->wlen > c->wpos)
+    size_t queued = c->wlen - c->wpos;
+    if (c->connecting || queued > 0)
         ev |= EPOLLOUT;
+    if (c->server && queued > TCP_WQ_HIGH)
+        ev &= ~(uint32_t)(EPOLLIN | EPOLLRDHUP);      /* backpressure */
     tp_loop_mod_fd(c->loop, &c->fdh, ev);
 }
 
@@ -364,8 +375,10 @@ static int tcp_conn_send(struct tcp_conn *c, const struct tcp_hdr *hdr,
         v[0].iov_len = TCP_HDR_LEN;
         if (tcp_wbuf_append(c, v, 1, 0) != 0 || tcp_wbuf_append(c, iov, iovcnt, 0) != 0)
             return -1;
-        if (c->connecting || socket_full)
-            return 0;           /* EPOLLOUT will flush */
+        if (c->connecting || socket_full) {
+            tcp_conn_set_events(c);     /* EPOLLOUT will flush; maybe backpressure */
+            return 0;
+        }
         if (cork && iovcnt + 2 <= TCP_IOV_MAX) {
             if (!c->flush_queued) {
                 if (tp_loop_at_flush(c->loop, tcp_conn_flush_hook, c) != 0) {
@@ -691,6 +704,13 @@ static void tcp_format_peer(const struct sockaddr_in *sa, char *out, size_t outl
     snprintf(out, outlen, "%s:%u", ip, (unsigned)ntohs(sa->sin_port));
 }
 
+static void tcp_listener_resume(void *arg)
+{
+    struct tcp_listener *ls = arg;
+    ls->backoff_timer = 0;
+    tp_loop_mod_fd(ls->head.loop, &ls->fdh, EPOLLIN);
+}
+
 static void tcp_listener_on_event(void *arg, uint32_t events)
 {
     struct tcp_listener *ls = arg;
@@ -702,8 +722,17 @@ static void tcp_listener_on_event(void *arg, uint32_t events)
         if (fd < 0) {
             if (errno == EINTR || errno == ECONNABORTED)
                 continue;
-            if (errno != EAGAIN && errno != EWOULDBLOCK)
-                CRAM_WARN("tcp: accept on %s: %s", ls->head.locator, strerror(errno));
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            /* out of fds or memory: the pending connection stays ready, so
+             * a level-triggered loop would spin; pause accepting instead */
+            CRAM_WARN("tcp: accept on %s: %s (pausing accepts)", ls->head.locator, strerror(errno));
+            if (ls->backoff_timer == 0) {
+                ls->backoff_timer = tp_timer_add(ls->head.loop, TCP_ACCEPT_BACKOFF_US,
+                                                 tcp_listener_resume, ls);
+                if (ls->backoff_timer != 0)
+                    tp_loop_mod_fd(ls->head.loop, &ls->fdh, 0);
+            }
             return;
         }
         tcp_set_nodelay(fd);
@@ -740,6 +769,8 @@ static void tcp_listener_close(tp_listener *lsp)
     tp_loop *l = ls->head.loop;
     while (ls->conns != NULL)
         tcp_conn_fail(ls->conns);
+    if (ls->backoff_timer != 0)
+        tp_timer_cancel(l, ls->backoff_timer);
     tp_loop_del_fd(l, &ls->fdh);
     close(ls->fd);
     tp_loop_unlink_listener(l, &ls->head);

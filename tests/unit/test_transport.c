@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -919,6 +920,60 @@ static void test_call_from_handler(void)
     teardown();
 }
 
+/* A client that sends but never reads: the server stops reading it once
+ * its queued replies pass the high-water mark, then catches up when the
+ * client drains them. */
+static void test_backpressure(void)
+{
+    setup();
+    enum { N = 60, BODY = 1 << 20 };
+    int fd = raw_connect(listener_port());
+    CU_ASSERT_FATAL(fd >= 0);
+    int fl = 1;
+    CU_ASSERT_FATAL(ioctl(fd, FIONBIO, &fl) == 0);
+    uint8_t *frame = calloc(1, 16 + BODY);
+    uint32_t len = BODY;
+    memcpy(frame, &len, 4);
+    size_t total = (size_t)N * (16 + BODY), sent = 0;
+    size_t want = total, got = 0;
+    uint8_t *sink = malloc(1 << 20);
+
+    uint64_t end = clock_mono_ms() + 1000;
+    while (clock_mono_ms() < end) {        /* phase 1: send only */
+        while (sent < total) {
+            size_t off = sent % (16 + BODY);
+            ssize_t n = send(fd, frame + off, 16 + BODY - off, MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+            sent += (size_t)n;
+        }
+        tp_loop_poll(loop, 1);
+    }
+    int stalled_at = srv.requests;
+    CU_ASSERT(stalled_at < N);             /* the server stopped reading */
+    CU_ASSERT(stalled_at > 0);
+    end = clock_mono_ms() + clock_test_scaled_ms(20000);
+    while (got < want && clock_mono_ms() < end) {   /* phase 2: drain too */
+        while (sent < total) {
+            size_t off = sent % (16 + BODY);
+            ssize_t n = send(fd, frame + off, 16 + BODY - off, MSG_DONTWAIT);
+            if (n <= 0)
+                break;
+            sent += (size_t)n;
+        }
+        ssize_t n;
+        while ((n = recv(fd, sink, 1 << 20, MSG_DONTWAIT)) > 0)
+            got += (size_t)n;
+        tp_loop_poll(loop, 1);
+    }
+    CU_ASSERT_EQUAL(got, want);
+    CU_ASSERT_EQUAL(srv.requests, N);
+    close(fd);
+    free(sink);
+    free(frame);
+    teardown();
+}
+
 /* A reply over the size limit closes the connection instead of sending. */
 static void srv_oversize(void *arg, tp_rpc *rpc)
 {
@@ -974,6 +1029,7 @@ int main(void)
     CU_add_test(s, "nested call in callback", test_nested_call);
     CU_add_test(s, "oversized reply", test_oversized_reply);
     CU_add_test(s, "synchronous call from a handler", test_call_from_handler);
+    CU_add_test(s, "backpressure on a client that does not read", test_backpressure);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
