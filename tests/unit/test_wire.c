@@ -529,6 +529,47 @@ static void test_service(void)
     }
     CU_ASSERT_EQUAL(total, 52);   /* a, ctr, k0..k49 */
 
+    /* a multi-read whose values exceed one message: the tail gets RETRY */
+    {
+        objmgr *om = master_objmgr(ms);
+        uint32_t big = 400 * 1024;
+        char *val = calloc(1, big);
+        uint64_t v;
+        for (int i = 0; i < 8; i++) {
+            char k[16];
+            snprintf(k, sizeof k, "k%d", i);
+            val[0] = (char)i;
+            CU_ASSERT_EQUAL(om_write(om, 3, k, (uint16_t)strlen(k), val, big, NULL, &v), CRAM_OK);
+        }
+        free(val);
+        struct msg bm = mk_multi(WIRE_OP_MULTI_READ, 3, 8);
+        r = call(&bm, &len);
+        free(bm.p);
+        CU_ASSERT(len <= WIRE_MAX_MESSAGE);
+        off = sizeof mh;
+        int nok = 0, nretry = 0;
+        for (uint32_t i = 0; i < 8 && off + sizeof(struct wire_multi_resp_item) <= len; i++) {
+            struct wire_multi_resp_item it;
+            memcpy(&it, r + off, sizeof it);
+            off += sizeof it;
+            if (it.status == CRAM_OK) {
+                CU_ASSERT_EQUAL(it.value_len, big);
+                CU_ASSERT_EQUAL(r[off], (uint8_t)i);
+                CU_ASSERT_EQUAL(nretry, 0);     /* OKs first, then RETRYs */
+                nok++;
+            } else {
+                CU_ASSERT_EQUAL(it.status, CRAM_RETRY);
+                CU_ASSERT_EQUAL(it.value_len, 0);
+                nretry++;
+            }
+            off += it.value_len;
+        }
+        CU_ASSERT_EQUAL(off, len);
+        CU_ASSERT_EQUAL(nok, 5);
+        CU_ASSERT_EQUAL(nretry, 3);
+        free(r);
+    }
+
     struct msg mrm = mk_multi(WIRE_OP_MULTI_REMOVE, 3, 50);
     CU_ASSERT_EQUAL(call_status(&mrm), CRAM_OK);
     free(mrm.p);
