@@ -49,9 +49,10 @@ static int loc_fail(char *err, size_t errlen, const char *fmt, ...)
     return -1;
 }
 
+/* Printable ASCII without space; ';' separates the locators of a list. */
 static int loc_char_ok(unsigned char c)
 {
-    return c > 0x20 && c < 0x7f;
+    return c > 0x20 && c < 0x7f && c != ';';
 }
 
 static int loc_in_list(const char *const *list, const char *k)
@@ -121,7 +122,7 @@ int loc_parse(const char *s, struct locator *out, char *err, size_t errlen)
         return loc_fail(err, errlen, "locator too long (max %d bytes)", LOC_MAX_LEN);
     for (size_t i = 0; i < slen; i++)
         if (!loc_char_ok((unsigned char)s[i]))
-            return loc_fail(err, errlen, "locator contains a space or control character at offset %zu", i);
+            return loc_fail(err, errlen, "locator contains a space, ';' or control character at offset %zu", i);
 
     const char *colon = strchr(s, ':');
     if (colon == NULL)

@@ -285,6 +285,8 @@ static int tcp_wbuf_append(struct tcp_conn *c, const struct iovec *iov, int iovc
         return -1;
     for (int i = 0; i < iovcnt; i++) {
         size_t len = iov[i].iov_len;
+        if (len == 0)
+            continue;
         if (skip >= len) {
             skip -= len;
             continue;

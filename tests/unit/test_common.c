@@ -195,6 +195,8 @@ static void test_locator_bad(void)
         "tcp:host=a,port=1,host=b",
         "tcp:host=a,port=1,port=2",
         "tcp:host=a,port=1,color=red",
+        "tcp:host=a,port=1;tcp:host=b,port=2",
+        "tcp:host=a;b,port=1",
         "tcp:host=a=b,port=1",
         "tcp:host=a b,port=1",
         "tcp:host=a\tb,port=1",
@@ -280,7 +282,7 @@ static void test_locator_hostile(void)
         char t[64];
         snprintf(t, sizeof t, "tcp:host=a%cb,port=1", c);
         int r = loc_parse(t, &l, err, sizeof err);
-        int good = c > 0x20 && c < 0x7f && c != ',' && c != '=';
+        int good = c > 0x20 && c < 0x7f && c != ',' && c != '=' && c != ';';
         if (r == 0 && !good)
             accepted_bad++;
         if (r == 0)
