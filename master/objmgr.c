@@ -227,6 +227,8 @@ cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_le
                     const cram_reject_rules *rules, uint64_t *version,
                     const void **value, uint32_t *value_len)
 {
+    if (version != NULL)
+        *version = 0;
     uint64_t hash = cram_key_hash(table, key, key_len);
     cram_status st = om_check_tablet(om, table, hash);
     if (st != CRAM_OK)
@@ -283,6 +285,8 @@ cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_l
                      const void *value, uint32_t value_len,
                      const cram_reject_rules *rules, uint64_t *version)
 {
+    if (version != NULL)
+        *version = 0;
     if (value_len > om->max_value ||
         sizeof(struct seg_object) + (uint64_t)key_len + value_len > log_max_entry_body(om->log))
         return CRAM_REQUEST_TOO_LARGE;
@@ -308,6 +312,8 @@ cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_l
 cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
                       const cram_reject_rules *rules, uint64_t *version)
 {
+    if (version != NULL)
+        *version = 0;
     uint64_t hash = cram_key_hash(table, key, key_len);
     cram_status st = om_check_tablet(om, table, hash);
     if (st != CRAM_OK)
@@ -340,6 +346,8 @@ cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t k
                          int64_t delta, const cram_reject_rules *rules,
                          int64_t *new_value, uint64_t *version)
 {
+    if (version != NULL)
+        *version = 0;
     uint64_t hash = cram_key_hash(table, key, key_len);
     cram_status st = om_check_tablet(om, table, hash);
     if (st != CRAM_OK)

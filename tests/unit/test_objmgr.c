@@ -138,6 +138,82 @@ static void test_reject_rules(void)
     om_destroy(om);
 }
 
+/* Every operation x every single rule x (missing, exists) x given version
+ * (below, equal to, above the object's) against the expected status,
+ * computed independently from cram.h's text. */
+enum { OP_READ, OP_WRITE, OP_REMOVE, OP_INCR, OP_N };
+
+static cram_status expect(int rule, bool exists, uint64_t ver, uint64_t given)
+{
+    switch (rule) {
+    case 0: return CRAM_OK;
+    case 1: return exists ? CRAM_OK : CRAM_OBJECT_DOESNT_EXIST;
+    case 2: return exists ? CRAM_OBJECT_EXISTS : CRAM_OK;
+    case 3: return exists && ver <= given ? CRAM_WRONG_VERSION : CRAM_OK;
+    default: return exists && ver != given ? CRAM_WRONG_VERSION : CRAM_OK;
+    }
+}
+
+static void test_rule_matrix(void)
+{
+    objmgr *om = mk(64, 0);
+    int checked = 0;
+    for (int op = 0; op < OP_N; op++)
+        for (int rule = 0; rule < 5; rule++)
+            for (int exists = 0; exists < 2; exists++)
+                for (int gi = -1; gi <= 1; gi++) {
+                    char key[32];
+                    snprintf(key, sizeof key, "m%d.%d.%d.%d", op, rule, exists, gi);
+                    uint16_t kl = (uint16_t)strlen(key);
+                    uint64_t v = 3;
+                    int64_t eight = 0;
+                    if (exists)   /* a few writes: the version is whatever they give */
+                        for (int i = 0; i < 3; i++)
+                            CU_ASSERT_EQUAL_FATAL(om_write(om, T1, key, kl, &eight, 8, NULL, &v), CRAM_OK);
+                    uint64_t before = v;
+                    uint64_t given = (uint64_t)((int64_t)before + gi);
+                    cram_reject_rules r = { .given_version = given };
+                    if (rule == 1) r.doesnt_exist = 1;
+                    if (rule == 2) r.exists = 1;
+                    if (rule == 3) r.version_le_given = 1;
+                    if (rule == 4) r.version_ne_given = 1;
+                    cram_status want = expect(rule, exists, before, given);
+                    cram_status got;
+                    v = 12345;
+                    switch (op) {
+                    case OP_READ:
+                        got = om_read(om, T1, key, kl, &r, &v, NULL, NULL);
+                        if (!exists && rule != 1 && want == CRAM_OK)
+                            want = CRAM_OBJECT_DOESNT_EXIST;   /* a read of nothing */
+                        break;
+                    case OP_WRITE:  got = om_write(om, T1, key, kl, "x", 1, &r, &v); break;
+                    case OP_REMOVE: got = om_remove(om, T1, key, kl, &r, &v); break;
+                    default:        got = om_increment(om, T1, key, kl, 1, &r, NULL, &v); break;
+                    }
+                    CU_ASSERT_EQUAL(got, want);
+                    if (got != want)
+                        fprintf(stderr, "op %d rule %d exists %d given %+d: got %d want %d\n",
+                                op, rule, exists, gi, got, want);
+                    /* version reported: current on refusal, new on a successful mutation */
+                    if (exists && got != CRAM_OK)
+                        CU_ASSERT_EQUAL(v, before);
+                    if (exists && got == CRAM_OK && (op == OP_WRITE || op == OP_INCR))
+                        CU_ASSERT(v > before);
+                    if (exists && got == CRAM_OK && op != OP_WRITE && op != OP_INCR)
+                        CU_ASSERT_EQUAL(v, before);
+                    if (!exists && got != CRAM_OK)
+                        CU_ASSERT_EQUAL(v, 0);
+                    /* a refused op changed nothing */
+                    if (got != CRAM_OK && exists)
+                        CU_ASSERT_EQUAL(om_read(om, T1, key, kl, NULL, &v, NULL, NULL), CRAM_OK);
+                    if (got != CRAM_OK && !exists)
+                        CU_ASSERT_EQUAL(om_read(om, T1, key, kl, NULL, &v, NULL, NULL), CRAM_OBJECT_DOESNT_EXIST);
+                    checked++;
+                }
+    CU_ASSERT_EQUAL(checked, OP_N * 5 * 2 * 3);
+    om_destroy(om);
+}
+
 static void test_versions_monotonic(void)
 {
     objmgr *om = mk(16, 0);
@@ -397,6 +473,7 @@ int main(void)
     CU_pSuite s = CU_add_suite("objmgr", NULL, NULL);
     CU_add_test(s, "read write remove", test_read_write_remove);
     CU_add_test(s, "reject rules", test_reject_rules);
+    CU_add_test(s, "every op x every reject rule", test_rule_matrix);
     CU_add_test(s, "versions monotonic across remove", test_versions_monotonic);
     CU_add_test(s, "increment", test_increment);
     CU_add_test(s, "tablets", test_tablets);
