@@ -18,6 +18,7 @@
 #include <zookeeper/zookeeper.h>
 
 #include "cram.pb-c.h"
+#include "common/clock.h"
 #include "common/coordloc.h"
 #include "common/log.h"
 #include "common/wire.h"
@@ -220,6 +221,27 @@ static void test_records_roundtrip(void)
     CU_ASSERT_PTR_NULL(cram__table_record__unpack(NULL, sizeof(junk), junk));
 }
 
+static void test_coordloc_local(void)
+{
+    char out[128];
+    CU_ASSERT_EQUAL(coordloc_find("tcp:host=127.0.0.1,port=5", NULL, 100, out, sizeof(out)), CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=127.0.0.1,port=5");
+    CU_ASSERT_EQUAL(coordloc_find("tcp:host=127.0.0.1,port=5", NULL, 100, out, 8), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(coordloc_find("bogus", NULL, 100, out, sizeof(out)), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(coordloc_find(NULL, NULL, 100, out, sizeof(out)), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(coordloc_find("zk:127.0.0.1:1", "a/b", 100, out, sizeof(out)), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(coordloc_find("zk:127.0.0.1:1", "", 100, out, sizeof(out)), CRAM_INVALID_ARGUMENT);
+    coordloc_root(NULL, out, sizeof(out));
+    CU_ASSERT_STRING_EQUAL(out, "/cram/main");
+    coordloc_root("x", out, sizeof(out));
+    CU_ASSERT_STRING_EQUAL(out, "/cram/x");
+    /* nobody listens on port 1: unavailable, within about the timeout */
+    uint64_t t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(coordloc_find("zk:127.0.0.1:1", "main", 300, out, sizeof(out)),
+                    CRAM_COORDINATOR_UNAVAILABLE);
+    CU_ASSERT(clock_mono_ms() - t0 < 3000);
+}
+
 /* ---------------------------------------------------------------------
  * ZooKeeper tests
  * ------------------------------------------------------------------- */
@@ -314,6 +336,11 @@ static void test_zk_write_reload(void)
     char loc[256];
     CU_ASSERT_EQUAL(coordloc_find(strcat(strcpy((char[300]){0}, "zk:"), hosts), cluster, 5000, loc, sizeof(loc)), CRAM_OK);
     CU_ASSERT_STRING_EQUAL(loc, "tcp:host=127.0.0.1,port=2");
+    /* no leader record (another cluster): unavailable */
+    char other[80];
+    snprintf(other, sizeof(other), "%s-none", cluster);
+    CU_ASSERT_EQUAL(coordloc_find(strcat(strcpy((char[300]){0}, "zk:"), hosts), other, 5000, loc, sizeof(loc)),
+                    CRAM_COORDINATOR_UNAVAILABLE);
     CU_ASSERT_EQUAL(zks_wipe(z), ZOK);
     zks_close(z);
 }
@@ -763,6 +790,7 @@ int main(void)
     CU_add_test(logic, "name and locator validation", test_names);
     CU_add_test(logic, "fault point spec", test_fault_spec);
     CU_add_test(logic, "protobuf record round trips", test_records_roundtrip);
+    CU_add_test(logic, "coordloc without ZooKeeper", test_coordloc_local);
     CU_pSuite zk = CU_add_suite("coordinator zookeeper (CRAM_TEST_ZK)", NULL, NULL);
     CU_add_test(zk, "write and reload", test_zk_write_reload);
     CU_add_test(zk, "fencing rejects a deposed leader", test_zk_fencing);
