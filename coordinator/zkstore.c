@@ -49,10 +49,13 @@ static void zks_watcher(zhandle_t *zh, int type, int state, const char *path, vo
 
 static void full_path(const zks *z, const char *rel, char *out, size_t outlen)
 {
+    int n;
     if (rel == NULL || rel[0] == '\0')
-        snprintf(out, outlen, "%s", z->root);
+        n = snprintf(out, outlen, "%s", z->root);
     else
-        snprintf(out, outlen, "%s/%s", z->root, rel);
+        n = snprintf(out, outlen, "%s/%s", z->root, rel);
+    /* paths are built from validated names well below the buffer size */
+    CRAM_ASSERT(n >= 0 && (size_t)n < outlen);
 }
 
 zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char *err, size_t errlen)
