@@ -35,7 +35,7 @@ static void usage(FILE *f)
         "  tablets NAME                  list a table's tablets (hash range, owner)\n"
         "  put TABLE KEY VALUE           write an object\n"
         "  get TABLE KEY                 print an object's value (raw bytes, no newline)\n"
-        "  del TABLE KEY                 remove an object\n"
+        "  del TABLE KEY                 remove an object (a missing object is not an error)\n"
         "  incr TABLE KEY N              add N to a 64-bit counter; prints the new value\n"
         "  scan TABLE                    print every object as KEY<TAB>VALUE (non-printable\n"
         "                                bytes as \\xHH, backslash as \\\\)\n"
@@ -269,8 +269,8 @@ static int cmd_object(cram_client *c, const char *cmd, int argc, char **argv)
         return st == CRAM_OK ? 0 : fail(cmd, st);
     }
     if (strcmp(cmd, "del") == 0) {
-        cram_reject_rules rules = { .doesnt_exist = 1 };
-        st = cram_remove(c, table, argv[1], klen, &rules, NULL);
+        /* like cram_remove: removing a missing object succeeds */
+        st = cram_remove(c, table, argv[1], klen, NULL, NULL);
         return st == CRAM_OK ? 0 : fail(cmd, st);
     }
     if (strcmp(cmd, "incr") == 0) {
