@@ -29,6 +29,7 @@
 #define COORD_ZK_CONNECT_MS   10000
 #define COORD_MASTER_RPC_MS   5000
 #define COORD_MAX_SERVERS     65536
+#define COORD_MAX_QUEUED      100000  /* queued requests before new ones get CRAM_RETRY */
 
 /* One queued request, built by the dispatch thread, consumed by the worker. */
 struct coord_job {
@@ -63,6 +64,7 @@ struct coord {
     pthread_mutex_t qmu;
     pthread_cond_t qcond;
     struct coord_job *qhead, *qtail;
+    size_t qlen;
     pthread_t worker;
     int worker_started;
 
@@ -379,6 +381,13 @@ static void do_enlist(coord *c, struct coord_job *j)
     if (rq->replaces_id != 0)
         CRAM_INFO("enlisting server replaces id %lu: ignored until failure handling exists",
                   (unsigned long)rq->replaces_id);
+    for (size_t i = 0; i < c->n_servers; i++) {
+        const Cram__ServerEntry *old = c->servers[i].e;
+        if (old->status == CRAM__SERVER_STATUS__SERVER_UP && strcmp(old->locators[0], rq->locators[0]) == 0)
+            CRAM_WARN("a new server enlists at %s, the locator of server %lu: that server is "
+                      "probably gone, but its tablets stay with it until failure handling exists",
+                      rq->locators[0], (unsigned long)old->server_id);
+    }
     uint32_t index = c->next_server_index;
     Cram__ServerEntry e = CRAM__SERVER_ENTRY__INIT;
     e.server_id = coord_server_id(index, 0);
@@ -1014,6 +1023,7 @@ static void *worker_main(void *arg)
         struct coord_job *j = c->qhead;
         if (j != NULL) {
             c->qhead = j->next;
+            c->qlen--;
             if (c->qhead == NULL)
                 c->qtail = NULL;
         }
@@ -1117,12 +1127,13 @@ static void on_request(void *arg, tp_rpc *rpc)
     }
     *j = (struct coord_job){ NULL, h.opcode, rpc, msg };
     pthread_mutex_lock(&c->qmu);
-    if (atomic_load(&c->stopping)) {
+    if (atomic_load(&c->stopping) || c->qlen >= COORD_MAX_QUEUED) {
         pthread_mutex_unlock(&c->qmu);
         free_job(j);
         reply_now(rpc, CRAM_RETRY, NULL, 0);
         return;
     }
+    c->qlen++;
     if (c->qtail)
         c->qtail->next = j;
     else

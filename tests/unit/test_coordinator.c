@@ -586,6 +586,22 @@ static void test_coordinator_rpcs(void)
     create_table(s, "big", COORD_MAX_SPAN + 1, &rs);
     CU_ASSERT_EQUAL(rs, CRAM_REQUEST_FORMAT_ERROR);
 
+    /* hostile bodies for every coordinator opcode: an answer, never a crash */
+    srand(12345);
+    for (int round = 0; round < 200; round++) {
+        uint8_t msg[64];
+        struct wire_req_hdr hh = { .opcode = (uint16_t)(WIRE_OP_ENLIST_SERVER + round % 7),
+                                   .service = WIRE_SVC_COORDINATOR };
+        memcpy(msg, &hh, sizeof(hh));
+        size_t blen0 = (size_t)(rand() % (int)(sizeof(msg) - sizeof(hh) + 1));
+        for (size_t i = 0; i < blen0; i++)
+            msg[sizeof(hh) + i] = (uint8_t)rand();
+        int32_t r = raw_rpc(s, msg, sizeof(hh) + blen0);
+        CU_ASSERT(r == CRAM_REQUEST_FORMAT_ERROR || r == CRAM_OK || r == CRAM_RETRY ||
+                  r == CRAM_TABLE_DOESNT_EXIST);
+    }
+    CU_ASSERT_EQUAL(raw_rpc(s, &ping, sizeof(ping)), CRAM_OK);
+
     /* no master yet: RETRY */
     create_table(s, "t1", 4, &rs);
     CU_ASSERT_EQUAL(rs, CRAM_RETRY);
