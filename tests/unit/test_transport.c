@@ -974,6 +974,163 @@ static void test_backpressure(void)
     teardown();
 }
 
+/* Random mix on one loop: sizes, deferred and dropped replies, short
+ * timeouts, sessions closed and reopened under outstanding rpcs, server
+ * connections dropped by the listener closing.  Every rpc must complete
+ * exactly once; ASan checks the lifetimes. */
+enum { ST_RPCS = 3000, ST_SESS = 4 };
+
+struct st_rpc {
+    int calls;
+    cram_status st;
+    uint32_t sent_len;
+    uint8_t seed;
+    int len_ok;
+};
+
+static struct st_rpc st_rpcs[ST_RPCS];
+static uint32_t st_rand_state = 12345;
+
+static uint32_t st_rand(void)
+{
+    st_rand_state = st_rand_state * 1103515245u + 12345u;
+    return st_rand_state >> 8;
+}
+
+static tp_rpc *st_held[256];
+static int st_nheld;
+
+static void st_defer_fire(void *arg)
+{
+    srv_reply_echo(arg);
+}
+
+static void st_handle(void *arg, tp_rpc *rpc)
+{
+    tp_loop *l = arg;
+    uint32_t r = st_rand() % 10;
+    if (r < 6) {
+        srv_reply_echo(rpc);
+    } else if (r < 9) {
+        tp_timer_add(l, st_rand() % 3000, st_defer_fire, rpc);
+    } else if (st_nheld < 256) {
+        st_held[st_nheld++] = rpc;          /* answered much later, maybe orphaned */
+    } else {
+        srv_reply_echo(rpc);
+    }
+}
+
+static void st_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct st_rpc *r = arg;
+    r->calls++;
+    r->st = st;
+    if (st == CRAM_OK) {
+        int ok = len == r->sent_len;
+        for (uint32_t i = 0; ok && i < len; i += 97)
+            ok = resp[i] == (uint8_t)(r->seed + i);
+        r->len_ok = ok;
+    }
+}
+
+static void test_random_stress(void)
+{
+    char err[128];
+    tp_loop *l = tp_loop_create();
+    tp_loop_set_poll_us(l, (uint32_t)(st_rand() % 50));
+    tp_listener *ls = tp_listen(l, "tcp:host=127.0.0.1,port=0", st_handle, l, err, sizeof err);
+    CU_ASSERT_FATAL(ls != NULL);
+    char locs[128];
+    snprintf(locs, sizeof locs, "%s", tp_listener_locator(ls));
+    tp_session *ss[ST_SESS];
+    cram_status st;
+    for (int i = 0; i < ST_SESS; i++) {
+        ss[i] = tp_session_open(l, locs, &st);
+        CU_ASSERT_FATAL(ss[i] != NULL);
+    }
+    uint8_t *buf = malloc(300000);
+    memset(st_rpcs, 0, sizeof st_rpcs);
+    st_nheld = 0;
+    int sent = 0, not_sent = 0;
+    for (int i = 0; i < ST_RPCS; i++) {
+        struct st_rpc *r = &st_rpcs[i];
+        uint32_t k = st_rand() % 100;
+        r->sent_len = k < 70 ? st_rand() % 200 : k < 95 ? st_rand() % 20000 : st_rand() % 300000;
+        r->seed = (uint8_t)st_rand();
+        for (uint32_t j = 0; j < r->sent_len; j++)
+            buf[j] = (uint8_t)(r->seed + j);
+        int si = (int)(st_rand() % ST_SESS);
+        if (!tp_session_alive(ss[si])) {
+            tp_session_close(ss[si]);
+            ss[si] = tp_session_open(l, locs, &st);
+            CU_ASSERT_FATAL(ss[si] != NULL);
+        }
+        struct iovec iov = { buf, r->sent_len };
+        uint32_t to = st_rand() % 4 == 0 ? 1 + st_rand() % 3 : 0;   /* some tiny timeouts */
+        if (tp_send(ss[si], &iov, 1, to, st_cb, r) == CRAM_OK)
+            sent++;
+        else
+            r->calls = -1000, not_sent++;
+        uint32_t act = st_rand() % 1000;
+        if (act < 3) {                       /* close a session under load */
+            tp_session_close(ss[si]);
+            ss[si] = tp_session_open(l, locs, &st);
+            CU_ASSERT_FATAL(ss[si] != NULL);
+        } else if (act < 5 && st_nheld > 0) {        /* answer a held rpc */
+            srv_reply_echo(st_held[--st_nheld]);
+        } else if (act == 5) {               /* drop every server connection */
+            tp_listener_close(ls);
+            ls = tp_listen(l, locs, st_handle, l, err, sizeof err);
+            CU_ASSERT_FATAL(ls != NULL);
+        }
+        if (st_rand() % 4 == 0)
+            tp_loop_poll(l, 0);
+    }
+    /* answer what is held, then let everything finish (no-timeout rpcs on
+     * live connections need their replies; closing the sessions ends the rest) */
+    for (int k = 0; k < 200; k++)
+        tp_loop_poll(l, 1);
+    while (st_nheld > 0)
+        srv_reply_echo(st_held[--st_nheld]);
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    int pending = 1;
+    while (pending && clock_mono_ms() < end) {
+        tp_loop_poll(l, 5);
+        while (st_nheld > 0)
+            srv_reply_echo(st_held[--st_nheld]);
+        pending = 0;
+        for (int i = 0; i < ST_RPCS; i++)
+            pending += st_rpcs[i].calls == 0;
+    }
+    for (int i = 0; i < ST_SESS; i++)
+        tp_session_close(ss[i]);
+    int once = 1, data_ok = 1, n_ok = 0, n_to = 0, n_err = 0;
+    for (int i = 0; i < ST_RPCS; i++) {
+        struct st_rpc *r = &st_rpcs[i];
+        if (r->calls == -1000)
+            continue;
+        once &= r->calls == 1;
+        if (r->st == CRAM_OK) {
+            n_ok++;
+            data_ok &= r->len_ok;
+        } else if (r->st == CRAM_TIMEOUT) {
+            n_to++;
+        } else {
+            n_err++;
+        }
+    }
+    CU_ASSERT(once);
+    CU_ASSERT(data_ok);
+    CU_ASSERT(n_ok > ST_RPCS / 3);
+    CU_ASSERT_EQUAL(not_sent, 0);
+    printf(" [ok %d timeout %d error %d] ", n_ok, n_to, n_err);
+    while (st_nheld > 0)
+        srv_reply_echo(st_held[--st_nheld]);
+    tp_listener_close(ls);
+    free(buf);
+    tp_loop_destroy(l);
+}
+
 /* A reply over the size limit closes the connection instead of sending. */
 static void srv_oversize(void *arg, tp_rpc *rpc)
 {
@@ -1030,6 +1187,7 @@ int main(void)
     CU_add_test(s, "oversized reply", test_oversized_reply);
     CU_add_test(s, "synchronous call from a handler", test_call_from_handler);
     CU_add_test(s, "backpressure on a client that does not read", test_backpressure);
+    CU_add_test(s, "random stress", test_random_stress);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
