@@ -246,6 +246,20 @@ static void usage(FILE *f)
 "service is not implemented yet).  SIGTERM or SIGINT stops the server cleanly.\n");
 }
 
+/* A plain decimal number.  Returns 0 or -1. */
+static int parse_u64(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    if (s[0] < '0' || s[0] > '9')
+        return -1;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || *end != '\0')
+        return -1;
+    *out = v;
+    return 0;
+}
+
 /* "64M", "1G", "512K", "4096" -> bytes.  Returns 0 or -1. */
 static int parse_size(const char *s, uint64_t *out)
 {
@@ -345,7 +359,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_POLL:
-            if (parse_size(optarg, &poll_us) != 0 || poll_us > 10000000) {
+            if (parse_u64(optarg, &poll_us) != 0 || poll_us > 10000000) {
                 fprintf(stderr, "cram-server: bad --poll-us '%s'\n", optarg);
                 return 2;
             }
