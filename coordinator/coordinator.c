@@ -867,6 +867,8 @@ static int finish_intent(coord *c, const char *name)
     }
     Cram__TableRecord *t = in->table;
     ssize_t ti = find_table_name(c, t->name);
+    if (t->table_id >= c->next_table_id)
+        c->next_table_id = t->table_id + 1;
     if (in->kind == CRAM__INTENT_KIND__INTENT_CREATE_TABLE) {
         if (ti >= 0) {
             rc = zks_commit(c->zk, &del, 1);   /* already done (or name taken) */
@@ -883,8 +885,6 @@ static int finish_intent(coord *c, const char *name)
             rc = copy ? zks_commit(c->zk, ops, 2) : ZSYSTEMERROR;
             free(packed);
             if (rc == ZOK && add_table(c, copy) == 0) {
-                if (t->table_id >= c->next_table_id)
-                    c->next_table_id = t->table_id + 1;
                 log_table("finished creating", copy);
             } else if (copy) {
                 cram__table_record__free_unpacked(copy, NULL);
@@ -941,6 +941,8 @@ static int startup(coord *c)
     rc = load_settings(c);
     if (rc == ZOK)
         rc = load_ids(c);
+    uint64_t stored_table_id = c->next_table_id;
+    uint32_t stored_index = c->next_server_index;
     if (rc == ZOK)
         rc = load_dir(c, "servers", &cram__server_entry__descriptor, add_server_msg);
     if (rc == ZOK)
@@ -955,6 +957,15 @@ static int startup(coord *c)
     for (int i = 0; i < n && rc == ZOK; i++)
         rc = finish_intent(c, names[i]);
     zks_free_names(names, n);
+    /* Ids seen in records and intents are never handed out again, even if
+     * the stored counters lag behind them. */
+    if (rc == ZOK && (c->next_table_id != stored_table_id || c->next_server_index != stored_index)) {
+        uint8_t buf[64];
+        size_t blen;
+        ids_pack(c, c->next_table_id, c->next_server_index, c->server_list_version, buf, sizeof(buf), &blen);
+        struct zks_op op = { .kind = ZKS_SET, .path = "ids", .data = buf, .len = blen };
+        rc = zks_commit(c->zk, &op, 1);
+    }
     if (rc != ZOK) {
         CRAM_ERROR("cannot finish intents: %s", rc == ZKS_FENCED ? "fenced" : zerror(rc));
         return -1;

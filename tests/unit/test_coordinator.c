@@ -441,11 +441,15 @@ static void *coord_thread_main(void *arg)
     return NULL;
 }
 
+/* A fresh (reset) coordinator sets the cluster settings replicas 2 / sync;
+ * a restarted one passes none, so the stored ones must win over the
+ * defaults 3 / buffered. */
 static int start_coord(struct coord_thread *ct, const char *hosts, const char *cluster, bool reset)
 {
     struct coord_config cfg = {
         .zk_hosts = hosts, .cluster = cluster, .listen = "tcp:host=127.0.0.1,port=0",
-        .replicas = 2, .replicas_set = true, .durability = "sync", .durability_set = true,
+        .replicas = reset ? 2 : 3, .replicas_set = reset,
+        .durability = reset ? "sync" : "buffered", .durability_set = reset,
         .reset = reset,
     };
     char err[256];
@@ -699,6 +703,11 @@ static void test_coordinator_rpcs(void)
     free(body);
     CU_ASSERT_PTR_NOT_NULL_FATAL(er);
     CU_ASSERT_EQUAL(er->server_id, coord_server_id(2, 0));
+    CU_ASSERT_PTR_NOT_NULL(er->settings);
+    if (er->settings) {                 /* the stored settings survived the restart */
+        CU_ASSERT_EQUAL(er->settings->replicas, 2);
+        CU_ASSERT_STRING_EQUAL(er->settings->durability, "sync");
+    }
     cram__enlist_server_response__free_unpacked(er, NULL);
 
     /* drop: tablets dropped on the master; dropping again is OK */
@@ -760,6 +769,14 @@ static void test_intent_finished_on_reload(void)
     size_t len = cram__intent_record__pack(&in, buf);
     struct zks_op op = { .kind = ZKS_CREATE, .path = "intents/i-", .data = buf, .len = len, .sequential = true };
     CU_ASSERT_EQUAL(zks_commit(z, &op, 1), ZOK);
+    /* ... and a drop that got as far as removing the table record */
+    rec.name = "doomed";
+    rec.table_id = 43;
+    tb.table_id = 43;
+    in.kind = CRAM__INTENT_KIND__INTENT_DROP_TABLE;
+    len = cram__intent_record__pack(&in, buf);
+    op.len = len;
+    CU_ASSERT_EQUAL(zks_commit(z, &op, 1), ZOK);
     zks_close(z);
 
     CU_ASSERT_EQUAL_FATAL(start_coord(&ct, hosts, cluster, false), 0);
@@ -767,6 +784,11 @@ static void test_intent_finished_on_reload(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(s);
     CU_ASSERT_EQUAL(get_table_id(s, "half-made", &rs), 42);
     CU_ASSERT_EQUAL(rs, CRAM_OK);
+    get_table_id(s, "doomed", &rs);
+    CU_ASSERT_EQUAL(rs, CRAM_TABLE_DOESNT_EXIST);
+    uint64_t next = create_table(s, "after", 1, &rs);
+    CU_ASSERT_EQUAL(rs, CRAM_RETRY);            /* no master enlisted */
+    (void)next;
     tp_session_close(s);
     stop_coord(&ct);
 
@@ -775,7 +797,7 @@ static void test_intent_finished_on_reload(void)
     char **names;
     int n;
     CU_ASSERT_EQUAL(zks_children(z, "intents", &names, &n), ZOK);
-    CU_ASSERT_EQUAL(n, 0);                      /* the intent is gone */
+    CU_ASSERT_EQUAL(n, 0);                      /* both intents are gone */
     zks_free_names(names, n);
     uint8_t *data;
     CU_ASSERT_EQUAL(zks_get(z, "tables/half-made", &data, &len), ZOK);
@@ -786,7 +808,7 @@ static void test_intent_finished_on_reload(void)
     free(data);
     CU_ASSERT_PTR_NOT_NULL(ids);
     if (ids) {
-        CU_ASSERT(ids->next_table_id >= 1);
+        CU_ASSERT_EQUAL(ids->next_table_id, 44);  /* past every id seen in records and intents */
         cram__id_counters__free_unpacked(ids, NULL);
     }
     CU_ASSERT_EQUAL(zks_wipe(z), ZOK);
