@@ -871,7 +871,11 @@ static int finish_intent(coord *c, const char *name)
         c->next_table_id = t->table_id + 1;
     if (in->kind == CRAM__INTENT_KIND__INTENT_CREATE_TABLE) {
         if (ti >= 0) {
-            rc = zks_commit(c->zk, &del, 1);   /* already done (or name taken) */
+            /* The name was taken by a later create: this one is abandoned,
+             * and its masters may hold its tablets. */
+            if (c->tables[ti]->table_id != t->table_id)
+                send_tablets(c, WIRE_OP_DROP_TABLET, t);
+            rc = zks_commit(c->zk, &del, 1);
         } else {
             uint8_t *packed = NULL;
             size_t plen = 0;
