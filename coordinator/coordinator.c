@@ -514,6 +514,18 @@ static void post_table_id(coord *c, tp_rpc *rpc, uint64_t id)
     post_msg(c, rpc, &r.base);
 }
 
+/* Undo a create after its intent was written: the masters drop the tablets
+ * and the intent goes (if that fails, the next coordinator finishes the
+ * create instead: either way ownership and records end up consistent). */
+static void create_rollback(coord *c, const Cram__TableRecord *t, const char *intent)
+{
+    send_tablets(c, WIRE_OP_DROP_TABLET, t);
+    struct zks_op undo = { .kind = ZKS_DELETE, .path = intent };
+    int rc = zks_commit(c->zk, &undo, 1);
+    if (rc != ZOK)
+        zk_failure(c, rc, "create table rollback");
+}
+
 static void do_create_table(coord *c, struct coord_job *j)
 {
     const Cram__CreateTableRequest *rq = (const Cram__CreateTableRequest *)j->msg;
@@ -567,11 +579,7 @@ static void do_create_table(coord *c, struct coord_job *j)
     /* Step 2: the masters take their tablets. */
     if (send_tablets(c, WIRE_OP_TAKE_TABLET, copy) != 0) {
         CRAM_WARN("create table '%s': a master did not take its tablet; rolling back", rq->name);
-        send_tablets(c, WIRE_OP_DROP_TABLET, copy);
-        struct zks_op undo = { .kind = ZKS_DELETE, .path = intent };
-        rc = zks_commit(c->zk, &undo, 1);
-        if (rc != ZOK)
-            zk_failure(c, rc, "create table rollback");
+        create_rollback(c, copy, intent);
         post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
         goto out_free;
     }
@@ -586,7 +594,10 @@ static void do_create_table(coord *c, struct coord_job *j)
     };
     rc = zks_commit(c->zk, ops3, 2);
     if (rc != ZOK) {
-        post_reply(c, j->rpc, zk_failure(c, rc, "create table record"), NULL, 0);
+        int32_t st = zk_failure(c, rc, "create table record");
+        if (!atomic_load(&c->fatal))
+            create_rollback(c, copy, intent);
+        post_reply(c, j->rpc, st, NULL, 0);
         goto out_free;
     }
     if (add_table(c, copy) != 0) {
@@ -604,8 +615,9 @@ out_free:
     free(ibuf);
 }
 
-/* Drop table record t (already removed from memory, owned by the caller)
- * through the intent protocol.  Returns a status for the client. */
+/* Drop table t (still in the in-memory list; the caller removes it on
+ * CRAM_OK) through the intent protocol.  Returns a status for the client;
+ * anything but CRAM_OK means nothing changed. */
 static int32_t drop_table_record(coord *c, const Cram__TableRecord *t)
 {
     Cram__IntentRecord in = CRAM__INTENT_RECORD__INIT;
