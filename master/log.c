@@ -118,6 +118,7 @@ static uint32_t seg_open(mlog *l, uint8_t state)
     s->state = state;
     s->id = l->next_segment_id++;
     s->epoch = 0;
+    s->live_bytes = 0;
     seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes);
     struct seg_header_body hb = {
         .magic = SEG_MAGIC, .format = SEG_FORMAT_VERSION, .master_id = l->master_id,

@@ -69,6 +69,10 @@ struct log_segment {
     struct seg_writer w;     /* fill level, running certificate */
     uint64_t id;             /* segment id (0 while FREE) */
     uint64_t epoch;
+    uint32_t live_bytes;     /* bytes of entries still needed (objects in the
+                              * hash table, tombstones); kept by the object
+                              * manager through log_live_add/sub, read by the
+                              * cleaner's segment selection */
     uint32_t next_free;      /* free list link (slot) */
     uint8_t  state;          /* enum log_seg_state */
 };
@@ -128,6 +132,16 @@ static inline void log_set_master_id(mlog *l, uint64_t id) { l->master_id = id; 
 
 /* Id of the segment an entry lives in (for tombstones). */
 uint64_t log_segment_id_of(const mlog *l, log_ref ref);
+
+/* Liveness accounting of the entry at ref (its whole size, header included). */
+static inline void log_live_add(mlog *l, log_ref ref, uint32_t bytes)
+{
+    l->segs[log_ref_slot(ref)].live_bytes += bytes;
+}
+static inline void log_live_sub(mlog *l, log_ref ref, uint32_t bytes)
+{
+    l->segs[log_ref_slot(ref)].live_bytes -= bytes;
+}
 
 /* Master-wide safe version: raised (never lowered) by the object manager;
  * written into every new head. */

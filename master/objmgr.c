@@ -193,7 +193,9 @@ static bool drop_visit(void *vctx, log_ref ref, bool *stop)
         return false;
     /* A later re-create must get a higher version than the dropped object. */
     log_safe_version_raise(om->log, o->version);
-    om->live_bytes -= entry_total(om->log, ref);
+    uint32_t sz = entry_total(om->log, ref);
+    om->live_bytes -= sz;
+    log_live_sub(om->log, ref, sz);
     return true;
 }
 
@@ -268,9 +270,14 @@ static cram_status put_object(objmgr *om, uint64_t hash, uint64_t table, const v
     log_ref ref;
     if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
         return CRAM_NO_TABLE_SPACE;
-    om->live_bytes += seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
+    uint32_t sz = (uint32_t)seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
+    om->live_bytes += sz;
+    log_live_add(om->log, ref, sz);
     if (slot != NULL) {
-        om->live_bytes -= entry_total(om->log, ht_entry_ref(*slot));
+        log_ref old = ht_entry_ref(*slot);
+        uint32_t osz = entry_total(om->log, old);
+        om->live_bytes -= osz;
+        log_live_sub(om->log, old, osz);
         ht_replace(slot, hash, ref);
     } else {
         int rc = ht_insert(om->ht, hash, ref);
@@ -334,8 +341,12 @@ cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_
     log_ref tref;
     if (log_append(om->log, SEG_ENTRY_TOMBSTONE, iov, 2, &tref) != 0)
         return CRAM_NO_TABLE_SPACE;
-    om->live_bytes += seg_entry_size(sizeof ts + (uint64_t)key_len);
-    om->live_bytes -= entry_total(om->log, ref);
+    uint32_t tsz = (uint32_t)seg_entry_size(sizeof ts + (uint64_t)key_len);
+    uint32_t osz = entry_total(om->log, ref);
+    om->live_bytes += tsz;
+    log_live_add(om->log, tref, tsz);
+    om->live_bytes -= osz;
+    log_live_sub(om->log, ref, osz);
     ht_remove(om->ht, slot);
     log_safe_version_raise(om->log, cur);
     om->removes++;

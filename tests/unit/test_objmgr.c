@@ -424,6 +424,61 @@ static void test_enumerate(void)
     om_destroy(om);
 }
 
+static uint64_t seg_live_sum(objmgr *om)
+{
+    mlog *l = om_log(om);
+    uint64_t sum = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++)
+        sum += log_segment(l, i)->live_bytes;
+    return sum;
+}
+
+/* Per-segment live bytes (cleaner input) follow writes, overwrites, removes
+ * and dropped tablets, and always add up to the manager's total. */
+static void test_live_bytes(void)
+{
+    objmgr *om = mk(16, 0);
+    char val[1000];
+    memset(val, 'y', sizeof val);
+    uint64_t v;
+    for (int i = 0; i < 100; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "L%d", i);
+        CU_ASSERT_EQUAL_FATAL(om_write(om, T1, k, (uint16_t)strlen(k), val, sizeof val, NULL, &v), CRAM_OK);
+    }
+    struct om_stats st;
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(seg_live_sum(om), st.live_bytes);
+    uint32_t first = 0;      /* the first segment holds the oldest objects */
+    uint32_t live0 = log_segment(om_log(om), first)->live_bytes;
+    CU_ASSERT(live0 > 0);
+    /* overwrite everything: old segments become dead */
+    for (int i = 0; i < 100; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "L%d", i);
+        CU_ASSERT_EQUAL_FATAL(om_write(om, T1, k, (uint16_t)strlen(k), val, sizeof val, NULL, &v), CRAM_OK);
+    }
+    CU_ASSERT_EQUAL(log_segment(om_log(om), first)->live_bytes, 0);
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(seg_live_sum(om), st.live_bytes);
+    /* removes: objects die, tombstones live */
+    for (int i = 0; i < 50; i++) {
+        char k[16];
+        snprintf(k, sizeof k, "L%d", i);
+        CU_ASSERT_EQUAL(om_remove(om, T1, k, (uint16_t)strlen(k), NULL, &v), CRAM_OK);
+    }
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(seg_live_sum(om), st.live_bytes);
+    CU_ASSERT_EQUAL(om_drop_tablet(om, T1, 0, UINT64_MAX), CRAM_OK);
+    om_get_stats(om, &st);
+    CU_ASSERT_EQUAL(seg_live_sum(om), st.live_bytes);
+    CU_ASSERT_EQUAL(st.objects, 0);
+    /* only the 50 tombstones are left: keys L0..L9 (2 bytes), L10..L49 (3 bytes) */
+    CU_ASSERT_EQUAL(st.live_bytes, 10 * seg_entry_size(sizeof(struct seg_tombstone) + 2) +
+                                   40 * seg_entry_size(sizeof(struct seg_tombstone) + 3));
+    om_destroy(om);
+}
+
 static void test_full_log(void)
 {
     objmgr *om = mk(4, 0);
@@ -478,6 +533,7 @@ int main(void)
     CU_add_test(s, "increment", test_increment);
     CU_add_test(s, "tablets", test_tablets);
     CU_add_test(s, "enumerate", test_enumerate);
+    CU_add_test(s, "per-segment live bytes", test_live_bytes);
     CU_add_test(s, "full log", test_full_log);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
