@@ -726,6 +726,50 @@ static void test_coordinator_rpcs(void)
     tp_loop_destroy(l);
 }
 
+/* A master that cannot take its tablet: the create is rolled back. */
+static void test_create_rollback(void)
+{
+    const char *hosts = zk_hosts();
+    if (hosts == NULL)
+        return;
+    char cluster[64];
+    unique_cluster(cluster, sizeof(cluster), "rollback");
+    struct coord_thread ct;
+    CU_ASSERT_EQUAL_FATAL(start_coord(&ct, hosts, cluster, true), 0);
+    tp_loop *l = tp_loop_create();
+    cram_status st;
+    tp_session *s = tp_session_open(l, coord_locator(ct.c), &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    Cram__EnlistServerRequest en = CRAM__ENLIST_SERVER_REQUEST__INIT;
+    char *loc[1] = { "tcp:host=127.0.0.1,port=1" };      /* nobody listens there */
+    en.n_locators = 1;
+    en.locators = loc;
+    en.services = 1;
+    CU_ASSERT_EQUAL(rpc(s, WIRE_OP_ENLIST_SERVER, &en.base, NULL, NULL), CRAM_OK);
+    int32_t rs;
+    create_table(s, "x", 2, &rs);
+    CU_ASSERT_EQUAL(rs, CRAM_RETRY);
+    get_table_id(s, "x", &rs);
+    CU_ASSERT_EQUAL(rs, CRAM_TABLE_DOESNT_EXIST);
+    tp_session_close(s);
+    stop_coord(&ct);
+    tp_loop_destroy(l);
+
+    char err[256];
+    zks *z = zks_open(hosts, cluster, 10000, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(z);
+    char **names;
+    int n;
+    CU_ASSERT_EQUAL(zks_children(z, "intents", &names, &n), ZOK);
+    CU_ASSERT_EQUAL(n, 0);
+    zks_free_names(names, n);
+    CU_ASSERT_EQUAL(zks_children(z, "tables", &names, &n), ZOK);
+    CU_ASSERT_EQUAL(n, 0);
+    zks_free_names(names, n);
+    CU_ASSERT_EQUAL(zks_wipe(z), ZOK);
+    zks_close(z);
+}
+
 /* A coordinator that died after writing a create intent: the next one
  * finishes the create on start-up. */
 static void test_intent_finished_on_reload(void)
@@ -833,6 +877,7 @@ int main(void)
     CU_add_test(zk, "write and reload", test_zk_write_reload);
     CU_add_test(zk, "fencing rejects a deposed leader", test_zk_fencing);
     CU_add_test(zk, "coordinator RPCs, restart, re-sent ownership", test_coordinator_rpcs);
+    CU_add_test(zk, "create rolled back when a master fails", test_create_rollback);
     CU_add_test(zk, "intent finished on reload", test_intent_finished_on_reload);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
