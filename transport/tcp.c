@@ -28,12 +28,17 @@
  * rpc id is (generation << 32 | slot + 1), so a response that arrives after
  * its RPC timed out finds a free or reused slot and is discarded.
  *
+ * Read buffers are reference counted (struct tcp_rbuf): the connection
+ * holds one reference, a frame being delivered holds one, and a server rpc
+ * whose reply is deferred keeps the buffer holding its (large) request
+ * instead of copying it.  A shared buffer is never compacted or moved: when
+ * room runs out the connection moves the unparsed tail to a fresh buffer.
+ *
  * Re-entrancy: callbacks may close sessions, send, or reply.  Delivery
- * advances the read offset before calling out, nested reads on the same
- * connection (a callback running the loop) never move the buffer under an
- * outer caller (a grown buffer replaces the old one, which is retired until
- * the outermost read ends), and session memory is released only when no
- * failure walk is running over it.
+ * advances the read offset before calling out, so a nested read on the same
+ * connection (a callback running the loop) continues after the frame, and
+ * the delivered bytes stay put (their buffer is shared while delivered).
+ * Session memory is released only when no failure walk runs over it.
  *
  * Threads: all of it belongs to the loop's thread.
  */
@@ -62,6 +67,7 @@
 #define TCP_IOV_MAX 64
 #define TCP_PEND_CHUNK 256u
 #define TCP_ACCEPT_BATCH 32
+#define TCP_DEFER_NOCOPY 4096u          /* deferred requests this big keep the read buffer */
 #define TCP_ACCEPT_BACKOFF_US 100000    /* pause accepting this long when out of fds */
 /* A server connection whose unsent output exceeds this stops being read
  * until the peer drains it: a client that sends but never reads cannot make
@@ -80,8 +86,11 @@ _Static_assert(sizeof(struct tcp_hdr) == TCP_HDR_LEN, "tcp frame header");
 struct tcp_session;
 struct tcp_listener;
 
-struct tcp_rbuf_old {                   /* a read buffer retired during a nested read */
-    struct tcp_rbuf_old *next;
+/* A read buffer; refs as described at the top. */
+struct tcp_rbuf {
+    int refs;
+    uint32_t pad;
+    uint8_t data[];
 };
 
 struct tcp_conn {
@@ -94,12 +103,11 @@ struct tcp_conn {
     bool connecting;            /* client: non-blocking connect in progress */
     bool wr_error;              /* a write failed: drop further output, wait for the hangup */
     bool flush_queued;          /* a flush hook is pending (holds a reference) */
-    int read_depth;
-    /* read side */
+    /* read side: rbuf == rb->data */
+    struct tcp_rbuf *rb;
     uint8_t *rbuf;
     size_t rcap, rlen, rpos;    /* bytes [rpos, rlen) are unparsed */
     size_t need;                /* full size of the partial frame at rpos, 0 = unknown */
-    struct tcp_rbuf_old *retired;
     /* write side: bytes [wpos, wlen) of wbuf wait to be written */
     uint8_t *wbuf;
     size_t wcap, wlen, wpos;
@@ -144,7 +152,8 @@ struct tcp_rpc {
     struct tp_rpc head;
     struct tcp_conn *conn;
     uint64_t id;
-    uint8_t *owned;             /* request copy once the handler returned unreplied */
+    uint8_t *owned;             /* small request copied once the handler returned unreplied */
+    struct tcp_rbuf *rb;        /* or: the read buffer holding a large deferred request */
     bool in_handler;
     bool replied;
 };
@@ -156,18 +165,29 @@ static const struct tp_rpc_ops tcp_rpc_ops;
 static void tcp_conn_on_event(void *arg, uint32_t events);
 static void tcp_session_fail(struct tcp_session *s);
 
+/* ---- read buffers ------------------------------------------------------- */
+
+static struct tcp_rbuf *tcp_rbuf_new(size_t cap)
+{
+    struct tcp_rbuf *rb = malloc(sizeof *rb + cap);
+    if (rb != NULL)
+        rb->refs = 1;
+    return rb;
+}
+
+static void tcp_rbuf_put(struct tcp_rbuf *rb)
+{
+    if (rb != NULL && --rb->refs == 0)
+        free(rb);
+}
+
 /* ---- connection lifetime ------------------------------------------------ */
 
 static void tcp_conn_free(void *arg)
 {
     struct tcp_conn *c = arg;
-    free(c->rbuf);
+    tcp_rbuf_put(c->rb);
     free(c->wbuf);
-    while (c->retired != NULL) {
-        struct tcp_rbuf_old *n = c->retired->next;
-        free(c->retired);
-        c->retired = n;
-    }
     free(c);
 }
 
@@ -188,11 +208,12 @@ static struct tcp_conn *tcp_conn_new(tp_loop *l, int fd, bool server)
     struct tcp_conn *c = calloc(1, sizeof *c);
     if (c == NULL)
         return NULL;
-    c->rbuf = malloc(TCP_RBUF_DEFAULT);
-    if (c->rbuf == NULL) {
+    c->rb = tcp_rbuf_new(TCP_RBUF_DEFAULT);
+    if (c->rb == NULL) {
         free(c);
         return NULL;
     }
+    c->rbuf = c->rb->data;
     c->rcap = TCP_RBUF_DEFAULT;
     c->loop = l;
     c->fd = fd;
@@ -450,17 +471,18 @@ static int tcp_conn_send(struct tcp_conn *c, const struct tcp_hdr *hdr,
 
 /* ---- read side ---------------------------------------------------------- */
 
-static void tcp_deliver_request(struct tcp_conn *c, uint64_t id, const uint8_t *body, uint32_t len);
+static void tcp_deliver_request(struct tcp_conn *c, struct tcp_rbuf *rb, uint64_t id,
+                                const uint8_t *body, uint32_t len);
 static void tcp_deliver_response(struct tcp_conn *c, uint64_t id, const uint8_t *body, uint32_t len);
 
-/* Make room for at least `want` bytes of unparsed data from rpos on.  At the
- * outermost read the buffer is compacted/reallocated in place; in a nested
- * read the old buffer may still be in use by an outer delivery, so a new
- * buffer replaces it and the old one is retired.  Returns 0 or -1. */
+/* Make room for `want` bytes of unparsed data from rpos on.  A buffer only
+ * the connection holds is compacted or grown in place; a shared one (a frame
+ * in delivery or a deferred request points into it) is left alone and the
+ * unparsed tail moves to a new buffer.  Returns 0 or -1. */
 static int tcp_rbuf_make_room(struct tcp_conn *c, size_t want)
 {
     size_t unparsed = c->rlen - c->rpos;
-    if (c->read_depth == 1) {
+    if (c->rb->refs == 1) {
         if (c->rpos > 0) {
             memmove(c->rbuf, c->rbuf + c->rpos, unparsed);
             c->rlen = unparsed;
@@ -468,22 +490,22 @@ static int tcp_rbuf_make_room(struct tcp_conn *c, size_t want)
         }
         if (want <= c->rcap)
             return 0;
-        uint8_t *nb = realloc(c->rbuf, want);
+        struct tcp_rbuf *nb = realloc(c->rb, sizeof *nb + want);
         if (nb == NULL)
             return -1;
-        c->rbuf = nb;
+        c->rb = nb;
+        c->rbuf = nb->data;
         c->rcap = want;
         return 0;
     }
-    size_t cap = want > c->rcap ? want : c->rcap;
-    uint8_t *nb = malloc(cap);
+    size_t cap = want > TCP_RBUF_DEFAULT ? want : TCP_RBUF_DEFAULT;
+    struct tcp_rbuf *nb = tcp_rbuf_new(cap);
     if (nb == NULL)
         return -1;
-    memcpy(nb, c->rbuf + c->rpos, unparsed);
-    struct tcp_rbuf_old *old = (struct tcp_rbuf_old *)c->rbuf;  /* buffers are >= 64 KiB */
-    old->next = c->retired;
-    c->retired = old;
-    c->rbuf = nb;
+    memcpy(nb->data, c->rbuf + c->rpos, unparsed);
+    tcp_rbuf_put(c->rb);
+    c->rb = nb;
+    c->rbuf = nb->data;
     c->rcap = cap;
     c->rlen = unparsed;
     c->rpos = 0;
@@ -493,7 +515,6 @@ static int tcp_rbuf_make_room(struct tcp_conn *c, size_t want)
 static void tcp_conn_read(struct tcp_conn *c)
 {
     tcp_conn_get(c);
-    c->read_depth++;
 
     /* room: for the whole pending frame if we know it, else at least 4 KiB */
     size_t unparsed = c->rlen - c->rpos;
@@ -539,11 +560,14 @@ static void tcp_conn_read(struct tcp_conn *c)
         }
         c->need = 0;
         const uint8_t *body = c->rbuf + c->rpos + TCP_HDR_LEN;
+        struct tcp_rbuf *held = c->rb;      /* shared while delivered: nothing moves it */
+        held->refs++;
         c->rpos += frame;       /* before delivery: a nested read continues after it */
         if (c->server)
-            tcp_deliver_request(c, h.rpc_id, body, h.len);
+            tcp_deliver_request(c, held, h.rpc_id, body, h.len);
         else
             tcp_deliver_response(c, h.rpc_id, body, h.len);
+        tcp_rbuf_put(held);
     }
 
     /* answers to the frames of this read leave in one write, now, rather
@@ -551,22 +575,18 @@ static void tcp_conn_read(struct tcp_conn *c)
     if (!c->dead && c->wlen > c->wpos && !(c->fdh.events & EPOLLOUT))
         tcp_conn_flush(c);
 out:
-    c->read_depth--;
-    if (c->read_depth == 0) {
-        while (c->retired != NULL) {
-            struct tcp_rbuf_old *nx = c->retired->next;
-            free(c->retired);
-            c->retired = nx;
-        }
-        if (c->rpos == c->rlen) {
-            c->rpos = c->rlen = 0;
-            if (c->rcap > TCP_RBUF_KEEP && !c->dead) {
-                uint8_t *nb = malloc(TCP_RBUF_DEFAULT);
-                if (nb != NULL) {
-                    free(c->rbuf);
-                    c->rbuf = nb;
-                    c->rcap = TCP_RBUF_DEFAULT;
-                }
+    /* all parsed and nobody else points into the buffer: start over at its
+     * beginning, and give a grown buffer back.  (A shared buffer is simply
+     * filled on; make_room replaces it when it runs out.) */
+    if (c->rpos == c->rlen && c->rb->refs == 1) {
+        c->rpos = c->rlen = 0;
+        if (c->rcap > TCP_RBUF_KEEP && !c->dead) {
+            struct tcp_rbuf *nb = tcp_rbuf_new(TCP_RBUF_DEFAULT);
+            if (nb != NULL) {
+                tcp_rbuf_put(c->rb);
+                c->rb = nb;
+                c->rbuf = nb->data;
+                c->rcap = TCP_RBUF_DEFAULT;
             }
         }
     }
@@ -610,11 +630,13 @@ static void tcp_rpc_free(struct tcp_rpc *r)
 {
     struct tcp_conn *c = r->conn;
     free(r->owned);
+    tcp_rbuf_put(r->rb);
     tp_loop_cache_put(c->loop, r);
     tcp_conn_put(c);
 }
 
-static void tcp_deliver_request(struct tcp_conn *c, uint64_t id, const uint8_t *body, uint32_t len)
+static void tcp_deliver_request(struct tcp_conn *c, struct tcp_rbuf *rb, uint64_t id,
+                                const uint8_t *body, uint32_t len)
 {
     struct tcp_listener *ls = c->ls;
     if (ls == NULL)
@@ -631,6 +653,7 @@ static void tcp_deliver_request(struct tcp_conn *c, uint64_t id, const uint8_t *
     r->conn = c;
     r->id = id;
     r->owned = NULL;
+    r->rb = NULL;
     r->in_handler = true;
     r->replied = false;
     tcp_conn_get(c);
@@ -640,8 +663,12 @@ static void tcp_deliver_request(struct tcp_conn *c, uint64_t id, const uint8_t *
         tcp_rpc_free(r);
         return;
     }
-    /* deferred reply: the read buffer moves on, keep a copy of the request */
-    if (len > 0) {
+    /* deferred reply: a large request keeps its read buffer alive (no
+     * copy); a small one is copied so the buffer can be reused at once */
+    if (len >= TCP_DEFER_NOCOPY) {
+        rb->refs++;
+        r->rb = rb;
+    } else if (len > 0) {
         r->owned = malloc(len);
         if (r->owned == NULL) {
             /* cannot keep the bytes: the handler must not read them again;

@@ -257,6 +257,20 @@ static void test_many_outstanding(void)
     teardown();
 }
 
+struct st_big_hdr { uint32_t len; uint8_t seed; int calls, ok; };
+
+static void big_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct st_big_hdr *b = arg;
+    b->calls++;
+    if (st != CRAM_OK || len != b->len)
+        return;
+    for (uint32_t j = 0; j < len; j++)
+        if (resp[j] != (uint8_t)(b->seed + j * 3))
+            return;
+    b->ok = 1;
+}
+
 static void test_deferred_reply(void)
 {
     setup();
@@ -276,6 +290,34 @@ static void test_deferred_reply(void)
     CU_ASSERT(clock_mono_us() - t0 >= 19000);   /* replies waited for the timer */
     CU_ASSERT_EQUAL(m.ok, N);                   /* request bytes survived the wait */
     CU_ASSERT_EQUAL(m.bad, 0);
+
+    /* large deferred requests (kept in the read buffer, not copied), many
+     * per read, mixed with small ones: each echo must be intact */
+    enum { L = 40 };
+    static struct st_big_hdr big[L];
+    uint8_t *buf = malloc(70000);
+    for (int i = 0; i < L; i++) {
+        big[i].len = i % 3 == 0 ? 100 : 4096 + (uint32_t)i * 1531;
+        big[i].seed = (uint8_t)(i * 37);
+        big[i].calls = big[i].ok = 0;
+        for (uint32_t j = 0; j < big[i].len; j++)
+            buf[j] = (uint8_t)(big[i].seed + j * 3);
+        struct iovec iov = { buf, big[i].len };
+        CU_ASSERT_EQUAL(tp_send(sess, &iov, 1, 10000, big_cb, &big[i]), CRAM_OK);
+    }
+    free(buf);
+    end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    int done = 0;
+    while (done < L && clock_mono_ms() < end) {
+        tp_loop_poll(loop, 10);
+        done = 0;
+        for (int i = 0; i < L; i++)
+            done += big[i].calls;
+    }
+    int all_ok = 1;
+    for (int i = 0; i < L; i++)
+        all_ok &= big[i].calls == 1 && big[i].ok;
+    CU_ASSERT(all_ok);
     teardown();
 }
 
