@@ -603,6 +603,13 @@ int tp_loop_poll(tp_loop *l, int timeout_ms)
 
 /* ---- routing of the public API to transports ---------------------------- */
 
+/* Transports by locator prefix.  A new one supplies its ops in its own file
+ * and is listed here behind its build flag, e.g.
+ *   #ifdef CRAM_HAVE_RDMA
+ *       &tp_rdma_ops,
+ *   #endif
+ * (the flag is defined by CMake only when the library was found, so a
+ * transport whose file is not written yet must not be listed). */
 static const struct tp_transport_ops *const tp_transports[] = {
     &tp_tcp_ops,
 };

@@ -396,8 +396,11 @@ static int tcp_conn_send(struct tcp_conn *c, const struct tcp_hdr *hdr,
     if (c->connecting || socket_full || cork || iovcnt + 2 > TCP_IOV_MAX) {
         v[0].iov_base = (void *)hdr;
         v[0].iov_len = TCP_HDR_LEN;
-        if (tcp_wbuf_append(c, v, 1, 0) != 0 || tcp_wbuf_append(c, iov, iovcnt, 0) != 0)
+        /* reserve the whole frame first: a half-queued frame would corrupt the stream */
+        if (tcp_wbuf_reserve(c, msg) != 0)
             return -1;
+        tcp_wbuf_append(c, v, 1, 0);
+        tcp_wbuf_append(c, iov, iovcnt, 0);
         if (c->connecting || socket_full) {
             tcp_conn_set_events(c);     /* EPOLLOUT will flush; maybe backpressure */
             return 0;
