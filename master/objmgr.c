@@ -75,6 +75,15 @@ cram_status om_reject(const cram_reject_rules *r, bool exists, uint64_t version)
     return CRAM_OK;
 }
 
+/* The object fits a fresh head, and so does its tombstone later (else the
+ * object could never be removed). */
+static bool fits_segment(const objmgr *om, uint16_t key_len, uint32_t value_len)
+{
+    uint64_t max = log_max_entry_body(om->log);
+    return sizeof(struct seg_object) + (uint64_t)key_len + value_len <= max &&
+           sizeof(struct seg_tombstone) + (uint64_t)key_len <= max;
+}
+
 /* ---- life cycle -------------------------------------------------------- */
 
 objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
@@ -91,7 +100,7 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
         goto fail_om;
     uint64_t nb = cfg->hash_buckets;
     if (nb == 0) {
-        nb = cfg->memory_bytes / 1024;
+        nb = cfg->memory_bytes / 512;
         if (nb < 1024)
             nb = 1024;
     }
@@ -294,8 +303,7 @@ cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_l
 {
     if (version != NULL)
         *version = 0;
-    if (value_len > om->max_value ||
-        sizeof(struct seg_object) + (uint64_t)key_len + value_len > log_max_entry_body(om->log))
+    if (value_len > om->max_value || !fits_segment(om, key_len, value_len))
         return CRAM_REQUEST_TOO_LARGE;
     uint64_t hash = cram_key_hash(table, key, key_len);
     cram_status st = om_check_tablet(om, table, hash);
@@ -359,6 +367,8 @@ cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t k
 {
     if (version != NULL)
         *version = 0;
+    if (!fits_segment(om, key_len, sizeof(int64_t)))
+        return CRAM_REQUEST_TOO_LARGE;
     uint64_t hash = cram_key_hash(table, key, key_len);
     cram_status st = om_check_tablet(om, table, hash);
     if (st != CRAM_OK)

@@ -30,7 +30,8 @@ struct om_config {
     uint64_t memory_bytes;     /* log arena; rounded down to whole segments */
     uint32_t segment_bytes;    /* power of two >= 64 KiB */
     uint32_t max_value_bytes;  /* 0 = CRAM_MAX_VALUE_LEN; capped to what fits a segment */
-    uint64_t hash_buckets;     /* 0 = memory_bytes / 1024 (>= 1024) */
+    uint64_t hash_buckets;     /* 0 = memory_bytes / 512 (>= 1024): ~1/8 of
+                                * the log in buckets, room for ~16 entries per KiB */
     int      hugepages;
     uint64_t master_id;        /* written into segment headers (0 before enlisting) */
 };

@@ -424,6 +424,37 @@ static void test_enumerate(void)
     om_destroy(om);
 }
 
+/* Keys near the segment size: whatever is written can also be removed. */
+static void test_long_keys(void)
+{
+    objmgr *om = mk(16, 0);
+    uint32_t max = log_max_entry_body(om_log(om));
+    uint16_t kmax = (uint16_t)(max - sizeof(struct seg_tombstone));   /* tombstone must fit */
+    char *key = malloc(65535);
+    memset(key, 'q', 65535);
+    uint64_t v;
+    CU_ASSERT_EQUAL(om_write(om, T1, key, (uint16_t)(kmax + 1), "", 0, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, 65535, "", 0, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(om_increment(om, T1, key, (uint16_t)(kmax + 1), 1, NULL, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, kmax, "", 0, NULL, &v), CRAM_OK);
+    const void *p;
+    uint32_t len = 99;
+    CU_ASSERT_EQUAL(om_read(om, T1, key, kmax, NULL, &v, &p, &len), CRAM_OK);
+    CU_ASSERT_EQUAL(len, 0);
+    CU_ASSERT_EQUAL(om_remove(om, T1, key, kmax, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(om_read(om, T1, key, kmax, NULL, &v, &p, &len), CRAM_OBJECT_DOESNT_EXIST);
+    /* the largest value with a key that leaves room for it; one byte more is refused */
+    uint32_t vmax = om_max_value_bytes(om);
+    char *val = calloc(1, vmax + 1);
+    uint16_t klen = (uint16_t)(max - sizeof(struct seg_object) - vmax);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, klen, val, vmax, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, (uint16_t)(klen + 1), val, vmax, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, 1, val, vmax + 1, NULL, &v), CRAM_REQUEST_TOO_LARGE);
+    free(val);
+    free(key);
+    om_destroy(om);
+}
+
 static uint64_t seg_live_sum(objmgr *om)
 {
     mlog *l = om_log(om);
@@ -533,6 +564,7 @@ int main(void)
     CU_add_test(s, "increment", test_increment);
     CU_add_test(s, "tablets", test_tablets);
     CU_add_test(s, "enumerate", test_enumerate);
+    CU_add_test(s, "keys near the segment size", test_long_keys);
     CU_add_test(s, "per-segment live bytes", test_live_bytes);
     CU_add_test(s, "full log", test_full_log);
     CU_basic_set_mode(CU_BRM_VERBOSE);
