@@ -109,7 +109,9 @@ typedef struct cram_reject_rules {
 /*
  * Connect to a cluster.  coordinator_locator: see "Locators".  cluster: the
  * cluster name; NULL means "main".  On success *out is a new handle, owned by
- * the caller until cram_disconnect.
+ * the caller until cram_disconnect.  The call checks that a coordinator
+ * answers, retrying for up to 5 s (so a client started together with its
+ * cluster does not fail at once); the handle's timeout applies afterwards.
  * Returns CRAM_OK, CRAM_INVALID_ARGUMENT (bad locator),
  * CRAM_COORDINATOR_UNAVAILABLE (no leader record / coordinator unreachable),
  * CRAM_NO_MEMORY.

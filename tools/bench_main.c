@@ -641,6 +641,11 @@ struct result {
     char first_error[160];
 };
 
+/* What this tool can say about the other side (the cluster does not report
+ * its servers' polling or its durability level to clients). */
+#define SERVER_POLICY   "set by cram-server --poll-us (default: spin 50 us, then block)"
+#define DURABILITY_NOTE "cluster setting (cram-coordinator --replicas/--durability), not reported to clients"
+
 static void policy_text(const struct opts *o, char *buf, size_t len)
 {
     if (o->peer)
@@ -663,6 +668,10 @@ static void print_report(const struct opts *o, const struct result *r)
                                                                             : "uniform",
            o->clients, o->clients == 1 ? "" : "s");
     printf("client: %s, one request in flight per client\n", pol);
+    if (!o->peer) {
+        printf("server: polling %s\n", SERVER_POLICY);
+        printf("durability: %s\n", DURABILITY_NOTE);
+    }
     if (!o->no_load)
         printf("load: %" PRIu64 " records in %.2f s (%.0f records/s)\n", r->loaded,
                r->load_seconds, r->load_seconds > 0 ? (double)r->loaded / r->load_seconds : 0);
@@ -687,6 +696,22 @@ static void print_report(const struct opts *o, const struct result *r)
         printf("first error: %s\n", r->first_error);
 }
 
+/* Write s as a JSON string literal. */
+static void json_str(FILE *f, const char *s)
+{
+    fputc('"', f);
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '"' || ch == '\\')
+            fprintf(f, "\\%c", ch);
+        else if (ch < 0x20)
+            fprintf(f, "\\u%04x", ch);
+        else
+            fputc(ch, f);
+    }
+    fputc('"', f);
+}
+
 static int write_json(const struct opts *o, const struct result *r)
 {
     FILE *f = fopen(o->json, "w");
@@ -697,13 +722,24 @@ static int write_json(const struct opts *o, const struct result *r)
         return -1;
     }
     policy_text(o, pol, sizeof pol);
-    fprintf(f, "{\n  \"workload\": \"%s\",\n  \"target\": \"%s\",\n", o->workload,
-            o->peer ? o->peer : "cram");
-    fprintf(f, "  \"table\": \"%s\",\n  \"records\": %" PRIu64 ",\n  \"key_size\": %u,\n"
+    fprintf(f, "{\n  \"workload\": ");
+    json_str(f, o->workload);
+    fprintf(f, ",\n  \"target\": ");
+    json_str(f, o->peer ? o->peer : "cram");
+    fprintf(f, ",\n  \"table\": ");
+    json_str(f, o->table);
+    fprintf(f, ",\n  \"records\": %" PRIu64 ",\n  \"key_size\": %u,\n"
                "  \"value_size\": %u,\n  \"distribution\": \"%s\",\n  \"clients\": %u,\n",
-            o->table, o->records, o->key_size, o->value_size,
+            o->records, o->key_size, o->value_size,
             o->latest ? "latest" : o->zipfian ? "zipfian" : "uniform", o->clients);
-    fprintf(f, "  \"client_polling\": \"%s\",\n  \"client_poll_us\": %u,\n", pol, o->poll_us);
+    fprintf(f, "  \"client_polling\": ");
+    json_str(f, pol);
+    fprintf(f, ",\n  \"client_poll_us\": %u,\n", o->poll_us);
+    fprintf(f, "  \"server_polling\": ");
+    json_str(f, SERVER_POLICY);
+    fprintf(f, ",\n  \"durability\": ");
+    json_str(f, DURABILITY_NOTE);
+    fprintf(f, ",\n");
     fprintf(f, "  \"load_records\": %" PRIu64 ",\n  \"load_seconds\": %.3f,\n", r->loaded,
             r->load_seconds);
     fprintf(f, "  \"seconds\": %.3f,\n  \"ops\": %" PRIu64 ",\n  \"throughput_ops\": %.1f,\n",
