@@ -127,14 +127,16 @@ static uint32_t seg_open(mlog *l, uint8_t state)
     struct iovec iov = { &hb, sizeof hb };
     int64_t off = seg_append(&s->w, SEG_ENTRY_SEGHDR, &iov, 1);
     CRAM_ASSERT(off == 0);
-    l->bytes_used += s->w.used;
+    if (state != LOG_SEG_SIDE)      /* side segments count once committed */
+        l->bytes_used += s->w.used;
     return slot;
 }
 
 static void seg_release(mlog *l, uint32_t slot)
 {
     struct log_segment *s = &l->segs[slot];
-    l->bytes_used -= s->w.used;
+    if (s->state != LOG_SEG_SIDE)
+        l->bytes_used -= s->w.used;
     s->state = LOG_SEG_FREE;
     s->id = 0;
     s->w.used = 0;
@@ -212,12 +214,10 @@ int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *pa
                     log_ref *ref)
 {
     CRAM_ASSERT(slot < l->nsegs && l->segs[slot].state == LOG_SEG_SIDE);
-    struct log_segment *s = &l->segs[slot];
-    uint32_t before = s->w.used;
-    int64_t off = seg_append(&s->w, type, parts, n);
+    /* touches only the side segment itself: see the thread rule in log.h */
+    int64_t off = seg_append(&l->segs[slot].w, type, parts, n);
     if (off < 0)
         return -1;
-    l->bytes_used += s->w.used - before;
     *ref = log_ref_make(slot, (uint32_t)off);
     return 0;
 }
@@ -229,6 +229,7 @@ int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n)
     for (uint32_t i = 0; i < n; i++) {
         CRAM_ASSERT(slots[i] < l->nsegs && l->segs[slots[i]].state == LOG_SEG_SIDE);
         l->segs[slots[i]].state = LOG_SEG_CLOSED;
+        l->bytes_used += l->segs[slots[i]].w.used;
     }
     int rc = log_roll(l);
     CRAM_ASSERT(rc == 0);    /* a free segment was checked above */

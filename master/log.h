@@ -20,8 +20,12 @@
  * seglets without touching the callers.
  *
  * Thread rule: only the dispatch thread calls the mutating functions
- * (log_append, log_roll, log_side_*, log_segment_free,
- * log_safe_version_raise) and reads the head's fill level.  Other threads
+ * (log_append, log_roll, log_side_open/commit/abort, log_segment_free,
+ * log_safe_version_raise) and reads the head's fill level.  A side segment
+ * opened by the dispatch thread may be handed to one worker (recovery
+ * replay), which alone calls log_side_append / log_live_add on it until it
+ * hands it back for log_side_commit or log_side_abort; log_side_append
+ * touches nothing but that segment.  Other threads
  * (cleaner, replay, replication) may read CLOSED segments and the part of a
  * segment below a length handed to them by the dispatch thread; those bytes
  * never change while the segment is not freed.  Segments are freed only by

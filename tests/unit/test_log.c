@@ -238,6 +238,8 @@ static void test_side_segments(void)
     log_ref r;
     CU_ASSERT_EQUAL_FATAL(append_blob(l, 1, 100, &r), 0);
     uint32_t head0 = log_head_slot(l);
+    struct log_stats st0;
+    log_get_stats(l, &st0);
     uint32_t s1 = log_side_open(l);
     CU_ASSERT_NOT_EQUAL_FATAL(s1, LOG_NO_SLOT);
     uint8_t b[64] = { 7 };
@@ -247,9 +249,25 @@ static void test_side_segments(void)
     CU_ASSERT_EQUAL(log_ref_slot(sr), s1);
     CU_ASSERT_EQUAL(log_entry_get(l, sr)->length, 64);
     uint32_t s2 = log_side_open(l);
+    CU_ASSERT_EQUAL(log_side_append(l, s2, SEG_ENTRY_OBJECT, &iov, 1, &sr), 0);
+    /* side segments are not part of the log's bytes until committed */
+    struct log_stats st1;
+    log_get_stats(l, &st1);
+    CU_ASSERT_EQUAL(st1.bytes_used, st0.bytes_used);
+    CU_ASSERT_EQUAL(st1.segments_in_use, st0.segments_in_use + 2);
+    /* a side segment fills up without rolling */
+    uint8_t *big = calloc(1, SEGSZ / 2);
+    struct iovec biov = { big, SEGSZ / 2 };
+    CU_ASSERT_EQUAL(log_side_append(l, s2, SEG_ENTRY_OBJECT, &biov, 1, &sr), 0);
+    CU_ASSERT_NOT_EQUAL(log_side_append(l, s2, SEG_ENTRY_OBJECT, &biov, 1, &sr), 0);
+    free(big);
     log_side_abort(l, s2);
     CU_ASSERT_EQUAL(log_segment(l, s2)->state, LOG_SEG_FREE);
+    uint32_t side_used = log_segment(l, s1)->w.used;
     CU_ASSERT_EQUAL(log_side_commit(l, &s1, 1), 0);
+    struct log_stats st2;
+    log_get_stats(l, &st2);
+    CU_ASSERT_EQUAL(st2.bytes_used, st0.bytes_used + side_used + log_segment(l, log_head_slot(l))->w.used);
     CU_ASSERT_EQUAL(log_segment(l, s1)->state, LOG_SEG_CLOSED);
     CU_ASSERT_NOT_EQUAL(log_head_slot(l), head0);
     /* new head's digest names the side segment */
@@ -275,9 +293,9 @@ static void test_side_segments(void)
     struct log_stats st;
     log_get_stats(l, &st);
     log_segment_free(l, s1);
-    struct log_stats st2;
     log_get_stats(l, &st2);
     CU_ASSERT_EQUAL(st2.segments_free, st.segments_free + 1);
+    CU_ASSERT_EQUAL(st2.bytes_used, st.bytes_used - side_used);
     log_destroy(l);
 }
 
