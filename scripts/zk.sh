@@ -21,8 +21,13 @@
 # tickTime is 1000 ms, so clients may ask for session timeouts down to 2 s.
 set -euo pipefail
 
+# usage [full]: the header comment above (with "full") or a one-line hint; exit 2
 usage() {
-  sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//' >&2
+  if [ "${1:-}" = full ]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
+  else
+    echo "usage: zk.sh start|stop|status [options]   (zk.sh --help for the options)" >&2
+  fi
   exit 2
 }
 
@@ -39,13 +44,14 @@ while [ $# -gt 0 ]; do
     --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
     --pid-file) pidfile="${2:?--pid-file needs a value}"; shift 2 ;;
     --clean) clean=1; shift ;;
-    -h|--help) usage ;;
+    -h|--help) usage full ;;
     *) echo "zk.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
 case "$port" in ''|*[!0-9]*) echo "zk.sh: bad port '$port'" >&2; exit 2 ;; esac
-mkdir -p "$dir"
-dir="$(cd "$dir" && pwd)"
+[ "$cmd" != start ] || mkdir -p "$dir"
+# absolute, so the JVM's command line names this dir wherever we are called from
+dir="$(realpath -m "$dir")"
 [ -n "$pidfile" ] || pidfile="$dir/zk.pid"
 
 CP=/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
@@ -166,6 +172,6 @@ case "$cmd" in
   start) do_start ;;
   stop) do_stop ;;
   status) do_status ;;
-  -h|--help|help) usage ;;
+  -h|--help|help) usage full ;;
   *) echo "zk.sh: unknown command '$cmd'" >&2; usage ;;
 esac

@@ -1,0 +1,378 @@
+#!/usr/bin/env bash
+# cluster.sh -- start, stop and inspect a local cram cluster on 127.0.0.1:
+# one ZooKeeper, one cram-coordinator and N cram-servers.
+#
+#   cluster.sh start  [options]      start a cluster and wait until it serves
+#   cluster.sh stop   [--dir D]      stop what `start` started in D
+#   cluster.sh status [--dir D]      show the processes and the server list
+#
+# start options (defaults in brackets):
+#   --servers N         number of cram-servers [3]
+#   --port-base P       ZooKeeper on P, coordinator on P+1, server i on P+10+i [21800]
+#   --dir D             pid files, logs and ZooKeeper data [./run/cluster]
+#   --memory SIZE       log memory of each server [256M]
+#   --segment-size SIZE log segment size [8M]
+#   --cluster NAME      cluster name; its ZooKeeper root is /cram/NAME [main]
+#   --zk LOCATOR        use a running ZooKeeper (zk:H:P) instead of starting one
+#   --restart           keep the existing ZooKeeper data and cluster state
+#                       (default: begin a fresh cluster: wipe the dir's data and
+#                       the cluster's ZooKeeper tree via cram-coordinator --reset)
+#   --poll-us N         dispatch threads spin N us after activity [program default]
+#   --bin DIR           where the programs are [$CRAM_BIN, else <repo>/build, else PATH]
+#   --timeout S         give up when not serving after S seconds [30]
+#
+# `start` prints the locator clients use (zk:127.0.0.1:P) and returns once
+# every server is listed as up by `cram servers`; otherwise it stops what it
+# started, prints the tail of the failing log and exits 1.  Unknown options
+# exit 2.  Pid files D/<role>-<i>.pid hold each program's own pid; logs are
+# D/<role>-<i>.log.  `stop` ends only processes whose pid file names them and
+# whose /proc/PID/cmdline is still that program.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+
+# usage [full]: the header comment above (with "full") or a one-line hint; exit 2
+usage() {
+  if [ "${1:-}" = full ]; then
+    awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
+  else
+    echo "usage: cluster.sh start|stop|status [options]   (cluster.sh --help for the options)" >&2
+  fi
+  exit 2
+}
+die() { echo "cluster.sh: $*" >&2; exit 1; }
+
+# ---- options ---------------------------------------------------------------
+# Each start option is one row: name, variable, kind (value|flag).  New
+# options (--replicas, --durability, --coordinators, --zk-nodes, ...) get a
+# row here and are then used where the processes are started.
+start_opts=(
+  "servers      servers      value"
+  "port-base    port_base    value"
+  "dir          dir          value"
+  "memory       memory       value"
+  "segment-size segment_size value"
+  "cluster      cluster      value"
+  "zk           zk           value"
+  "restart      restart      flag"
+  "poll-us      poll_us      value"
+  "bin          bin          value"
+  "timeout      timeout_s    value"
+)
+stop_opts=(
+  "dir          dir          value"
+)
+
+servers=3
+port_base=21800
+dir=./run/cluster
+memory=256M
+segment_size=8M
+cluster=main
+zk=""
+restart=0
+poll_us=""
+bin="${CRAM_BIN:-}"
+timeout_s=30
+declare -A given=()
+
+# parse_opts TABLE-NAME ARGS... : sets the variables named in the table
+parse_opts() {
+  local -n table="$1"
+  shift
+  while [ $# -gt 0 ]; do
+    local arg="$1" name value="" hasval=0 row found=0
+    case "$arg" in
+      -h|--help) usage full ;;
+      --*=*) name="${arg%%=*}"; name="${name#--}"; value="${arg#*=}"; hasval=1 ;;
+      --*) name="${arg#--}" ;;
+      *) echo "cluster.sh: unexpected argument '$arg'" >&2; usage ;;
+    esac
+    for row in "${table[@]}"; do
+      read -r oname ovar okind <<<"$row"
+      [ "$oname" = "$name" ] || continue
+      found=1
+      if [ "$okind" = flag ]; then
+        [ "$hasval" = 0 ] || { echo "cluster.sh: --$name takes no value" >&2; usage; }
+        printf -v "$ovar" 1
+        shift
+      else
+        if [ "$hasval" = 0 ]; then
+          [ $# -ge 2 ] || { echo "cluster.sh: --$name needs a value" >&2; usage; }
+          value="$2"
+          shift
+        fi
+        printf -v "$ovar" '%s' "$value"
+        shift
+      fi
+      given[$ovar]=1
+      break
+    done
+    [ "$found" = 1 ] || { echo "cluster.sh: unknown option '$arg'" >&2; usage; }
+  done
+}
+
+is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
+
+# ---- process helpers -------------------------------------------------------
+# prog_of ROLE: the program name a role's pid must be running
+prog_of() {
+  case "$1" in
+    zookeeper) echo ZooKeeperServerMain ;;
+    coordinator) echo cram-coordinator ;;
+    server) echo cram-server ;;
+  esac
+}
+
+# pid_of PIDFILE ROLE: prints the pid if it is alive and still that program
+pid_of() {
+  local pid
+  [ -f "$1" ] || return 0
+  pid="$(cat "$1" 2>/dev/null || true)"
+  is_uint "$pid" || return 0
+  [ -r "/proc/$pid/cmdline" ] || return 0
+  if tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q -- "$(prog_of "$2")"; then
+    echo "$pid"
+  fi
+}
+
+# stop_group ROLE PIDFILE...: SIGTERM to every live one at once, wait up to
+# 10 s for all, then SIGKILL the rest; pid files are removed
+stop_group() {
+  local role="$1" f pid i
+  shift
+  local pids=() names=()
+  for f in "$@"; do
+    [ -e "$f" ] || continue
+    pid="$(pid_of "$f" "$role")"
+    if [ -n "$pid" ]; then
+      kill "$pid" 2>/dev/null || true
+      pids+=("$pid")
+      names+=("$(basename "$f" .pid)")
+    fi
+    rm -f "$f"
+  done
+  for i in "${!pids[@]}"; do
+    pid="${pids[$i]}"
+    local n
+    for n in $(seq 200); do
+      [ -d "/proc/$pid" ] || break
+      sleep 0.05
+    done
+    if [ -d "/proc/$pid" ]; then
+      echo "cluster.sh: ${names[$i]} (pid $pid) ignored SIGTERM for 10 s; killing" >&2
+      kill -9 "$pid" 2>/dev/null || true
+      for n in $(seq 40); do [ -d "/proc/$pid" ] || break; sleep 0.05; done
+    fi
+    echo "stopped ${names[$i]} (pid $pid)"
+  done
+}
+
+# launch NAME LOG PROGRAM ARGS...: start PROGRAM in the background with its
+# own pid (exec; setsid keeps terminal hang-ups away) and write D/NAME.pid
+launch() {
+  local name="$1" log="$2"
+  shift 2
+  echo "+ $*" >>"$log"
+  ( exec setsid "$@" </dev/null >>"$log" 2>&1 ) &
+  echo $! >"$dir/$name.pid"
+}
+
+find_bin() {
+  local p
+  for p in "$bin" "$repo/build"; do
+    if [ -n "$p" ] && [ -x "$p/cram-server" ] && [ -x "$p/cram-coordinator" ] && [ -x "$p/cram" ]; then
+      (cd "$p" && pwd)
+      return 0
+    fi
+  done
+  if p="$(command -v cram-server 2>/dev/null)"; then
+    dirname "$p"
+    return 0
+  fi
+  die "cannot find cram-server, cram-coordinator and cram (build first: cmake -S $repo -B $repo/build && cmake --build $repo/build; or pass --bin DIR)"
+}
+
+# count of servers `cram servers` lists as up on this cluster's ports
+servers_up() {
+  local out i n=0
+  out="$("$bin/cram" -C "$zk" --cluster "$cluster" servers 2>/dev/null)" || { echo 0; return 0; }
+  for i in $(seq 0 $((servers - 1))); do
+    if grep -E "port=$((port_base + 10 + i))([^0-9]|$)" <<<"$out" | grep -qiw up; then
+      n=$((n + 1))
+    fi
+  done
+  echo "$n"
+}
+
+# first process in D that died, as "name", or empty
+dead_process() {
+  local f role
+  for f in "$dir"/*.pid; do
+    [ -e "$f" ] || continue
+    role="$(basename "$f" .pid)"
+    role="${role%-*}"
+    if [ -z "$(pid_of "$f" "$role")" ]; then
+      basename "$f" .pid
+      return 0
+    fi
+  done
+}
+
+fail_start() {
+  local what="$1" log="$2"
+  echo "cluster.sh: $what" >&2
+  if [ -n "$log" ] && [ -f "$log" ]; then
+    echo "--- tail of $log ---" >&2
+    tail -n 20 "$log" >&2
+  fi
+  do_stop >/dev/null 2>&1 || true
+  exit 1
+}
+
+# ---- commands --------------------------------------------------------------
+save_settings() {
+  cat >"$dir/cluster.env" <<EOF
+# written by cluster.sh start; read by --restart, status and stop
+servers=$servers
+port_base=$port_base
+memory=$memory
+segment_size=$segment_size
+cluster=$cluster
+zk=$zk
+own_zk=$own_zk
+poll_us=$poll_us
+EOF
+}
+
+# load_settings: take saved values for every option not given on the command line
+load_settings() {
+  local line k v
+  [ -f "$dir/cluster.env" ] || return 0
+  while IFS= read -r line; do
+    case "$line" in '#'*|'') continue ;; esac
+    k="${line%%=*}"
+    v="${line#*=}"
+    case "$k" in
+      servers|port_base|memory|segment_size|cluster|zk|own_zk|poll_us)
+        if [ -z "${given[$k]:-}" ]; then printf -v "$k" '%s' "$v"; fi ;;
+    esac
+  done <"$dir/cluster.env"
+}
+
+do_start() {
+  local running i port t0 deadline dead n f r
+  parse_opts start_opts "$@"
+  is_uint "$servers" && [ "$servers" -ge 1 ] && [ "$servers" -le 80 ] || die "--servers must be 1..80"
+  is_uint "$port_base" && [ "$port_base" -ge 1024 ] && [ "$port_base" -le 65400 ] || die "--port-base must be 1024..65400"
+  is_uint "$timeout_s" || die "--timeout must be a number of seconds"
+  [ -z "$poll_us" ] || is_uint "$poll_us" || die "--poll-us must be a number"
+  mkdir -p "$dir"
+  dir="$(realpath -m "$dir")"
+
+  own_zk=1
+  if [ "$restart" = 1 ]; then
+    load_settings
+  fi
+  if [ -n "${given[zk]:-}" ]; then own_zk=0; fi
+  if [ "$own_zk" = 1 ]; then zk="zk:127.0.0.1:$port_base"; fi
+  case "$zk" in zk:*) ;; *) die "--zk wants zk:HOST:PORT[,HOST:PORT...], got '$zk'" ;; esac
+  bin="$(find_bin)"
+
+  running="$(for f in "$dir"/*.pid; do [ -e "$f" ] || continue; r="$(basename "$f" .pid)"; pid_of "$f" "${r%-*}"; done)"
+  [ -z "$running" ] || die "a cluster started from $dir is still running (pids $(echo $running)); run: $0 stop --dir $dir"
+  rm -f "$dir"/*.pid
+
+  if [ "$restart" = 0 ]; then
+    # fresh cluster: drop the logs and ZooKeeper data of any earlier one
+    rm -rf "$dir/zookeeper" "$dir"/*.log
+  fi
+  save_settings
+
+  if [ "$own_zk" = 1 ]; then
+    local zkargs=(start --port "$port_base" --dir "$dir/zookeeper" --pid-file "$dir/zookeeper-0.pid")
+    if ! "$here/zk.sh" "${zkargs[@]}" >"$dir/zk-start.out" 2>&1; then
+      cat "$dir/zk-start.out" >&2
+      fail_start "ZooKeeper did not start" "$dir/zookeeper/zk.log"
+    fi
+  fi
+
+  local common=(--cluster "$cluster")
+  [ -z "$poll_us" ] || common+=(--poll-us "$poll_us")
+  local cargs=(--zk "$zk" "${common[@]}" --listen "tcp:host=127.0.0.1,port=$((port_base + 1))")
+  [ "$restart" = 1 ] || cargs+=(--reset)
+  launch coordinator-0 "$dir/coordinator-0.log" "$bin/cram-coordinator" "${cargs[@]}"
+
+  for i in $(seq 0 $((servers - 1))); do
+    port=$((port_base + 10 + i))
+    launch "server-$i" "$dir/server-$i.log" "$bin/cram-server" --coordinator "$zk" "${common[@]}" \
+      --listen "tcp:host=127.0.0.1,port=$port" --memory "$memory" --segment-size "$segment_size"
+  done
+
+  t0=$(date +%s)
+  deadline=$((t0 + timeout_s))
+  while :; do
+    dead="$(dead_process)"
+    [ -z "$dead" ] || fail_start "$dead exited during start-up" "$dir/$dead.log"
+    n="$(servers_up)"
+    [ "$n" -lt "$servers" ] || break
+    if [ "$(date +%s)" -ge "$deadline" ]; then
+      fail_start "only $n of $servers servers up after ${timeout_s} s (cram servers: $("$bin/cram" -C "$zk" --cluster "$cluster" servers 2>&1 | tail -n 5 | tr '\n' ' '))" "$dir/coordinator-0.log"
+    fi
+    sleep 0.1
+  done
+  echo "cluster '$cluster' serving: $servers servers, coordinator tcp:host=127.0.0.1,port=$((port_base + 1))"
+  echo "locator: $zk"
+  echo "logs and pid files: $dir"
+}
+
+do_stop() {
+  [ -d "$dir" ] || { echo "no cluster in $dir"; return 0; }
+  dir="$(realpath -m "$dir")"
+  # servers first, then the coordinator, ZooKeeper last
+  stop_group server "$dir"/server-*.pid
+  stop_group coordinator "$dir"/coordinator-*.pid
+  stop_group zookeeper "$dir"/zookeeper-*.pid
+  return 0
+}
+
+do_status() {
+  local f name role pid n=0 up=0
+  [ -d "$dir" ] || { echo "no cluster in $dir"; return 3; }
+  dir="$(realpath -m "$dir")"
+  load_settings
+  echo "cluster '$cluster' in $dir (locator $zk)"
+  for f in "$dir"/zookeeper-*.pid "$dir"/coordinator-*.pid "$dir"/server-*.pid; do
+    [ -e "$f" ] || continue
+    name="$(basename "$f" .pid)"
+    role="${name%-*}"
+    pid="$(pid_of "$f" "$role")"
+    n=$((n + 1))
+    if [ -n "$pid" ]; then
+      up=$((up + 1))
+      printf '  %-14s pid %-8s running\n' "$name" "$pid"
+    else
+      printf '  %-14s pid %-8s NOT running (log %s)\n' "$name" "$(cat "$f" 2>/dev/null)" "$dir/$name.log"
+    fi
+  done
+  if [ "$n" = 0 ]; then
+    echo "  no processes"
+    return 3
+  fi
+  if bin="$(find_bin 2>/dev/null)"; then
+    "$bin/cram" -C "$zk" --cluster "$cluster" servers 2>&1 | sed 's/^/  /' || true
+  fi
+  [ "$up" = "$n" ]
+}
+
+cmd="${1:-}"
+[ -n "$cmd" ] || usage
+shift
+case "$cmd" in
+  start) do_start "$@" ;;
+  stop) parse_opts stop_opts "$@"; do_stop ;;
+  status) parse_opts stop_opts "$@"; do_status ;;
+  -h|--help|help) usage full ;;
+  *) echo "cluster.sh: unknown command '$cmd'" >&2; usage ;;
+esac

@@ -1,0 +1,553 @@
+/*
+ * harness.c -- see harness.h.  Starts real cram processes with fork/exec and
+ * asks the coordinator through libcram (cram_list_servers) when they serve.
+ */
+#include "harness.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+
+#ifndef CRAM_BIN_DIR
+#error "CRAM_BIN_DIR (the build dir holding the programs) must be defined"
+#endif
+
+/* Every process started by this test program, so an exit path that forgets
+ * one (or a failing CU_ASSERT_FATAL) still kills it: see h_atexit. */
+#define H_MAX_TRACKED 64
+static pid_t h_tracked[H_MAX_TRACKED];
+static int h_atexit_set;
+
+static void h_atexit(void)
+{
+    for (int i = 0; i < H_MAX_TRACKED; i++) {
+        if (h_tracked[i] > 0) {
+            kill(h_tracked[i], SIGKILL);
+            waitpid(h_tracked[i], NULL, 0);
+            h_tracked[i] = 0;
+        }
+    }
+}
+
+static void h_track(pid_t pid)
+{
+    if (!h_atexit_set) {
+        atexit(h_atexit);
+        h_atexit_set = 1;
+    }
+    for (int i = 0; i < H_MAX_TRACKED; i++) {
+        if (h_tracked[i] == 0) {
+            h_tracked[i] = pid;
+            return;
+        }
+    }
+}
+
+static void h_untrack(pid_t pid)
+{
+    for (int i = 0; i < H_MAX_TRACKED; i++)
+        if (h_tracked[i] == pid)
+            h_tracked[i] = 0;
+}
+
+uint64_t h_now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+uint64_t h_ms(uint64_t ms)
+{
+    const char *s = getenv("CRAM_TEST_TIME_SCALE");
+    double f = s ? strtod(s, NULL) : 1.0;
+    if (!(f >= 1.0))
+        f = 1.0;
+    return (uint64_t)((double)ms * f);
+}
+
+static void h_sleep_ms(uint64_t ms)
+{
+    struct timespec ts = { .tv_sec = (time_t)(ms / 1000), .tv_nsec = (long)(ms % 1000) * 1000000L };
+    while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+        ;
+}
+
+const char *h_bin(const char *prog, char *buf, size_t len)
+{
+    snprintf(buf, len, "%s/%s", CRAM_BIN_DIR, prog);
+    return buf;
+}
+
+int h_init(struct h_cluster *c)
+{
+    const char *zk = getenv("CRAM_TEST_ZK");
+    const char *pb = getenv("CRAM_TEST_PORT_BASE");
+    const char *name = getenv("CRAM_TEST_CLUSTER");
+    const char *tmp = getenv("TMPDIR");
+
+    memset(c, 0, sizeof(*c));
+    if (!zk || !*zk) {
+        fprintf(stderr, "harness: CRAM_TEST_ZK is not set (run through ctest, which starts ZooKeeper)\n");
+        return -1;
+    }
+    snprintf(c->zk, sizeof(c->zk), "zk:%s", zk);
+    c->port_base = pb ? atoi(pb) : 22410;
+    if (c->port_base < 1024 || c->port_base > 65500) {
+        fprintf(stderr, "harness: bad CRAM_TEST_PORT_BASE '%s'\n", pb);
+        return -1;
+    }
+    snprintf(c->cluster, sizeof(c->cluster), "%s", name && *name ? name : "it");
+    snprintf(c->memory, sizeof(c->memory), "64M");
+    snprintf(c->segment, sizeof(c->segment), "1M");
+    snprintf(c->dir, sizeof(c->dir), "%s/cram-it-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", c->cluster);
+    if (!mkdtemp(c->dir)) {
+        fprintf(stderr, "harness: mkdtemp %s: %s\n", c->dir, strerror(errno));
+        return -1;
+    }
+    snprintf(c->coord.name, sizeof(c->coord.name), "coordinator");
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        snprintf(c->servers[i].name, sizeof(c->servers[i].name), "server-%d", i);
+    fprintf(stderr, "harness: cluster '%s', %s, ports %d.., logs in %s\n",
+            c->cluster, c->zk, c->port_base, c->dir);
+    return 0;
+}
+
+/* fork/exec argv with stdout+stderr appended to p->log.  The child dies with
+ * us (PDEATHSIG) and gets its own process group so a terminal ^C reaches only
+ * the test. */
+static int h_spawn(struct h_proc *p, const char *dir, char *const argv[])
+{
+    snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, p->name);
+    int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
+    if (fd < 0) {
+        fprintf(stderr, "harness: open %s: %s\n", p->log, strerror(errno));
+        return -1;
+    }
+    dprintf(fd, "+");
+    for (int i = 0; argv[i]; i++)
+        dprintf(fd, " %s", argv[i]);
+    dprintf(fd, "\n");
+
+    pid_t parent = getpid();
+    pid_t pid = fork();
+    if (pid < 0) {
+        fprintf(stderr, "harness: fork: %s\n", strerror(errno));
+        close(fd);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        if (getppid() != parent)
+            _exit(127);
+        setpgid(0, 0);
+        int devnull = open("/dev/null", O_RDONLY);
+        if (devnull >= 0)
+            dup2(devnull, 0);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        execv(argv[0], argv);
+        dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(fd);
+    p->pid = pid;
+    p->status = 0;
+    h_track(pid);
+    return 0;
+}
+
+int h_alive(struct h_proc *p)
+{
+    if (p->pid <= 0)
+        return 0;
+    int st;
+    pid_t r = waitpid(p->pid, &st, WNOHANG);
+    if (r == 0)
+        return 1;
+    if (r == p->pid) {
+        p->status = st;
+        h_untrack(p->pid);
+        p->pid = 0;
+    }
+    return 0;
+}
+
+/* 1 once 127.0.0.1:port accepts a TCP connection */
+static int h_port_open(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return 0;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    close(fd);
+    return ok;
+}
+
+int h_start_coordinator(struct h_cluster *c, int reset)
+{
+    char bin[512], listen[128], level[16];
+    snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base);
+    snprintf(level, sizeof(level), "info");
+    char *argv[16];
+    int n = 0;
+    argv[n++] = (char *)h_bin("cram-coordinator", bin, sizeof(bin));
+    argv[n++] = "--zk";
+    argv[n++] = c->zk;
+    argv[n++] = "--cluster";
+    argv[n++] = c->cluster;
+    argv[n++] = "--listen";
+    argv[n++] = listen;
+    argv[n++] = "--log-level";
+    argv[n++] = level;
+    if (reset)
+        argv[n++] = "--reset";
+    argv[n] = NULL;
+    if (h_spawn(&c->coord, c->dir, argv) != 0)
+        return -1;
+    uint64_t deadline = h_now_ms() + h_ms(15000);
+    while (h_now_ms() < deadline) {
+        if (!h_alive(&c->coord)) {
+            fprintf(stderr, "harness: coordinator exited during start-up (status 0x%x)\n", c->coord.status);
+            h_dump_logs(c);
+            return -1;
+        }
+        if (h_port_open(c->port_base))
+            return 0;
+        h_sleep_ms(20);
+    }
+    fprintf(stderr, "harness: coordinator did not listen on port %d in time\n", c->port_base);
+    h_dump_logs(c);
+    return -1;
+}
+
+int h_start_server(struct h_cluster *c, int i)
+{
+    if (i < 0 || i >= H_MAX_SERVERS)
+        return -1;
+    char bin[512], listen[128];
+    snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base + 1 + i);
+    char *argv[] = {
+        (char *)h_bin("cram-server", bin, sizeof(bin)),
+        "--coordinator", c->zk, "--cluster", c->cluster, "--listen", listen,
+        "--memory", c->memory, "--segment-size", c->segment, NULL
+    };
+    return h_spawn(&c->servers[i], c->dir, argv);
+}
+
+/* The number of our first n server ports that the coordinator lists as an
+ * up master (cram_list_servers), or -1 if it cannot be asked. */
+static int h_count_up(struct h_cluster *c, int n)
+{
+    cram_client *cl = NULL;
+    cram_server_info *sv = NULL;
+    size_t ns = 0;
+    int up = 0;
+
+    if (cram_connect(c->zk, c->cluster, &cl) != CRAM_OK)
+        return -1;
+    cram_set_timeout(cl, 2000);
+    if (cram_list_servers(cl, &sv, &ns) != CRAM_OK) {
+        cram_disconnect(cl);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        char want[64];
+        int wl = snprintf(want, sizeof(want), "port=%d", c->port_base + 1 + i);
+        int found = 0;
+        for (size_t k = 0; k < ns && !found; k++) {
+            if (sv[k].status != CRAM_SERVER_UP || !(sv[k].services & CRAM_SERVICE_MASTER))
+                continue;
+            const char *p = strstr(sv[k].locators, want);
+            if (p && (p[wl] < '0' || p[wl] > '9'))
+                found = 1;
+        }
+        up += found;
+    }
+    cram_free(sv);
+    cram_disconnect(cl);
+    return up;
+}
+
+int h_wait_servers(struct h_cluster *c, int n, uint64_t timeout_ms)
+{
+    uint64_t deadline = h_now_ms() + h_ms(timeout_ms);
+    int up = -1;
+    while (h_now_ms() < deadline) {
+        for (int i = 0; i < n; i++) {
+            if (c->servers[i].pid && !h_alive(&c->servers[i])) {
+                fprintf(stderr, "harness: %s exited (status 0x%x)\n", c->servers[i].name, c->servers[i].status);
+                h_dump_logs(c);
+                return -1;
+            }
+        }
+        up = h_count_up(c, n);
+        if (up == n) {
+            cram_client *cl = h_connect(c);
+            if (cl) {
+                cram_disconnect(cl);
+                return 0;
+            }
+        }
+        h_sleep_ms(50);
+    }
+    fprintf(stderr, "harness: %d of %d servers up after %llu ms\n", up, n,
+            (unsigned long long)h_ms(timeout_ms));
+    h_dump_logs(c);
+    return -1;
+}
+
+int h_start_cluster(struct h_cluster *c, int n)
+{
+    if (n > H_MAX_SERVERS)
+        return -1;
+    if (h_start_coordinator(c, 1) != 0)
+        return -1;
+    for (int i = 0; i < n; i++)
+        if (h_start_server(c, i) != 0)
+            return -1;
+    return h_wait_servers(c, n, 30000);
+}
+
+int h_kill(struct h_proc *p, int sig)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, sig);
+    int st = 0;
+    while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    h_untrack(p->pid);
+    p->pid = 0;
+    p->status = st;
+    return st;
+}
+
+/* Wait for a process already sent SIGTERM; SIGKILL it after the scaled 10 s. */
+static int h_wait_term(struct h_proc *p)
+{
+    uint64_t deadline = h_now_ms() + h_ms(10000);
+    while (h_now_ms() < deadline) {
+        if (!h_alive(p))
+            return p->status;
+        h_sleep_ms(5);
+    }
+    fprintf(stderr, "harness: %s ignored SIGTERM for %llu ms; killing\n", p->name,
+            (unsigned long long)h_ms(10000));
+    return h_kill(p, SIGKILL);
+}
+
+int h_stop(struct h_proc *p)
+{
+    if (p->pid <= 0)
+        return -1;
+    kill(p->pid, SIGTERM);
+    return h_wait_term(p);
+}
+
+void h_stop_servers(struct h_cluster *c)
+{
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        if (c->servers[i].pid > 0)
+            kill(c->servers[i].pid, SIGTERM);
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        if (c->servers[i].pid > 0)
+            h_wait_term(&c->servers[i]);
+}
+
+/* A graceful exit is status 0 or death by the SIGTERM we sent; anything else
+ * (a crash on the way down, a sanitizer report, a leak) is a failure. */
+static int h_bad_exit(int st)
+{
+    if (st == -1)
+        return 0;
+    if (WIFSIGNALED(st))
+        return WTERMSIG(st) != SIGTERM;
+    return WIFEXITED(st) && WEXITSTATUS(st) != 0;
+}
+
+static void h_tail(const char *path, int lines)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return;
+    /* keep the last `lines` lines in a ring of offsets */
+    long offs[64];
+    int n = 0;
+    if (lines > 64)
+        lines = 64;
+    offs[n++ % lines] = 0;
+    int ch;
+    while ((ch = fgetc(f)) != EOF)
+        if (ch == '\n')
+            offs[n++ % lines] = ftell(f);
+    long start = n > lines ? offs[n % lines] : 0;
+    fseek(f, start, SEEK_SET);
+    char buf[1024];
+    while (fgets(buf, sizeof(buf), f))
+        fputs(buf, stderr);
+    fclose(f);
+}
+
+void h_dump_logs(const struct h_cluster *c)
+{
+    const struct h_proc *ps[1 + H_MAX_SERVERS];
+    ps[0] = &c->coord;
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        ps[1 + i] = &c->servers[i];
+    for (int i = 0; i < 1 + H_MAX_SERVERS; i++) {
+        if (!ps[i]->log[0])
+            continue;
+        fprintf(stderr, "----- tail of %s -----\n", ps[i]->log);
+        h_tail(ps[i]->log, 30);
+    }
+}
+
+int h_finish(struct h_cluster *c, int bad)
+{
+    int crashed = 0;
+    struct h_proc *ps[1 + H_MAX_SERVERS];
+    int n = 0;
+    for (int i = 0; i < H_MAX_SERVERS; i++)
+        ps[n++] = &c->servers[i];
+    ps[n++] = &c->coord;
+    /* stop everything at once, then collect */
+    for (int i = 0; i < n; i++)
+        if (ps[i]->pid > 0)
+            kill(ps[i]->pid, SIGTERM);
+    for (int i = 0; i < n; i++) {
+        if (ps[i]->pid <= 0)
+            continue;
+        int st = h_wait_term(ps[i]);
+        if (h_bad_exit(st)) {
+            fprintf(stderr, "harness: %s exited abnormally on SIGTERM (status 0x%x)\n", ps[i]->name, st);
+            crashed = 1;
+        }
+    }
+    if (!c->dir[0])
+        return 1;
+    if (bad || crashed) {
+        h_dump_logs(c);
+        fprintf(stderr, "harness: logs kept in %s\n", c->dir);
+        return 1;
+    }
+    if (getenv("CRAM_TEST_KEEP_LOGS")) {
+        fprintf(stderr, "harness: logs kept in %s (CRAM_TEST_KEEP_LOGS)\n", c->dir);
+        return 0;
+    }
+    char cmd[400];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", c->dir);
+    if (strstr(c->dir, "/cram-it-") && system(cmd) != 0)
+        fprintf(stderr, "harness: could not remove %s\n", c->dir);
+    return 0;
+}
+
+cram_client *h_connect(const struct h_cluster *c)
+{
+    cram_client *cl = NULL;
+    cram_status st = cram_connect(c->zk, c->cluster, &cl);
+    if (st != CRAM_OK) {
+        fprintf(stderr, "harness: cram_connect(%s, %s): %s\n", c->zk, c->cluster, cram_status_name(st));
+        return NULL;
+    }
+    return cl;
+}
+
+int h_run(char *const argv[], char *out, size_t outlen, uint64_t timeout_ms)
+{
+    int pfd[2];
+    if (pipe2(pfd, O_CLOEXEC) != 0)
+        return -1;
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(pfd[0]);
+        close(pfd[1]);
+        return -1;
+    }
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(pfd[1], 1);
+        execv(argv[0], argv);
+        dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(pfd[1]);
+    size_t got = 0;
+    uint64_t deadline = h_now_ms() + h_ms(timeout_ms);
+    int timed_out = 0;
+    fcntl(pfd[0], F_SETFL, O_NONBLOCK);
+    for (;;) {
+        char tmp[4096];
+        ssize_t r = read(pfd[0], tmp, sizeof(tmp));
+        if (r > 0) {
+            if (out && got + 1 < outlen) {
+                size_t k = (size_t)r < outlen - 1 - got ? (size_t)r : outlen - 1 - got;
+                memcpy(out + got, tmp, k);
+                got += k;
+            }
+            continue;
+        }
+        if (r == 0)
+            break;
+        if (errno != EAGAIN && errno != EINTR)
+            break;
+        if (h_now_ms() > deadline) {
+            timed_out = 1;
+            break;
+        }
+        h_sleep_ms(5);
+    }
+    close(pfd[0]);
+    if (out && outlen)
+        out[got] = 0;
+    if (timed_out)
+        kill(pid, SIGKILL);
+    int st = 0;
+    while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+        ;
+    if (timed_out) {
+        fprintf(stderr, "harness: %s timed out\n", argv[0]);
+        return -1;
+    }
+    if (WIFEXITED(st))
+        return WEXITSTATUS(st);
+    if (WIFSIGNALED(st))
+        return 128 + WTERMSIG(st);
+    return -1;
+}
+
+int h_tcp_connect(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -1;
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
+        close(fd);
+        return -1;
+    }
+    uint64_t ms = h_ms(5000);
+    struct timeval tv = { .tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000 };
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    return fd;
+}

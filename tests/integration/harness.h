@@ -1,0 +1,101 @@
+/*
+ * harness.h -- real-process test harness for cram's integration tests.
+ *
+ * A test owns one cluster: a cram-coordinator on port_base and cram-servers
+ * on port_base+1+i, all on 127.0.0.1, registered under its own cluster name
+ * in the ZooKeeper that the CTest fixture started.  Processes are started
+ * with fork/exec (their stdout/stderr go to <dir>/<name>.log), can be
+ * stopped (SIGTERM) or killed (kill -9), and die with the test process
+ * (PR_SET_PDEATHSIG) so a crashed test never leaves servers behind.
+ *
+ * Environment (set by tests/integration/CMakeLists.txt):
+ *   CRAM_TEST_ZK          127.0.0.1:PORT of the fixture's ZooKeeper (required)
+ *   CRAM_TEST_PORT_BASE   this test's first port (default 22410)
+ *   CRAM_TEST_CLUSTER     this test's cluster name (default "it")
+ *   CRAM_TEST_TIME_SCALE  multiplies every timeout (default 1; ASan runs use 3)
+ *   CRAM_TEST_KEEP_LOGS   if set, keep the log dir also when the test passes
+ * Binaries come from CRAM_BIN_DIR, a compile definition naming the build dir.
+ *
+ * Threads: single-threaded, like the tests that use it.
+ */
+#ifndef CRAM_TEST_HARNESS_H
+#define CRAM_TEST_HARNESS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "cram.h"
+
+#define H_MAX_SERVERS 5
+
+struct h_proc {
+    pid_t pid;                  /* 0 = not running (never started or reaped) */
+    int   status;               /* wait status once reaped */
+    char  name[32];             /* "coordinator", "server-0", ... */
+    char  log[512];             /* its log file */
+};
+
+struct h_cluster {
+    char cluster[64];           /* cluster name */
+    char zk[128];               /* "zk:127.0.0.1:PORT" */
+    int  port_base;             /* coordinator port; server i on port_base+1+i */
+    char dir[256];              /* temp dir holding the logs */
+    char memory[32];            /* --memory of servers started next (default "64M") */
+    char segment[32];           /* --segment-size (default "1M") */
+    struct h_proc coord;
+    struct h_proc servers[H_MAX_SERVERS];
+};
+
+/* Fill c from the environment and create its log dir.  Returns 0, or -1
+ * with the reason on stderr (e.g. CRAM_TEST_ZK unset). */
+int  h_init(struct h_cluster *c);
+/* Start the coordinator (with --reset when reset != 0: wipes the cluster's
+ * ZooKeeper tree).  Returns once its port accepts connections (0) or -1. */
+int  h_start_coordinator(struct h_cluster *c, int reset);
+/* Start server i with c->memory / c->segment.  Does not wait. */
+int  h_start_server(struct h_cluster *c, int i);
+/* Wait until the coordinator lists n servers as up on this cluster's server
+ * ports and a client can connect; timeout is scaled.  0 or -1. */
+int  h_wait_servers(struct h_cluster *c, int n, uint64_t timeout_ms);
+/* Coordinator (reset) + n servers + wait.  0 or -1 (logs dumped). */
+int  h_start_cluster(struct h_cluster *c, int n);
+
+/* Signal a process and reap it (sig = SIGKILL for kill -9).  Returns its
+ * wait status, or -1 if it was not running. */
+int  h_kill(struct h_proc *p, int sig);
+/* SIGTERM, wait (scaled 10 s), then SIGKILL.  Returns the wait status or -1. */
+int  h_stop(struct h_proc *p);
+/* SIGTERM every running server at once, then wait for each as h_stop does. */
+void h_stop_servers(struct h_cluster *c);
+/* 1 if the process is still running (reaps it if it exited). */
+int  h_alive(struct h_proc *p);
+/* Stop every process of the cluster (SIGTERM to all, then wait).  If bad != 0
+ * or a process exits abnormally (crash, sanitizer report, non-zero status),
+ * print the tail of every log to stderr and keep the dir, else remove it.
+ * Returns 1 if bad or a process exited abnormally, else 0: main's exit code. */
+int  h_finish(struct h_cluster *c, int bad);
+/* Print the last lines of every log of the cluster to stderr. */
+void h_dump_logs(const struct h_cluster *c);
+
+/* A new client handle on the cluster (NULL on failure, reason printed). */
+cram_client *h_connect(const struct h_cluster *c);
+
+/* ms times CRAM_TEST_TIME_SCALE. */
+uint64_t h_ms(uint64_t ms);
+/* Milliseconds on the monotonic clock. */
+uint64_t h_now_ms(void);
+/* Full path of a built program ("cram", "cram-server", ...). */
+const char *h_bin(const char *prog, char *buf, size_t len);
+
+/* Run argv[0] (a path) with argv, wait at most timeout_ms (scaled) and
+ * capture up to outlen-1 bytes of its stdout into out (NUL-terminated; out
+ * may be NULL).  stderr goes to this process's stderr.  Returns the exit
+ * code, 128+signal if it died of a signal, or -1 if it could not run or
+ * timed out (then it is killed). */
+int  h_run(char *const argv[], char *out, size_t outlen, uint64_t timeout_ms);
+
+/* A blocking TCP connection to 127.0.0.1:port with 5 s (scaled) send and
+ * receive timeouts, or -1. */
+int  h_tcp_connect(int port);
+
+#endif
