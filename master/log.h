@@ -39,7 +39,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/uio.h>
-#include "master/segment.h"
+#include "common/segment.h"
 
 typedef uint64_t log_ref;
 

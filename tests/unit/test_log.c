@@ -4,7 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "master/log.h"
-#include "master/segment.h"
+#include "common/segment.h"
 
 #define SEGSZ (64u * 1024)
 

@@ -1,5 +1,5 @@
 /* segment.c -- entry format, appends and verifying iteration (see segment.h). */
-#include "master/segment.h"
+#include "common/segment.h"
 
 #include <string.h>
 #include "common/crc32c.h"

@@ -28,8 +28,8 @@
  * segment).  Bytes below a writer's `used` never change again, so any thread
  * may read them once it has learned `used` through a proper hand-off.
  */
-#ifndef CRAM_MASTER_SEGMENT_H
-#define CRAM_MASTER_SEGMENT_H
+#ifndef CRAM_SEGMENT_H
+#define CRAM_SEGMENT_H
 
 #include <stdbool.h>
 #include <stddef.h>
@@ -183,4 +183,4 @@ bool seg_parse_object(const struct seg_entry *e, const struct seg_object **obj,
 bool seg_parse_tombstone(const struct seg_entry *e, const struct seg_tombstone **ts,
                          const uint8_t **key);
 
-#endif /* CRAM_MASTER_SEGMENT_H */
+#endif /* CRAM_SEGMENT_H */
