@@ -1,6 +1,7 @@
 /* zkstore.c -- ZooKeeper storage for the coordinator; see zkstore.h. */
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -176,6 +177,35 @@ int zks_ensure_layout(zks *z)
     return rc;
 }
 
+/* A leader record left by a process on this host that no longer exists
+ * (killed coordinator whose session has not expired yet) is deleted at once
+ * instead of waiting out the session timeout.  Safe even if the check is
+ * wrong (pid reuse): the old leader's writes are fenced by the epoch.
+ * Returns true if the record was removed. */
+static bool remove_dead_local_leader(zks *z, const char *leader)
+{
+    char buf[1024];
+    int len = (int)sizeof(buf);
+    struct Stat st;
+    if (zoo_get(z->zh, leader, 0, buf, &len, &st) != ZOK || len <= 0 || len >= (int)sizeof(buf))
+        return false;
+    Cram__LeaderRecord *rec = cram__leader_record__unpack(NULL, (size_t)len, (const uint8_t *)buf);
+    if (rec == NULL)
+        return false;
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    bool dead = rec->pid != 0 && (pid_t)rec->pid != getpid() && strcmp(rec->host, host) == 0 &&
+                kill((pid_t)rec->pid, 0) != 0 && errno == ESRCH;
+    bool removed = false;
+    if (dead && zoo_delete(z->zh, leader, st.version) == ZOK) {
+        CRAM_INFO("previous coordinator (pid %u on this host, epoch %lu) is gone; removed its leader record",
+                  rec->pid, (unsigned long)rec->epoch);
+        removed = true;
+    }
+    cram__leader_record__free_unpacked(rec, NULL);
+    return removed;
+}
+
 int zks_claim(zks *z, const char *locator, volatile int *stop)
 {
     char leader[ZKS_PATH_MAX], epoch[ZKS_PATH_MAX];
@@ -213,6 +243,8 @@ int zks_claim(zks *z, const char *locator, volatile int *stop)
             return ZOK;
         }
         if (res[0].err == ZNODEEXISTS) {
+            if (remove_dead_local_leader(z, leader))
+                continue;
             if (!waited++)
                 CRAM_INFO("another coordinator's leader record exists at %s; waiting for it to go away",
                           leader);

@@ -65,7 +65,8 @@ int zks_ensure_layout(zks *z);
 /* Become leader: wait while another leader record exists (polling every
  * 250 ms until *stop becomes non-zero, then returns ZCLOSING), then create
  * the ephemeral leader record {locator, epoch, pid, host} and bump the epoch
- * atomically. */
+ * atomically.  A record left by a dead process on this host is removed at
+ * once rather than waiting for its session to expire. */
 int zks_claim(zks *z, const char *locator, volatile int *stop);
 /* The epoch won by zks_claim (0 before). */
 uint64_t zks_epoch(const zks *z);

@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/wait.h>
 #include <zookeeper/zookeeper.h>
 
 #include "cram.pb-c.h"
@@ -386,6 +387,73 @@ static void test_zk_fencing(void)
     zks_close(a);
     CU_ASSERT_EQUAL(zks_wipe(b), ZOK);
     zks_close(b);
+}
+
+static void *set_flag_later(void *arg)
+{
+    usleep(600 * 1000);
+    *(volatile int *)arg = 1;
+    return NULL;
+}
+
+/* Write a leader record for pid on this host from a second session (it
+ * stays until that session ends). */
+static void fake_leader(zks *other, const char *root, uint32_t pid)
+{
+    char host[256] = "";
+    gethostname(host, sizeof(host) - 1);
+    Cram__LeaderRecord rec = CRAM__LEADER_RECORD__INIT;
+    rec.locator = "tcp:host=127.0.0.1,port=3";
+    rec.pid = pid;
+    rec.host = host;
+    rec.epoch = 99;
+    uint8_t buf[512];
+    size_t len = cram__leader_record__pack(&rec, buf);
+    char path[300];
+    snprintf(path, sizeof(path), "%s/coordinator", root);
+    CU_ASSERT_EQUAL(zoo_create((zhandle_t *)zks_raw(other), path, (const char *)buf, (int)len,
+                               &ZOO_OPEN_ACL_UNSAFE, ZOO_EPHEMERAL, NULL, 0), ZOK);
+}
+
+static void test_zk_claim_waits(void)
+{
+    const char *hosts = zk_hosts();
+    if (hosts == NULL)
+        return;
+    char cluster[64], err[256];
+    unique_cluster(cluster, sizeof(cluster), "claim");
+    zks *a = open_fresh(hosts, cluster);
+    if (a == NULL)
+        return;
+    zks *other = zks_open(hosts, cluster, 10000, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+
+    /* a live leader (our parent process, on this host): claim waits */
+    fake_leader(other, zks_root(a), (uint32_t)getppid());
+    volatile int stop = 0;
+    pthread_t t;
+    pthread_create(&t, NULL, set_flag_later, (void *)&stop);
+    uint64_t t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(zks_claim(a, "tcp:host=127.0.0.1,port=4", &stop), ZCLOSING);
+    CU_ASSERT(clock_mono_ms() - t0 >= 500);
+    pthread_join(t, NULL);
+    zks_close(other);
+
+    /* a leader record of a process that is gone: claimed at once */
+    other = zks_open(hosts, cluster, 10000, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(other);
+    pid_t child = fork();
+    if (child == 0)
+        _exit(0);
+    waitpid(child, NULL, 0);
+    fake_leader(other, zks_root(a), (uint32_t)child);
+    stop = 0;
+    t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(zks_claim(a, "tcp:host=127.0.0.1,port=4", &stop), ZOK);
+    CU_ASSERT(clock_mono_ms() - t0 < 2000);
+    zks_close(other);
+    CU_ASSERT_EQUAL(zks_wipe(a), ZOK);
+    zks_close(a);
 }
 
 /* ---- an in-process coordinator driven over TCP ---------------------------
@@ -876,6 +944,7 @@ int main(void)
     CU_pSuite zk = CU_add_suite("coordinator zookeeper (CRAM_TEST_ZK)", NULL, NULL);
     CU_add_test(zk, "write and reload", test_zk_write_reload);
     CU_add_test(zk, "fencing rejects a deposed leader", test_zk_fencing);
+    CU_add_test(zk, "claim waits for a live leader, not a dead one", test_zk_claim_waits);
     CU_add_test(zk, "coordinator RPCs, restart, re-sent ownership", test_coordinator_rpcs);
     CU_add_test(zk, "create rolled back when a master fails", test_create_rollback);
     CU_add_test(zk, "intent finished on reload", test_intent_finished_on_reload);
