@@ -610,6 +610,34 @@ static void test_service(void)
     CU_ASSERT_EQUAL(call_status(&trunc), CRAM_REQUEST_FORMAT_ERROR);
     free(trunc.p);
 
+    /* hostile messages through the whole service: every one gets a status */
+    {
+        uint64_t x = 0x9e3779b97f4a7c15ull;
+        int answered = 0;
+        for (int round = 0; round < 3000; round++) {
+            struct msg g = { 0 };
+            uint32_t n = 8 + (uint32_t)(round % 300);
+            g.p = malloc(n);
+            g.len = n;
+            for (uint32_t i = 0; i < n; i++) {
+                x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+                g.p[i] = (uint8_t)(x & 3 ? x & 0x07 : x >> 8);
+            }
+            struct wire_req_hdr gh = { .opcode = (uint16_t)(20 + round % 19), .service = WIRE_SVC_MASTER };
+            memcpy(g.p, &gh, sizeof gh);
+            if (round % 3 == 0 && n >= 16)     /* aim at this server */
+                memcpy(g.p + 8, &(uint64_t){ 42 }, 8);
+            int32_t gs = call_status(&g);
+            answered += gs >= 0 && gs <= CRAM_STATUS_MAX;
+            free(g.p);
+        }
+        CU_ASSERT_EQUAL(answered, 3000);
+        /* and the server still serves */
+        struct msg rd4 = mk_read(WIRE_OP_READ, 3, "a");
+        CU_ASSERT_EQUAL(call_status(&rd4), CRAM_OK);
+        free(rd4.p);
+    }
+
     /* drop tablet: objects gone, requests get UNKNOWN_TABLET */
     CU_ASSERT_EQUAL(take_tablet(WIRE_OP_DROP_TABLET, 3, 0, UINT64_MAX), CRAM_OK);
     CU_ASSERT_EQUAL(ht_count(om_hashtable(master_objmgr(ms))), 0);
