@@ -23,6 +23,8 @@ static const char *const status_text[CRAM_STATUS_MAX + 1] = {
     [CRAM_NO_MEMORY]               = "out of memory",
     [CRAM_NOT_FOUND]               = "not found",
     [CRAM_COORDINATOR_UNAVAILABLE] = "coordinator unavailable",
+    [CRAM_BACKUP_FULL]             = "backup storage full",
+    [CRAM_CALLER_NOT_IN_CLUSTER]   = "caller is not in the cluster",
 };
 
 static const char *const status_name[CRAM_STATUS_MAX + 1] = {
@@ -46,6 +48,8 @@ static const char *const status_name[CRAM_STATUS_MAX + 1] = {
     [CRAM_NO_MEMORY]               = "CRAM_NO_MEMORY",
     [CRAM_NOT_FOUND]               = "CRAM_NOT_FOUND",
     [CRAM_COORDINATOR_UNAVAILABLE] = "CRAM_COORDINATOR_UNAVAILABLE",
+    [CRAM_BACKUP_FULL]             = "CRAM_BACKUP_FULL",
+    [CRAM_CALLER_NOT_IN_CLUSTER]   = "CRAM_CALLER_NOT_IN_CLUSTER",
 };
 
 /* Statuses arrive from the network as int32: compare as unsigned so negative

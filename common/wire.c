@@ -12,6 +12,8 @@ const char *wire_opcode_name(uint16_t opcode)
     case WIRE_OP_GET_TABLE_ID:       return "GET_TABLE_ID";
     case WIRE_OP_GET_TABLE_CONFIG:   return "GET_TABLE_CONFIG";
     case WIRE_OP_LIST_TABLES:        return "LIST_TABLES";
+    case WIRE_OP_HINT_SERVER_CRASHED: return "HINT_SERVER_CRASHED";
+    case WIRE_OP_SET_MASTER_RECOVERY_INFO: return "SET_MASTER_RECOVERY_INFO";
     case WIRE_OP_TAKE_TABLET:        return "TAKE_TABLET";
     case WIRE_OP_DROP_TABLET:        return "DROP_TABLET";
     case WIRE_OP_GET_SERVER_STATS:   return "GET_SERVER_STATS";
@@ -24,6 +26,10 @@ const char *wire_opcode_name(uint16_t opcode)
     case WIRE_OP_MULTI_WRITE:        return "MULTI_WRITE";
     case WIRE_OP_MULTI_REMOVE:       return "MULTI_REMOVE";
     case WIRE_OP_ENUMERATE:          return "ENUMERATE";
+    case WIRE_OP_BACKUP_WRITE:       return "BACKUP_WRITE";
+    case WIRE_OP_BACKUP_FREE:        return "BACKUP_FREE";
+    case WIRE_OP_BACKUP_LIST:        return "BACKUP_LIST";
+    case WIRE_OP_BACKUP_READ:        return "BACKUP_READ";
     case WIRE_OP_ILLEGAL:            break;
     }
     return "ILLEGAL";

@@ -51,6 +51,8 @@ enum wire_opcode {
     WIRE_OP_GET_TABLE_ID        = 14, /* TableNameRequest -> TableIdResponse */
     WIRE_OP_GET_TABLE_CONFIG    = 15, /* TableConfigRequest -> TableConfig */
     WIRE_OP_LIST_TABLES         = 16, /* empty -> TableList */
+    WIRE_OP_HINT_SERVER_CRASHED = 17, /* ServerIdRequest -> empty: a server suspects a peer */
+    WIRE_OP_SET_MASTER_RECOVERY_INFO = 18, /* MasterRecoveryInfo -> empty */
 
     /* master service, control plane (coordinator -> master; protobuf) */
     WIRE_OP_TAKE_TABLET         = 20, /* TabletOwnership -> empty */
@@ -68,7 +70,13 @@ enum wire_opcode {
     WIRE_OP_MULTI_REMOVE        = 36,
     WIRE_OP_ENUMERATE           = 37,
 
-    WIRE_OP_ILLEGAL             = 38  /* sentinel: first invalid value */
+    /* backup service (packed structs below, except BACKUP_LIST's response) */
+    WIRE_OP_BACKUP_WRITE        = 40,
+    WIRE_OP_BACKUP_FREE         = 41,
+    WIRE_OP_BACKUP_LIST         = 42, /* struct wire_backup_list_req -> ReplicaList */
+    WIRE_OP_BACKUP_READ         = 43,
+
+    WIRE_OP_ILLEGAL             = 44  /* sentinel: first invalid value */
 };
 
 struct wire_req_hdr {
@@ -244,7 +252,88 @@ struct wire_enum_item {
     uint16_t pad;
 } WIRE_PACKED;
 
+/*
+ * Backup service.  A replica is named by (master id, segment id, epoch); the
+ * backup keeps at most one replica per (master id, segment id) -- a write with
+ * a higher epoch replaces an open replica of a lower one.
+ *
+ * BACKUP_WRITE: `length` data bytes follow; they go to [offset, offset+length)
+ * of the replica.  Writes of one replica arrive in order and offset must be
+ * <= the replica's current length (a re-sent range is overwritten).  With
+ * WIRE_BACKUP_OPEN the replica is created (idempotent for the same epoch;
+ * CRAM_BACKUP_FULL when storage is full, so the master picks another backup).
+ * With WIRE_BACKUP_CLOSE the replica is complete: no more writes, and it is
+ * moved to disk in the background.  `certificate` always describes the
+ * replica's first certificate.length bytes after this write; a backup that
+ * restarts trusts its bytes only up to the last certificate it stored.
+ * The response is a bare struct wire_resp_hdr, sent once the bytes are held
+ * as the cluster's durability level requires (memory, or fdatasync'ed).
+ * Writes from a master the backup's server list shows as crashed get
+ * CRAM_CALLER_NOT_IN_CLUSTER (no zombie writes).
+ */
+enum wire_backup_flags {
+    WIRE_BACKUP_OPEN  = 1,
+    WIRE_BACKUP_CLOSE = 2,
+    WIRE_BACKUP_SYNC  = 4,    /* fdatasync before answering (durability "sync") */
+};
+struct wire_certificate {
+    uint32_t length;
+    uint32_t crc32c;          /* see common/segment.h */
+} WIRE_PACKED;
+struct wire_backup_write_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;   /* the backup's server id */
+    uint64_t master_id;
+    uint64_t segment_id;
+    uint64_t epoch;
+    uint32_t offset;
+    uint32_t length;
+    uint32_t capacity;        /* with OPEN: the segment size to reserve */
+    uint32_t flags;           /* enum wire_backup_flags */
+    struct wire_certificate certificate;
+} WIRE_PACKED;
+
+/* BACKUP_FREE: drop every replica of (master_id, segment_id).  Freeing a
+ * replica the backup does not hold is CRAM_OK.  Response: wire_resp_hdr. */
+struct wire_backup_free_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t master_id;
+    uint64_t segment_id;
+} WIRE_PACKED;
+
+/* BACKUP_LIST: replicas held for master_id (0 = all).  Response:
+ * wire_resp_hdr + protobuf ReplicaList. */
+struct wire_backup_list_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t master_id;
+} WIRE_PACKED;
+
+/* BACKUP_READ: a whole replica.  Response: struct wire_backup_read_resp, then
+ * `length` bytes (the replica's bytes up to its last certificate). */
+struct wire_backup_read_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t master_id;
+    uint64_t segment_id;
+    uint64_t epoch;           /* 0 = whichever epoch is held */
+} WIRE_PACKED;
+struct wire_backup_read_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t length;
+    uint64_t epoch;
+    struct wire_certificate certificate;
+    uint8_t  closed;
+    uint8_t  pad[7];
+} WIRE_PACKED;
+
 _Static_assert(sizeof(struct wire_req_hdr) == 8, "wire_req_hdr");
+_Static_assert(sizeof(struct wire_backup_write_req) == 64, "wire_backup_write_req");
+_Static_assert(sizeof(struct wire_backup_free_req) == 32, "wire_backup_free_req");
+_Static_assert(sizeof(struct wire_backup_list_req) == 24, "wire_backup_list_req");
+_Static_assert(sizeof(struct wire_backup_read_req) == 40, "wire_backup_read_req");
+_Static_assert(sizeof(struct wire_backup_read_resp) == 32, "wire_backup_read_resp");
 _Static_assert(sizeof(struct wire_resp_hdr) == 4, "wire_resp_hdr");
 _Static_assert(sizeof(struct wire_reject_rules) == 16, "wire_reject_rules");
 _Static_assert(sizeof(struct wire_read_req) == 48, "wire_read_req");

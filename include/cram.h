@@ -79,7 +79,9 @@ typedef enum cram_status {
     CRAM_NO_MEMORY            = 17,
     CRAM_NOT_FOUND            = 18, /* a named thing (server, record) does not exist */
     CRAM_COORDINATOR_UNAVAILABLE = 19, /* no coordinator could be located */
-    CRAM_STATUS_MAX           = 19
+    CRAM_BACKUP_FULL          = 20, /* a backup's storage is full (internal; another is chosen) */
+    CRAM_CALLER_NOT_IN_CLUSTER = 21, /* the caller was declared crashed (internal) */
+    CRAM_STATUS_MAX           = 21
 } cram_status;
 
 /* Text for a status; never NULL ("unknown status" for out-of-range values). */
