@@ -122,6 +122,7 @@ void cram_disconnect(cram_client *c)
     if (c->coord)
         tp_session_close(c->coord);
     tp_loop_destroy(c->loop);
+    cl_async_free_all(c);          /* after the loop: its callbacks touch the ops */
     free(c->sess);
     free(c->rbuf);
     free(c);
@@ -198,6 +199,16 @@ static uint64_t cl_rand(cram_client *c)
     return c->rng * 0x2545f4914f6cdd1dull;
 }
 
+uint32_t cl_backoff_next_us(cram_client *c, struct cl_retry *r)
+{
+    /* uniform in [backoff/2, backoff] so retrying clients spread out */
+    uint32_t delay_us = r->backoff_us / 2 + (uint32_t)(cl_rand(c) % (r->backoff_us / 2 + 1));
+
+    r->backoff_us = r->backoff_us * 2 > CL_BACKOFF_CAP_US ? CL_BACKOFF_CAP_US
+                                                         : r->backoff_us * 2;
+    return delay_us;
+}
+
 int cl_backoff(cram_client *c, struct cl_retry *r)
 {
     uint64_t now = clock_mono_ms();
@@ -206,12 +217,9 @@ int cl_backoff(cram_client *c, struct cl_retry *r)
 
     if (now >= r->deadline_ms)
         return -1;
-    /* uniform in [backoff/2, backoff] so retrying clients spread out */
-    delay_us = r->backoff_us / 2 + cl_rand(c) % (r->backoff_us / 2 + 1);
+    delay_us = cl_backoff_next_us(c, r);
     if (delay_us / 1000 >= r->deadline_ms - now)
         delay_us = (r->deadline_ms - now) * 1000;
-    r->backoff_us = r->backoff_us * 2 > CL_BACKOFF_CAP_US ? CL_BACKOFF_CAP_US
-                                                         : r->backoff_us * 2;
     ts.tv_sec = (time_t)(delay_us / 1000000);
     ts.tv_nsec = (long)(delay_us % 1000000) * 1000;
     while (nanosleep(&ts, &ts) != 0 && errno == EINTR)

@@ -70,6 +70,13 @@ struct cram_client {
     size_t rcap;
     uint32_t rlen;
     uint64_t rng;
+    /* async.c: ops by state; every op ever allocated is on async_all */
+    struct cl_async *async_free;
+    struct cl_async *async_retry;   /* waiting for their back-off to pass */
+    struct cl_async *async_done;    /* callbacks not yet run */
+    struct cl_async *async_all;
+    size_t async_pending;           /* started, callback not yet run */
+    size_t async_inflight;          /* sent, transport callback not yet run */
 };
 
 /* Retry state of one library call. */
@@ -88,6 +95,10 @@ void        cl_retry_init(const cram_client *c, struct cl_retry *r);
  * deadline has passed (the caller then answers CRAM_TIMEOUT). */
 int         cl_backoff(cram_client *c, struct cl_retry *r);
 uint32_t    cl_rpc_timeout(const struct cl_retry *r);
+/* The next jittered back-off delay (advances r's back-off). */
+uint32_t    cl_backoff_next_us(cram_client *c, struct cl_retry *r);
+/* Free every async op of the handle (the loop must be gone). */
+void        cl_async_free_all(cram_client *c);
 /* Session slot for a locator (created on demand); -1 when out of memory. */
 int         cl_sess_slot(cram_client *c, const char *locator);
 /* Live session of a slot, opened on demand; NULL with *st on failure. */

@@ -341,6 +341,47 @@ typedef struct cram_server_stats {
 cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
                                   cram_server_stats *out);
 
+/* ---- additions: asynchronous operations ------------------------------- */
+
+/*
+ * Asynchronous single-object operations let one thread keep many requests
+ * in flight on one handle (the handle is still used by one thread only).
+ *
+ * An operation is described by a cram_multi_op (fields as for the
+ * multi-ops).  cram_async_read / _write / _remove start it and return at
+ * once; the op and every buffer it points to (key, value, buf) must stay
+ * valid and unchanged until its callback has run.  Callbacks run only
+ * inside cram_poll, on the calling thread, oldest completion first; when one
+ * runs, op->status, op->version and (reads) op->value_len_out and buf hold
+ * the result, exactly as for a multi-op element.  A callback may start new
+ * operations.  Retries (moved tablets, lost connections) happen inside, as
+ * for synchronous calls, until the handle's timeout counted from the start
+ * of the op (then op->status is CRAM_TIMEOUT).  Synchronous calls may be
+ * mixed in; they do not run callbacks.  Starting (or retrying) an op may
+ * block while the table's configuration is fetched from the coordinator
+ * (first use of a table, or after a tablet moved).  Ops still in flight when the handle
+ * is disconnected are dropped without their callbacks.
+ *
+ * Start returns CRAM_OK (the callback will run exactly once), or an error
+ * (CRAM_INVALID_ARGUMENT for a NULL c, op or fn, NULL key, key_len 0, NULL
+ * value/buf with a non-zero length; CRAM_REQUEST_TOO_LARGE; CRAM_NO_MEMORY),
+ * which is also stored in op->status; then the callback never runs.
+ */
+typedef void (*cram_async_fn)(void *arg, cram_multi_op *op);
+cram_status cram_async_read(cram_client *c, cram_multi_op *op, cram_async_fn fn, void *arg);
+cram_status cram_async_write(cram_client *c, cram_multi_op *op, cram_async_fn fn, void *arg);
+cram_status cram_async_remove(cram_client *c, cram_multi_op *op, cram_async_fn fn, void *arg);
+
+/*
+ * Wait for completions and run their callbacks.  Blocks at most timeout_ms
+ * (-1: until at least one callback ran or nothing is pending; 0: never
+ * blocks).  Returns the number of callbacks run (0 when none completed in
+ * time or nothing is pending), -1 for a NULL c.
+ */
+int cram_poll(cram_client *c, int timeout_ms);
+/* Operations started whose callbacks have not run yet (0 for NULL c). */
+size_t cram_async_pending(const cram_client *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -52,6 +52,7 @@ struct opts {
     int no_load;
     uint32_t batch;
     uint32_t poll_us;
+    uint32_t depth;     /* requests in flight per client (async API when > 1) */
     /* workload mix, fractions summing to 1 */
     double p_read, p_update, p_insert, p_rmw;
     int latest;     /* D: reads favour recently inserted keys */
@@ -80,6 +81,8 @@ static void usage(FILE *f)
         "  --no-load                  skip the preload phase\n"
         "  --batch N                  objects per multi-write while loading (default 200)\n"
         "  --poll-us N                client: spin N us after activity before blocking (default 0)\n"
+        "  --depth N                  requests in flight per client through the async API\n"
+        "                             (default 1; not with F or --peer)\n"
         "  --peer TARGET              benchmark Redis or memcached instead of cram\n"
         "  --json FILE                also write the results as JSON\n");
 }
@@ -207,6 +210,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->span = (uint32_t)n;
         } else if (!strcmp(a, "--batch") && n > 0 && n <= 4096) {
             o->batch = (uint32_t)n;
+        } else if (!strcmp(a, "--depth") && n > 0 && n <= 4096) {
+            o->depth = (uint32_t)n;
         } else if (!strcmp(a, "--poll-us") && n <= 1000000) {
             o->poll_us = (uint32_t)n;
         } else {
@@ -226,6 +231,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     if (o->key_size < 4u + (uint32_t)digits) {
         fprintf(stderr, "cram-bench: --key-size must be at least %d for %" PRIu64 " records\n",
                 4 + digits, o->records);
+        return -1;
+    }
+    if (!o->depth)
+        o->depth = 1;
+    if (o->depth > 1 && (o->peer || o->p_rmw > 0)) {
+        fprintf(stderr, "cram-bench: --depth > 1 needs cram (not --peer) and a workload without "
+                        "read-modify-write\n");
         return -1;
     }
     if (o->peer && o->key_size > 250) {
@@ -336,6 +348,7 @@ struct worker {
     uint64_t table;
     uint64_t rng;
     uint64_t quota;             /* ops for this thread, 0 = until g_stop */
+    uint64_t issued;            /* async mode: ops started */
     uint64_t load_from, load_to;
     char *key;
     char *val;
@@ -470,9 +483,123 @@ static void run_one(struct worker *w)
     }
 }
 
+/* ---- async mode (--depth > 1): depth requests in flight per handle ---- */
+
+struct slot {
+    struct worker *w;
+    cram_multi_op op;
+    int kind;
+    uint64_t t0;
+    char *key;
+    char *val;
+    char *buf;
+};
+
+static void slot_start(struct slot *s);
+
+static void slot_done(void *arg, cram_multi_op *op)
+{
+    struct slot *s = arg;
+    struct worker *w = s->w;
+
+    if (op->status == CRAM_OK || (s->kind == OP_READ && op->status == CRAM_OBJECT_DOESNT_EXIST)) {
+        if (op->status != CRAM_OK)
+            w->not_found++;
+        cl_hist_record(&w->hist[s->kind], clock_mono_ns() - s->t0);
+        w->count[s->kind]++;
+        w->total++;
+    } else {
+        note_error(w, s->kind, cram_strerror(op->status));
+    }
+    slot_start(s);
+}
+
+static void slot_start(struct slot *s)
+{
+    struct worker *w = s->w;
+    const struct opts *o = w->o;
+    cram_status st;
+
+    if (atomic_load(&g_stop) || (w->quota && w->issued >= w->quota))
+        return;
+    w->issued++;
+    double u = rng_unit(&w->rng);
+    uint64_t idx;
+    if (u < o->p_read) {
+        s->kind = OP_READ;
+        idx = choose_key(w);
+    } else if (u < o->p_read + o->p_update) {
+        s->kind = OP_UPDATE;
+        idx = choose_key(w);
+    } else {
+        s->kind = OP_INSERT;
+        idx = atomic_fetch_add(&g_insert_next, 1);
+    }
+    make_key(o, idx, s->key);
+    memset(&s->op, 0, sizeof s->op);
+    s->op.table = w->table;
+    s->op.key = s->key;
+    s->op.key_len = (uint16_t)o->key_size;
+    s->t0 = clock_mono_ns();
+    if (s->kind == OP_READ) {
+        s->op.buf = s->buf;
+        s->op.buf_len = o->value_size;
+        st = cram_async_read(w->c, &s->op, slot_done, s);
+    } else {
+        if (o->value_size >= 8) {
+            uint64_t r = rng_next(&w->rng);
+            memcpy(s->val, &r, 8);
+        }
+        s->op.value = s->val;
+        s->op.value_len = o->value_size;
+        st = cram_async_write(w->c, &s->op, slot_done, s);
+    }
+    if (st != CRAM_OK)
+        note_error(w, s->kind, cram_strerror(st));  /* this slot stops */
+}
+
+static void worker_run_async(struct worker *w)
+{
+    const struct opts *o = w->o;
+    struct slot *slots = calloc(o->depth, sizeof *slots);
+    size_t vbytes = o->value_size ? o->value_size : 1;
+
+    if (!slots) {
+        note_error(w, OP_READ, "out of memory");
+        return;
+    }
+    for (uint32_t i = 0; i < o->depth; i++) {
+        slots[i].w = w;
+        slots[i].key = malloc(o->key_size);
+        slots[i].val = malloc(vbytes);
+        slots[i].buf = malloc(vbytes);
+        if (!slots[i].key || !slots[i].val || !slots[i].buf) {
+            note_error(w, OP_READ, "out of memory");
+            goto out_free;
+        }
+        memcpy(slots[i].val, w->val, vbytes);
+    }
+    for (uint32_t i = 0; i < o->depth; i++)
+        slot_start(&slots[i]);
+    while (cram_async_pending(w->c) > 0)
+        cram_poll(w->c, -1);
+out_free:
+    for (uint32_t i = 0; i < o->depth; i++) {
+        free(slots[i].key);
+        free(slots[i].val);
+        free(slots[i].buf);
+    }
+    free(slots);
+}
+
 static void *worker_run(void *arg)
 {
     struct worker *w = arg;
+
+    if (w->o->depth > 1) {
+        worker_run_async(w);
+        return NULL;
+    }
 
     if (w->quota) {
         for (uint64_t i = 0; i < w->quota && !atomic_load(&g_stop); i++)
@@ -651,10 +778,12 @@ static void policy_text(const struct opts *o, char *buf, size_t len)
     if (o->peer)
         snprintf(buf, len, "blocking read/write, one connection per thread");
     else if (o->poll_us)
-        snprintf(buf, len, "spin %u us after activity, then blocking epoll; one handle per thread",
-                 o->poll_us);
+        snprintf(buf, len, "spin %u us after activity, then blocking epoll; one handle per thread, "
+                 "%u request%s in flight per handle", o->poll_us, o->depth,
+                 o->depth == 1 ? "" : "s (async API)");
     else
-        snprintf(buf, len, "blocking epoll (no spinning); one handle per thread");
+        snprintf(buf, len, "blocking epoll (no spinning); one handle per thread, %u request%s in "
+                 "flight per handle", o->depth, o->depth == 1 ? "" : "s (async API)");
 }
 
 static void print_report(const struct opts *o, const struct result *r)
@@ -667,7 +796,7 @@ static void print_report(const struct opts *o, const struct result *r)
            o->key_size, o->value_size, o->latest ? "latest" : o->zipfian ? "zipfian 0.99"
                                                                             : "uniform",
            o->clients, o->clients == 1 ? "" : "s");
-    printf("client: %s, one request in flight per client\n", pol);
+    printf("client: %s\n", pol);
     if (!o->peer) {
         printf("server: polling %s\n", SERVER_POLICY);
         printf("durability: %s\n", DURABILITY_NOTE);
@@ -734,7 +863,7 @@ static int write_json(const struct opts *o, const struct result *r)
             o->latest ? "latest" : o->zipfian ? "zipfian" : "uniform", o->clients);
     fprintf(f, "  \"client_polling\": ");
     json_str(f, pol);
-    fprintf(f, ",\n  \"client_poll_us\": %u,\n", o->poll_us);
+    fprintf(f, ",\n  \"client_poll_us\": %u,\n  \"depth\": %u,\n", o->poll_us, o->depth);
     fprintf(f, "  \"server_polling\": ");
     json_str(f, SERVER_POLICY);
     fprintf(f, ",\n  \"durability\": ");

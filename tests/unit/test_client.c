@@ -659,6 +659,70 @@ static void test_hist(void)
     CU_ASSERT_EQUAL(cl_hist_percentile(&h2, 50), UINT64_MAX);
 }
 
+/* ---- async -------------------------------------------------------------- */
+
+static int async_calls;
+static cram_status async_last;
+
+static void async_cb(void *arg, cram_multi_op *op)
+{
+    (void)arg;
+    async_calls++;
+    async_last = op->status;
+}
+
+static void test_async(void)
+{
+    cram_client *c;
+    cram_multi_op op;
+    static char big[CRAM_MAX_VALUE_LEN + 1];
+
+    memset(&op, 0, sizeof op);
+    op.table = 1;
+    op.key = "k";
+    op.key_len = 1;
+    CU_ASSERT_EQUAL(cram_async_read(NULL, &op, async_cb, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_poll(NULL, 0), -1);
+    CU_ASSERT_EQUAL(cram_async_pending(NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(cl_client_new(NOWHERE, NULL, &c), CRAM_OK);
+    cram_set_timeout(c, 200);
+    CU_ASSERT_EQUAL(cram_async_read(c, NULL, async_cb, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_async_read(c, &op, NULL, NULL), CRAM_INVALID_ARGUMENT);
+    op.key_len = 0;
+    CU_ASSERT_EQUAL(cram_async_write(c, &op, async_cb, NULL), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(op.status, CRAM_INVALID_ARGUMENT);
+    op.key_len = 1;
+    op.key = NULL;
+    CU_ASSERT_EQUAL(cram_async_remove(c, &op, async_cb, NULL), CRAM_INVALID_ARGUMENT);
+    op.key = "k";
+    op.value = big;
+    op.value_len = sizeof big;
+    CU_ASSERT_EQUAL(cram_async_write(c, &op, async_cb, NULL), CRAM_REQUEST_TOO_LARGE);
+    op.value = NULL;
+    op.value_len = 0;
+    op.buf_len = 3;
+    CU_ASSERT_EQUAL(cram_async_read(c, &op, async_cb, NULL), CRAM_INVALID_ARGUMENT);
+    op.buf_len = 0;
+    CU_ASSERT_EQUAL(cram_async_pending(c), 0);
+    CU_ASSERT_EQUAL(cram_poll(c, 0), 0);           /* nothing pending: returns at once */
+    CU_ASSERT_EQUAL(cram_poll(c, -1), 0);
+    CU_ASSERT_EQUAL(async_calls, 0);                /* rejected ops never call back */
+
+    /* with nothing listening the op ends, by its callback, in CRAM_TIMEOUT */
+    CU_ASSERT_EQUAL(cram_async_read(c, &op, async_cb, NULL), CRAM_OK);
+    CU_ASSERT_EQUAL(cram_async_pending(c), 1);
+    uint64_t t0 = clock_mono_ms();
+    while (cram_async_pending(c) > 0 && clock_mono_ms() - t0 < 5000)
+        cram_poll(c, 100);
+    CU_ASSERT_EQUAL(async_calls, 1);
+    CU_ASSERT_EQUAL(async_last, CRAM_TIMEOUT);
+    CU_ASSERT_EQUAL(op.status, CRAM_TIMEOUT);
+    /* an op left in flight is dropped (no callback, no leak) at disconnect */
+    CU_ASSERT_EQUAL(cram_async_write(c, &op, async_cb, NULL), CRAM_OK);
+    cram_disconnect(c);
+    CU_ASSERT_EQUAL(async_calls, 1);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -679,6 +743,7 @@ int main(void)
     CU_add_test(s, "rules", test_rules);
     CU_add_test(s, "backoff_deadline", test_backoff_deadline);
     CU_add_test(s, "hist", test_hist);
+    CU_add_test(s, "async", test_async);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
