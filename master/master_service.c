@@ -33,6 +33,7 @@
 #define MASTER_DEFAULT_SEGMENT   (8u * 1024 * 1024)
 #define MASTER_DEFAULT_MEMORY    (1ull << 30)
 #define MASTER_ENUM_DEFAULT      (256u * 1024)     /* ENUMERATE max_bytes 0 */
+#define MULTI_PREFETCH           8                 /* multi-op items prefetched ahead */
 
 struct master_service {
     objmgr  *om;
@@ -239,7 +240,15 @@ static void handle_multi(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
     size_t off = sizeof(struct wire_multi_resp);
     struct mw_multi_item it;
     bool full = false;
+    /* a second cursor runs MULTI_PREFETCH items ahead, prefetching buckets,
+     * so the cache misses of consecutive items overlap */
+    struct mw_multi ahead = mm;
+    struct mw_multi_item ait;
+    for (int k = 0; k < MULTI_PREFETCH && mw_multi_next(&ahead, &ait) == 0; k++)
+        om_prefetch(m->om, ait.table_id, ait.key, ait.key_len);
     for (uint32_t i = 0; mw_multi_next(&mm, &it) == 0; i++) {
+        if (mw_multi_next(&ahead, &ait) == 0)
+            om_prefetch(m->om, ait.table_id, ait.key, ait.key_len);
         struct wire_multi_resp_item ri = { .status = (int32_t)it.status, .value_len = 0, .version = 0 };
         const void *val = NULL;
         uint32_t vlen = 0;

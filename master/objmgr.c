@@ -263,6 +263,12 @@ cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_le
     return CRAM_OK;
 }
 
+void om_prefetch(const objmgr *om, uint64_t table, const void *key, uint16_t key_len)
+{
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    __builtin_prefetch(&om->ht->buckets[ht_bucket_index(om->ht, hash)]);
+}
+
 /* Append a new version of an object and index it.  slot is the hash-table
  * entry of the current version (NULL if none). */
 static cram_status put_object(objmgr *om, uint64_t hash, uint64_t table, const void *key,

@@ -102,6 +102,10 @@ cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t k
                          int64_t delta, const cram_reject_rules *rules,
                          int64_t *new_value, uint64_t *version);
 
+/* Start loading the hash bucket of a key into the cache (multi-ops call this
+ * a few items ahead so the cache misses of several items overlap). */
+void om_prefetch(const objmgr *om, uint64_t table, const void *key, uint16_t key_len);
+
 /* Reject-rule decision, exactly as in cram.h. */
 cram_status om_reject(const cram_reject_rules *rules, bool exists, uint64_t version);
 
