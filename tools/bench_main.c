@@ -335,6 +335,12 @@ static void make_key(const struct opts *o, uint64_t idx, char *key)
 
 /* ---- workers ------------------------------------------------------------ */
 
+/*
+ * Thread rules: the g_* counters are shared by all threads and only touched
+ * atomically.  A struct worker (its handle, buffers, counters, histograms)
+ * belongs to its thread while a phase runs; the main thread reads it only
+ * after pthread_join (and `finished`, an atomic, while it waits).
+ */
 static atomic_uint_fast64_t g_loaded;
 static atomic_uint_fast64_t g_insert_next;  /* next record index for INSERT */
 static atomic_int g_stop;
