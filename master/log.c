@@ -42,19 +42,23 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     }
 
     mlog *l = calloc(1, sizeof *l);
-    if (l == NULL)
-        goto fail;
+    if (l == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
     l->segs = calloc(n, sizeof *l->segs);
     l->digest_scratch = calloc(n, sizeof *l->digest_scratch);
-    if (l->segs == NULL || l->digest_scratch == NULL)
-        goto fail_meta;
+    if (l->segs == NULL || l->digest_scratch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto free_meta;
+    }
 
     size_t arena = (size_t)n * sb;
     l->map_bytes = arena + LOG_ARENA_ALIGN;
     void *m = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED) {
         snprintf(err, errlen, "mmap of %zu bytes for the log: %s", l->map_bytes, strerror(errno));
-        goto fail_meta_msg;
+        goto free_meta;
     }
     l->map_base = m;
     l->arena = (uint8_t *)(((uintptr_t)m + LOG_ARENA_ALIGN - 1) & ~(uintptr_t)(LOG_ARENA_ALIGN - 1));
@@ -78,12 +82,7 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     l->nfree = l->nsegs;
     return l;
 
-fail:
-    snprintf(err, errlen, "out of memory");
-    return NULL;
-fail_meta:
-    snprintf(err, errlen, "out of memory");
-fail_meta_msg:
+free_meta:
     free(l->digest_scratch);
     free(l->segs);
     free(l);

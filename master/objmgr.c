@@ -97,7 +97,7 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
                              .hugepages = cfg->hugepages, .master_id = cfg->master_id };
     om->log = log_create(&lc, err, errlen);
     if (om->log == NULL)
-        goto fail_om;
+        goto free_om;
     uint64_t nb = cfg->hash_buckets;
     if (nb == 0) {
         nb = cfg->memory_bytes / 512;
@@ -107,7 +107,7 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
     om->ht = ht_create(nb);
     if (om->ht == NULL) {
         snprintf(err, errlen, "out of memory for %llu hash buckets", (unsigned long long)nb);
-        goto fail_log;
+        goto destroy_log;
     }
     /* A value must fit a fresh head next to at least a 1-byte key; the key
      * and value together are checked against the segment at each write. */
@@ -117,9 +117,9 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
         om->max_value = (uint32_t)cap;
     return om;
 
-fail_log:
+destroy_log:
     log_destroy(om->log);
-fail_om:
+free_om:
     free(om);
     return NULL;
 }
