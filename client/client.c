@@ -393,7 +393,9 @@ cram_status cl_coord_call(cram_client *c, struct cl_retry *r, uint16_t opcode,
             if (st == CRAM_OK) {
                 if (cl_parse_status(c->rbuf, c->rlen, &sst) != 0)
                     return CRAM_INTERNAL_ERROR;
-                if (sst != CRAM_RETRY) {
+                /* reroute statuses never reach callers; from the
+                 * coordinator they can only mean "try again" */
+                if (!cl_status_is_reroute(sst)) {
                     *resp_body = c->rbuf + sizeof(struct wire_resp_hdr);
                     *resp_body_len = c->rlen - sizeof(struct wire_resp_hdr);
                     return sst;
