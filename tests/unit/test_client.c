@@ -569,6 +569,66 @@ static void test_parse_enum(void)
     CU_ASSERT_EQUAL(count, 0);
 }
 
+/* Random and bit-flipped responses: every parser answers 0 or -1, and on 0
+ * everything it points at lies inside the buffer. */
+static void test_parse_garbage(void)
+{
+    uint8_t m[256];
+    uint64_t rng = 0x1234567;
+    int accepted = 0;
+
+    for (int iter = 0; iter < 200000; iter++) {
+        uint32_t len;
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        if (iter % 2) {
+            len = (uint32_t)(rng % sizeof m);
+            for (uint32_t i = 0; i < len; i++)
+                m[i] = (uint8_t)(rng >> (i % 56)) ^ (uint8_t)i;
+            /* mostly small statuses and counts, so deeper paths get reached */
+            if (len >= 8 && (rng & 4)) {
+                m[0] = (uint8_t)(rng % 20);
+                m[1] = m[2] = m[3] = 0;
+                m[4] = (uint8_t)(rng % 3);
+                m[5] = m[6] = m[7] = 0;
+            }
+        } else {
+            len = mk_multi(m, 1);
+            m[rng % len] ^= (uint8_t)(1u << ((rng >> 8) % 8));
+            len -= (uint32_t)((rng >> 16) % 2);
+        }
+        cram_status st;
+        uint64_t ver;
+        int64_t nv;
+        const uint8_t *val;
+        uint32_t vl;
+        const uint8_t *items;
+        uint32_t count;
+        uint64_t next;
+        int done;
+        if (cl_parse_read(m, len, &st, &ver, &val, &vl) == 0) {
+            accepted++;
+            CU_ASSERT_TRUE(st <= CRAM_STATUS_MAX);
+            if (val)
+                CU_ASSERT_TRUE(val >= m && val + vl <= m + len);
+        }
+        if (cl_parse_write(m, len, &st, &ver) == 0)
+            CU_ASSERT_TRUE(st <= CRAM_STATUS_MAX);
+        if (cl_parse_incr(m, len, &st, &ver, &nv) == 0)
+            CU_ASSERT_TRUE(st <= CRAM_STATUS_MAX);
+        for (uint32_t want = 0; want < 3; want++) {
+            if (cl_parse_multi(m, len, (int)(want & 1), want, &st, &items) == 0 && items)
+                CU_ASSERT_TRUE(items >= m && items <= m + len);
+        }
+        if (cl_parse_enum(m, len, &st, &count, &next, &done, &items) == 0 && items) {
+            CU_ASSERT_TRUE(items >= m && items <= m + len);
+            CU_ASSERT_TRUE(done == 0 || done == 1);
+        }
+    }
+    CU_ASSERT_TRUE(accepted > 0);       /* the generator does reach valid shapes */
+}
+
 static void test_rules(void)
 {
     struct wire_reject_rules w;
@@ -740,6 +800,7 @@ int main(void)
     CU_add_test(s, "parse_write_incr", test_parse_write_incr);
     CU_add_test(s, "parse_multi", test_parse_multi);
     CU_add_test(s, "parse_enum", test_parse_enum);
+    CU_add_test(s, "parse_garbage", test_parse_garbage);
     CU_add_test(s, "rules", test_rules);
     CU_add_test(s, "backoff_deadline", test_backoff_deadline);
     CU_add_test(s, "hist", test_hist);
