@@ -510,6 +510,114 @@ static void test_live_bytes(void)
     om_destroy(om);
 }
 
+/* Random writes / removes / increments / reads over 300 keys against a
+ * reference model, until the log is full and beyond; a few overflow-heavy
+ * buckets.  Checks values, versions, statuses and object counts. */
+struct model_obj {
+    bool exists;
+    uint64_t version;
+    uint32_t len;
+    uint8_t val[64];
+};
+
+static void test_random_model(void)
+{
+    enum { K = 300 };
+    objmgr *om = mk(24, 16);     /* 16 buckets: long chains */
+    struct model_obj *mo = calloc(K, sizeof *mo);
+    uint64_t safe = 0, x = 12345;
+    int full_seen = 0, mism = 0;
+    for (int step = 0; step < 60000; step++) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        int k = (int)(x % K);
+        char key[16];
+        snprintf(key, sizeof key, "r%d", k);
+        uint16_t kl = (uint16_t)strlen(key);
+        int op = (int)((x >> 20) % 10);
+        uint64_t v = 0;
+        cram_status st;
+        struct model_obj *o = &mo[k];
+        if (op < 4) {                       /* write 0..63 bytes */
+            uint8_t buf[64];
+            uint32_t len = (uint32_t)((x >> 30) % 64);
+            for (uint32_t i = 0; i < len; i++)
+                buf[i] = (uint8_t)(x >> (i % 50));
+            st = om_write(om, T1, key, kl, buf, len, NULL, &v);
+            if (st == CRAM_NO_TABLE_SPACE) {
+                full_seen++;
+                continue;
+            }
+            uint64_t want = (o->exists && o->version > safe ? o->version : safe) + 1;
+            mism += st != CRAM_OK || v != want;
+            o->exists = true;
+            o->version = v;
+            o->len = len;
+            memcpy(o->val, buf, len);
+        } else if (op < 6) {                /* remove */
+            st = om_remove(om, T1, key, kl, NULL, &v);
+            if (st == CRAM_NO_TABLE_SPACE) {
+                full_seen++;
+                mism += !o->exists;         /* only existing objects need a tombstone */
+                continue;
+            }
+            mism += st != CRAM_OK || v != (o->exists ? o->version : 0);
+            if (o->exists && o->version > safe)
+                safe = o->version;
+            o->exists = false;
+        } else if (op < 7) {                /* increment */
+            int64_t nv;
+            st = om_increment(om, T1, key, kl, 3, NULL, &nv, &v);
+            if (o->exists && o->len != 8) {
+                mism += st != CRAM_INVALID_OBJECT;
+                continue;
+            }
+            if (st == CRAM_NO_TABLE_SPACE) {
+                full_seen++;
+                continue;
+            }
+            int64_t old = 0;
+            if (o->exists)
+                memcpy(&old, o->val, 8);
+            uint64_t want = (o->exists && o->version > safe ? o->version : safe) + 1;
+            mism += st != CRAM_OK || nv != old + 3 || v != want;
+            o->exists = true;
+            o->version = v;
+            o->len = 8;
+            memcpy(o->val, &nv, 8);
+        } else {                            /* read */
+            const void *p;
+            uint32_t len;
+            st = om_read(om, T1, key, kl, NULL, &v, &p, &len);
+            if (!o->exists)
+                mism += st != CRAM_OBJECT_DOESNT_EXIST;
+            else
+                mism += st != CRAM_OK || v != o->version || len != o->len ||
+                        memcmp(p, o->val, len) != 0;
+        }
+        CU_ASSERT_EQUAL_FATAL(mism, 0);
+    }
+    CU_ASSERT(full_seen > 0);
+    CU_ASSERT(full_seen < 20000);    /* the log filled late: most steps ran normally */
+    /* final sweep */
+    uint64_t live = 0;
+    for (int k = 0; k < K; k++) {
+        char key[16];
+        snprintf(key, sizeof key, "r%d", k);
+        const void *p;
+        uint32_t len;
+        uint64_t v;
+        cram_status st = om_read(om, T1, key, (uint16_t)strlen(key), NULL, &v, &p, &len);
+        CU_ASSERT_EQUAL(st, mo[k].exists ? CRAM_OK : CRAM_OBJECT_DOESNT_EXIST);
+        live += mo[k].exists;
+    }
+    struct om_stats sts;
+    om_get_stats(om, &sts);
+    CU_ASSERT_EQUAL(sts.objects, live);
+    CU_ASSERT_EQUAL(seg_live_sum(om), sts.live_bytes);
+    free(mo);
+    om_destroy(om);
+}
+
 static void test_full_log(void)
 {
     objmgr *om = mk(4, 0);
@@ -566,6 +674,7 @@ int main(void)
     CU_add_test(s, "enumerate", test_enumerate);
     CU_add_test(s, "keys near the segment size", test_long_keys);
     CU_add_test(s, "per-segment live bytes", test_live_bytes);
+    CU_add_test(s, "random ops against a model", test_random_model);
     CU_add_test(s, "full log", test_full_log);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
