@@ -53,6 +53,7 @@ struct opts {
     uint32_t batch;
     uint32_t poll_us;
     uint32_t depth;     /* requests in flight per client (async API when > 1) */
+    double rate;        /* offered load, ops/s over all clients; 0 = as fast as possible */
     /* workload mix, fractions summing to 1 */
     double p_read, p_update, p_insert, p_rmw;
     int latest;     /* D: reads favour recently inserted keys */
@@ -81,6 +82,8 @@ static void usage(FILE *f)
         "  --no-load                  skip the preload phase\n"
         "  --batch N                  objects per multi-write while loading (default 200)\n"
         "  --poll-us N                client: spin N us after activity before blocking (default 0)\n"
+        "  --rate OPS                 fixed offered load (ops/s over all clients; depth 1);\n"
+        "                             latency counts from each op's scheduled start\n"
         "  --depth N                  requests in flight per client through the async API\n"
         "                             (default 1; not with F or --peer)\n"
         "  --peer TARGET              benchmark Redis or memcached instead of cram\n"
@@ -186,6 +189,13 @@ static int parse_opts(int argc, char **argv, struct opts *o)
                 fprintf(stderr, "cram-bench: unknown distribution '%s'\n", v);
                 return -1;
             }
+        } else if (!strcmp(a, "--rate")) {
+            char *end;
+            o->rate = strtod(v, &end);
+            if (*end || !(o->rate > 0)) {
+                fprintf(stderr, "cram-bench: bad --rate '%s'\n", v);
+                return -1;
+            }
         } else if (!strcmp(a, "--duration")) {
             char *end;
             o->duration = strtod(v, &end);
@@ -235,6 +245,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     }
     if (!o->depth)
         o->depth = 1;
+    if (o->rate > 0 && o->depth > 1) {
+        fprintf(stderr, "cram-bench: --rate works with --depth 1\n");
+        return -1;
+    }
     if (o->depth > 1 && (o->peer || o->p_rmw > 0)) {
         fprintf(stderr, "cram-bench: --depth > 1 needs cram (not --peer) and a workload without "
                         "read-modify-write\n");
@@ -448,11 +462,13 @@ static int do_write(struct worker *w, int op, uint64_t idx)
     return 0;
 }
 
-static void run_one(struct worker *w)
+/* One operation; its latency counts from t0 (the scheduled start under
+ * --rate, so time spent behind schedule is not hidden; else now). */
+static void run_one(struct worker *w, uint64_t t0)
 {
     const struct opts *o = w->o;
     double u = rng_unit(&w->rng);
-    uint64_t t0 = clock_mono_ns();
+
     int op;
     int rc;
 
@@ -607,12 +623,22 @@ static void *worker_run(void *arg)
         return NULL;
     }
 
-    if (w->quota) {
-        for (uint64_t i = 0; i < w->quota && !atomic_load(&g_stop); i++)
-            run_one(w);
-    } else {
-        while (!atomic_load(&g_stop))
-            run_one(w);
+    /* open loop under --rate: op i is due at start + i * interval */
+    uint64_t interval = w->o->rate > 0 ? (uint64_t)(1e9 * w->o->clients / w->o->rate) : 0;
+    uint64_t due = clock_mono_ns() + (interval ? rng_next(&w->rng) % interval : 0);
+    for (uint64_t i = 0; !atomic_load(&g_stop) && (!w->quota || i < w->quota); i++) {
+        if (!interval) {
+            run_one(w, clock_mono_ns());
+            continue;
+        }
+        uint64_t now = clock_mono_ns();
+        if (now < due) {
+            struct timespec ts = { (time_t)((due - now) / 1000000000u),
+                                   (long)((due - now) % 1000000000u) };
+            nanosleep(&ts, NULL);
+        }
+        run_one(w, due);
+        due += interval;
     }
     return NULL;
 }
@@ -803,6 +829,8 @@ static void print_report(const struct opts *o, const struct result *r)
                                                                             : "uniform",
            o->clients, o->clients == 1 ? "" : "s");
     printf("client: %s\n", pol);
+    if (o->rate > 0)
+        printf("offered load: %.0f ops/s (open loop; latency from scheduled start)\n", o->rate);
     if (!o->peer) {
         printf("server: polling %s\n", SERVER_POLICY);
         printf("durability: %s\n", DURABILITY_NOTE);
@@ -869,7 +897,8 @@ static int write_json(const struct opts *o, const struct result *r)
             o->latest ? "latest" : o->zipfian ? "zipfian" : "uniform", o->clients);
     fprintf(f, "  \"client_polling\": ");
     json_str(f, pol);
-    fprintf(f, ",\n  \"client_poll_us\": %u,\n  \"depth\": %u,\n", o->poll_us, o->depth);
+    fprintf(f, ",\n  \"client_poll_us\": %u,\n  \"depth\": %u,\n  \"offered_ops\": %.1f,\n",
+            o->poll_us, o->depth, o->rate);
     fprintf(f, "  \"server_polling\": ");
     json_str(f, SERVER_POLICY);
     fprintf(f, ",\n  \"durability\": ");
