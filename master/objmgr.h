@@ -83,9 +83,12 @@ const struct om_tablet *om_tablet_get(const objmgr *om, uint32_t i);
 
 /* ---- operations -------------------------------------------------------- */
 /* rules may be NULL.  Out-pointers may be NULL.  Keys: 1..65535 bytes (the
- * wire parser checks); values <= om_max_value_bytes (else
- * CRAM_REQUEST_TOO_LARGE).  *version is set also when a reject rule refuses
- * an existing object (its current version; 0 if it does not exist). */
+ * wire parser checks); values <= om_max_value_bytes, and key + value (and
+ * the key's later tombstone) must fit a fresh segment, else
+ * CRAM_REQUEST_TOO_LARGE.  Every op answers CRAM_UNKNOWN_TABLET / CRAM_RETRY
+ * per om_check_tablet, and CRAM_NO_TABLE_SPACE when the log is full (nothing
+ * changed).  *version is the new version on success, else the current one
+ * (0 if the object does not exist). */
 
 cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_len,
                     const cram_reject_rules *rules, uint64_t *version,
