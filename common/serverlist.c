@@ -172,7 +172,7 @@ static cram_status sl_build(const server_list *sl, const Cram__ServerList *l,
         return CRAM_NO_MEMORY;
     }
     size_t n = 0, m = 0;
-    if (!l->full) {
+    if (!l->full && sl->n > 0) {
         memcpy(v, sl->v, sl->n * sizeof(*v));
         n = sl->n;
     }
