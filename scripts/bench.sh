@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# bench.sh -- the measurements behind docs/benchmarks.md, in one run on one
+# machine: cram next to redis-server and memcached (-t 1) driven by the same
+# load generator (cram-bench, --peer for the peers), and the kernel's TCP
+# ping-pong floor (cram-pingpong).
+#
+#   bench.sh [--bin DIR] [--duration S] [--records N] [--port-base P] [--out FILE]
+#
+#   --bin DIR       release build directory [<repo>/build]
+#   --duration S    seconds per measurement [5]
+#   --records N     records loaded [100000]
+#   --port-base P   ports P..P+30 on 127.0.0.1 [23500]
+#   --out FILE      also write the markdown table here
+#
+# Workload: 30-byte keys, 100-byte values, uniform keys; latency at 1 client
+# (pure reads, pure writes), throughput at 16 clients.  cram runs one server
+# (R=0: nothing to replicate) twice: --poll-us 0 (blocks at once) and the
+# default --poll-us.  Clients always block in epoll/read (no spinning).
+# Needs redis-server and memcached (scripts/deps.sh --bench).
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+bin="$repo/build"; dur=5; records=100000; pb=23500; out=""
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin="$2"; shift 2;;
+    --duration) dur="$2"; shift 2;;
+    --records) records="$2"; shift 2;;
+    --port-base) pb="$2"; shift 2;;
+    --out) out="$2"; shift 2;;
+    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    *) echo "bench.sh: unknown option $1" >&2; exit 2;;
+  esac
+done
+for p in cram-bench cram-pingpong cram-server cram-coordinator; do
+  [ -x "$bin/$p" ] || { echo "bench.sh: $bin/$p missing (build a release build first)" >&2; exit 1; }
+done
+command -v redis-server >/dev/null && command -v memcached >/dev/null ||
+  { echo "bench.sh: needs redis-server and memcached: scripts/deps.sh --bench" >&2; exit 1; }
+
+work=$(mktemp -d /tmp/cram-bench.XXXXXX)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  "$repo/scripts/cluster.sh" stop --dir "$work/cluster" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+rows=()
+# run NAME TARGET-ARGS...: read latency @1, write latency @1, read throughput @16
+measure() {
+  local name="$1"; shift
+  local r1 w1 r16
+  "$bin/cram-bench" "$@" --workload write --records "$records" --clients 1 --duration "$dur" \
+      --distribution uniform > "$work/w1.txt" 2>&1
+  "$bin/cram-bench" "$@" --workload read --records "$records" --clients 1 --duration "$dur" \
+      --distribution uniform --no-load > "$work/r1.txt" 2>&1
+  "$bin/cram-bench" "$@" --workload read --records "$records" --clients 16 --duration "$dur" \
+      --distribution uniform --no-load > "$work/r16.txt" 2>&1
+  # op count ops/s mean p50 p99 p99.9 max errors
+  r1=$(awk '$1=="READ"{print $5" / "$6}' "$work/r1.txt")
+  w1=$(awk '$1=="UPDATE"||$1=="WRITE"{print $5" / "$6}' "$work/w1.txt")
+  r16=$(awk '$1=="READ"{print $3}' "$work/r16.txt")
+  rows+=("| $name | $r1 | $w1 | $r16 |")
+  echo "$name: read p50/p99 us $r1; write p50/p99 us $w1; read ops/s @16 $r16" >&2
+}
+
+# the floor
+floor1=$("$bin/cram-pingpong" --clients 1 --duration "$dur")
+floor16=$("$bin/cram-pingpong" --clients 16 --duration "$dur")
+fl_p50=$(sed -E 's/.*p50_us=([0-9.]+).*/\1/' <<<"$floor1")
+fl_p99=$(sed -E 's/.*p99_us=([0-9.]+).*/\1/' <<<"$floor1")
+fl_ops=$(sed -E 's/.*ops_s=([0-9]+).*/\1/' <<<"$floor16")
+rows+=("| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | - | $fl_ops |")
+
+redis-server --port $((pb+2)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  > "$work/redis.log" 2>&1 & pids+=($!)
+memcached -u root -l 127.0.0.1 -p $((pb+3)) -t 1 -m 1024 > "$work/memcached.log" 2>&1 & pids+=($!)
+sleep 0.5
+measure "redis-server 7 (1 thread)" --peer "redis:127.0.0.1:$((pb+2))"
+measure "memcached 1.6 (-t 1)" --peer "memcached:127.0.0.1:$((pb+3))"
+
+for poll in 0 default; do
+  popt=(); [ "$poll" = default ] || popt=(--poll-us "$poll")
+  "$repo/scripts/cluster.sh" start --servers 1 --port-base "$pb" --dir "$work/cluster" \
+      --memory 1G --cluster bench --bin "$bin" "${popt[@]}" > "$work/cluster.txt"
+  measure "cram, 1 server, --poll-us $poll" -C "zk:127.0.0.1:$pb" --cluster bench
+  "$repo/scripts/cluster.sh" stop --dir "$work/cluster" > /dev/null
+done
+
+table=$(printf '%s\n' "| system | read p50 / p99 (us), 1 client | write p50 / p99 (us), 1 client | read ops/s, 16 clients |" \
+  "|---|---|---|---|" "${rows[@]}")
+echo "$table"
+[ -z "$out" ] || echo "$table" > "$out"
