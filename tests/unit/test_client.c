@@ -9,6 +9,9 @@
  * not pass.
  */
 #include <CUnit/Basic.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -17,6 +20,7 @@
 #include "common/clock.h"
 #include "common/keyhash.h"
 #include "cram.h"
+#include "cram.pb-c.h"
 
 #define NOWHERE "tcp:host=127.0.0.1,port=1"
 
@@ -783,6 +787,475 @@ static void test_async(void)
     CU_ASSERT_EQUAL(async_calls, 1);
 }
 
+/* ---- retry logic against a scripted server ------------------------------
+ *
+ * A fault-injecting server on its own thread and tp_loop speaks the real
+ * wire protocol (coordinator + master ops) for one table, id 5, so the
+ * library's hiding of reroutes, its handling of garbled answers and of
+ * tablets that split between calls can be checked -- things a healthy
+ * cluster never does on demand.  Config 0: one tablet [0, MAX] on server 7;
+ * config 1: [0, 2^63-1] on server 7 and [2^63, MAX] on server 8 (both at
+ * this one locator).
+ */
+#define FK_TABLE 5
+#define FK_NKEYS 40
+#define FK_SPLIT (1ull << 63)
+
+struct fake {
+    tp_loop *loop;
+    tp_listener *ls;
+    char loc[128];
+    pthread_t th;
+    atomic_int stop;
+    atomic_int config;
+    atomic_int reroute_next;    /* data requests to answer UNKNOWN_TABLET */
+    atomic_int malformed_next;  /* data requests to answer with a bad body */
+    atomic_int reroute_items;   /* multi items to answer UNKNOWN_TABLET */
+    atomic_int config_fetches;
+    atomic_int wrong_server;    /* WRONG_SERVER answers given */
+    char keys[FK_NKEYS][16];    /* sorted by hash */
+    uint64_t hash[FK_NKEYS];
+};
+
+static struct fake fk;
+
+static uint64_t fk_owner(uint64_t h)
+{
+    return atomic_load(&fk.config) == 1 && h >= FK_SPLIT ? 8 : 7;
+}
+
+static void fk_reply_status(tp_rpc *rpc, cram_status st)
+{
+    struct wire_resp_hdr h = { .status = st };
+    struct iovec iov = { &h, sizeof h };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+static void fk_config(tp_rpc *rpc, const uint8_t *body, size_t len)
+{
+    Cram__TableConfigRequest *rq = cram__table_config_request__unpack(NULL, len, body);
+    uint64_t id = rq ? rq->table_id : 0;
+
+    if (rq)
+        cram__table_config_request__free_unpacked(rq, NULL);
+    atomic_fetch_add(&fk.config_fetches, 1);
+    if (id != FK_TABLE) {
+        fk_reply_status(rpc, CRAM_TABLE_DOESNT_EXIST);
+        return;
+    }
+    Cram__Tablet t[2] = { CRAM__TABLET__INIT, CRAM__TABLET__INIT };
+    Cram__TabletLocation tl[2] = { CRAM__TABLET_LOCATION__INIT, CRAM__TABLET_LOCATION__INIT };
+    Cram__TabletLocation *tlp[2] = { &tl[0], &tl[1] };
+    char *locs[1] = { fk.loc };
+    Cram__TableConfig cfg = CRAM__TABLE_CONFIG__INIT;
+    int split = atomic_load(&fk.config) == 1;
+    for (int i = 0; i < 2; i++) {
+        t[i].table_id = FK_TABLE;
+        tl[i].tablet = &t[i];
+        tl[i].n_locators = 1;
+        tl[i].locators = locs;
+    }
+    t[0].start_hash = 0;
+    t[0].end_hash = split ? FK_SPLIT - 1 : UINT64_MAX;
+    t[0].server_id = 7;
+    t[1].start_hash = FK_SPLIT;
+    t[1].end_hash = UINT64_MAX;
+    t[1].server_id = 8;
+    cfg.table_id = FK_TABLE;
+    cfg.n_tablets = split ? 2 : 1;
+    cfg.tablets = tlp;
+    uint8_t out[512];
+    struct wire_resp_hdr h = { .status = CRAM_OK };
+    memcpy(out, &h, sizeof h);
+    size_t n = cram__table_config__pack(&cfg, out + sizeof h);
+    struct iovec iov = { out, sizeof h + n };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+/* An injected fault for a data request, or CRAM_OK. */
+static cram_status fk_fault(void)
+{
+    if (atomic_load(&fk.reroute_next) > 0) {
+        atomic_fetch_sub(&fk.reroute_next, 1);
+        return CRAM_UNKNOWN_TABLET;
+    }
+    return CRAM_OK;
+}
+
+static void fk_read(tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_read_req rq;
+
+    if (len < sizeof rq) {
+        fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&rq, req, sizeof rq);
+    if (rq.key_len != len - sizeof rq) {
+        fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    cram_status st = fk_fault();
+    if (st != CRAM_OK) {
+        fk_reply_status(rpc, st);
+        return;
+    }
+    struct wire_read_resp r = { .hdr.status = CRAM_OK, .value_len = rq.key_len + 1u,
+                                .version = 1 };
+    if (atomic_load(&fk.malformed_next) > 0) {
+        atomic_fetch_sub(&fk.malformed_next, 1);
+        r.value_len += 100;         /* claims more bytes than follow */
+    } else if (rq.table_id != FK_TABLE) {
+        fk_reply_status(rpc, CRAM_UNKNOWN_TABLET);
+        return;
+    } else if (rq.tgt.target_server_id != fk_owner(cram_key_hash(FK_TABLE, req + sizeof rq,
+                                                                  rq.key_len))) {
+        atomic_fetch_add(&fk.wrong_server, 1);
+        fk_reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    struct iovec iov[3] = { { &r, sizeof r }, { "v", 1 },
+                            { (void *)(req + sizeof rq), rq.key_len } };
+    tp_rpc_reply(rpc, iov, 3);
+}
+
+static void fk_multi_read(tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_multi_req h;
+    uint8_t out[8192];
+    size_t off = sizeof(struct wire_multi_resp);
+    size_t in = sizeof h;
+
+    memcpy(&h, req, sizeof h < len ? sizeof h : len);
+    if (len < sizeof h || h.count == 0 || h.count > 64) {
+        fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    for (uint32_t i = 0; i < h.count; i++) {
+        struct wire_multi_read_item it;
+        struct wire_multi_resp_item ri = { .status = CRAM_OK };
+        if (len - in < sizeof it) {
+            fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+            return;
+        }
+        memcpy(&it, req + in, sizeof it);
+        in += sizeof it;
+        if (len - in < it.key_len || it.key_len > 16) {
+            fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+            return;
+        }
+        const uint8_t *key = req + in;
+        in += it.key_len;
+        if (atomic_load(&fk.reroute_items) > 0) {
+            atomic_fetch_sub(&fk.reroute_items, 1);
+            ri.status = CRAM_UNKNOWN_TABLET;
+        } else if (h.tgt.target_server_id != fk_owner(cram_key_hash(FK_TABLE, key, it.key_len))) {
+            atomic_fetch_add(&fk.wrong_server, 1);
+            ri.status = CRAM_WRONG_SERVER;
+        } else {
+            ri.value_len = it.key_len + 1u;
+            ri.version = 1;
+        }
+        memcpy(out + off, &ri, sizeof ri);
+        off += sizeof ri;
+        if (ri.value_len) {
+            out[off++] = 'v';
+            memcpy(out + off, key, it.key_len);
+            off += it.key_len;
+        }
+    }
+    struct wire_multi_resp mh = { .hdr.status = CRAM_OK, .count = h.count };
+    memcpy(out, &mh, sizeof mh);
+    struct iovec iov = { out, off };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+/* At most 3 objects per response, so a walk takes many calls. */
+static void fk_enumerate(tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_enum_req rq;
+    int split = atomic_load(&fk.config) == 1;
+
+    if (len != sizeof rq) {
+        fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&rq, req, sizeof rq);
+    /* only an exact tablet of the current config, at its owner */
+    int ok = split ? ((rq.tablet_start == 0 && rq.tablet_end == FK_SPLIT - 1) ||
+                      (rq.tablet_start == FK_SPLIT && rq.tablet_end == UINT64_MAX))
+                   : (rq.tablet_start == 0 && rq.tablet_end == UINT64_MAX);
+    if (!ok || rq.tgt.target_server_id != fk_owner(rq.tablet_start) ||
+        rq.cursor < rq.tablet_start || rq.cursor > rq.tablet_end) {
+        fk_reply_status(rpc, CRAM_UNKNOWN_TABLET);
+        return;
+    }
+    uint8_t out[1024];
+    size_t off = sizeof(struct wire_enum_resp);
+    struct wire_enum_resp h = { .hdr.status = CRAM_OK, .done = 1 };
+    for (int i = 0; i < FK_NKEYS; i++) {
+        if (fk.hash[i] < rq.cursor || fk.hash[i] > rq.tablet_end)
+            continue;
+        if (h.count == 3) {
+            h.done = 0;
+            h.next_cursor = fk.hash[i];
+            break;
+        }
+        uint16_t kl = (uint16_t)strlen(fk.keys[i]);
+        struct wire_enum_item it = { .version = 1, .value_len = 1, .key_len = kl };
+        memcpy(out + off, &it, sizeof it);
+        off += sizeof it;
+        memcpy(out + off, fk.keys[i], kl);
+        off += kl;
+        out[off++] = 'x';
+        h.count++;
+    }
+    memcpy(out, &h, sizeof h);
+    struct iovec iov = { out, off };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+static void fk_handle(void *arg, tp_rpc *rpc)
+{
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct wire_req_hdr h;
+
+    (void)arg;
+    if (len < sizeof h) {
+        fk_reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&h, req, sizeof h);
+    switch (h.opcode) {
+    case WIRE_OP_PING:
+        fk_reply_status(rpc, CRAM_OK);
+        break;
+    case WIRE_OP_GET_TABLE_CONFIG:
+        fk_config(rpc, req + sizeof h, len - sizeof h);
+        break;
+    case WIRE_OP_READ:
+        fk_read(rpc, req, len);
+        break;
+    case WIRE_OP_MULTI_READ:
+        fk_multi_read(rpc, req, len);
+        break;
+    case WIRE_OP_ENUMERATE:
+        fk_enumerate(rpc, req, len);
+        break;
+    default:
+        fk_reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST);
+        break;
+    }
+}
+
+static void *fk_thread(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&fk.stop))
+        tp_loop_poll(fk.loop, 20);
+    return NULL;
+}
+
+static int fk_cmp(const void *a, const void *b)
+{
+    uint64_t x = cram_key_hash(FK_TABLE, a, (uint16_t)strlen(a));
+    uint64_t y = cram_key_hash(FK_TABLE, b, (uint16_t)strlen(b));
+    return x < y ? -1 : x > y;
+}
+
+static int fk_start(void)
+{
+    char err[128];
+
+    memset(&fk, 0, sizeof fk);
+    for (int i = 0; i < FK_NKEYS; i++)
+        snprintf(fk.keys[i], sizeof fk.keys[i], "key%d", i);
+    qsort(fk.keys, FK_NKEYS, sizeof fk.keys[0], fk_cmp);
+    for (int i = 0; i < FK_NKEYS; i++)
+        fk.hash[i] = cram_key_hash(FK_TABLE, fk.keys[i], (uint16_t)strlen(fk.keys[i]));
+    fk.loop = tp_loop_create();
+    if (!fk.loop)
+        return -1;
+    fk.ls = tp_listen(fk.loop, "tcp:host=127.0.0.1,port=0", fk_handle, NULL, err, sizeof err);
+    if (!fk.ls) {
+        fprintf(stderr, "fake server: %s\n", err);
+        return -1;
+    }
+    snprintf(fk.loc, sizeof fk.loc, "%s", tp_listener_locator(fk.ls));
+    return pthread_create(&fk.th, NULL, fk_thread, NULL) == 0 ? 0 : -1;
+}
+
+static int fk_stop(void)
+{
+    atomic_store(&fk.stop, 1);
+    pthread_join(fk.th, NULL);
+    tp_listener_close(fk.ls);
+    tp_loop_destroy(fk.loop);
+    return 0;
+}
+
+/* A key of the table whose hash is in the upper half (owned by server 8
+ * once the table is split). */
+static const char *fk_upper_key(void)
+{
+    for (int i = 0; i < FK_NKEYS; i++)
+        if (fk.hash[i] >= FK_SPLIT)
+            return fk.keys[i];
+    return NULL;
+}
+
+static cram_client *fk_client(void)
+{
+    cram_client *c = NULL;
+
+    CU_ASSERT_EQUAL_FATAL(cram_connect(fk.loc, NULL, &c), CRAM_OK);
+    cram_set_timeout(c, 3000);
+    return c;
+}
+
+static void test_fake_reroute(void)
+{
+    cram_client *c = fk_client();
+    char buf[32];
+    uint32_t vl;
+    uint64_t ver;
+
+    atomic_store(&fk.config, 0);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl), CRAM_OK);
+    CU_ASSERT_EQUAL(vl, 2);
+    CU_ASSERT_EQUAL(memcmp(buf, "va", 2), 0);
+    /* UNKNOWN_TABLET three times: hidden, each followed by a config refresh */
+    int fetches = atomic_load(&fk.config_fetches);
+    atomic_store(&fk.reroute_next, 3);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl), CRAM_OK);
+    CU_ASSERT_EQUAL(atomic_load(&fk.reroute_next), 0);
+    CU_ASSERT_TRUE(atomic_load(&fk.config_fetches) - fetches >= 3);
+    /* the table splits behind the client's back: WRONG_SERVER, refresh, OK */
+    const char *k = fk_upper_key();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(k);
+    int wrong = atomic_load(&fk.wrong_server);
+    atomic_store(&fk.config, 1);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, k, (uint16_t)strlen(k), NULL, &ver, buf, sizeof buf,
+                              &vl), CRAM_OK);
+    CU_ASSERT_EQUAL(atomic_load(&fk.wrong_server), wrong + 1);
+    CU_ASSERT_EQUAL(vl, strlen(k) + 1);
+    /* a garbled answer is an internal error, not a crash or a wrong value */
+    atomic_store(&fk.malformed_next, 1);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl),
+                    CRAM_INTERNAL_ERROR);
+    /* an unknown table ends the call with the coordinator's answer */
+    CU_ASSERT_EQUAL(cram_read(c, 6, "a", 1, NULL, &ver, buf, sizeof buf, &vl),
+                    CRAM_TABLE_DOESNT_EXIST);
+    /* rerouting forever ends in CRAM_TIMEOUT at the handle's timeout */
+    cram_set_timeout(c, 300);
+    atomic_store(&fk.reroute_next, 1000000);
+    uint64_t t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl),
+                    CRAM_TIMEOUT);
+    CU_ASSERT_TRUE(clock_mono_ms() - t0 >= 300 && clock_mono_ms() - t0 < 2000);
+    atomic_store(&fk.reroute_next, 0);
+    cram_disconnect(c);
+}
+
+static void test_fake_multi(void)
+{
+    cram_client *c = fk_client();
+    cram_multi_op ops[FK_NKEYS + 1];
+    char bufs[FK_NKEYS + 1][20];
+
+    atomic_store(&fk.config, 0);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, NULL, NULL, 0, NULL), CRAM_OK);
+    /* split after the client cached config 0, and reroute a few items too */
+    atomic_store(&fk.config, 1);
+    atomic_store(&fk.reroute_items, 5);
+    for (int i = 0; i <= FK_NKEYS; i++) {
+        const char *k = i < FK_NKEYS ? fk.keys[i] : "k";
+        uint64_t tbl = i < FK_NKEYS ? FK_TABLE : 6;
+        ops[i] = (cram_multi_op){ .table = tbl, .key = k, .key_len = (uint16_t)strlen(k),
+                                  .buf = bufs[i], .buf_len = sizeof bufs[i] };
+    }
+    CU_ASSERT_EQUAL(cram_multi_read(c, ops, FK_NKEYS + 1), CRAM_OK);
+    for (int i = 0; i < FK_NKEYS; i++) {
+        CU_ASSERT_EQUAL(ops[i].status, CRAM_OK);
+        CU_ASSERT_EQUAL(ops[i].value_len_out, strlen(fk.keys[i]) + 1);
+        CU_ASSERT_EQUAL(memcmp(bufs[i] + 1, fk.keys[i], strlen(fk.keys[i])), 0);
+    }
+    CU_ASSERT_EQUAL(ops[FK_NKEYS].status, CRAM_TABLE_DOESNT_EXIST);
+    CU_ASSERT_EQUAL(atomic_load(&fk.reroute_items), 0);
+    cram_disconnect(c);
+}
+
+static void test_fake_enumerate(void)
+{
+    cram_client *c = fk_client();
+    cram_enumerator *e;
+    int seen[FK_NKEYS] = { 0 };
+    int n = 0;
+
+    atomic_store(&fk.config, 0);
+    CU_ASSERT_EQUAL_FATAL(cram_enumerate_begin(c, FK_TABLE, &e), CRAM_OK);
+    for (;;) {
+        const void *k;
+        const void *v;
+        uint16_t kl;
+        uint32_t vl;
+        uint64_t ver;
+        cram_status st = cram_enumerate_next(e, &k, &kl, &v, &vl, &ver);
+        if (st != CRAM_OK) {
+            CU_ASSERT_EQUAL(st, CRAM_OBJECT_DOESNT_EXIST);
+            break;
+        }
+        if (++n == 5)
+            atomic_store(&fk.config, 1);    /* the tablet splits mid-walk */
+        CU_ASSERT_EQUAL(vl, 1);
+        for (int i = 0; i < FK_NKEYS; i++)
+            if (strlen(fk.keys[i]) == kl && memcmp(fk.keys[i], k, kl) == 0)
+                seen[i]++;
+        if (n > 2 * FK_NKEYS)
+            break;
+    }
+    cram_enumerate_end(e);
+    for (int i = 0; i < FK_NKEYS; i++)
+        CU_ASSERT_EQUAL(seen[i], 1);        /* every object exactly once */
+    CU_ASSERT_EQUAL(n, FK_NKEYS);
+    CU_ASSERT_EQUAL(cram_enumerate_begin(c, 6, &e), CRAM_TABLE_DOESNT_EXIST);
+    cram_disconnect(c);
+}
+
+static void fk_async_cb(void *arg, cram_multi_op *op)
+{
+    (void)op;
+    (*(int *)arg)++;
+}
+
+static void test_fake_async(void)
+{
+    cram_client *c = fk_client();
+    cram_multi_op ops[8];
+    char bufs[8][8];
+    int calls = 0;
+
+    atomic_store(&fk.config, 0);
+    atomic_store(&fk.reroute_next, 4);
+    for (int i = 0; i < 8; i++) {
+        ops[i] = (cram_multi_op){ .table = FK_TABLE, .key = fk.keys[i],
+                                  .key_len = (uint16_t)strlen(fk.keys[i]), .buf = bufs[i],
+                                  .buf_len = sizeof bufs[i] };
+        CU_ASSERT_EQUAL(cram_async_read(c, &ops[i], fk_async_cb, &calls), CRAM_OK);
+    }
+    atomic_store(&fk.config, 1);
+    uint64_t t0 = clock_mono_ms();
+    while (cram_async_pending(c) > 0 && clock_mono_ms() - t0 < 5000)
+        cram_poll(c, 100);
+    CU_ASSERT_EQUAL(calls, 8);
+    for (int i = 0; i < 8; i++) {
+        CU_ASSERT_EQUAL(ops[i].status, CRAM_OK);
+        CU_ASSERT_EQUAL(ops[i].value_len_out, strlen(fk.keys[i]) + 1);
+    }
+    cram_disconnect(c);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -805,6 +1278,11 @@ int main(void)
     CU_add_test(s, "backoff_deadline", test_backoff_deadline);
     CU_add_test(s, "hist", test_hist);
     CU_add_test(s, "async", test_async);
+    CU_pSuite f = CU_add_suite("client_vs_scripted_server", fk_start, fk_stop);
+    CU_add_test(f, "reroute_wrong_server_garbage", test_fake_reroute);
+    CU_add_test(f, "multi_split_and_reroute", test_fake_multi);
+    CU_add_test(f, "enumerate_across_split", test_fake_enumerate);
+    CU_add_test(f, "async_reroute", test_fake_async);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
