@@ -1,7 +1,9 @@
 /*
  * test_client.c -- libcram logic that needs no cluster: routing, multi-op
  * planning, argument validation of every public call, response validation
- * against truncated/garbled responses, the latency histogram.
+ * against truncated/garbled responses, the latency histogram -- and the
+ * retry logic against a scripted fault-injecting server (in-process, on the
+ * real tcp transport, on a port the kernel picks).
  *
  * The handle used for argument checks points at tcp port 1 (nothing
  * listens) with a short timeout: a check that wrongly let a call through to
