@@ -622,6 +622,141 @@ static void test_admin(void)
     cram_remove(cl, tid, "poll", 4, NULL, NULL);
 }
 
+/* ---- asynchronous operations -------------------------------------------- */
+
+#define NASYNC 64
+
+struct async_ctx {
+    int done;
+    int order_ok;
+};
+
+static void async_cb(void *arg, cram_multi_op *op)
+{
+    struct async_ctx *x = arg;
+    x->done++;
+    if (op->status != CRAM_OK && op->status != CRAM_OBJECT_DOESNT_EXIST)
+        x->order_ok = 0;
+}
+
+static void test_async(void)
+{
+    static cram_multi_op ops[NASYNC];
+    static char keys[NASYNC][16], vals[NASYNC][16], bufs[NASYNC][16];
+    struct async_ctx x = { 0, 1 };
+
+    CU_ASSERT_EQUAL(cram_async_pending(cl), 0);
+    CU_ASSERT_EQUAL(cram_poll(cl, 0), 0);           /* nothing pending */
+    CU_ASSERT_EQUAL(cram_poll(NULL, 0), -1);
+    CU_ASSERT_EQUAL(cram_async_pending(NULL), 0);
+
+    /* many writes in flight at once, over all masters */
+    memset(ops, 0, sizeof(ops));
+    for (int i = 0; i < NASYNC; i++) {
+        snprintf(keys[i], sizeof(keys[i]), "as%d", i);
+        snprintf(vals[i], sizeof(vals[i]), "av%d", i);
+        ops[i].table = tid;
+        ops[i].key = keys[i];
+        ops[i].key_len = (uint16_t)strlen(keys[i]);
+        ops[i].value = vals[i];
+        ops[i].value_len = (uint32_t)strlen(vals[i]);
+        CU_ASSERT_EQUAL_FATAL(cram_async_write(cl, &ops[i], async_cb, &x), CRAM_OK);
+    }
+    CU_ASSERT(cram_async_pending(cl) <= NASYNC);
+    uint64_t deadline = h_now_ms() + h_ms(10000);
+    while (x.done < NASYNC && h_now_ms() < deadline)
+        CU_ASSERT(cram_poll(cl, 100) >= 0);
+    CU_ASSERT_EQUAL(x.done, NASYNC);
+    CU_ASSERT_EQUAL(cram_async_pending(cl), 0);
+    for (int i = 0; i < NASYNC; i++) {
+        CU_ASSERT_EQUAL(ops[i].status, CRAM_OK);
+        CU_ASSERT(ops[i].version > 0);
+    }
+
+    /* reads, one of a missing key */
+    x.done = 0;
+    for (int i = 0; i < NASYNC; i++) {
+        ops[i].value = NULL;
+        ops[i].value_len = 0;
+        ops[i].buf = bufs[i];
+        ops[i].buf_len = sizeof(bufs[i]);
+        ops[i].status = CRAM_INTERNAL_ERROR;
+    }
+    ops[NASYNC - 1].key = "as-missing";
+    ops[NASYNC - 1].key_len = 10;
+    for (int i = 0; i < NASYNC; i++)
+        CU_ASSERT_EQUAL_FATAL(cram_async_read(cl, &ops[i], async_cb, &x), CRAM_OK);
+    while (x.done < NASYNC && h_now_ms() < deadline)
+        cram_poll(cl, -1);
+    CU_ASSERT_EQUAL(x.done, NASYNC);
+    for (int i = 0; i < NASYNC - 1; i++) {
+        CU_ASSERT_EQUAL(ops[i].status, CRAM_OK);
+        CU_ASSERT(ops[i].value_len_out == strlen(vals[i]) && memcmp(bufs[i], vals[i], strlen(vals[i])) == 0);
+    }
+    CU_ASSERT_EQUAL(ops[NASYNC - 1].status, CRAM_OBJECT_DOESNT_EXIST);
+    CU_ASSERT(x.order_ok);
+
+    /* synchronous calls mix in without running callbacks */
+    x.done = 0;
+    CU_ASSERT_EQUAL_FATAL(cram_async_remove(cl, &ops[0], async_cb, &x), CRAM_OK);
+    CU_ASSERT_EQUAL(cram_write(cl, tid, "as-sync", 7, "s", 1, NULL, NULL), CRAM_OK);
+    while (x.done < 1 && h_now_ms() < deadline)
+        cram_poll(cl, 100);
+    CU_ASSERT_EQUAL(x.done, 1);
+    CU_ASSERT_EQUAL(ops[0].status, CRAM_OK);
+    CU_ASSERT_EQUAL(cram_read(cl, tid, keys[0], ops[0].key_len, NULL, NULL, NULL, 0, NULL),
+                    CRAM_OBJECT_DOESNT_EXIST);
+
+    /* start errors: stored in op->status, callback never runs */
+    x.done = 0;
+    cram_multi_op bad;
+    memset(&bad, 0, sizeof(bad));
+    bad.table = tid;
+    bad.key = "k";
+    bad.key_len = 0;
+    CU_ASSERT_EQUAL(cram_async_read(cl, &bad, async_cb, &x), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(bad.status, CRAM_INVALID_ARGUMENT);
+    bad.key_len = 1;
+    CU_ASSERT_EQUAL(cram_async_write(cl, &bad, NULL, &x), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_async_remove(cl, NULL, async_cb, &x), CRAM_INVALID_ARGUMENT);
+    CU_ASSERT_EQUAL(cram_async_read(NULL, &bad, async_cb, &x), CRAM_INVALID_ARGUMENT);
+    bad.value = NULL;
+    bad.value_len = 5;
+    CU_ASSERT_EQUAL(cram_async_write(cl, &bad, async_cb, &x), CRAM_INVALID_ARGUMENT);
+    static char huge[CRAM_MAX_VALUE_LEN + 1];
+    bad.value = huge;
+    bad.value_len = sizeof(huge);
+    CU_ASSERT_EQUAL(cram_async_write(cl, &bad, async_cb, &x), CRAM_REQUEST_TOO_LARGE);
+    CU_ASSERT_EQUAL(cram_poll(cl, 0), 0);
+    CU_ASSERT_EQUAL(x.done, 0);
+
+    /* a missing table completes with CRAM_TABLE_DOESNT_EXIST (at start or in the callback) */
+    bad.table = tid + 1000000;
+    bad.value = "v";
+    bad.value_len = 1;
+    bad.status = CRAM_OK;
+    cram_status st = cram_async_write(cl, &bad, async_cb, &x);
+    if (st == CRAM_OK) {
+        while (x.done < 1 && h_now_ms() < deadline)
+            cram_poll(cl, 100);
+        CU_ASSERT_EQUAL(x.done, 1);
+    }
+    CU_ASSERT_EQUAL(bad.status, CRAM_TABLE_DOESNT_EXIST);
+
+    /* ops in flight at disconnect are dropped without callbacks */
+    cram_client *d = h_connect(&C);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(d);
+    x.done = 0;
+    for (int i = 1; i < 8; i++)
+        CU_ASSERT_EQUAL(cram_async_read(d, &ops[i], async_cb, &x), CRAM_OK);
+    cram_disconnect(d);
+    CU_ASSERT_EQUAL(x.done, 0);
+
+    for (int i = 1; i < NASYNC - 1; i++)
+        cram_remove(cl, tid, keys[i], (uint16_t)strlen(keys[i]), NULL, NULL);
+    cram_remove(cl, tid, "as-sync", 7, NULL, NULL);
+}
+
 /* ---- timeout --------------------------------------------------------------- */
 
 static void test_timeout(void)
@@ -663,6 +798,7 @@ int main(void)
     CU_add_test(s, "multi-ops across masters", test_multi_ops);
     CU_add_test(s, "enumerate", test_enumerate);
     CU_add_test(s, "administration", test_admin);
+    CU_add_test(s, "asynchronous operations", test_async);
     CU_add_test(s, "timeout", test_timeout);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
