@@ -357,6 +357,34 @@ static void make_key(const struct opts *o, uint64_t idx, char *key)
  */
 static atomic_uint_fast64_t g_loaded;
 static atomic_uint_fast64_t g_insert_next;  /* next record index for INSERT */
+
+/*
+ * Workload D reads "the latest" records, but only ones whose insert has
+ * completed (as YCSB's AcknowledgedCounterGenerator): g_acked is the first
+ * index not yet known to be written.  Inserts finish out of order, so a
+ * finished index is parked in g_ack_ring until the gap before it closes.
+ * g_ack_ring is guarded by g_ack_lock; g_acked is written under it and read
+ * without it.  (Inserts are 5% of D: the lock is not contended.)
+ */
+#define ACK_RING 65536u
+static pthread_mutex_t g_ack_lock = PTHREAD_MUTEX_INITIALIZER;
+static uint8_t g_ack_ring[ACK_RING];
+static atomic_uint_fast64_t g_acked;
+
+/* An insert of idx finished (failed ones too, or the window would stall). */
+static void insert_finished(uint64_t idx)
+{
+    pthread_mutex_lock(&g_ack_lock);
+    uint64_t acked = atomic_load(&g_acked);
+    if (idx >= acked && idx - acked < ACK_RING)
+        g_ack_ring[idx % ACK_RING] = 1;
+    while (g_ack_ring[acked % ACK_RING]) {
+        g_ack_ring[acked % ACK_RING] = 0;
+        acked++;
+    }
+    atomic_store(&g_acked, acked);
+    pthread_mutex_unlock(&g_ack_lock);
+}
 static atomic_int g_stop;
 
 struct worker {
@@ -396,7 +424,7 @@ static uint64_t choose_key(struct worker *w)
     const struct opts *o = w->o;
 
     if (o->latest) {
-        uint64_t max = atomic_load(&g_insert_next);
+        uint64_t max = atomic_load(&g_acked);
         uint64_t back = zipf_next(&g_latest, &w->rng);
         return back < max ? max - 1 - back : 0;
     }
@@ -482,6 +510,7 @@ static void run_one(struct worker *w, uint64_t t0)
         op = OP_INSERT;
         uint64_t idx = atomic_fetch_add(&g_insert_next, 1);
         rc = do_write(w, OP_INSERT, idx);
+        insert_finished(idx);
     } else {
         /* read-modify-write: both halves are also counted on their own */
         uint64_t idx = choose_key(w);
@@ -511,6 +540,7 @@ struct slot {
     struct worker *w;
     cram_multi_op op;
     int kind;
+    uint64_t idx;               /* the record this op addresses */
     uint64_t t0;
     char *key;
     char *val;
@@ -524,6 +554,8 @@ static void slot_done(void *arg, cram_multi_op *op)
     struct slot *s = arg;
     struct worker *w = s->w;
 
+    if (s->kind == OP_INSERT)
+        insert_finished(s->idx);
     if (op->status == CRAM_OK || (s->kind == OP_READ && op->status == CRAM_OBJECT_DOESNT_EXIST)) {
         if (op->status != CRAM_OK)
             w->not_found++;
@@ -557,6 +589,7 @@ static void slot_start(struct slot *s)
         s->kind = OP_INSERT;
         idx = atomic_fetch_add(&g_insert_next, 1);
     }
+    s->idx = idx;
     make_key(o, idx, s->key);
     memset(&s->op, 0, sizeof s->op);
     s->op.table = w->table;
@@ -576,8 +609,11 @@ static void slot_start(struct slot *s)
         s->op.value_len = o->value_size;
         st = cram_async_write(w->c, &s->op, slot_done, s);
     }
-    if (st != CRAM_OK)
+    if (st != CRAM_OK) {
+        if (s->kind == OP_INSERT)
+            insert_finished(idx);
         note_error(w, s->kind, cram_strerror(st));  /* this slot stops */
+    }
 }
 
 static void worker_run_async(struct worker *w)
@@ -1026,6 +1062,7 @@ int main(int argc, char **argv)
     if (o.latest)
         zipf_init(&g_latest, o.records, 0.99, zeta(o.records, 0.99));
     atomic_store(&g_insert_next, o.records);
+    atomic_store(&g_acked, o.records);
     if (!o.peer && setup_table(&o, &table) != 0)
         return 2;
 
