@@ -213,7 +213,9 @@ cram_status cram_multi_remove(cram_client *c, cram_multi_op *ops, size_t n);
 /*
  * Enumerate a table: every object that exists for the whole enumeration is
  * returned exactly once; objects written or removed meanwhile may or may not
- * appear.  Order is by key hash, not by key.
+ * appear.  Order is by key hash, not by key.  An enumerator uses its handle
+ * (calls on it count as calls on the handle, with the handle's timeout per
+ * cram_enumerate_next); end it before disconnecting the handle.
  */
 typedef struct cram_enumerator cram_enumerator;
 cram_status cram_enumerate_begin(cram_client *c, uint64_t table, cram_enumerator **out);
