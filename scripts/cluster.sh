@@ -197,7 +197,7 @@ find_bin() {
 # count of servers `cram servers` lists as up on this cluster's ports
 servers_up() {
   local out i n=0
-  out="$("$bin/cram" -C "$zk" --cluster "$cluster" servers 2>/dev/null)" || { echo 0; return 0; }
+  out="$("$bin/cram" -C "$zk" --cluster "$cluster" --timeout 2000 servers 2>/dev/null)" || { echo 0; return 0; }
   for i in $(seq 0 $((servers - 1))); do
     if grep -E "port=$((port_base + 10 + i))([^0-9]|$)" <<<"$out" | grep -qiw up; then
       n=$((n + 1))
@@ -318,7 +318,7 @@ do_start() {
     n="$(servers_up)"
     [ "$n" -lt "$servers" ] || break
     if [ "$(date +%s)" -ge "$deadline" ]; then
-      fail_start "only $n of $servers servers up after ${timeout_s} s (cram servers: $("$bin/cram" -C "$zk" --cluster "$cluster" servers 2>&1 | tail -n 5 | tr '\n' ' '))" "$dir/coordinator-0.log"
+      fail_start "only $n of $servers servers up after ${timeout_s} s (cram servers: $("$bin/cram" -C "$zk" --cluster "$cluster" --timeout 2000 servers 2>&1 | tail -n 5 | tr '\n' ' '))" "$dir/coordinator-0.log"
     fi
     sleep 0.1
   done
@@ -361,7 +361,7 @@ do_status() {
     return 3
   fi
   if bin="$(find_bin 2>/dev/null)"; then
-    "$bin/cram" -C "$zk" --cluster "$cluster" servers 2>&1 | sed 's/^/  /' || true
+    "$bin/cram" -C "$zk" --cluster "$cluster" --timeout 5000 servers 2>&1 | sed 's/^/  /' || true
   fi
   [ "$up" = "$n" ]
 }
