@@ -30,6 +30,12 @@
 #define COORD_MASTER_RPC_MS   5000
 #define COORD_MAX_SERVERS     65536
 #define COORD_MAX_QUEUED      100000  /* queued requests before new ones get CRAM_RETRY */
+#define COORD_PUSH_MS         2000    /* per SERVER_LIST_UPDATE */
+#define COORD_RESYNC_MS       200     /* a server whose update failed gets the full list after this */
+#define COORD_DECLARE_RETRY_MS 500    /* a crash declaration whose ZooKeeper write failed */
+#define COORD_VERIFY_TRIES    3
+#define COORD_VERIFY_INTERVAL_MS 125
+#define COORD_VERIFY_TIMEOUT_MS  250
 
 /* One queued request, built by the dispatch thread, consumed by the worker. */
 struct coord_job {
@@ -39,10 +45,25 @@ struct coord_job {
     ProtobufCMessage *msg;          /* unpacked request body or NULL; the worker frees it */
 };
 
-/* A server as the worker knows it. */
+struct coord_verify;
+
+/* A server as the worker knows it (worker thread only). */
 struct coord_srv {
     Cram__ServerEntry *e;           /* unpacked (protobuf-c owned) */
     tp_session *sess;               /* on the worker's loop; NULL until needed */
+    uint64_t synced;                /* list version it holds, as far as we know; 0 = send it the full list */
+    bool need_full;                 /* an update failed: the full list goes at resync_at_ms */
+    uint64_t resync_at_ms;
+    struct coord_verify *v;         /* failure verification in progress, or NULL */
+};
+
+/* A server whose verification failed, to be declared crashed at the worker's
+ * top level (ZooKeeper writes never run inside loop callbacks). */
+struct coord_declare {
+    uint64_t id;
+    const char *why;                /* static text */
+    uint32_t tries;
+    uint64_t elapsed_ms;
 };
 
 struct coord {
@@ -76,6 +97,13 @@ struct coord {
     uint64_t next_table_id;
     uint32_t next_server_index;
     uint64_t server_list_version;
+    uint32_t verify_tries;          /* scaled copies of the cfg.verify_* */
+    uint64_t verify_interval_ms;
+    uint32_t verify_timeout_ms;
+    struct coord_declare *declare;  /* verified dead, not yet declared */
+    size_t n_declare, cap_declare;
+    uint64_t declare_at_ms;         /* next attempt after a failed write */
+    int closing;                    /* coord_destroy runs: loop callbacks only free */
     struct coord_srv *servers;      /* sorted by server id */
     size_t n_servers, cap_servers;
     Cram__TableRecord **tables;     /* unpacked records, in creation order */
@@ -168,7 +196,7 @@ static int add_server(coord *c, Cram__ServerEntry *e)
         c->servers[i] = c->servers[i - 1];
         i--;
     }
-    c->servers[i] = (struct coord_srv){ e, NULL };
+    c->servers[i] = (struct coord_srv){ .e = e };
     c->n_servers++;
     return 0;
 }
@@ -368,6 +396,386 @@ static int send_tablets(coord *c, uint16_t opcode, const Cram__TableRecord *t)
 }
 
 /* ---------------------------------------------------------------------
+ * Server list pushes and failure verification (worker thread, c->wloop)
+ *
+ * Callbacks of RPCs and timers on wloop may run inside any poll of it --
+ * also the nested polls of send_tablets_many, and inside tp_session_close --
+ * so they never write to ZooKeeper, never resize c->servers (they look
+ * servers up by id) and never close sessions: they set per-server state, and
+ * the worker's top level (coord_maintain) does the rest.
+ * ------------------------------------------------------------------- */
+
+/* One verification: up to verify_tries targeted PINGs, verify_interval_ms
+ * apart from start to start, one at a time. */
+struct coord_verify {
+    coord *c;
+    uint64_t id;
+    const char *why;                /* static text */
+    uint32_t tries;                 /* probes that failed so far */
+    uint64_t timer;                 /* next probe's timer, or 0 */
+    uint64_t start_ms;
+};
+
+/* The status of a response (or the transport's, if there was none). */
+static int32_t resp_status(cram_status st, const uint8_t *resp, uint32_t len)
+{
+    if (st != CRAM_OK)
+        return st;
+    struct wire_resp_hdr h;
+    if (len < sizeof(h))
+        return CRAM_REQUEST_FORMAT_ERROR;
+    memcpy(&h, resp, sizeof(h));
+    return h.status;
+}
+
+static void verify_start(coord *c, struct coord_srv *s, const char *why);
+
+static void mark_resync(coord *c, struct coord_srv *s)
+{
+    s->synced = 0;
+    if (!s->need_full) {
+        s->need_full = true;
+        s->resync_at_ms = clock_mono_ms() + clock_test_scaled_ms(COORD_RESYNC_MS);
+    }
+    (void)c;
+}
+
+struct push_arg {
+    coord *c;
+    uint64_t id;
+    uint64_t version;
+};
+
+static void push_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct push_arg *a = arg;
+    coord *c = a->c;
+    int32_t status = resp_status(st, resp, len);
+    if (status != CRAM_OK && !c->closing) {
+        struct coord_srv *s = find_server(c, a->id);
+        if (s != NULL && s->e->status == CRAM__SERVER_STATUS__SERVER_UP) {
+            /* missed (or refused: a version gap) -- it gets the whole list */
+            CRAM_DEBUG("server list update %lu to server %lu failed: %s; the full list follows",
+                       (unsigned long)a->version, (unsigned long)a->id, cram_strerror((cram_status)status));
+            mark_resync(c, s);
+        }
+    }
+    free(a);
+}
+
+/* Pack a SERVER_LIST_UPDATE request of the current version: the whole list
+ * (with the cluster settings) when full, else the n entries of `changed`.
+ * Returns a malloc'ed message or NULL (out of memory). */
+static uint8_t *pack_update(coord *c, bool full, Cram__ServerEntry **changed, size_t n, size_t *len)
+{
+    Cram__ServerList l = CRAM__SERVER_LIST__INIT;
+    Cram__ServerEntry **all = NULL;
+    if (full) {
+        all = calloc(c->n_servers + 1, sizeof(*all));
+        if (all == NULL)
+            return NULL;
+        for (size_t i = 0; i < c->n_servers; i++)
+            all[i] = c->servers[i].e;
+        l.servers = all;
+        l.n_servers = c->n_servers;
+        l.settings = &c->settings;
+    } else {
+        l.servers = changed;
+        l.n_servers = n;
+    }
+    l.version = c->server_list_version;
+    l.full = full;
+    struct wire_req_hdr h = { .opcode = WIRE_OP_SERVER_LIST_UPDATE, .service = WIRE_SVC_MASTER };
+    size_t pl = cram__server_list__get_packed_size(&l);
+    uint8_t *buf = malloc(sizeof(h) + pl);
+    if (buf != NULL) {
+        memcpy(buf, &h, sizeof(h));
+        cram__server_list__pack(&l, buf + sizeof(h));
+        *len = sizeof(h) + pl;
+    }
+    free(all);
+    return buf;
+}
+
+/* Send one packed update (of the current version) to s.  A server that is
+ * up and cannot be reached is verified and gets the full list later. */
+static void push_one(coord *c, struct coord_srv *s, const uint8_t *msg, size_t len)
+{
+    bool up = s->e->status == CRAM__SERVER_STATUS__SERVER_UP;
+    tp_session *sess = server_session(c, s);
+    if (sess == NULL) {
+        if (up) {
+            mark_resync(c, s);
+            verify_start(c, s, "it cannot be reached for a server list update");
+        }
+        return;
+    }
+    struct push_arg *a = malloc(sizeof(*a));
+    if (a == NULL) {
+        mark_resync(c, s);
+        return;
+    }
+    *a = (struct push_arg){ c, s->e->server_id, c->server_list_version };
+    struct iovec iov = { (void *)msg, len };
+    cram_status st = tp_send(sess, &iov, 1, (uint32_t)clock_test_scaled_ms(COORD_PUSH_MS), push_done, a);
+    if (st != CRAM_OK) {
+        free(a);
+        if (st == CRAM_REQUEST_TOO_LARGE)
+            CRAM_ERROR("server list version %lu does not fit one message", (unsigned long)c->server_list_version);
+        if (up)
+            mark_resync(c, s);
+        return;
+    }
+    s->synced = c->server_list_version;
+    s->need_full = false;
+}
+
+/* The full list to one server, or (only == NULL) to every server that is up. */
+static void push_full(coord *c, struct coord_srv *only)
+{
+    size_t len;
+    uint8_t *msg = pack_update(c, true, NULL, 0, &len);
+    if (msg == NULL) {
+        CRAM_ERROR("out of memory packing the server list");
+        return;
+    }
+    if (only != NULL) {
+        push_one(c, only, msg, len);
+    } else {
+        for (size_t i = 0; i < c->n_servers; i++)
+            if (c->servers[i].e->status == CRAM__SERVER_STATUS__SERVER_UP)
+                push_one(c, &c->servers[i], msg, len);
+    }
+    free(msg);
+}
+
+/* The servers with these ids changed and the version was bumped: tell every
+ * server that is up (only the changes to those in sync, the full list to the
+ * others), and -- best effort -- the changed servers that are no longer up,
+ * so one that still runs learns it was declared crashed and stops. */
+static void push_changes(coord *c, const uint64_t *ids, size_t n)
+{
+    Cram__ServerEntry *changed[8];
+    size_t nc = 0;
+    for (size_t k = 0; k < n && nc < 8; k++) {
+        struct coord_srv *s = find_server(c, ids[k]);
+        if (s != NULL)
+            changed[nc++] = s->e;
+    }
+    uint8_t *part = NULL, *full = NULL;
+    size_t plen = 0, flen = 0;
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        bool is_changed = false;
+        for (size_t k = 0; k < nc; k++)
+            is_changed |= changed[k] == s->e;
+        if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP && !is_changed)
+            continue;
+        if (s->synced != 0 && s->synced + 1 == c->server_list_version) {
+            if (part == NULL && (part = pack_update(c, false, changed, nc, &plen)) == NULL)
+                break;
+            push_one(c, s, part, plen);
+        } else {
+            if (full == NULL && (full = pack_update(c, true, NULL, 0, &flen)) == NULL)
+                break;
+            push_one(c, s, full, flen);
+        }
+    }
+    free(part);
+    free(full);
+}
+
+static void verify_finish(struct coord_verify *v)
+{
+    struct coord_srv *s = find_server(v->c, v->id);
+    if (s != NULL && s->v == v)
+        s->v = NULL;
+    free(v);
+}
+
+static void probe_try(struct coord_verify *v);
+
+static void probe_timer(void *arg)
+{
+    struct coord_verify *v = arg;
+    v->timer = 0;
+    probe_try(v);
+}
+
+static void probe_result(struct coord_verify *v, bool alive, const char *what)
+{
+    coord *c = v->c;
+    if (c->closing) {
+        verify_finish(v);
+        return;
+    }
+    uint64_t now = clock_mono_ms();
+    if (alive) {
+        CRAM_INFO("server %lu answered probe %u after %lu ms: alive, not declared crashed (suspected: %s)",
+                  (unsigned long)v->id, v->tries + 1, (unsigned long)(now - v->start_ms), v->why);
+        verify_finish(v);
+        return;
+    }
+    v->tries++;
+    CRAM_DEBUG("probe %u of server %lu failed: %s", v->tries, (unsigned long)v->id, what);
+    if (v->tries >= c->verify_tries) {
+        if (c->n_declare == c->cap_declare) {
+            size_t cap = c->cap_declare ? c->cap_declare * 2 : 8;
+            struct coord_declare *d = realloc(c->declare, cap * sizeof(*d));
+            if (d == NULL) {
+                CRAM_ERROR("out of memory: server %lu stays up", (unsigned long)v->id);
+                verify_finish(v);
+                return;
+            }
+            c->declare = d;
+            c->cap_declare = cap;
+        }
+        c->declare[c->n_declare++] = (struct coord_declare){ v->id, v->why, v->tries, now - v->start_ms };
+        verify_finish(v);
+        return;
+    }
+    uint64_t next = v->start_ms + v->tries * c->verify_interval_ms;
+    uint64_t delay = next > now ? next - now : 0;
+    v->timer = tp_timer_add(c->wloop, delay * 1000u, probe_timer, v);
+}
+
+static void probe_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct coord_verify *v = arg;
+    int32_t status = resp_status(st, resp, len);
+    probe_result(v, status == CRAM_OK, cram_strerror((cram_status)status));
+}
+
+/* One probe: a PING naming the server's id (a process at its locator that
+ * is not that server answers CRAM_WRONG_SERVER or CRAM_RETRY: no answer). */
+static void probe_try(struct coord_verify *v)
+{
+    coord *c = v->c;
+    struct coord_srv *s = find_server(c, v->id);
+    if (s == NULL || s->e->status != CRAM__SERVER_STATUS__SERVER_UP || c->closing) {
+        verify_finish(v);
+        return;
+    }
+    tp_session *sess = server_session(c, s);
+    if (sess == NULL) {
+        probe_result(v, false, "connection refused");
+        return;
+    }
+    struct {
+        struct wire_req_hdr h;
+        struct wire_target t;
+    } WIRE_PACKED req = { { .opcode = WIRE_OP_PING, .service = WIRE_SVC_PING }, { v->id } };
+    struct iovec iov = { &req, sizeof(req) };
+    cram_status st = tp_send(sess, &iov, 1, c->verify_timeout_ms, probe_done, v);
+    if (st != CRAM_OK)
+        probe_result(v, false, cram_strerror(st));
+}
+
+/* Start verifying that s is alive, unless that runs already. */
+static void verify_start(coord *c, struct coord_srv *s, const char *why)
+{
+    if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP || s->v != NULL || c->closing)
+        return;
+    struct coord_verify *v = calloc(1, sizeof(*v));
+    if (v == NULL)
+        return;
+    *v = (struct coord_verify){ .c = c, .id = s->e->server_id, .why = why, .start_ms = clock_mono_ms() };
+    s->v = v;
+    CRAM_INFO("verifying server %lu: %s", (unsigned long)v->id, why);
+    probe_try(v);
+}
+
+/* Write SERVER_CRASHED for d->id (fenced, with the bumped list version) and
+ * push the change.  0 when done (or nothing to do), -1 to retry later. */
+static int declare_crashed(coord *c, const struct coord_declare *d)
+{
+    struct coord_srv *s = find_server(c, d->id);
+    if (s == NULL || s->e->status != CRAM__SERVER_STATUS__SERVER_UP)
+        return 0;
+    Cram__ServerEntry e = *s->e;
+    e.status = CRAM__SERVER_STATUS__SERVER_CRASHED;
+    size_t plen = cram__server_entry__get_packed_size(&e);
+    uint8_t *packed = malloc(plen ? plen : 1);
+    if (packed == NULL)
+        return -1;
+    cram__server_entry__pack(&e, packed);
+    uint8_t idsbuf[64];
+    size_t idslen;
+    ids_pack(c, c->next_table_id, c->next_server_index, c->server_list_version + 1, idsbuf, sizeof(idsbuf), &idslen);
+    char path[64];
+    snprintf(path, sizeof(path), "servers/%016lx", (unsigned long)d->id);
+    struct zks_op ops[2] = {
+        { .kind = ZKS_SET, .path = path, .data = packed, .len = plen },
+        { .kind = ZKS_SET, .path = "ids", .data = idsbuf, .len = idslen },
+    };
+    int rc = zks_commit(c->zk, ops, 2);
+    free(packed);
+    if (rc != ZOK) {
+        zk_failure(c, rc, "declare server crashed");
+        return -1;
+    }
+    s->e->status = CRAM__SERVER_STATUS__SERVER_CRASHED;
+    c->server_list_version++;
+    size_t tablets = 0;
+    for (size_t t = 0; t < c->n_tables; t++)
+        for (size_t i = 0; i < c->tables[t]->n_tablets; i++)
+            tablets += c->tables[t]->tablets[i]->server_id == d->id;
+    CRAM_INFO("server %lu declared crashed (%s; %u probes over %lu ms unanswered), server list version %lu",
+              (unsigned long)d->id, d->why, d->tries, (unsigned long)d->elapsed_ms,
+              (unsigned long)c->server_list_version);
+    if (tablets > 0)
+        CRAM_INFO("server %lu: its %zu tablets stay assigned to it (crash recovery is not implemented yet)",
+                  (unsigned long)d->id, tablets);
+    push_changes(c, &d->id, 1);
+    return 0;
+}
+
+/* The worker's top-level housekeeping between requests: declare verified
+ * crashes, notice broken connections (and verify those servers), resend the
+ * full list to servers that missed an update.  Returns how long the worker
+ * may wait for the next event (ms). */
+static int coord_maintain(coord *c)
+{
+    uint64_t now = clock_mono_ms();
+    int wait = 1000;
+    if (c->n_declare > 0 && now >= c->declare_at_ms) {
+        size_t keep = 0;
+        for (size_t i = 0; i < c->n_declare && !atomic_load(&c->stopping); i++) {
+            struct coord_declare d = c->declare[i];
+            if (declare_crashed(c, &d) != 0)
+                c->declare[keep++] = d;
+        }
+        c->n_declare = atomic_load(&c->stopping) ? 0 : keep;
+        if (keep > 0)
+            c->declare_at_ms = now + clock_test_scaled_ms(COORD_DECLARE_RETRY_MS);
+    }
+    if (c->n_declare > 0)
+        wait = (int)clock_test_scaled_ms(COORD_DECLARE_RETRY_MS);
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        bool up = s->e->status == CRAM__SERVER_STATUS__SERVER_UP;
+        if (s->sess != NULL && !tp_session_alive(s->sess)) {
+            tp_session_close(s->sess);
+            s->sess = NULL;
+            if (up) {
+                mark_resync(c, s);
+                verify_start(c, s, "its connection to the coordinator broke");
+            }
+        }
+        if (up && s->need_full && s->v == NULL) {
+            now = clock_mono_ms();
+            if (now >= s->resync_at_ms) {
+                s->need_full = false;
+                push_full(c, s);
+            } else if ((int)(s->resync_at_ms - now) < wait) {
+                wait = (int)(s->resync_at_ms - now);
+            }
+        }
+    }
+    return wait;
+}
+
+/* ---------------------------------------------------------------------
  * Request handlers (worker thread)
  * ------------------------------------------------------------------- */
 
@@ -381,12 +789,14 @@ static void do_enlist(coord *c, struct coord_job *j)
     if (rq->replaces_id != 0)
         CRAM_INFO("enlisting server replaces id %lu: ignored until failure handling exists",
                   (unsigned long)rq->replaces_id);
+    uint64_t reused = 0;            /* an up server at the newcomer's locator */
     for (size_t i = 0; i < c->n_servers; i++) {
         const Cram__ServerEntry *old = c->servers[i].e;
-        if (old->status == CRAM__SERVER_STATUS__SERVER_UP && strcmp(old->locators[0], rq->locators[0]) == 0)
+        if (old->status == CRAM__SERVER_STATUS__SERVER_UP && strcmp(old->locators[0], rq->locators[0]) == 0) {
             CRAM_WARN("a new server enlists at %s, the locator of server %lu: that server is "
-                      "probably gone, but its tablets stay with it until failure handling exists",
-                      rq->locators[0], (unsigned long)old->server_id);
+                      "probably gone; verifying it", rq->locators[0], (unsigned long)old->server_id);
+            reused = old->server_id;
+        }
     }
     uint32_t index = c->next_server_index;
     Cram__ServerEntry e = CRAM__SERVER_ENTRY__INIT;
@@ -439,6 +849,80 @@ static void do_enlist(coord *c, struct coord_job *j)
     resp.server_id = copy->server_id;
     resp.settings = &c->settings;
     post_msg(c, j->rpc, &resp.base);
+    /* the newcomer gets the full list, everybody else the new entry */
+    uint64_t id = copy->server_id;
+    push_changes(c, &id, 1);
+    struct coord_srv *old = reused ? find_server(c, reused) : NULL;
+    if (old != NULL)
+        verify_start(c, old, "a new server enlisted at its locator");
+}
+
+static void do_hint(coord *c, struct coord_job *j)
+{
+    const Cram__ServerIdRequest *rq = (const Cram__ServerIdRequest *)j->msg;
+    struct coord_srv *s = find_server(c, rq->server_id);
+    if (s == NULL) {
+        post_reply(c, j->rpc, CRAM_NOT_FOUND, NULL, 0);
+        return;
+    }
+    verify_start(c, s, "a peer's ping failed");     /* no-op unless up and not being verified */
+    post_reply(c, j->rpc, CRAM_OK, NULL, 0);
+}
+
+/* {segment, epoch} a is below b. */
+static bool recovery_info_below(uint64_t aseg, uint64_t aep, uint64_t bseg, uint64_t bep)
+{
+    return aseg < bseg || (aseg == bseg && aep < bep);
+}
+
+/* Record a master's MasterRecoveryInfo in its ServerEntry: only ever raised
+ * (an older or equal {segment_id, epoch} is acknowledged without a write);
+ * the reply goes after the fenced write succeeded. */
+static void do_recovery_info(coord *c, struct coord_job *j)
+{
+    const Cram__MasterRecoveryInfo *rq = (const Cram__MasterRecoveryInfo *)j->msg;
+    struct coord_srv *s = find_server(c, rq->server_id);
+    if (s == NULL) {
+        post_reply(c, j->rpc, CRAM_NOT_FOUND, NULL, 0);
+        return;
+    }
+    if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP) {
+        post_reply(c, j->rpc, CRAM_CALLER_NOT_IN_CLUSTER, NULL, 0);
+        return;
+    }
+    const Cram__MasterRecoveryInfo *cur = s->e->recovery_info;
+    if (cur != NULL && !recovery_info_below(cur->segment_id, cur->epoch, rq->segment_id, rq->epoch)) {
+        post_reply(c, j->rpc, CRAM_OK, NULL, 0);
+        return;
+    }
+    Cram__ServerEntry e = *s->e;
+    Cram__MasterRecoveryInfo ri = CRAM__MASTER_RECOVERY_INFO__INIT;
+    ri.server_id = rq->server_id;
+    ri.segment_id = rq->segment_id;
+    ri.epoch = rq->epoch;
+    e.recovery_info = &ri;
+    uint8_t *packed = NULL;
+    size_t plen = 0;
+    Cram__ServerEntry *copy = (Cram__ServerEntry *)pb_clone(&e.base, &packed, &plen);
+    if (copy == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "servers/%016lx", (unsigned long)rq->server_id);
+    struct zks_op op = { .kind = ZKS_SET, .path = path, .data = packed, .len = plen };
+    int rc = zks_commit(c->zk, &op, 1);
+    free(packed);
+    if (rc != ZOK) {
+        cram__server_entry__free_unpacked(copy, NULL);
+        post_reply(c, j->rpc, zk_failure(c, rc, "set master recovery info"), NULL, 0);
+        return;
+    }
+    cram__server_entry__free_unpacked(s->e, NULL);
+    s->e = copy;
+    CRAM_INFO("server %lu recovery info: segment %lu epoch %lu", (unsigned long)rq->server_id,
+              (unsigned long)rq->segment_id, (unsigned long)rq->epoch);
+    post_reply(c, j->rpc, CRAM_OK, NULL, 0);
 }
 
 static void do_server_list(coord *c, struct coord_job *j)
@@ -455,6 +939,7 @@ static void do_server_list(coord *c, struct coord_job *j)
     l.n_servers = c->n_servers;
     l.servers = v;
     l.full = 1;
+    l.settings = &c->settings;
     post_msg(c, j->rpc, &l.base);
     free(v);
 }
@@ -993,6 +1478,9 @@ static int startup(coord *c)
     int failed = send_tablets_many(c, WIRE_OP_TAKE_TABLET, c->tables, c->n_tables);
     if (failed)
         CRAM_WARN("re-sending TAKE_TABLET: %d tablets failed (their owners are unreachable)", failed);
+    /* Every server that is up gets the whole list; one that cannot be
+     * reached is verified (and declared crashed if it is gone). */
+    push_full(c, NULL);
     return 0;
 }
 
@@ -1017,6 +1505,8 @@ static void handle_job(coord *c, struct coord_job *j)
     case WIRE_OP_GET_TABLE_ID:     do_get_table_id(c, j); break;
     case WIRE_OP_GET_TABLE_CONFIG: do_get_table_config(c, j); break;
     case WIRE_OP_LIST_TABLES:      do_list_tables(c, j); break;
+    case WIRE_OP_HINT_SERVER_CRASHED: do_hint(c, j); break;
+    case WIRE_OP_SET_MASTER_RECOVERY_INFO: do_recovery_info(c, j); break;
     default:
         post_reply(c, j->rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
         break;
@@ -1033,20 +1523,6 @@ static void *worker_main(void *arg)
     }
     for (;;) {
         pthread_mutex_lock(&c->qmu);
-        while (c->qhead == NULL && !atomic_load(&c->stopping)) {
-            /* Wake once a second to notice an expired ZooKeeper session. */
-            struct timespec dl;
-            clock_gettime(CLOCK_MONOTONIC, &dl);
-            dl.tv_sec += 1;
-            pthread_cond_timedwait(&c->qcond, &c->qmu, &dl);
-            if (c->zk != NULL && zks_expired(c->zk) && !atomic_load(&c->stopping)) {
-                pthread_mutex_unlock(&c->qmu);
-                CRAM_ERROR("ZooKeeper session expired: lost leadership; stopping");
-                atomic_store(&c->fatal, 1);
-                coord_stop(c);
-                pthread_mutex_lock(&c->qmu);
-            }
-        }
         struct coord_job *j = c->qhead;
         if (j != NULL) {
             c->qhead = j->next;
@@ -1055,13 +1531,28 @@ static void *worker_main(void *arg)
                 c->qtail = NULL;
         }
         pthread_mutex_unlock(&c->qmu);
-        if (j == NULL)
-            break;                       /* stopping and the queue is empty */
+        if (j == NULL) {
+            if (atomic_load(&c->stopping))
+                break;                   /* stopping and the queue is empty */
+            /* Idle: housekeeping, then wait in the worker's loop for RPC
+             * completions, timers and new requests (on_request wakes it);
+             * at least once a second, to notice an expired ZooKeeper session. */
+            int wait = coord_maintain(c);
+            tp_loop_poll(c->wloop, wait);
+            if (c->zk != NULL && zks_expired(c->zk) && !atomic_load(&c->stopping)) {
+                CRAM_ERROR("ZooKeeper session expired: lost leadership; stopping");
+                atomic_store(&c->fatal, 1);
+                coord_stop(c);
+            }
+            continue;
+        }
         if (atomic_load(&c->stopping))
             post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
         else
             handle_job(c, j);
         free_job(j);
+        if (!atomic_load(&c->stopping))
+            coord_maintain(c);
     }
     return NULL;
 }
@@ -1112,6 +1603,16 @@ static bool unpack_request(uint16_t op, const uint8_t *body, size_t len, Protobu
         *msg = (ProtobufCMessage *)rq;
         return rq != NULL;
     }
+    case WIRE_OP_HINT_SERVER_CRASHED: {
+        Cram__ServerIdRequest *rq = cram__server_id_request__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && rq->server_id != 0;
+    }
+    case WIRE_OP_SET_MASTER_RECOVERY_INFO: {
+        Cram__MasterRecoveryInfo *rq = cram__master_recovery_info__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && rq->server_id != 0;
+    }
     default:
         return false;
     }
@@ -1133,7 +1634,7 @@ static void on_request(void *arg, tp_rpc *rpc)
         return;
     }
     if (h.service != WIRE_SVC_COORDINATOR ||
-        h.opcode < WIRE_OP_ENLIST_SERVER || h.opcode > WIRE_OP_LIST_TABLES) {
+        h.opcode < WIRE_OP_ENLIST_SERVER || h.opcode > WIRE_OP_SET_MASTER_RECOVERY_INFO) {
         reply_now(rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
         return;
     }
@@ -1168,6 +1669,7 @@ static void on_request(void *arg, tp_rpc *rpc)
     c->qtail = j;
     pthread_cond_signal(&c->qcond);
     pthread_mutex_unlock(&c->qmu);
+    tp_loop_wake(c->wloop);         /* the worker waits in its loop */
 }
 
 /* ---------------------------------------------------------------------
@@ -1197,6 +1699,11 @@ coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen)
     cram__cluster_settings__init(&c->settings);
     c->settings.replicas = cfg->replicas;
     c->settings.durability = c->durability;
+    c->verify_tries = cfg->verify_tries ? cfg->verify_tries : COORD_VERIFY_TRIES;
+    c->verify_interval_ms = clock_test_scaled_ms(cfg->verify_interval_ms ? cfg->verify_interval_ms
+                                                                          : COORD_VERIFY_INTERVAL_MS);
+    c->verify_timeout_ms = (uint32_t)clock_test_scaled_ms(cfg->verify_timeout_ms ? cfg->verify_timeout_ms
+                                                                                 : COORD_VERIFY_TIMEOUT_MS);
     pthread_mutex_init(&c->qmu, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
@@ -1233,6 +1740,8 @@ void coord_stop(coord *c)
     pthread_cond_broadcast(&c->qcond);
     pthread_mutex_unlock(&c->qmu);
     tp_loop_wake(c->loop);
+    if (c->wloop != NULL)
+        tp_loop_wake(c->wloop);
 }
 
 int coord_run(coord *c)
@@ -1265,12 +1774,25 @@ void coord_destroy(coord *c)
         reply_now(j->rpc, CRAM_RETRY, NULL, 0);
         free_job(j);
     }
+    /* Sessions first (their outstanding RPCs complete now and may look at
+     * any server), then pending probes' timers, then the entries. */
+    c->closing = 1;
     for (size_t i = 0; i < c->n_servers; i++) {
         if (c->servers[i].sess != NULL)
             tp_session_close(c->servers[i].sess);
+        c->servers[i].sess = NULL;
+    }
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_verify *v = c->servers[i].v;
+        if (v != NULL) {
+            if (v->timer)
+                tp_timer_cancel(c->wloop, v->timer);
+            free(v);
+        }
         cram__server_entry__free_unpacked(c->servers[i].e, NULL);
     }
     free(c->servers);
+    free(c->declare);
     for (size_t i = 0; i < c->n_tables; i++)
         cram__table_record__free_unpacked(c->tables[i], NULL);
     free(c->tables);

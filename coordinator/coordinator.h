@@ -1,13 +1,17 @@
 /*
  * coordinator.h -- the coordinator service: server list, tables and tablet
- * map, kept in ZooKeeper (zkstore.h) and served over one tp_loop.
+ * map, kept in ZooKeeper (zkstore.h) and served over one tp_loop; it pushes
+ * the versioned server list to every server (full after enlisting or a lost
+ * update, else only the changes) and verifies crash hints with its own
+ * probes before declaring a server crashed.
  *
  * Threads: coord_run's caller is the dispatch thread (owns the tp_loop and
  * the listener; receives RPCs, validates and unpacks them, and queues them).
  * One worker thread owns the cluster state and the ZooKeeper handle, handles
- * the queued requests one at a time, sends TAKE_TABLET/DROP_TABLET to masters
- * over its own private tp_loop, and posts each reply back to the dispatch
- * thread with tp_loop_post.  coord_stop is the only call allowed from any
+ * the queued requests one at a time, sends TAKE_TABLET/DROP_TABLET, server
+ * list updates and verification PINGs to servers over its own private
+ * tp_loop (which it polls between requests), and posts each reply back to
+ * the dispatch thread with tp_loop_post.  coord_stop is the only call allowed from any
  * thread (and signal-handling threads).
  */
 #ifndef CRAM_COORDINATOR_H
@@ -28,6 +32,15 @@ struct coord_config {
     const char *durability;     /* "buffered" or "sync" */
     bool durability_set;
     bool reset;                 /* wipe the cluster's ZooKeeper state first */
+    /* Failure verification: before declaring a suspected server crashed the
+     * coordinator sends it verify_tries PINGs, verify_interval_ms apart (from
+     * start to start), each with its own verify_timeout_ms; one answer means
+     * alive.  0 = default (3 tries, 125 ms apart, 250 ms timeout: at least
+     * 250 ms from the first probe to the last).  All three are scaled by
+     * CRAM_TEST_TIME_SCALE. */
+    uint32_t verify_tries;
+    uint32_t verify_interval_ms;
+    uint32_t verify_timeout_ms;
 };
 
 /* Creates the dispatch loop and the listener.  NULL with a message in err. */

@@ -30,11 +30,17 @@ static void usage(FILE *f)
 "  --replicas R            cluster setting: replicas per segment (default: 3, or the stored value)\n"
 "  --durability MODE       cluster setting: buffered or sync (default: buffered, or the stored value)\n"
 "  --reset                 wipe /cram/<cluster> in ZooKeeper before starting (a fresh cluster)\n"
+"  --verify-tries N        PINGs sent to a suspected server before it is declared crashed (default: 3)\n"
+"  --verify-interval-ms MS between the starts of those PINGs (default: 125)\n"
+"  --verify-timeout-ms MS  how long each PING waits for its answer (default: 250)\n"
 "  --help                  this text\n"
 "\n"
 "Cluster settings are stored in ZooKeeper (/cram/<cluster>/settings) and handed\n"
 "to servers when they enlist; a value given on the command line replaces the\n"
-"stored one.  SIGTERM or SIGINT stops the coordinator cleanly.\n");
+"stored one.  A server is declared crashed only when none of the verification\n"
+"PINGs is answered; the three --verify-* times are multiplied by the\n"
+"environment variable CRAM_TEST_TIME_SCALE (default 1).  SIGTERM or SIGINT\n"
+"stops the coordinator cleanly.\n");
 }
 
 struct sigctx {
@@ -68,7 +74,8 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 
 int main(int argc, char **argv)
 {
-    enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_HELP };
+    enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_VTRIES, O_VINT,
+           O_VTIMEOUT, O_HELP };
     static const struct option opts[] = {
         { "zk", required_argument, NULL, O_ZK },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -78,6 +85,9 @@ int main(int argc, char **argv)
         { "replicas", required_argument, NULL, O_REPL },
         { "durability", required_argument, NULL, O_DUR },
         { "reset", no_argument, NULL, O_RESET },
+        { "verify-tries", required_argument, NULL, O_VTRIES },
+        { "verify-interval-ms", required_argument, NULL, O_VINT },
+        { "verify-timeout-ms", required_argument, NULL, O_VTIMEOUT },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -125,6 +135,22 @@ int main(int argc, char **argv)
             cfg.durability_set = true;
             break;
         case O_RESET: cfg.reset = true; break;
+        case O_VTRIES:
+            if (parse_u32(optarg, 100, &cfg.verify_tries) != 0 || cfg.verify_tries == 0) {
+                fprintf(stderr, "cram-coordinator: bad --verify-tries '%s' (1..100)\n", optarg);
+                return 2;
+            }
+            break;
+        case O_VINT:
+        case O_VTIMEOUT: {
+            uint32_t *dst = o == O_VINT ? &cfg.verify_interval_ms : &cfg.verify_timeout_ms;
+            if (parse_u32(optarg, 600000, dst) != 0 || *dst == 0) {
+                fprintf(stderr, "cram-coordinator: bad --%s '%s' (1..600000 ms)\n",
+                        o == O_VINT ? "verify-interval-ms" : "verify-timeout-ms", optarg);
+                return 2;
+            }
+            break;
+        }
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

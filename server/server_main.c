@@ -1,18 +1,23 @@
 /*
  * server_main.c -- cram-server: one dispatch thread (a tp_loop) serving the
- * master service on a listener, plus enlistment with the coordinator.
+ * master service on a listener, plus enlistment with the coordinator, the
+ * server's copy of the server list (SERVER_LIST_UPDATE pushes are applied
+ * here, before any service sees them) and the failure detector (pings of
+ * random peers, crash hints to the coordinator).
  *
  * Threads: the main thread runs the tp_loop and owns everything below
- * (listener, master, coordinator session, enlistment state).  Two helpers:
- * a signal thread (sigwait, then sets `stopping` and wakes the loop) and,
- * while a "zk:" coordinator locator is being resolved, a short-lived locate
- * thread that blocks in coordloc_find and posts its result to the loop.
+ * (listener, master, server list, failure detector, coordinator session,
+ * enlistment state).  Two helpers: a signal thread (sigwait, then sets
+ * `stopping` and wakes the loop) and, while a "zk:" coordinator locator is
+ * being resolved, a short-lived locate thread that blocks in coordloc_find
+ * and posts its result to the loop.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,14 +27,17 @@
 #include "common/coordloc.h"
 #include "common/locator.h"
 #include "common/log.h"
+#include "common/serverlist.h"
 #include "common/wire.h"
 #include "master/master_service.h"
+#include "server/failure_detector.h"
 #include "transport/transport.h"
 
 #define SRV_LOCATE_MS     2000      /* per attempt to read the leader record */
 #define SRV_ENLIST_MS     5000      /* per ENLIST_SERVER RPC */
 #define SRV_BACKOFF_MIN   100       /* ms between enlistment attempts ... */
 #define SRV_BACKOFF_MAX   2000      /* ... doubling up to this */
+#define SRV_HINT_MS       2000      /* per HINT_SERVER_CRASHED RPC */
 
 #define SRV_SVC_MASTER 1u
 #define SRV_SVC_BACKUP 2u
@@ -47,16 +55,21 @@ struct server {
     tp_listener *listener;
     master_service *master;
     char locator[512];
-    tp_session *csess;              /* to the coordinator; closed before each new attempt */
+    tp_session *csess;              /* to the coordinator (enlistment, then crash hints) */
     uint32_t backoff_ms;
     uint32_t attempts;
     uint64_t server_id;             /* 0 until enlisted */
+    char coord_loc[512];            /* the coordinator's locator as last found */
+    server_list *sl;                /* the cluster's server list (pushed by the coordinator) */
+    fdet *fd;                       /* failure detector: starts once enlisted */
+    uint32_t replicas;              /* cluster settings handed out at enlistment */
+    char durability[16];
 
     /* locate thread: started and joined by the loop thread; it writes
-     * coord_loc/locate_st before tp_loop_post (which orders the accesses). */
+     * found_loc/locate_st before tp_loop_post (which orders the accesses). */
     pthread_t locate_thread;
     int locating;
-    char coord_loc[512];
+    char found_loc[512];
     cram_status locate_st;
 
     atomic_int stopping;            /* any thread */
@@ -72,6 +85,144 @@ static void reply_status(tp_rpc *rpc, int32_t status)
     tp_rpc_reply(rpc, &iov, 1);
 }
 
+/* PING: an empty body is answered OK.  A body of exactly a struct
+ * wire_target names the server the sender means (failure detection): a
+ * process that is not that server answers CRAM_WRONG_SERVER, one that is not
+ * enlisted yet CRAM_RETRY -- so a newcomer at a dead server's locator never
+ * vouches for it.  Other bodies are ignored, as before. */
+static void handle_ping(struct server *s, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_target t;
+    if (len != sizeof(struct wire_req_hdr) + sizeof(t)) {
+        reply_status(rpc, CRAM_OK);
+        return;
+    }
+    memcpy(&t, req + sizeof(struct wire_req_hdr), sizeof(t));
+    if (t.target_server_id == 0 || t.target_server_id == s->server_id)
+        reply_status(rpc, CRAM_OK);
+    else
+        reply_status(rpc, s->server_id == 0 ? CRAM_RETRY : CRAM_WRONG_SERVER);
+}
+
+/* Stop at once if the list says this server was declared crashed: the
+ * cluster has moved on without it, and serving on would mean zombie writes. */
+static void check_self(struct server *s)
+{
+    if (s->server_id == 0)
+        return;
+    const struct sl_entry *e = sl_find(s->sl, s->server_id);
+    if (e != NULL && e->status != SL_UP) {
+        CRAM_ERROR("server %lu declared %s by the coordinator; exiting", (unsigned long)s->server_id,
+                   e->status == SL_CRASHED ? "crashed" : "removed");
+        exit(1);
+    }
+}
+
+static const char *status_name(int st)
+{
+    return st == SL_UP ? "up" : st == SL_CRASHED ? "crashed" : st == SL_REMOVED ? "removed" : "new";
+}
+
+/* Subscriber: log each change of the list (the first full list quietly). */
+static void list_changed(void *arg, const struct sl_entry *e, int old_status)
+{
+    struct server *s = arg;
+    if (old_status < 0 && e->status == SL_UP)
+        CRAM_DEBUG("server list: server %lu up at %s", (unsigned long)e->id, e->locators);
+    else
+        CRAM_INFO("server list version %lu: server %lu is %s (was %s)", (unsigned long)sl_version(s->sl),
+                  (unsigned long)e->id, status_name(e->status), status_name(old_status));
+}
+
+/* SERVER_LIST_UPDATE (any service field): applied to the one server list.
+ * A partial update that skips versions is refused with CRAM_RETRY, so the
+ * coordinator sends the whole list instead; an old one is acknowledged and
+ * ignored. */
+static void handle_list_update(struct server *s, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    const uint8_t *body = req + sizeof(struct wire_req_hdr);
+    size_t blen = len - sizeof(struct wire_req_hdr);
+    Cram__ServerList *l = cram__server_list__unpack(NULL, blen, body);
+    if (l == NULL) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    bool gap = !l->full && l->version > sl_version(s->sl) + 1;
+    if (l->full && l->settings != NULL && l->version > sl_version(s->sl) &&
+        (l->settings->replicas != s->replicas || strcmp(l->settings->durability, s->durability) != 0)) {
+        CRAM_INFO("cluster settings: replicas=%u durability=%s", l->settings->replicas, l->settings->durability);
+        s->replicas = l->settings->replicas;
+        snprintf(s->durability, sizeof(s->durability), "%s", l->settings->durability);
+    }
+    uint64_t version = l->version;
+    cram__server_list__free_unpacked(l, NULL);
+    if (gap) {
+        CRAM_DEBUG("server list update %lu skips versions after %lu: asking for the full list",
+                   (unsigned long)version, (unsigned long)sl_version(s->sl));
+        reply_status(rpc, CRAM_RETRY);
+        return;
+    }
+    cram_status st = sl_apply(s->sl, body, blen);
+    reply_status(rpc, st);
+    if (st == CRAM_OK)
+        check_self(s);
+}
+
+/* ---- crash hints ------------------------------------------------------------ */
+
+static void relocate(struct server *s);
+
+static void hint_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct server *s = arg;
+    struct wire_resp_hdr h = { .status = st };
+    if (st == CRAM_OK && len >= sizeof(h))
+        memcpy(&h, resp, sizeof(h));
+    if (st == CRAM_TRANSPORT_ERROR)
+        relocate(s);                /* the coordinator may have moved */
+    else if (h.status != CRAM_OK)
+        CRAM_DEBUG("crash hint: %s", cram_strerror((cram_status)h.status));
+}
+
+/* A session to the coordinator, reopened if it broke; NULL if none. */
+static tp_session *coord_session(struct server *s)
+{
+    if (s->csess != NULL && tp_session_alive(s->csess))
+        return s->csess;
+    if (s->csess != NULL) {
+        tp_session_close(s->csess);
+        s->csess = NULL;
+    }
+    cram_status st;
+    if (s->coord_loc[0] != '\0')
+        s->csess = tp_session_open(s->loop, s->coord_loc, &st);
+    if (s->csess == NULL)
+        relocate(s);
+    return s->csess;
+}
+
+/* Failure detector callback: tell the coordinator, which verifies. */
+static void send_hint(void *arg, uint64_t id, const char *why)
+{
+    struct server *s = arg;
+    CRAM_INFO("server %lu looks down (%s); telling the coordinator", (unsigned long)id, why);
+    tp_session *cs = coord_session(s);
+    if (cs == NULL) {
+        CRAM_WARN("no session to the coordinator: crash hint for server %lu dropped", (unsigned long)id);
+        return;
+    }
+    Cram__ServerIdRequest rq = CRAM__SERVER_ID_REQUEST__INIT;
+    rq.server_id = id;
+    uint8_t buf[32];
+    size_t blen = cram__server_id_request__get_packed_size(&rq);
+    CRAM_ASSERT(blen <= sizeof(buf));
+    cram__server_id_request__pack(&rq, buf);
+    struct wire_req_hdr h = { .opcode = WIRE_OP_HINT_SERVER_CRASHED, .service = WIRE_SVC_COORDINATOR };
+    struct iovec iov[2] = { { &h, sizeof(h) }, { buf, blen } };
+    if (tp_send(cs, iov, 2, (uint32_t)clock_test_scaled_ms(SRV_HINT_MS), hint_done, s) != CRAM_OK)
+        CRAM_WARN("crash hint for server %lu could not be sent", (unsigned long)id);
+}
+
 /* Request dispatch (loop thread). */
 static void on_request(void *arg, tp_rpc *rpc)
 {
@@ -85,7 +236,9 @@ static void on_request(void *arg, tp_rpc *rpc)
     }
     memcpy(&h, req, sizeof(h));
     if (h.service == WIRE_SVC_PING && h.opcode == WIRE_OP_PING)
-        reply_status(rpc, CRAM_OK);
+        handle_ping(s, rpc, req, len);
+    else if (h.opcode == WIRE_OP_SERVER_LIST_UPDATE)
+        handle_list_update(s, rpc, req, len);
     else if (h.service == WIRE_SVC_MASTER && s->master != NULL)
         master_handle(s->master, rpc, req, len);
     else
@@ -131,11 +284,14 @@ static void enlist_done(void *arg, cram_status st, const uint8_t *resp, uint32_t
     s->server_id = r->server_id;
     if (s->master != NULL)
         master_set_server_id(s->master, s->server_id);
-    uint32_t replicas = r->settings ? r->settings->replicas : 0;
-    const char *dur = r->settings && r->settings->durability[0] ? r->settings->durability : "?";
-    CRAM_INFO("serving as server %lu on %s (cluster settings: replicas %u, durability %s)",
-              (unsigned long)s->server_id, s->locator, replicas, dur);
+    s->replicas = r->settings ? r->settings->replicas : 0;
+    snprintf(s->durability, sizeof(s->durability), "%s",
+             r->settings && r->settings->durability[0] ? r->settings->durability : "?");
+    CRAM_INFO("serving as server %lu on %s (cluster settings: replicas=%u durability=%s)",
+              (unsigned long)s->server_id, s->locator, s->replicas, s->durability);
     cram__enlist_server_response__free_unpacked(r, NULL);
+    check_self(s);                      /* the list may have arrived first */
+    fdet_start(s->fd, s->server_id);
 }
 
 /* The coordinator's locator is known (or not): send ENLIST_SERVER. */
@@ -148,6 +304,18 @@ static void enlist_located(void *arg)
     }
     if (atomic_load(&s->stopping))
         return;
+    if (s->locate_st == CRAM_OK)
+        snprintf(s->coord_loc, sizeof(s->coord_loc), "%s", s->found_loc);
+    if (s->server_id != 0) {
+        /* enlisted already: this was a re-locate for crash hints */
+        if (s->locate_st == CRAM_OK && s->csess != NULL && !tp_session_alive(s->csess)) {
+            tp_session_close(s->csess);
+            s->csess = NULL;
+        }
+        if (s->locate_st == CRAM_OK)
+            CRAM_DEBUG("coordinator located at %s", s->coord_loc);
+        return;
+    }
     if (s->locate_st != CRAM_OK) {
         CRAM_LOG(s->attempts == 1 || s->attempts % 30 == 0 ? LOG_LVL_WARN : LOG_LVL_DEBUG,
                  "cannot locate the coordinator through %s (cluster %s): %s; retrying",
@@ -187,7 +355,7 @@ static void *locate_main(void *arg)
 {
     struct server *s = arg;
     s->locate_st = coordloc_find(s->coordinator, s->cluster, (uint32_t)clock_test_scaled_ms(SRV_LOCATE_MS),
-                                 s->coord_loc, sizeof(s->coord_loc));
+                                 s->found_loc, sizeof(s->found_loc));
     if (tp_loop_post(s->loop, enlist_located, s) != 0)
         CRAM_ERROR("tp_loop_post failed: enlistment stalls");
     return NULL;
@@ -205,13 +373,26 @@ static void enlist_attempt(void *arg)
         s->csess = NULL;
     }
     if (strncmp(s->coordinator, "zk:", 3) != 0) {
-        s->locate_st = coordloc_find(s->coordinator, s->cluster, 0, s->coord_loc, sizeof(s->coord_loc));
+        s->locate_st = coordloc_find(s->coordinator, s->cluster, 0, s->found_loc, sizeof(s->found_loc));
         enlist_located(s);
         return;
     }
     if (pthread_create(&s->locate_thread, NULL, locate_main, s) != 0) {
         CRAM_WARN("cannot start the locate thread: %s", strerror(errno));
         enlist_retry(s);
+        return;
+    }
+    s->locating = 1;
+}
+
+/* Find the coordinator again (it may have moved to a new leader) for crash
+ * hints, in the background; the next hint uses the new locator. */
+static void relocate(struct server *s)
+{
+    if (s->locating || atomic_load(&s->stopping) || strncmp(s->coordinator, "zk:", 3) != 0)
+        return;
+    if (pthread_create(&s->locate_thread, NULL, locate_main, s) != 0) {
+        CRAM_WARN("cannot start the locate thread: %s", strerror(errno));
         return;
     }
     s->locating = 1;
@@ -239,11 +420,17 @@ static void usage(FILE *f)
 "  --backup-only           run only the backup service (the backup service arrives in a\n"
 "                          later version: today this serves no master and stores nothing)\n"
 "  --failure-domain NAME   failure domain label (replicas avoid sharing one; default: none)\n"
+"  --ping-interval-ms MS   failure detection: ping one random peer this often (default: 100)\n"
+"  --ping-timeout-ms MS    a ping unanswered this long makes its peer a suspect, reported to\n"
+"                          the coordinator, which verifies before declaring a crash (default: 250)\n"
 "  --log-level LEVEL       debug, info, warn or error (default: info)\n"
 "  --help                  this text\n"
 "\n"
 "Without --master-only/--backup-only a server offers both services (the backup\n"
-"service is not implemented yet).  SIGTERM or SIGINT stops the server cleanly.\n");
+"service is not implemented yet).  The --ping-* times are multiplied by the\n"
+"environment variable CRAM_TEST_TIME_SCALE (default 1).  A server that the\n"
+"coordinator's server list shows as crashed exits at once with status 1.\n"
+"SIGTERM or SIGINT stops the server cleanly.\n");
 }
 
 /* A plain decimal number.  Returns 0 or -1. */
@@ -313,7 +500,7 @@ static int label_valid(const char *s)
 int main(int argc, char **argv)
 {
     enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_MONLY, O_BONLY,
-           O_FD, O_LOG, O_HELP };
+           O_FD, O_LOG, O_PING_INT, O_PING_TO, O_HELP };
     static const struct option opts[] = {
         { "coordinator", required_argument, NULL, O_COORD },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -326,6 +513,8 @@ int main(int argc, char **argv)
         { "backup-only", no_argument, NULL, O_BONLY },
         { "failure-domain", required_argument, NULL, O_FD },
         { "log-level", required_argument, NULL, O_LOG },
+        { "ping-interval-ms", required_argument, NULL, O_PING_INT },
+        { "ping-timeout-ms", required_argument, NULL, O_PING_TO },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -338,6 +527,7 @@ int main(int argc, char **argv)
     const char *listen = "tcp:host=127.0.0.1,port=0";
     uint64_t seg = 8ull << 20;
     uint64_t poll_us = 50;
+    uint64_t ping_interval = FDET_DEFAULT_INTERVAL_MS, ping_timeout = FDET_DEFAULT_TIMEOUT_MS;
     int hugepages = 0, master_only = 0, backup_only = 0;
     int level = LOG_LVL_INFO;
     int o;
@@ -381,6 +571,16 @@ int main(int argc, char **argv)
                 return 2;
             }
             break;
+        case O_PING_INT:
+        case O_PING_TO: {
+            uint64_t *dst = o == O_PING_INT ? &ping_interval : &ping_timeout;
+            if (parse_u64(optarg, dst) != 0 || *dst == 0 || *dst > 600000) {
+                fprintf(stderr, "cram-server: bad --%s '%s' (1..600000)\n",
+                        o == O_PING_INT ? "ping-interval-ms" : "ping-timeout-ms", optarg);
+                return 2;
+            }
+            break;
+        }
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -420,6 +620,16 @@ int main(int argc, char **argv)
         return 1;
     }
     tp_loop_set_poll_us(s->loop, (uint32_t)poll_us);
+    struct fdet_config fc = {
+        .interval_ms = (uint32_t)clock_test_scaled_ms(ping_interval),
+        .timeout_ms = (uint32_t)clock_test_scaled_ms(ping_timeout),
+    };
+    s->sl = sl_create();
+    s->fd = s->sl ? fdet_create(s->loop, s->sl, &fc, send_hint, s) : NULL;
+    if (s->fd == NULL || sl_subscribe(s->sl, list_changed, s) != 0) {
+        CRAM_ERROR("out of memory");
+        goto out_list;
+    }
     if (!backup_only) {
         struct master_config mc = {
             .memory_bytes = s->memory_bytes,
@@ -431,7 +641,7 @@ int main(int argc, char **argv)
         s->master = master_create(&mc, err, sizeof(err));
         if (s->master == NULL) {
             CRAM_ERROR("cannot create the master service: %s", err);
-            goto out_loop;
+            goto out_list;
         }
     }
     s->listener = tp_listen(s->loop, listen, on_request, s, err, sizeof(err));
@@ -460,6 +670,8 @@ int main(int argc, char **argv)
         pthread_join(s->locate_thread, NULL);
         s->locating = 0;
     }
+    fdet_destroy(s->fd);
+    s->fd = NULL;
     if (s->csess != NULL) {
         tp_session_close(s->csess);
         s->csess = NULL;
@@ -471,7 +683,9 @@ out_listener:
 out_master:
     if (s->master != NULL)
         master_destroy(s->master);
-out_loop:
+out_list:
+    fdet_destroy(s->fd);
+    sl_destroy(s->sl);
     tp_loop_destroy(s->loop);
     CRAM_INFO("cram-server exiting");
     return rc;
