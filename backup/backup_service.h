@@ -12,6 +12,7 @@
 #include <stdint.h>
 #include "transport/transport.h"
 #include "common/serverlist.h"
+#include "common/wire.h"
 
 typedef struct backup_service backup_service;
 
@@ -37,5 +38,24 @@ void backup_set_server_id(backup_service *b, uint64_t server_id);
 void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len);
 /* Number of replicas held (for logs and stats). */
 size_t backup_replica_count(const backup_service *b);
+
+/*
+ * Additions (not part of the original contract; additive only).
+ *
+ * Ranged BACKUP_READ.  A replica of an 8 MiB segment does not fit one
+ * message (WIRE_MAX_MESSAGE is 2 MiB), so BACKUP_READ returns at most
+ * BACKUP_READ_MAX_CHUNK bytes starting at an offset.  A request of exactly
+ * sizeof(struct wire_backup_read_req) bytes reads from offset 0; a request
+ * followed by a struct backup_read_range reads from range.offset (which must
+ * be <= the certified length) at most range.max_bytes (0 = no limit beyond
+ * the chunk size).  The response's `length` is the number of bytes that
+ * follow; its certificate.length is the replica's whole certified length, so
+ * the reader continues at offset + length until it reaches it.
+ */
+struct backup_read_range {
+    uint32_t offset;
+    uint32_t max_bytes;
+} __attribute__((packed));
+#define BACKUP_READ_MAX_CHUNK (WIRE_MAX_MESSAGE - (uint32_t)sizeof(struct wire_backup_read_resp))
 
 #endif

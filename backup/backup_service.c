@@ -1,0 +1,1349 @@
+/*
+ * backup_service.c -- the backup service (see backup_service.h, and the
+ * BACKUP_* opcodes in common/wire.h for the exact request semantics).
+ *
+ * Memory and disk.  Each open replica owns a 4 KiB-aligned buffer of its
+ * capacity; a BACKUP_WRITE copies its bytes there on the dispatch thread and,
+ * in buffered mode, is answered at once (no syscall, no malloc: a memcpy, a
+ * short uncontended mutex section and the reply).  One worker thread moves
+ * bytes to the replica's file (format: backup_store.h) with O_DIRECT:
+ *   - buffered mode: a dirty replica is flushed BK_FLUSH_DELAY_US after its
+ *     first unflushed write (a dispatch timer hands it to the worker), so a
+ *     restarted backup still finds open replicas up to the last header;
+ *   - sync mode (WIRE_BACKUP_SYNC on a write): the write is answered only
+ *     after the worker wrote data, fdatasync, header, fdatasync; every sync
+ *     write that arrives while a flush is queued rides in it (group commit);
+ *   - CLOSE: the worker writes the rest, verifies the bytes against the
+ *     certificate (seg_verify), writes the closed header, fdatasyncs, and the
+ *     dispatch thread then drops the buffer (closed replicas live on disk
+ *     only; BACKUP_READ reads them back on the worker).
+ * Every flush writes the data before the header that certifies it.  Aligned
+ * blocks go straight from the replica buffer; the last partial block is
+ * copied to a zero-padded bounce block, so the worker never reads a byte at
+ * or past the snapshot length (which the dispatch thread may be writing).
+ *
+ * Request rules beyond wire.h (documented choices):
+ *   - a write to a closed replica is CRAM_OK if it is a re-send of the close
+ *     (CLOSE flag, same certificate, range inside the replica), answered once
+ *     the close is on disk when it asks for SYNC; any other write to a closed
+ *     replica is CRAM_REQUEST_FORMAT_ERROR;
+ *   - an epoch lower than the one held is refused with CRAM_WRONG_VERSION
+ *     (a stale master or a late retransmission);
+ *   - a write without OPEN to a replica not held, held with a higher epoch,
+ *     or only held from a previous incarnation of this backup (read-only,
+ *     loaded at start-up) is CRAM_NOT_FOUND;
+ *   - OPEN with capacity 0 is a format error, above max_replica_bytes
+ *     CRAM_REQUEST_TOO_LARGE; OPEN of an existing replica of the same epoch
+ *     must repeat its capacity;
+ *   - a certificate shorter than the one held is accepted but does not
+ *     replace it (certificates never go backwards);
+ *   - a re-sent range with different bytes overwrites them and is re-flushed
+ *     (while the worker may be writing the old bytes: the next header is only
+ *     written after they are rewritten).
+ *   - BACKUP_READ of a corrupt or torn replica, or one whose disk copy fails
+ *     verification on a whole read, is CRAM_NOT_FOUND.
+ *
+ * Threads: the dispatch thread owns the service; the worker owns replica
+ * file descriptors and its aligned blocks.  They share the job queue, the
+ * done list and each replica's "shared" fields, all under b->mu.  Worker
+ * completions come back through tp_loop_post into bk_drain on the dispatch
+ * thread, which replies deferred RPCs.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <unistd.h>
+#include "backup/backup_service.h"
+#include "backup/backup_store.h"
+#include "common/log.h"
+#include "common/segment.h"
+#include "common/wire.h"
+#include "cram.pb-c.h"
+
+#define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
+#define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
+
+enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK };
+
+struct bk_replica;
+
+/* A unit of work for the worker.  Created and freed on the dispatch thread;
+ * between enqueue and completion only the worker touches it. */
+struct bk_job {
+    struct bk_job *next;
+    int type;                       /* enum bk_job_type */
+    struct bk_replica *rep;
+    /* READ: the rpc to answer and the range; resp holds the reply */
+    tp_rpc *rpc;
+    uint32_t off, len;
+    uint8_t *resp;
+    bool whole;                     /* READ covers the whole certified range: verify it */
+    /* results (FLUSH) */
+    int err;                        /* 0 or errno */
+    uint64_t seq;                   /* writes up to this seq are in the flush */
+    struct seg_certificate cert;    /* certificate written in the header */
+    bool closing;                   /* this flush saw the replica closed */
+    bool closed_done;               /* this flush wrote the closed replica completely */
+    bool verified;                  /* closing flush: bytes passed seg_verify */
+};
+
+/* A sync write waiting for a flush (dispatch thread only). */
+struct bk_waiter {
+    struct bk_waiter *next;
+    tp_rpc *rpc;
+    uint64_t seq;
+};
+
+struct bk_replica {
+    /* identity: immutable */
+    uint64_t master_id, segment_id, epoch;
+    uint32_t capacity;
+    char name[128];                 /* file name in the backup directory */
+
+    /* dispatch thread only */
+    struct bk_replica *hnext;       /* hash chain, or bad list */
+    struct bk_replica *dprev, *dnext;
+    bool in_dirty;                  /* on b->dirty: waiting for the flush timer */
+    bool loaded;                    /* found on disk at start-up: read-only */
+    bool bad;                       /* torn / corrupt / superseded: not served */
+    bool close_enqueued;            /* the closing flush is queued: no more flushes */
+    bool io_error;                  /* the last flush failed */
+    bool verified;                  /* on-disk copy checked (load or closing flush) */
+    bool on_disk;                   /* disk header certifies the current certificate */
+    bool vcache_ok;                 /* cached seg_verify of the memory bytes ... */
+    uint32_t vcache_len;            /* ... for this certificate length */
+    int refs;                       /* jobs naming this replica */
+    struct bk_waiter *waiters, **wtail;
+    uint8_t *buf;                   /* capacity rounded up, 4 KiB aligned; NULL: on disk only */
+
+    /* written by the dispatch thread under b->mu; the worker reads them
+     * under b->mu; the dispatch thread reads them without it */
+    uint32_t length;                /* bytes received */
+    struct seg_certificate cert;    /* latest certificate */
+    uint64_t seq;                   /* count of writes applied */
+    uint32_t dirty_from;            /* lowest byte changed since the last flush snapshot */
+    bool closed;
+    bool sync_req;                  /* a sync write is waiting: fdatasync in the next flush */
+    bool flush_queued;              /* a FLUSH job is queued and not yet started */
+    bool gone;                      /* freed or replaced: flushing it is pointless */
+
+    /* worker only (the dispatch thread touches it only when refs == 0
+     * and the worker has stopped or cannot reach the replica) */
+    int fd;
+};
+
+/* Shared between the worker's posted callbacks and the service, so a
+ * callback posted just before backup_destroy finds no dangling pointer. */
+struct bk_mailbox {
+    atomic_int refs;                /* the service's + one per pending post */
+    backup_service *b;              /* dispatch thread only; NULL once destroyed */
+};
+
+struct backup_service {
+    /* immutable after create */
+    struct backup_config cfg;
+    char dir[512];
+    int dirfd;
+    tp_loop *loop;
+    server_list *sl;
+
+    /* dispatch thread only */
+    uint64_t server_id;
+    struct bk_replica **tab;        /* hash on (master id, segment id) */
+    size_t nbuckets, count;         /* count: replicas in tab */
+    struct bk_replica *bad;         /* list of out-of-service replicas */
+    uint64_t used;                  /* capacity of every replica, bad ones included */
+    struct bk_replica *dirty;       /* buffered replicas waiting for the flush timer */
+    uint64_t timer_id;              /* 0 = not armed */
+    struct bk_mailbox *mbox;
+
+    /* under mu: job queue, done list, worker control */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct bk_job *qhead, *qtail;
+    struct bk_job *dhead, *dtail;
+    bool stop;
+    pthread_t worker;
+
+    /* worker only */
+    uint8_t *hdr_blk;               /* BACKUP_HDR_SIZE, aligned */
+    uint8_t *tail_blk;              /* BACKUP_ALIGN, aligned */
+    bool no_direct;                 /* O_DIRECT refused by the filesystem */
+};
+
+/* ---- small helpers ------------------------------------------------------ */
+
+static void reply_status(tp_rpc *rpc, cram_status st)
+{
+    struct wire_resp_hdr h = { .status = (int32_t)st };
+    struct iovec iov = { &h, sizeof h };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+static size_t bk_hash(const backup_service *b, uint64_t master_id, uint64_t segment_id)
+{
+    uint64_t h = master_id * 0x9e3779b97f4a7c15ull ^ (segment_id + 0x632be59bd9b4e019ull) * 0xbf58476d1ce4e5b9ull;
+    return (size_t)(h ^ (h >> 31)) & (b->nbuckets - 1);
+}
+
+static struct bk_replica *bk_find(const backup_service *b, uint64_t master_id, uint64_t segment_id)
+{
+    struct bk_replica *r = b->tab[bk_hash(b, master_id, segment_id)];
+    while (r != NULL && (r->master_id != master_id || r->segment_id != segment_id))
+        r = r->hnext;
+    return r;
+}
+
+static void bk_tab_grow(backup_service *b)
+{
+    size_t nb = b->nbuckets * 2;
+    struct bk_replica **nt = calloc(nb, sizeof *nt);
+    if (nt == NULL)
+        return;                     /* chains just get longer */
+    struct bk_replica **old = b->tab;
+    size_t ob = b->nbuckets;
+    b->tab = nt;
+    b->nbuckets = nb;
+    for (size_t i = 0; i < ob; i++) {
+        struct bk_replica *r = old[i];
+        while (r != NULL) {
+            struct bk_replica *n = r->hnext;
+            size_t h = bk_hash(b, r->master_id, r->segment_id);
+            r->hnext = nt[h];
+            nt[h] = r;
+            r = n;
+        }
+    }
+    free(old);
+}
+
+static void bk_tab_insert(backup_service *b, struct bk_replica *r)
+{
+    if (b->count >= b->nbuckets)
+        bk_tab_grow(b);
+    size_t h = bk_hash(b, r->master_id, r->segment_id);
+    r->hnext = b->tab[h];
+    b->tab[h] = r;
+    b->count++;
+}
+
+static void bk_tab_remove(backup_service *b, struct bk_replica *r)
+{
+    struct bk_replica **pp = &b->tab[bk_hash(b, r->master_id, r->segment_id)];
+    while (*pp != NULL && *pp != r)
+        pp = &(*pp)->hnext;
+    CRAM_ASSERT(*pp == r);
+    *pp = r->hnext;
+    r->hnext = NULL;
+    b->count--;
+}
+
+static struct bk_replica *bk_rep_new(uint64_t master_id, uint64_t segment_id, uint64_t epoch,
+                                     uint32_t capacity)
+{
+    struct bk_replica *r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return NULL;
+    r->master_id = master_id;
+    r->segment_id = segment_id;
+    r->epoch = epoch;
+    r->capacity = capacity;
+    r->fd = -1;
+    r->wtail = &r->waiters;
+    backup_file_name(r->name, sizeof r->name, master_id, segment_id, epoch);
+    return r;
+}
+
+static void bk_rep_free(struct bk_replica *r)
+{
+    CRAM_ASSERT(r->refs == 0 && r->waiters == NULL && !r->in_dirty);
+    if (r->fd >= 0)
+        close(r->fd);
+    free(r->buf);
+    free(r);
+}
+
+static void bk_dirty_remove(backup_service *b, struct bk_replica *r)
+{
+    if (!r->in_dirty)
+        return;
+    if (r->dprev != NULL)
+        r->dprev->dnext = r->dnext;
+    else
+        b->dirty = r->dnext;
+    if (r->dnext != NULL)
+        r->dnext->dprev = r->dprev;
+    r->dprev = r->dnext = NULL;
+    r->in_dirty = false;
+}
+
+/* Answer the sync waiters up to seq (all of them if seq == UINT64_MAX). */
+static void bk_answer_waiters(struct bk_replica *r, uint64_t seq, cram_status st)
+{
+    while (r->waiters != NULL && r->waiters->seq <= seq) {
+        struct bk_waiter *w = r->waiters;
+        r->waiters = w->next;
+        if (r->waiters == NULL)
+            r->wtail = &r->waiters;
+        reply_status(w->rpc, st);
+        free(w);
+    }
+}
+
+/* ---- job queue (dispatch side) ------------------------------------------- */
+
+/* Queue a job; b->mu held by the caller. */
+static void bk_enqueue_locked(backup_service *b, struct bk_job *j)
+{
+    j->next = NULL;
+    if (b->qtail != NULL)
+        b->qtail->next = j;
+    else
+        b->qhead = j;
+    b->qtail = j;
+    if (j->rep != NULL)
+        j->rep->refs++;
+    pthread_cond_signal(&b->cv);
+}
+
+static void bk_enqueue(backup_service *b, struct bk_job *j)
+{
+    pthread_mutex_lock(&b->mu);
+    bk_enqueue_locked(b, j);
+    pthread_mutex_unlock(&b->mu);
+}
+
+/* Queue a flush of r unless one is queued already (it will see every write
+ * applied before the worker starts it).  0, or -1 when out of memory. */
+static int bk_flush_now(backup_service *b, struct bk_replica *r)
+{
+    struct bk_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return -1;
+    j->type = BK_JOB_FLUSH;
+    j->rep = r;
+    pthread_mutex_lock(&b->mu);
+    if (r->closed)
+        r->close_enqueued = true;   /* the queued or new flush sees closed */
+    if (r->flush_queued) {
+        pthread_mutex_unlock(&b->mu);
+        free(j);
+        return 0;
+    }
+    r->flush_queued = true;
+    bk_enqueue_locked(b, j);
+    pthread_mutex_unlock(&b->mu);
+    return 0;
+}
+
+static void bk_flush_timer(void *arg)
+{
+    backup_service *b = arg;
+    b->timer_id = 0;
+    while (b->dirty != NULL) {
+        struct bk_replica *r = b->dirty;
+        if (r->closed && r->close_enqueued) {
+            bk_dirty_remove(b, r);  /* its closing flush is on the way */
+            continue;
+        }
+        if (bk_flush_now(b, r) != 0) {
+            CRAM_WARN("backup: out of memory queueing a flush; retrying later");
+            b->timer_id = tp_timer_add(b->loop, BK_FLUSH_DELAY_US, bk_flush_timer, b);
+            return;
+        }
+        bk_dirty_remove(b, r);
+    }
+}
+
+static void bk_mark_dirty(backup_service *b, struct bk_replica *r)
+{
+    if (!r->in_dirty) {
+        r->in_dirty = true;
+        r->dprev = NULL;
+        r->dnext = b->dirty;
+        if (b->dirty != NULL)
+            b->dirty->dprev = r;
+        b->dirty = r;
+    }
+    if (b->timer_id == 0)
+        b->timer_id = tp_timer_add(b->loop, BK_FLUSH_DELAY_US, bk_flush_timer, b);
+}
+
+/* Take r out of service: out of the table (or bad list), its waiters
+ * answered, its storage released, its file removed unless keep_file (a
+ * replacement reuses the name).  Freed now or when its last job completes. */
+static void bk_retire(backup_service *b, struct bk_replica *r, bool keep_file)
+{
+    if (r->bad) {
+        struct bk_replica **pp = &b->bad;
+        while (*pp != r)
+            pp = &(*pp)->hnext;
+        *pp = r->hnext;
+        r->hnext = NULL;
+    } else {
+        bk_tab_remove(b, r);
+    }
+    bk_dirty_remove(b, r);
+    bk_answer_waiters(r, UINT64_MAX, CRAM_NOT_FOUND);
+    b->used -= r->capacity;
+    pthread_mutex_lock(&b->mu);
+    r->gone = true;
+    pthread_mutex_unlock(&b->mu);
+    if (!keep_file) {
+        struct bk_job *j = calloc(1, sizeof *j);
+        if (j != NULL) {
+            j->type = BK_JOB_UNLINK;
+            j->rep = r;
+            bk_enqueue(b, j);
+        } else {
+            CRAM_ERROR("backup: out of memory: replica file %s not removed", r->name);
+        }
+    }
+    if (r->refs == 0)
+        bk_rep_free(r);
+}
+
+/* ---- worker ----------------------------------------------------------------- */
+
+static int pwritev_full(int fd, struct iovec *iov, int n, off_t off)
+{
+    while (n > 0) {
+        ssize_t w = pwritev(fd, iov, n, off);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        if (w == 0)
+            return EIO;
+        off += w;
+        while (n > 0 && (size_t)w >= iov->iov_len) {
+            w -= (ssize_t)iov->iov_len;
+            iov++;
+            n--;
+        }
+        if (n > 0) {
+            /* a partial O_DIRECT write stops on a block boundary */
+            iov->iov_base = (uint8_t *)iov->iov_base + w;
+            iov->iov_len -= (size_t)w;
+        }
+    }
+    return 0;
+}
+
+/* Create (truncate) the replica's file and reserve its space. */
+static int bk_open_file(backup_service *b, struct bk_replica *r, bool sync)
+{
+    int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
+    int fd = -1;
+    if (!b->no_direct) {
+        fd = openat(b->dirfd, r->name, flags | O_DIRECT, 0644);
+        if (fd < 0 && errno == EINVAL) {
+            CRAM_WARN("backup: %s does not support O_DIRECT; using buffered I/O", b->dir);
+            b->no_direct = true;
+        }
+    }
+    if (fd < 0 && b->no_direct)
+        fd = openat(b->dirfd, r->name, flags, 0644);
+    if (fd < 0)
+        return errno;
+    off_t size = (off_t)(BACKUP_HDR_SIZE + backup_round_up(r->capacity));
+    int rc = posix_fallocate(fd, 0, size);
+    if (rc != 0 && rc != EOPNOTSUPP && rc != EINVAL) {
+        close(fd);
+        unlinkat(b->dirfd, r->name, 0);
+        return rc;
+    }
+    if (sync && fsync(b->dirfd) != 0) {
+        rc = errno;
+        close(fd);
+        return rc;
+    }
+    r->fd = fd;
+    return 0;
+}
+
+static int bk_write_header(backup_service *b, struct bk_replica *r, struct seg_certificate cert,
+                           bool closed)
+{
+    struct backup_disk_header h;
+    memset(&h, 0, sizeof h);
+    h.master_id = r->master_id;
+    h.segment_id = r->segment_id;
+    h.epoch = r->epoch;
+    h.capacity = r->capacity;
+    h.closed = closed ? 1 : 0;
+    h.cert_length = cert.length;
+    h.cert_crc32c = cert.crc32c;
+    backup_header_encode(&h, b->hdr_blk);
+    struct iovec iov = { b->hdr_blk, BACKUP_HDR_SIZE };
+    return pwritev_full(r->fd, &iov, 1, 0);
+}
+
+/* The FLUSH job: data from the dirty point to the snapshot length, then
+ * the header certifying the snapshot certificate. */
+static void bk_do_flush(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+
+    pthread_mutex_lock(&b->mu);
+    r->flush_queued = false;
+    bool gone = r->gone;
+    uint32_t len = r->length;
+    uint32_t from = r->dirty_from;
+    struct seg_certificate cert = r->cert;
+    bool closing = r->closed;
+    bool sync = r->sync_req || closing;
+    j->seq = r->seq;
+    r->dirty_from = len;
+    r->sync_req = false;
+    pthread_mutex_unlock(&b->mu);
+
+    j->cert = cert;
+    j->closing = closing;
+    if (gone)
+        return;
+    int err = 0;
+    if (r->fd < 0 && (err = bk_open_file(b, r, sync)) != 0)
+        goto out_err;
+
+    uint64_t a = backup_round_down(from), full = backup_round_down(len);
+    struct iovec iov[2];
+    int n = 0;
+    if (full > a)
+        iov[n++] = (struct iovec){ r->buf + a, full - a };
+    if (len > full) {
+        memset(b->tail_blk, 0, BACKUP_ALIGN);
+        memcpy(b->tail_blk, r->buf + full, len - full);
+        iov[n++] = (struct iovec){ b->tail_blk, BACKUP_ALIGN };
+    }
+    if (n > 0 && (err = pwritev_full(r->fd, iov, n, (off_t)(BACKUP_HDR_SIZE + a))) != 0)
+        goto out_err;
+    if (sync && fdatasync(r->fd) != 0) {
+        err = errno;
+        goto out_err;
+    }
+    if (closing)
+        j->verified = cert.length == 0 || seg_verify(r->buf, len, &cert);
+    if ((err = bk_write_header(b, r, cert, closing)) != 0)
+        goto out_err;
+    if (sync && fdatasync(r->fd) != 0) {
+        err = errno;
+        goto out_err;
+    }
+    if (closing) {
+        close(r->fd);
+        r->fd = -1;
+        j->closed_done = true;
+    }
+    return;
+
+out_err:
+    j->err = err;
+    pthread_mutex_lock(&b->mu);
+    if (from < r->dirty_from)
+        r->dirty_from = from;      /* the next flush rewrites what this one missed */
+    if (sync)
+        r->sync_req = true;
+    pthread_mutex_unlock(&b->mu);
+}
+
+static void bk_do_read(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+    int fd = openat(b->dirfd, r->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        j->err = errno;
+        return;
+    }
+    uint8_t *p = j->resp + sizeof(struct wire_backup_read_resp);
+    size_t left = j->len;
+    off_t off = (off_t)BACKUP_HDR_SIZE + j->off;
+    while (left > 0) {
+        ssize_t n = pread(fd, p, left, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            j->err = n < 0 ? errno : EIO;
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+        off += n;
+    }
+    close(fd);
+    if (j->err == 0 && j->whole) {
+        struct wire_backup_read_resp rh;
+        memcpy(&rh, j->resp, sizeof rh);
+        struct seg_certificate cert = { rh.certificate.length, rh.certificate.crc32c };
+        j->verified = seg_verify(j->resp + sizeof rh, j->len, &cert);
+    } else {
+        j->verified = true;
+    }
+}
+
+static void bk_do_unlink(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+    if (r->fd >= 0) {
+        close(r->fd);
+        r->fd = -1;
+    }
+    if (unlinkat(b->dirfd, r->name, 0) != 0 && errno != ENOENT)
+        j->err = errno;
+}
+
+static void bk_mailbox_cb(void *arg);
+
+static void *bk_worker(void *arg)
+{
+    backup_service *b = arg;
+    pthread_mutex_lock(&b->mu);
+    for (;;) {
+        while (b->qhead == NULL && !b->stop)
+            pthread_cond_wait(&b->cv, &b->mu);
+        struct bk_job *j = b->qhead;
+        if (j == NULL)
+            break;                  /* stopping and nothing left */
+        b->qhead = j->next;
+        if (b->qhead == NULL)
+            b->qtail = NULL;
+        j->next = NULL;
+        pthread_mutex_unlock(&b->mu);
+
+        if (j->type == BK_JOB_FLUSH)
+            bk_do_flush(b, j);      /* takes b->mu for its snapshot */
+        else if (j->type == BK_JOB_READ)
+            bk_do_read(b, j);
+        else
+            bk_do_unlink(b, j);
+
+        pthread_mutex_lock(&b->mu);
+        bool was_empty = b->dhead == NULL;
+        if (b->dtail != NULL)
+            b->dtail->next = j;
+        else
+            b->dhead = j;
+        b->dtail = j;
+        if (was_empty && !b->stop) {
+            /* b->mbox is immutable until the worker is joined */
+            struct bk_mailbox *mb = b->mbox;
+            atomic_fetch_add(&mb->refs, 1);
+            if (tp_loop_post(b->loop, bk_mailbox_cb, mb) != 0) {
+                atomic_fetch_sub(&mb->refs, 1);
+                CRAM_ERROR("backup: tp_loop_post failed: completions wait for the next one");
+            }
+        }
+    }
+    pthread_mutex_unlock(&b->mu);
+    return NULL;
+}
+
+/* ---- completions (dispatch thread) ------------------------------------------ */
+
+static void bk_complete_flush(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+    if (r->gone)
+        return;
+    if (j->err != 0) {
+        if (!r->io_error)
+            CRAM_ERROR("backup: writing replica %s: %s", r->name, strerror(j->err));
+        r->io_error = true;
+        bk_answer_waiters(r, j->seq, CRAM_INTERNAL_ERROR);
+        /* try again later; once closed only the closing flush retries (a
+         * later flush of a closed replica could outlive its buffer) */
+        if (j->closing) {
+            r->close_enqueued = false;
+            bk_mark_dirty(b, r);
+        } else if (!r->closed) {
+            bk_mark_dirty(b, r);
+        }
+        return;
+    }
+    r->io_error = false;
+    r->on_disk = j->cert.length == r->cert.length && j->cert.crc32c == r->cert.crc32c;
+    bk_answer_waiters(r, j->seq, CRAM_OK);
+    if (j->closed_done) {
+        r->verified = j->verified;
+        if (!j->verified)
+            CRAM_WARN("backup: closed replica %s does not match its certificate (length %u)",
+                      r->name, j->cert.length);
+        free(r->buf);
+        r->buf = NULL;
+        r->on_disk = true;
+    }
+}
+
+static void bk_complete_read(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+    if (j->err != 0 || !j->verified) {
+        if (j->err != 0)
+            CRAM_ERROR("backup: reading replica %s: %s", r->name, strerror(j->err));
+        else
+            CRAM_ERROR("backup: replica %s fails its certificate on disk; taken out of service",
+                       r->name);
+        reply_status(j->rpc, j->err != 0 ? CRAM_INTERNAL_ERROR : CRAM_NOT_FOUND);
+        if (j->err == 0 && !r->gone && !r->bad) {
+            bk_tab_remove(b, r);
+            r->bad = true;
+            r->hnext = b->bad;
+            b->bad = r;
+        }
+    } else {
+        struct iovec iov = { j->resp, sizeof(struct wire_backup_read_resp) + j->len };
+        tp_rpc_reply(j->rpc, &iov, 1);
+    }
+    free(j->resp);
+}
+
+static void bk_drain(backup_service *b)
+{
+    pthread_mutex_lock(&b->mu);
+    struct bk_job *j = b->dhead;
+    b->dhead = b->dtail = NULL;
+    pthread_mutex_unlock(&b->mu);
+    while (j != NULL) {
+        struct bk_job *next = j->next;
+        struct bk_replica *r = j->rep;
+        if (j->type == BK_JOB_FLUSH)
+            bk_complete_flush(b, j);
+        else if (j->type == BK_JOB_READ)
+            bk_complete_read(b, j);
+        else if (j->err != 0)
+            CRAM_WARN("backup: removing %s: %s", r->name, strerror(j->err));
+        free(j);
+        if (r != NULL && --r->refs == 0 && r->gone)
+            bk_rep_free(r);
+        j = next;
+    }
+}
+
+static void bk_mailbox_cb(void *arg)
+{
+    struct bk_mailbox *mb = arg;
+    if (mb->b != NULL)
+        bk_drain(mb->b);
+    if (atomic_fetch_sub(&mb->refs, 1) == 1)
+        free(mb);
+}
+
+/* ---- requests ----------------------------------------------------------------- */
+
+static bool bk_target_ok(const backup_service *b, const struct wire_target *t)
+{
+    return t->target_server_id == 0 || t->target_server_id == b->server_id;
+}
+
+static bool bk_zombie(const backup_service *b, uint64_t master_id)
+{
+    if (b->sl == NULL)
+        return false;
+    const struct sl_entry *e = sl_find(b->sl, master_id);
+    return e != NULL && (e->status == SL_CRASHED || e->status == SL_REMOVED);
+}
+
+static bool cert_eq(struct seg_certificate a, const struct wire_certificate *w)
+{
+    return a.length == w->length && a.crc32c == w->crc32c;
+}
+
+/* A write to a closed replica: only a re-send of the close is accepted. */
+static void bk_write_closed(backup_service *b, tp_rpc *rpc, struct bk_replica *r,
+                            const struct wire_backup_write_req *q)
+{
+    (void)b;
+    if (!(q->flags & WIRE_BACKUP_CLOSE) || !cert_eq(r->cert, &q->certificate) ||
+        (uint64_t)q->offset + q->length > r->length) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    if (!(q->flags & WIRE_BACKUP_SYNC) || r->buf == NULL) {
+        reply_status(rpc, CRAM_OK);
+        return;
+    }
+    if (r->io_error) {
+        reply_status(rpc, CRAM_INTERNAL_ERROR);
+        return;
+    }
+    /* the closing flush is queued or running: answer with it */
+    struct bk_waiter *w = malloc(sizeof *w);
+    if (w == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+    *w = (struct bk_waiter){ NULL, rpc, r->seq };
+    *r->wtail = w;
+    r->wtail = &w->next;
+}
+
+/* Find or create the replica a write goes to; NULL after replying with the
+ * reason.  Checks every field that depends on the held replica. */
+static struct bk_replica *bk_write_target(backup_service *b, tp_rpc *rpc,
+                                          const struct wire_backup_write_req *q)
+{
+    struct bk_replica *r = bk_find(b, q->master_id, q->segment_id);
+    bool open = q->flags & WIRE_BACKUP_OPEN;
+    cram_status st = CRAM_OK;
+
+    if (!open) {
+        if (r == NULL || r->loaded || q->epoch > r->epoch)
+            st = CRAM_NOT_FOUND;
+        else if (q->epoch < r->epoch)
+            st = CRAM_WRONG_VERSION;
+        else if (q->capacity != 0 && q->capacity != r->capacity)
+            st = CRAM_REQUEST_FORMAT_ERROR;
+        if (st != CRAM_OK) {
+            reply_status(rpc, st);
+            return NULL;
+        }
+        return r;
+    }
+    if (q->capacity == 0)
+        st = CRAM_REQUEST_FORMAT_ERROR;
+    else if (q->capacity > b->cfg.max_replica_bytes)
+        st = CRAM_REQUEST_TOO_LARGE;
+    else if (r != NULL && q->epoch < r->epoch)
+        st = CRAM_WRONG_VERSION;
+    else if (r != NULL && !r->loaded && q->epoch == r->epoch)
+        st = q->capacity == r->capacity ? CRAM_OK : CRAM_REQUEST_FORMAT_ERROR;
+    if (st != CRAM_OK || (r != NULL && !r->loaded && q->epoch == r->epoch)) {
+        if (st != CRAM_OK)
+            reply_status(rpc, st);
+        return st == CRAM_OK ? r : NULL;
+    }
+
+    /* a new replica (possibly replacing r): the write must fit an empty one */
+    if (q->offset != 0 || q->length > q->capacity || q->certificate.length > q->length) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return NULL;
+    }
+    uint64_t freed = r != NULL ? r->capacity : 0;
+    if (b->used - freed + q->capacity > b->cfg.storage_bytes) {
+        reply_status(rpc, CRAM_BACKUP_FULL);
+        return NULL;
+    }
+    struct bk_replica *n = bk_rep_new(q->master_id, q->segment_id, q->epoch, q->capacity);
+    if (n != NULL)
+        n->buf = aligned_alloc(BACKUP_ALIGN, backup_round_up(q->capacity));
+    if (n == NULL || n->buf == NULL) {
+        if (n != NULL)
+            bk_rep_free(n);
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return NULL;
+    }
+    /* bad replicas of the same name are replaced by the new file */
+    for (struct bk_replica **pp = &b->bad; *pp != NULL;) {
+        struct bk_replica *x = *pp;
+        if (strcmp(x->name, n->name) == 0)
+            bk_retire(b, x, true);
+        else
+            pp = &x->hnext;
+    }
+    if (r != NULL)
+        bk_retire(b, r, strcmp(r->name, n->name) == 0);
+    bk_tab_insert(b, n);
+    b->used += n->capacity;
+    return n;
+}
+
+static void bk_write(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_backup_write_req q;
+    if (len < sizeof q) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&q, req, sizeof q);
+    if (!bk_target_ok(b, &q.tgt)) {
+        reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    if (q.length != len - sizeof q ||
+        (q.flags & ~(uint32_t)(WIRE_BACKUP_OPEN | WIRE_BACKUP_CLOSE | WIRE_BACKUP_SYNC)) != 0 ||
+        q.master_id == 0) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    if (bk_zombie(b, q.master_id)) {
+        reply_status(rpc, CRAM_CALLER_NOT_IN_CLUSTER);
+        return;
+    }
+    struct bk_replica *r = bk_write_target(b, rpc, &q);
+    if (r == NULL)
+        return;
+    if (r->closed) {
+        bk_write_closed(b, rpc, r, &q);
+        return;
+    }
+    uint64_t end = (uint64_t)q.offset + q.length;
+    uint32_t newlen = end > r->length ? (uint32_t)end : r->length;
+    if (q.offset > r->length || end > r->capacity || q.certificate.length > newlen) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    bool sync = q.flags & WIRE_BACKUP_SYNC, close = q.flags & WIRE_BACKUP_CLOSE;
+    struct bk_waiter *w = NULL;
+    if (sync && (w = malloc(sizeof *w)) == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+
+    /* the bytes: a re-sent range is rewritten only where it differs */
+    const uint8_t *data = req + sizeof q;
+    uint32_t dirty = UINT32_MAX;
+    if (q.offset < r->length) {
+        uint32_t ov = (end < r->length ? (uint32_t)end : r->length) - q.offset;
+        if (memcmp(r->buf + q.offset, data, ov) != 0) {
+            memcpy(r->buf + q.offset, data, ov);
+            dirty = q.offset;
+        }
+    }
+    if (end > r->length)
+        memcpy(r->buf + r->length, data + (r->length - q.offset), (size_t)(end - r->length));
+
+    pthread_mutex_lock(&b->mu);
+    r->length = newlen;
+    if (q.certificate.length >= r->cert.length)
+        r->cert = (struct seg_certificate){ q.certificate.length, q.certificate.crc32c };
+    if (dirty < r->dirty_from)
+        r->dirty_from = dirty;
+    r->seq++;
+    if (close)
+        r->closed = true;
+    if (sync)
+        r->sync_req = true;
+    pthread_mutex_unlock(&b->mu);
+    r->on_disk = false;
+
+    if (sync) {
+        *w = (struct bk_waiter){ NULL, rpc, r->seq };
+        *r->wtail = w;
+        r->wtail = &w->next;
+    }
+    if (sync || close) {
+        if (bk_flush_now(b, r) != 0) {
+            bk_mark_dirty(b, r);    /* the timer retries */
+            CRAM_WARN("backup: out of memory queueing a flush of %s", r->name);
+        } else {
+            bk_dirty_remove(b, r);
+        }
+    } else {
+        bk_mark_dirty(b, r);
+    }
+    if (!sync)
+        reply_status(rpc, CRAM_OK);
+}
+
+static void bk_free_req(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_backup_free_req q;
+    if (len != sizeof q) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&q, req, sizeof q);
+    if (!bk_target_ok(b, &q.tgt)) {
+        reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    struct bk_replica *r = bk_find(b, q.master_id, q.segment_id);
+    if (r != NULL)
+        bk_retire(b, r, false);
+    for (struct bk_replica **pp = &b->bad; *pp != NULL;) {
+        struct bk_replica *x = *pp;
+        if (x->master_id == q.master_id && x->segment_id == q.segment_id)
+            bk_retire(b, x, false);
+        else
+            pp = &x->hnext;
+    }
+    reply_status(rpc, CRAM_OK);
+}
+
+/* Is the replica's certified range good?  Memory bytes are checked here
+ * (cached per certificate length); disk copies were checked when written
+ * or loaded. */
+static bool bk_verified(struct bk_replica *r)
+{
+    if (r->cert.length == 0)
+        return true;
+    if (r->buf == NULL)
+        return r->verified;
+    if (r->vcache_len != r->cert.length) {
+        r->vcache_ok = seg_verify(r->buf, r->cert.length, &r->cert);
+        r->vcache_len = r->cert.length;
+    }
+    return r->vcache_ok;
+}
+
+static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_backup_list_req q;
+    if (len != sizeof q) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&q, req, sizeof q);
+    if (!bk_target_ok(b, &q.tgt)) {
+        reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    size_t n = 0;
+    Cram__ReplicaInfo *infos = malloc((b->count ? b->count : 1) * sizeof *infos);
+    Cram__ReplicaInfo **ptrs = malloc((b->count ? b->count : 1) * sizeof *ptrs);
+    uint8_t *out = NULL;
+    if (infos == NULL || ptrs == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        goto out_free_infos;
+    }
+    for (size_t i = 0; i < b->nbuckets; i++) {
+        for (struct bk_replica *r = b->tab[i]; r != NULL; r = r->hnext) {
+            if (q.master_id != 0 && r->master_id != q.master_id)
+                continue;
+            Cram__ReplicaInfo *e = &infos[n];
+            cram__replica_info__init(e);
+            e->master_id = r->master_id;
+            e->segment_id = r->segment_id;
+            e->epoch = r->epoch;
+            e->length = r->cert.length;
+            e->closed = r->closed;
+            e->cert_length = r->cert.length;
+            e->cert_crc32c = r->cert.crc32c;
+            e->verified = bk_verified(r);
+            e->on_disk = r->buf == NULL || r->on_disk;
+            ptrs[n++] = e;
+        }
+    }
+    Cram__ReplicaList rl = CRAM__REPLICA_LIST__INIT;
+    rl.server_id = b->server_id;
+    rl.n_replicas = n;
+    rl.replicas = ptrs;
+    rl.storage_bytes = b->cfg.storage_bytes;
+    rl.used_bytes = b->used;
+    size_t plen = cram__replica_list__get_packed_size(&rl);
+    if (plen + sizeof(struct wire_resp_hdr) > WIRE_MAX_MESSAGE) {
+        CRAM_WARN("backup: replica list of %zu replicas does not fit a message", n);
+        reply_status(rpc, CRAM_REQUEST_TOO_LARGE);
+        goto out_free_infos;
+    }
+    out = malloc(sizeof(struct wire_resp_hdr) + plen);
+    if (out == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        goto out_free_infos;
+    }
+    struct wire_resp_hdr h = { .status = CRAM_OK };
+    memcpy(out, &h, sizeof h);
+    cram__replica_list__pack(&rl, out + sizeof h);
+    struct iovec iov = { out, sizeof h + plen };
+    tp_rpc_reply(rpc, &iov, 1);
+    free(out);
+out_free_infos:
+    free(ptrs);
+    free(infos);
+}
+
+static void bk_read(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_backup_read_req q;
+    struct backup_read_range range = { 0, 0 };
+    if (len != sizeof q && len != sizeof q + sizeof range) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&q, req, sizeof q);
+    if (len > sizeof q)
+        memcpy(&range, req + sizeof q, sizeof range);
+    if (!bk_target_ok(b, &q.tgt)) {
+        reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    struct bk_replica *r = bk_find(b, q.master_id, q.segment_id);
+    if (r == NULL || (q.epoch != 0 && q.epoch != r->epoch)) {
+        reply_status(rpc, CRAM_NOT_FOUND);
+        return;
+    }
+    if (range.offset > r->cert.length) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    uint32_t n = r->cert.length - range.offset;
+    if (n > BACKUP_READ_MAX_CHUNK)
+        n = BACKUP_READ_MAX_CHUNK;
+    if (range.max_bytes != 0 && n > range.max_bytes)
+        n = range.max_bytes;
+    struct wire_backup_read_resp rh;
+    memset(&rh, 0, sizeof rh);
+    rh.hdr.status = CRAM_OK;
+    rh.length = n;
+    rh.epoch = r->epoch;
+    rh.certificate.length = r->cert.length;
+    rh.certificate.crc32c = r->cert.crc32c;
+    rh.closed = r->closed ? 1 : 0;
+    if (r->buf != NULL || n == 0) {
+        struct iovec iov[2] = { { &rh, sizeof rh }, { NULL, 0 } };
+        if (n > 0)
+            iov[1] = (struct iovec){ r->buf + range.offset, n };
+        tp_rpc_reply(rpc, iov, n > 0 ? 2 : 1);
+        return;
+    }
+    /* on disk only: read it on the worker */
+    struct bk_job *j = calloc(1, sizeof *j);
+    uint8_t *resp = malloc(sizeof rh + (size_t)n);
+    if (j == NULL || resp == NULL) {
+        free(j);
+        free(resp);
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+    memcpy(resp, &rh, sizeof rh);
+    j->type = BK_JOB_READ;
+    j->rep = r;
+    j->rpc = rpc;
+    j->off = range.offset;
+    j->len = n;
+    j->resp = resp;
+    j->whole = range.offset == 0 && n == r->cert.length && n > 0;
+    bk_enqueue(b, j);
+}
+
+void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_req_hdr h;
+    if (req == NULL || len < sizeof h) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&h, req, sizeof h);
+    if (h.service != WIRE_SVC_BACKUP) {
+        reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST);
+        return;
+    }
+    switch (h.opcode) {
+    case WIRE_OP_BACKUP_WRITE: bk_write(b, rpc, req, len); break;
+    case WIRE_OP_BACKUP_FREE:  bk_free_req(b, rpc, req, len); break;
+    case WIRE_OP_BACKUP_LIST:  bk_list(b, rpc, req, len); break;
+    case WIRE_OP_BACKUP_READ:  bk_read(b, rpc, req, len); break;
+    case WIRE_OP_PING:         reply_status(rpc, CRAM_OK); break;
+    default:                   reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST); break;
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------------ */
+
+/* Put the replicas a scan found into service (the highest good epoch of
+ * each (master, segment)) or onto the bad list (everything else with a
+ * readable header; files without one are only logged). */
+static int bk_load(backup_service *b, const struct backup_scan_entry *v, size_t n)
+{
+    size_t good = 0, bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        const struct backup_scan_entry *e = &v[i];
+        if (!e->header_ok) {
+            CRAM_WARN("backup: %s/%s: %s (%s); not served", b->dir, e->name,
+                      backup_rep_status_name(e->status), e->why);
+            continue;
+        }
+        struct bk_replica *r = bk_rep_new(e->master_id, e->segment_id, e->epoch, e->capacity);
+        if (r == NULL)
+            return -1;
+        _Static_assert(sizeof r->name == sizeof e->name, "replica name sizes");
+        memcpy(r->name, e->name, sizeof r->name);
+        r->loaded = true;
+        r->closed = e->closed;
+        r->length = e->cert_length;
+        r->cert = (struct seg_certificate){ e->cert_length, e->cert_crc32c };
+        r->dirty_from = r->length;
+        r->on_disk = true;
+        r->verified = true;
+        b->used += r->capacity;
+        bool ok = e->status == BACKUP_REP_VERIFIED || e->status == BACKUP_REP_EMPTY;
+        struct bk_replica *held = ok ? bk_find(b, e->master_id, e->segment_id) : NULL;
+        if (ok && held != NULL) {
+            /* entries are sorted by epoch: the one held is superseded */
+            CRAM_WARN("backup: %s superseded by %s; not served", held->name, r->name);
+            bk_tab_remove(b, held);
+            held->bad = true;
+            held->hnext = b->bad;
+            b->bad = held;
+            good--;
+            bad++;
+        }
+        if (ok) {
+            bk_tab_insert(b, r);
+            good++;
+        } else {
+            CRAM_WARN("backup: %s/%s: %s (%s); not served", b->dir, e->name,
+                      backup_rep_status_name(e->status), e->why);
+            r->bad = true;
+            r->hnext = b->bad;
+            b->bad = r;
+            bad++;
+        }
+    }
+    if (n > 0)
+        CRAM_INFO("backup: %s: %zu replicas in service, %zu out of service, %" PRIu64
+                  " of %" PRIu64 " bytes used", b->dir, good, bad, b->used, b->cfg.storage_bytes);
+    return 0;
+}
+
+static void bk_free_all(backup_service *b)
+{
+    for (size_t i = 0; b->tab != NULL && i < b->nbuckets; i++) {
+        while (b->tab[i] != NULL) {
+            struct bk_replica *r = b->tab[i];
+            b->tab[i] = r->hnext;
+            bk_dirty_remove(b, r);
+            bk_answer_waiters(r, UINT64_MAX, CRAM_RETRY);
+            r->refs = 0;
+            bk_rep_free(r);
+        }
+    }
+    while (b->bad != NULL) {
+        struct bk_replica *r = b->bad;
+        b->bad = r->hnext;
+        r->refs = 0;
+        bk_rep_free(r);
+    }
+    free(b->tab);
+    b->tab = NULL;
+}
+
+backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, server_list *sl,
+                              char *err, size_t errlen)
+{
+    if (cfg == NULL || cfg->dir == NULL || cfg->dir[0] == '\0' || loop == NULL) {
+        snprintf(err, errlen, "backup: no directory or loop given");
+        return NULL;
+    }
+    if (cfg->max_replica_bytes == 0 || cfg->max_replica_bytes > BK_MAX_REPLICA ||
+        cfg->storage_bytes == 0) {
+        snprintf(err, errlen, "backup: max replica size must be 1..%u bytes, storage > 0",
+                 BK_MAX_REPLICA);
+        return NULL;
+    }
+    if (strlen(cfg->dir) >= sizeof ((backup_service *)0)->dir) {
+        snprintf(err, errlen, "backup: directory name too long");
+        return NULL;
+    }
+    if (mkdir(cfg->dir, 0755) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "backup: cannot create %s: %s", cfg->dir, strerror(errno));
+        return NULL;
+    }
+    backup_service *b = calloc(1, sizeof *b);
+    if (b == NULL) {
+        snprintf(err, errlen, "backup: out of memory");
+        return NULL;
+    }
+    b->cfg = *cfg;
+    snprintf(b->dir, sizeof b->dir, "%s", cfg->dir);
+    b->cfg.dir = b->dir;
+    b->loop = loop;
+    b->sl = sl;
+    b->dirfd = open(b->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (b->dirfd < 0) {
+        snprintf(err, errlen, "backup: cannot open %s: %s", b->dir, strerror(errno));
+        goto out_free_b;
+    }
+    b->nbuckets = 64;
+    b->tab = calloc(b->nbuckets, sizeof *b->tab);
+    b->hdr_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_HDR_SIZE);
+    b->tail_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_ALIGN);
+    b->mbox = calloc(1, sizeof *b->mbox);
+    if (b->tab == NULL || b->hdr_blk == NULL || b->tail_blk == NULL || b->mbox == NULL) {
+        snprintf(err, errlen, "backup: out of memory");
+        goto out_free_mem;
+    }
+    atomic_init(&b->mbox->refs, 1);
+    b->mbox->b = b;
+
+    struct backup_scan_entry *v;
+    size_t n;
+    if (backup_scan_dir(b->dir, &v, &n, err, errlen) != 0)
+        goto out_free_mem;
+    int rc = bk_load(b, v, n);
+    free(v);
+    if (rc != 0) {
+        snprintf(err, errlen, "backup: out of memory loading %s", b->dir);
+        goto out_free_reps;
+    }
+    if (b->used > b->cfg.storage_bytes)
+        CRAM_WARN("backup: %s holds %" PRIu64 " bytes of replicas, more than --backup-storage %" PRIu64,
+                  b->dir, b->used, b->cfg.storage_bytes);
+
+    pthread_mutex_init(&b->mu, NULL);
+    pthread_cond_init(&b->cv, NULL);
+    if ((rc = pthread_create(&b->worker, NULL, bk_worker, b)) != 0) {
+        snprintf(err, errlen, "backup: cannot start worker: %s", strerror(rc));
+        goto out_free_sync;
+    }
+    return b;
+
+out_free_sync:
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+out_free_reps:
+    bk_free_all(b);
+out_free_mem:
+    free(b->mbox);
+    free(b->tail_blk);
+    free(b->hdr_blk);
+    free(b->tab);
+    close(b->dirfd);
+out_free_b:
+    free(b);
+    return NULL;
+}
+
+void backup_destroy(backup_service *b)
+{
+    if (b == NULL)
+        return;
+    if (b->timer_id != 0) {
+        tp_timer_cancel(b->loop, b->timer_id);
+        b->timer_id = 0;
+    }
+    /* what is still only in memory goes to disk before we stop */
+    while (b->dirty != NULL) {
+        struct bk_replica *r = b->dirty;
+        if (bk_flush_now(b, r) != 0)
+            CRAM_ERROR("backup: out of memory: last bytes of %s not flushed", r->name);
+        bk_dirty_remove(b, r);
+    }
+    pthread_mutex_lock(&b->mu);
+    b->stop = true;
+    pthread_cond_signal(&b->cv);
+    pthread_mutex_unlock(&b->mu);
+    pthread_join(b->worker, NULL);
+    bk_drain(b);                    /* replies every deferred rpc */
+
+    struct bk_mailbox *mb = b->mbox;
+    mb->b = NULL;
+    if (atomic_fetch_sub(&mb->refs, 1) == 1)
+        free(mb);
+    bk_free_all(b);
+    pthread_cond_destroy(&b->cv);
+    pthread_mutex_destroy(&b->mu);
+    free(b->tail_blk);
+    free(b->hdr_blk);
+    close(b->dirfd);
+    free(b);
+}
+
+void backup_set_server_id(backup_service *b, uint64_t server_id)
+{
+    b->server_id = server_id;
+}
+
+size_t backup_replica_count(const backup_service *b)
+{
+    return b->count;
+}
