@@ -104,11 +104,12 @@ uint32_t log_max_entry_body(const mlog *l)
     return l->segment_bytes - head_overhead(l) - (uint32_t)sizeof(struct seg_entry_hdr);
 }
 
-/* Take a free segment and write its segment header. */
-static uint32_t seg_open(mlog *l, uint8_t state)
+/* Take a free segment and write its segment header.  Unless reserved is
+ * set, the last l->reserve free segments are left alone. */
+static uint32_t seg_open(mlog *l, uint8_t state, bool reserved)
 {
     uint32_t slot = l->free_head;
-    if (slot == LOG_NO_SLOT)
+    if (slot == LOG_NO_SLOT || (!reserved && l->nfree <= l->reserve))
         return LOG_NO_SLOT;
     struct log_segment *s = &l->segs[slot];
     l->free_head = s->next_free;
@@ -116,7 +117,7 @@ static uint32_t seg_open(mlog *l, uint8_t state)
     s->next_free = LOG_NO_SLOT;
     s->state = state;
     s->id = l->next_segment_id++;
-    s->epoch = 0;
+    s->epoch = l->epoch;
     s->live_bytes = 0;
     seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes);
     struct seg_header_body hb = {
@@ -144,14 +145,15 @@ static void seg_release(mlog *l, uint32_t slot)
     l->nfree++;
 }
 
-int log_roll(mlog *l)
+static int roll(mlog *l, bool reserved)
 {
-    uint32_t slot = seg_open(l, LOG_SEG_HEAD);
+    uint32_t slot = seg_open(l, LOG_SEG_HEAD, reserved);
     if (slot == LOG_NO_SLOT)
         return -1;
     struct log_segment *s = &l->segs[slot];
-    if (l->head != LOG_NO_SLOT)
-        l->segs[l->head].state = LOG_SEG_CLOSED;
+    uint32_t old = l->head;
+    if (old != LOG_NO_SLOT)
+        l->segs[old].state = LOG_SEG_CLOSED;
     l->head = slot;
 
     /* digest: every segment now in the log, the new head included */
@@ -169,8 +171,13 @@ int log_roll(mlog *l)
     off = seg_append(&s->w, SEG_ENTRY_SAFE_VERSION, &sio, 1);
     CRAM_ASSERT(off >= 0);
     l->bytes_used += s->w.used - before;
+    if (l->hook != NULL)
+        l->hook(l->hook_arg, LOG_EV_HEAD_OPENED, slot, old);
     return 0;
 }
+
+int log_roll(mlog *l) { return roll(l, false); }
+int log_roll_reserved(mlog *l) { return roll(l, true); }
 
 int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref)
 {
@@ -206,7 +213,7 @@ void log_safe_version_raise(mlog *l, uint64_t v)
 
 uint32_t log_side_open(mlog *l)
 {
-    return seg_open(l, LOG_SEG_SIDE);
+    return seg_open(l, LOG_SEG_SIDE, false);
 }
 
 int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
@@ -223,12 +230,14 @@ int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *pa
 
 int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n)
 {
-    if (l->free_head == LOG_NO_SLOT)
+    if (l->free_head == LOG_NO_SLOT || l->nfree <= l->reserve)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         CRAM_ASSERT(slots[i] < l->nsegs && l->segs[slots[i]].state == LOG_SEG_SIDE);
         l->segs[slots[i]].state = LOG_SEG_CLOSED;
         l->bytes_used += l->segs[slots[i]].w.used;
+        if (l->hook != NULL)
+            l->hook(l->hook_arg, LOG_EV_JOINED, slots[i], LOG_NO_SLOT);
     }
     int rc = log_roll(l);
     CRAM_ASSERT(rc == 0);    /* a free segment was checked above */

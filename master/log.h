@@ -81,6 +81,18 @@ struct log_segment {
     uint8_t  state;          /* enum log_seg_state */
 };
 
+/*
+ * Events reported to the one hook (the replica manager), on the dispatch
+ * thread, from inside the mutating call, after the log is consistent again.
+ * The hook must not call mutating log functions.
+ *   LOG_EV_HEAD_OPENED  slot became the head; old_slot is the previous head
+ *                       (now CLOSED) or LOG_NO_SLOT
+ *   LOG_EV_JOINED       side segment `slot` became CLOSED (log_side_commit);
+ *                       reported before the head that lists it is opened
+ */
+enum log_event { LOG_EV_HEAD_OPENED = 1, LOG_EV_JOINED = 2 };
+typedef void (*log_event_fn)(void *arg, int ev, uint32_t slot, uint32_t old_slot);
+
 /* Fields are private to log.c; they are here so log_entry_get inlines. */
 typedef struct mlog {
     uint8_t *arena;
@@ -98,6 +110,10 @@ typedef struct mlog {
     uint64_t bytes_used;     /* sum of fill levels of non-free segments */
     uint64_t *digest_scratch;
     struct log_segment *segs;
+    uint64_t epoch;          /* epoch given to segments opened from now on */
+    uint32_t reserve;        /* free segments only log_roll_reserved may take */
+    log_event_fn hook;       /* replica manager: heads opened, segments closed */
+    void    *hook_arg;
 } mlog;
 
 /* Returns NULL with a message in err on bad config or out of memory. */
@@ -129,6 +145,23 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
 
 /* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
 int log_roll(mlog *l);
+
+/* Like log_roll, but may also take the reserved segments (see
+ * log_set_reserve): a lost replica of the head forces a roll even in a full
+ * log. */
+int log_roll_reserved(mlog *l);
+
+/* Keep n free segments out of reach of log_append's rolls (and log_roll,
+ * log_side_open, log_side_commit). */
+static inline void log_set_reserve(mlog *l, uint32_t n) { l->reserve = n; }
+
+/* Segments opened from now on carry epoch e (in their header and metadata);
+ * never lowered. */
+static inline void log_raise_epoch(mlog *l, uint64_t e) { if (e > l->epoch) l->epoch = e; }
+static inline uint64_t log_epoch(const mlog *l) { return l->epoch; }
+
+/* Register the event hook (one; NULL to remove). */
+static inline void log_set_hook(mlog *l, log_event_fn fn, void *arg) { l->hook = fn; l->hook_arg = arg; }
 
 /* Master id written into the headers of segments opened from now on (the
  * server learns its id when it enlists, before it takes any writes). */

@@ -15,6 +15,12 @@
  *   malformed requests   bare wire_resp_hdr with CRAM_REQUEST_FORMAT_ERROR
  *                        (or CRAM_REQUEST_TOO_LARGE)
  *
+ * Replication (master_set_replication, R > 0): a write-type request first
+ * asks the replica manager whether the head can have R replicas (else
+ * CRAM_RETRY, nothing appended); its response is then handed to
+ * rm_reply_durable, which sends it once the bytes are on all R backups.
+ * With R = 0 there is no replica manager and replies go out at once.
+ *
  * Thread rule: a master_service and its objmgr belong to the dispatch
  * thread (see master_service.h); the response scratch buffer is reused by
  * every handler on that thread.
@@ -29,6 +35,7 @@
 #include "common/log.h"
 #include "master/master_wire.h"
 #include "master/objmgr.h"
+#include "master/replica_mgr.h"
 
 #define MASTER_DEFAULT_SEGMENT   (8u * 1024 * 1024)
 #define MASTER_DEFAULT_MEMORY    (1ull << 30)
@@ -43,6 +50,9 @@ struct master_service {
     uint32_t max_value;
     uint8_t *rbuf;                  /* response scratch (multi-ops, enumerate, stats) */
     size_t   rcap;
+    replica_mgr *rm;                /* NULL: R = 0, replies at once */
+    server_list *sl;                /* not owned; NULL until set */
+    char coord_loc[512];            /* coordinator locator for the replica manager */
 };
 
 master_service *master_create(const struct master_config *cfg, char *err, size_t errlen)
@@ -78,6 +88,7 @@ void master_destroy(master_service *m)
 {
     if (m == NULL)
         return;
+    rm_destroy(m->rm);
     om_destroy(m->om);
     free(m->rbuf);
     free(m);
@@ -87,7 +98,47 @@ void master_set_server_id(master_service *m, uint64_t server_id)
 {
     m->server_id = server_id;
     log_set_master_id(om_log(m->om), server_id);
+    if (m->rm != NULL)
+        rm_set_server_id(m->rm, server_id);
 }
+
+int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, int sync)
+{
+    if (m->rm != NULL || replicas > RM_MAX_REPLICAS)
+        return -1;
+    if (replicas == 0)
+        return 0;
+    struct rm_config rc = { .replicas = replicas, .sync = sync != 0 };
+    m->rm = rm_create(loop, om_log(m->om), &rc);
+    if (m->rm == NULL)
+        return -1;
+    rm_set_server_id(m->rm, m->server_id);
+    if (m->coord_loc[0] != '\0')
+        rm_set_coordinator(m->rm, m->coord_loc);
+    if (m->sl != NULL && rm_set_server_list(m->rm, m->sl) != 0) {
+        rm_destroy(m->rm);
+        m->rm = NULL;
+        return -1;
+    }
+    CRAM_INFO("replication: %u replicas per segment, durability %s", replicas,
+              sync ? "sync" : "buffered");
+    return 0;
+}
+
+int master_set_server_list(master_service *m, server_list *sl)
+{
+    m->sl = sl;
+    return m->rm != NULL ? rm_set_server_list(m->rm, sl) : 0;
+}
+
+void master_set_coordinator(master_service *m, const char *locator)
+{
+    snprintf(m->coord_loc, sizeof m->coord_loc, "%s", locator ? locator : "");
+    if (m->rm != NULL)
+        rm_set_coordinator(m->rm, m->coord_loc);
+}
+
+struct replica_mgr *master_replica_mgr(master_service *m) { return m->rm; }
 
 objmgr *master_objmgr(master_service *m) { return m->om; }
 uint64_t master_server_list_version(const master_service *m) { return m->server_list_version; }
@@ -109,6 +160,23 @@ static cram_status check_target(const master_service *m, uint64_t target)
     if (target != 0 && target != m->server_id)
         return CRAM_WRONG_SERVER;
     return CRAM_OK;
+}
+
+/* Write-type ops: with replication, the head must be able to have R
+ * replicas before anything is appended. */
+static cram_status check_writable(master_service *m)
+{
+    return m->rm != NULL ? rm_check_writable(m->rm) : CRAM_OK;
+}
+
+/* Reply to a write-type op.  attempted: the object manager ran (it may have
+ * appended), so the reply waits until the log is durable up to here. */
+static void reply_op(master_service *m, tp_rpc *rpc, const struct iovec *iov, int n, bool attempted)
+{
+    if (attempted && m->rm != NULL)
+        rm_reply_durable(m->rm, rpc, iov, n);
+    else
+        tp_rpc_reply(rpc, iov, n);
 }
 
 /* Make the scratch buffer hold at least n bytes (n <= WIRE_MAX_MESSAGE). */
@@ -156,11 +224,12 @@ static void handle_read(master_service *m, tp_rpc *rpc, const uint8_t *req, uint
     tp_rpc_reply(rpc, iov, st == CRAM_OK && vlen > 0 ? 2 : 1);
 }
 
-static void reply_write(tp_rpc *rpc, cram_status st, uint64_t version)
+static void reply_write(master_service *m, tp_rpc *rpc, cram_status st, uint64_t version,
+                        bool attempted)
 {
     struct wire_write_resp r = { .hdr.status = (int32_t)st, .pad = 0, .version = version };
     struct iovec iov = { &r, sizeof r };
-    tp_rpc_reply(rpc, &iov, 1);
+    reply_op(m, rpc, &iov, 1, attempted);
 }
 
 static void handle_write(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -174,9 +243,12 @@ static void handle_write(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
     uint64_t version = 0;
     st = check_target(m, op.target_server_id);
     if (st == CRAM_OK)
+        st = check_writable(m);
+    bool attempted = st == CRAM_OK;
+    if (attempted)
         st = om_write(m->om, op.table_id, op.key, op.key_len, op.value, op.value_len,
                       &op.rules, &version);
-    reply_write(rpc, st, version);
+    reply_write(m, rpc, st, version, attempted);
 }
 
 static void handle_remove(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -190,8 +262,11 @@ static void handle_remove(master_service *m, tp_rpc *rpc, const uint8_t *req, ui
     uint64_t version = 0;
     st = check_target(m, op.target_server_id);
     if (st == CRAM_OK)
+        st = check_writable(m);
+    bool attempted = st == CRAM_OK;
+    if (attempted)
         st = om_remove(m->om, op.table_id, op.key, op.key_len, &op.rules, &version);
-    reply_write(rpc, st, version);
+    reply_write(m, rpc, st, version, attempted);
 }
 
 static void handle_incr(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -207,13 +282,16 @@ static void handle_incr(master_service *m, tp_rpc *rpc, const uint8_t *req, uint
     uint64_t version = 0;
     st = check_target(m, op.target_server_id);
     if (st == CRAM_OK)
+        st = check_writable(m);
+    bool attempted = st == CRAM_OK;
+    if (attempted)
         st = om_increment(m->om, op.table_id, op.key, op.key_len, op.delta, &op.rules,
                           &nv, &version);
     r.hdr.status = (int32_t)st;
     r.new_value = nv;
     r.version = version;
     struct iovec iov = { &r, sizeof r };
-    tp_rpc_reply(rpc, &iov, 1);
+    reply_op(m, rpc, &iov, 1, attempted);
 }
 
 /* ---- multi-ops ---------------------------------------------------------- */
@@ -230,6 +308,9 @@ static void handle_multi(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
     cram_status st = mw_parse_multi(req, len, m->max_value, &mm);
     if (st == CRAM_OK)
         st = check_target(m, mm.target_server_id);
+    bool writes = st == CRAM_OK && mm.opcode != WIRE_OP_MULTI_READ;
+    if (st == CRAM_OK && writes)
+        st = check_writable(m);
     size_t fixed = sizeof(struct wire_multi_resp) + (size_t)mm.count * sizeof(struct wire_multi_resp_item);
     if (st == CRAM_OK && rbuf_reserve(m, fixed) != 0)
         st = CRAM_NO_MEMORY;
@@ -305,7 +386,7 @@ static void handle_multi(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
     struct wire_multi_resp h = { .hdr.status = CRAM_OK, .count = mm.count };
     memcpy(m->rbuf, &h, sizeof h);
     struct iovec iov = { m->rbuf, off };
-    tp_rpc_reply(rpc, &iov, 1);
+    reply_op(m, rpc, &iov, 1, writes);
 }
 
 /* ---- enumerate ---------------------------------------------------------- */
@@ -418,6 +499,22 @@ static void handle_stats(master_service *m, tp_rpc *rpc)
     s.tablets = os.tablets;
     s.hash_buckets = os.hash_buckets;
     s.uptime_ms = clock_mono_ms() - m->created_ms;
+    if (m->rm != NULL) {
+        struct rm_stats rs;
+        rm_get_stats(m->rm, &rs);
+        s.replicas = rs.replicas;
+        s.backup_writes = rs.backup_writes;
+        s.backup_write_bytes = rs.backup_write_bytes;
+        s.backup_write_failures = rs.backup_write_failures;
+        s.replicas_recreated = rs.replicas_recreated;
+        s.replies_deferred = rs.replies_deferred;
+        s.replies_pending = rs.replies_pending;
+        s.retries_no_backups = rs.retries_no_backups;
+        s.head_rolls_on_loss = rs.head_rolls_on_loss;
+        s.recovery_infos = rs.recovery_infos;
+        s.last_rereplication_ms = rs.last_rereplication_ms;
+        s.segments_pending = rs.segments_pending;
+    }
     size_t n = cram__server_stats__get_packed_size(&s);
     size_t h = sizeof(struct wire_resp_hdr);
     if (rbuf_reserve(m, h + n) != 0) {
@@ -439,12 +536,16 @@ static void handle_server_list(master_service *m, tp_rpc *rpc, const uint8_t *re
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
         return;
     }
-    /* Stored for now; the replica manager and failure detector will use the
-     * entries.  A full list may also lower the version (coordinator restart). */
+    /* A full list may also lower the version (coordinator restart). */
     if (sl->full || sl->version > m->server_list_version)
         m->server_list_version = sl->version;
     cram__server_list__free_unpacked(sl, NULL);
-    reply_status(rpc, CRAM_OK);
+    /* With a shared server list set, the update goes there (the replica
+     * manager and the other services of this server subscribe to it). */
+    cram_status st = CRAM_OK;
+    if (m->sl != NULL)
+        st = sl_apply(m->sl, req + h, len - h);
+    reply_status(rpc, st);
 }
 
 void master_handle(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t len)

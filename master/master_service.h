@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "transport/transport.h"
+#include "common/serverlist.h"
 #include "common/wire.h"
 
 typedef struct master_service master_service;
@@ -41,5 +42,28 @@ struct objmgr;
 struct objmgr *master_objmgr(master_service *m);
 /* Version of the newest server list received through SERVER_LIST_UPDATE. */
 uint64_t master_server_list_version(const master_service *m);
+
+/*
+ * Replication (master/replica_mgr.h).  Call once, before the master takes
+ * writes (e.g. right after enlisting, with the cluster settings' replicas
+ * and durability): replicas 0 keeps today's behaviour (ack after the
+ * in-memory append); otherwise every write-type request is acknowledged only
+ * once R backups hold its bytes, and answered CRAM_RETRY (nothing appended)
+ * while fewer than R backups are usable.  sync != 0: durability "sync"
+ * (backups fdatasync before acknowledging).  loop is the dispatch loop the
+ * master runs on.  0, or -1 (bad R, out of memory, already set).
+ */
+int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, int sync);
+/* The server's server list (not owned; must outlive m).  The replica manager
+ * subscribes to it; SERVER_LIST_UPDATE requests reaching master_handle are
+ * applied to it (sl_apply) and answered with its status.  0, or -1 if the
+ * list is out of subscriber slots. */
+int master_set_server_list(master_service *m, server_list *sl);
+/* The coordinator's resolved locator ("tcp:..."), used for
+ * SET_MASTER_RECOVERY_INFO; call again when the leader changes. */
+void master_set_coordinator(master_service *m, const char *locator);
+/* The replica manager (NULL with replicas 0): stats and tests. */
+struct replica_mgr;
+struct replica_mgr *master_replica_mgr(master_service *m);
 
 #endif
