@@ -58,6 +58,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -152,6 +153,7 @@ struct backup_service {
     struct backup_config cfg;
     char dir[512];
     int dirfd;
+    int lockfd;                     /* DIR/.lock, flock'ed: one backup per directory */
     tp_loop *loop;
     server_list *sl;
 
@@ -1253,6 +1255,16 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
         snprintf(err, errlen, "backup: cannot open %s: %s", b->dir, strerror(errno));
         goto out_free_b;
     }
+    b->lockfd = openat(b->dirfd, ".lock", O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (b->lockfd < 0) {
+        snprintf(err, errlen, "backup: cannot create %s/.lock: %s", b->dir, strerror(errno));
+        goto out_close_dir;
+    }
+    if (flock(b->lockfd, LOCK_EX | LOCK_NB) != 0) {
+        snprintf(err, errlen, "backup: %s is in use by another backup (%s)", b->dir,
+                 errno == EWOULDBLOCK ? "locked" : strerror(errno));
+        goto out_close_lock;
+    }
     b->nbuckets = 64;
     b->tab = calloc(b->nbuckets, sizeof *b->tab);
     b->hdr_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_HDR_SIZE);
@@ -1297,6 +1309,9 @@ out_free_mem:
     free(b->tail_blk);
     free(b->hdr_blk);
     free(b->tab);
+out_close_lock:
+    close(b->lockfd);
+out_close_dir:
     close(b->dirfd);
 out_free_b:
     free(b);
@@ -1334,6 +1349,7 @@ void backup_destroy(backup_service *b)
     pthread_mutex_destroy(&b->mu);
     free(b->tail_blk);
     free(b->hdr_blk);
+    close(b->lockfd);               /* releases the flock */
     close(b->dirfd);
     free(b);
 }

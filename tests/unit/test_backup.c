@@ -557,6 +557,7 @@ static void test_restart(void)
     wr_img(o, 21, 2, 2, 9000, false, 0);
     wr_img(s, 22, 5, 1, 9000, false, WIRE_BACKUP_SYNC);
     CU_ASSERT_EQUAL(wr(22, 6, 1, 0, NULL, 0, CAP, WIRE_BACKUP_OPEN, m_zero_cert()), CRAM_OK);
+    CU_ASSERT(svc_create(64u << 20, NULL) == NULL);     /* one backup per directory */
     svc_destroy();                  /* waits for the flushes */
 
     bk = svc_create(64u << 20, NULL);
