@@ -989,6 +989,110 @@ static void test_buffered_background(void)
     teardown();
 }
 
+/* Many writes in flight at once over four replicas, every other one sync
+ * (group commit), two replicas closed at the end: all answered OK, and a
+ * restarted backup holds exactly the bytes. */
+struct pend {
+    int done, ok;
+};
+
+static void on_resp(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct pend *p = arg;
+    struct wire_resp_hdr h = { -1 };
+    if (st == CRAM_OK && len >= sizeof h)
+        memcpy(&h, resp, sizeof h);
+    p->done++;
+    if (h.status == CRAM_OK)
+        p->ok++;
+}
+
+static void test_pipelined(void)
+{
+    setup(64u << 20, NULL);
+    struct img *m[4];
+    uint32_t sent[4] = { 0, 0, 0, 0 };
+    int cut[4] = { 0, 0, 0, 0 };
+    for (int i = 0; i < 4; i++)
+        m[i] = img_make(101, (uint64_t)i + 1, 1, CAP, CAP - 5000, 20 + (unsigned)i);
+    struct pend p = { 0, 0 };
+    int n = 0;
+    uint8_t *msg = malloc(sizeof(struct wire_backup_write_req) + CAP);
+    for (int round = 0; ; round++) {
+        int active = 0;
+        for (int i = 0; i < 4; i++) {
+            if (cut[i] == m[i]->n - 1)
+                continue;
+            active++;
+            int j = cut[i] + 1 + (round + i) % 3;
+            if (j > m[i]->n - 1)
+                j = m[i]->n - 1;
+            uint32_t flags = (cut[i] == 0 ? WIRE_BACKUP_OPEN : 0) | ((n & 1) ? WIRE_BACKUP_SYNC : 0) |
+                             (i < 2 && j == m[i]->n - 1 ? WIRE_BACKUP_CLOSE : 0);
+            struct wire_backup_write_req q = {
+                .hdr = { WIRE_OP_BACKUP_WRITE, WIRE_SVC_BACKUP, 0 }, .master_id = 101,
+                .segment_id = (uint64_t)i + 1, .epoch = 1, .offset = sent[i],
+                .length = m[i]->cut[j] - sent[i], .capacity = CAP, .flags = flags,
+                .certificate = { m[i]->cert[j].length, m[i]->cert[j].crc32c } };
+            memcpy(msg, &q, sizeof q);
+            memcpy(msg + sizeof q, m[i]->buf + sent[i], q.length);
+            struct iovec iov = { msg, sizeof q + q.length };
+            CU_ASSERT_FATAL(tp_send(sess, &iov, 1, 30000, on_resp, &p) == CRAM_OK);
+            n++;
+            sent[i] = m[i]->cut[j];
+            cut[i] = j;
+        }
+        if (active == 0)
+            break;
+        if (round % 16 == 15)       /* let the loop breathe: responses, flushes */
+            tp_loop_poll(loop, 0);
+    }
+    free(msg);
+    uint64_t end = clock_mono_ms() + 30000;
+    while (p.done < n && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT_EQUAL(p.done, n);
+    CU_ASSERT_EQUAL(p.ok, n);
+    CU_ASSERT(n > 100);
+    svc_destroy();
+
+    bk = svc_create(64u << 20, NULL);
+    CU_ASSERT_FATAL(bk != NULL);
+    Cram__ReplicaList *l = list_req(101);
+    CU_ASSERT(l != NULL && l->n_replicas == 4);
+    for (int i = 0; i < 4; i++) {
+        Cram__ReplicaInfo *ri = list_find(l, 101, (uint64_t)i + 1);
+        CU_ASSERT(ri != NULL && ri->verified && ri->closed == (i < 2) && ri->length == img_len(m[i]));
+        check_read(101, (uint64_t)i + 1, m[i], 0);
+        img_free(m[i]);
+    }
+    cram__replica_list__free_unpacked(l, NULL);
+    teardown();
+}
+
+/* A re-sent range with different bytes replaces them, also on disk. */
+static void test_resend_differs(void)
+{
+    setup(64u << 20, NULL);
+    struct img *a = img_make(111, 1, 1, CAP, 40000, 30);
+    struct img *b2 = img_make(111, 1, 2, CAP, 40000, 30);   /* same layout, other seghdr epoch */
+    CU_ASSERT_EQUAL_FATAL(img_len(a), img_len(b2));
+    CU_ASSERT(memcmp(a->buf, b2->buf, img_len(a)) != 0);
+    CU_ASSERT_EQUAL(wr(111, 1, 1, 0, a->buf, img_len(a), CAP, WIRE_BACKUP_OPEN | WIRE_BACKUP_SYNC,
+                       img_full_cert(a)), CRAM_OK);
+    CU_ASSERT_EQUAL(wr(111, 1, 1, 0, b2->buf, img_len(b2), 0, WIRE_BACKUP_SYNC, img_full_cert(b2)),
+                    CRAM_OK);
+    char p[512];
+    path_of(p, sizeof p, 111, 1, 1);
+    struct backup_scan_entry e;
+    CU_ASSERT_EQUAL(check_path(p, &e), BACKUP_REP_VERIFIED);
+    CU_ASSERT_EQUAL(e.cert_crc32c, img_full_cert(b2).crc32c);
+    check_read(111, 1, b2, 0);
+    img_free(a);
+    img_free(b2);
+    teardown();
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -1006,6 +1110,8 @@ int main(void)
     CU_add_test(s, "zombie masters refused", test_zombie);
     CU_add_test(s, "malformed requests", test_malformed);
     CU_add_test(s, "buffered background flush", test_buffered_background);
+    CU_add_test(s, "pipelined writes, group commit", test_pipelined);
+    CU_add_test(s, "re-sent range with other bytes", test_resend_differs);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
