@@ -116,6 +116,14 @@ parse_opts() {
 is_uint() { case "$1" in ''|*[!0-9]*) return 1 ;; *) return 0 ;; esac; }
 
 # ---- process helpers -------------------------------------------------------
+# running PID: the process exists and is not a zombie (an exited child of a
+# finished script is reaped by PID 1, which may take a while)
+running() {
+  local st
+  st="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
 # prog_of ROLE: the program name a role's pid must be running
 prog_of() {
   case "$1" in
@@ -157,13 +165,13 @@ stop_group() {
     pid="${pids[$i]}"
     local n
     for n in $(seq 200); do
-      [ -d "/proc/$pid" ] || break
+      running "$pid" || break
       sleep 0.05
     done
-    if [ -d "/proc/$pid" ]; then
+    if running "$pid"; then
       echo "cluster.sh: ${names[$i]} (pid $pid) ignored SIGTERM for 10 s; killing" >&2
       kill -9 "$pid" 2>/dev/null || true
-      for n in $(seq 40); do [ -d "/proc/$pid" ] || break; sleep 0.05; done
+      for n in $(seq 40); do running "$pid" || break; sleep 0.05; done
     fi
     echo "stopped ${names[$i]} (pid $pid)"
   done

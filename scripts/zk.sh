@@ -56,6 +56,14 @@ dir="$(realpath -m "$dir")"
 
 CP=/etc/zookeeper/conf:/usr/share/java/zookeeper.jar:/usr/share/java/slf4j-log4j12.jar:/usr/share/java/log4j-1.2.jar
 
+# running PID: the process exists and is not a zombie (an exited child of a
+# finished script is reaped by PID 1, which may take a while)
+running() {
+  local st
+  st="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)" || return 1
+  [ -n "$st" ] && [ "$st" != Z ]
+}
+
 # ruok -> imok on 127.0.0.1:$1 (one try, at most 1 s)
 zk_ok() {
   local ans
@@ -89,12 +97,12 @@ do_stop() {
   kill "$pid" 2>/dev/null || true
   # a clean shutdown takes about 2 s; the data dir survives kill -9 as well
   for i in $(seq 60); do
-    [ -d "/proc/$pid" ] || break
+    running "$pid" || break
     sleep 0.05
   done
-  if [ -d "/proc/$pid" ]; then
+  if running "$pid"; then
     kill -9 "$pid" 2>/dev/null || true
-    for i in $(seq 40); do [ -d "/proc/$pid" ] || break; sleep 0.05; done
+    for i in $(seq 40); do running "$pid" || break; sleep 0.05; done
   fi
   rm -f "$pidfile"
   echo "zookeeper stopped (pid $pid)"
@@ -141,7 +149,7 @@ EOF
       echo "zookeeper running (pid $pid, 127.0.0.1:$port, dir $dir)"
       return 0
     fi
-    if ! [ -d "/proc/$pid" ]; then
+    if ! running "$pid"; then
       break
     fi
     sleep 0.05

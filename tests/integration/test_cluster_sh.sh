@@ -34,11 +34,13 @@ cleanup() {
 trap cleanup EXIT
 
 expect_rc() {  # expect_rc WANT DESCRIPTION CMD...
-  local want="$1" what="$2" rc
+  local want="$1" what="$2" rc t0
   shift 2
+  t0=$(date +%s.%N)
   "$@" >"$work/out" 2>&1
   rc=$?
-  if [ "$rc" = "$want" ]; then ok "$what (exit $rc)"; else fail "$what: exit $rc, want $want"; cat "$work/out" >&2; fi
+  t0=$(awk -v a="$t0" -v b="$(date +%s.%N)" 'BEGIN { printf "%.1f", b - a }')
+  if [ "$rc" = "$want" ]; then ok "$what (exit $rc, $t0 s)"; else fail "$what: exit $rc, want $want"; cat "$work/out" >&2; fi
 }
 
 # pids_real DIR PROGRAM...: each pid file's pid runs the program named for its role
@@ -99,7 +101,9 @@ expect_rc 1 "start A again while it runs" bash "$cs" start --dir "$A" --port-bas
 apids="$(cat "$A"/*.pid)"
 expect_rc 0 "stop A" bash "$cs" stop --dir "$A"
 for p in $apids; do
-  [ -d "/proc/$p" ] && fail "pid $p of A still runs after stop"
+  # gone, or a zombie waiting for PID 1 to reap it
+  st="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$st" ] && [ "$st" != Z ] && fail "pid $p of A still runs after stop (state $st)"
 done
 ls "$A"/*.pid >/dev/null 2>&1 && fail "stop A left pid files"
 [ "$("$cram" -C "$ZB" --cluster it-sh-b get t k)" = from-b ] && ok "B still serves after A stopped" || fail "B after stopping A"
