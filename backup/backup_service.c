@@ -37,27 +37,30 @@
  *     must repeat its capacity;
  *   - a certificate shorter than the one held is accepted but does not
  *     replace it (certificates never go backwards);
- *   - a re-sent range with different bytes overwrites them and is re-flushed
- *     (while the worker may be writing the old bytes: the next header is only
- *     written after they are rewritten).
+ *   - a re-sent range with different bytes (masters never do this within
+ *     an epoch) overwrites them and is re-flushed; a flush running at that
+ *     moment may put a mix of old and new bytes under the old certificate,
+ *     which a crash before the next flush leaves as a replica detected as
+ *     corrupt, never served.  Identical re-sends are compared, not copied.
  *   - BACKUP_READ of a corrupt or torn replica, or one whose disk copy fails
  *     verification on a whole read, is CRAM_NOT_FOUND.
  *
  * Threads: the dispatch thread owns the service; the worker owns replica
  * file descriptors and its aligned blocks.  They share the job queue, the
  * done list and each replica's "shared" fields, all under b->mu.  Worker
- * completions come back through tp_loop_post into bk_drain on the dispatch
- * thread, which replies deferred RPCs.
+ * completions ring an eventfd on the dispatch loop (struct bk_notify) whose
+ * handler, bk_drain, replies deferred RPCs on the dispatch thread.
  */
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <pthread.h>
-#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/file.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
@@ -68,6 +71,7 @@
 #include "common/segment.h"
 #include "common/wire.h"
 #include "cram.pb-c.h"
+#include "transport/transport_int.h"
 
 #define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
@@ -141,11 +145,13 @@ struct bk_replica {
     int fd;
 };
 
-/* Shared between the worker's posted callbacks and the service, so a
- * callback posted just before backup_destroy finds no dangling pointer. */
-struct bk_mailbox {
-    atomic_int refs;                /* the service's + one per pending post */
-    backup_service *b;              /* dispatch thread only; NULL once destroyed */
+/* The worker's doorbell: an eventfd on the dispatch loop.  (Not
+ * tp_loop_post: a callback posted just before backup_destroy would outlive
+ * the service, and leak if the loop is destroyed before it runs.)  Freed
+ * through tp_loop_defer_free, as the loop requires of fd handlers. */
+struct bk_notify {
+    struct tp_fdh h;
+    int efd;
 };
 
 struct backup_service {
@@ -165,7 +171,7 @@ struct backup_service {
     uint64_t used;                  /* capacity of every replica, bad ones included */
     struct bk_replica *dirty;       /* buffered replicas waiting for the flush timer */
     uint64_t timer_id;              /* 0 = not armed */
-    struct bk_mailbox *mbox;
+    struct bk_notify *notify;       /* efd is written by the worker too */
 
     /* under mu: job queue, done list, worker control */
     pthread_mutex_t mu;
@@ -603,8 +609,6 @@ static void bk_do_unlink(backup_service *b, struct bk_job *j)
         j->err = errno;
 }
 
-static void bk_mailbox_cb(void *arg);
-
 static void *bk_worker(void *arg)
 {
     backup_service *b = arg;
@@ -635,14 +639,11 @@ static void *bk_worker(void *arg)
         else
             b->dhead = j;
         b->dtail = j;
-        if (was_empty && !b->stop) {
-            /* b->mbox is immutable until the worker is joined */
-            struct bk_mailbox *mb = b->mbox;
-            atomic_fetch_add(&mb->refs, 1);
-            if (tp_loop_post(b->loop, bk_mailbox_cb, mb) != 0) {
-                atomic_fetch_sub(&mb->refs, 1);
-                CRAM_ERROR("backup: tp_loop_post failed: completions wait for the next one");
-            }
+        if (was_empty) {
+            /* ring once per batch: the dispatch thread drains the whole list */
+            uint64_t one = 1;
+            while (write(b->notify->efd, &one, sizeof one) < 0 && errno == EINTR)
+                ;
         }
     }
     pthread_mutex_unlock(&b->mu);
@@ -730,13 +731,16 @@ static void bk_drain(backup_service *b)
     }
 }
 
-static void bk_mailbox_cb(void *arg)
+static void bk_notify_cb(void *arg, uint32_t events)
 {
-    struct bk_mailbox *mb = arg;
-    if (mb->b != NULL)
-        bk_drain(mb->b);
-    if (atomic_fetch_sub(&mb->refs, 1) == 1)
-        free(mb);
+    backup_service *b = arg;
+    uint64_t v;
+    (void)events;
+    /* reset the doorbell before draining, so a ring after the drain's
+     * snapshot is never lost */
+    while (read(b->notify->efd, &v, sizeof v) < 0 && errno == EINTR)
+        ;
+    bk_drain(b);
 }
 
 /* ---- requests ----------------------------------------------------------------- */
@@ -1269,13 +1273,12 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
     b->tab = calloc(b->nbuckets, sizeof *b->tab);
     b->hdr_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_HDR_SIZE);
     b->tail_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_ALIGN);
-    b->mbox = calloc(1, sizeof *b->mbox);
-    if (b->tab == NULL || b->hdr_blk == NULL || b->tail_blk == NULL || b->mbox == NULL) {
+    b->notify = calloc(1, sizeof *b->notify);
+    if (b->tab == NULL || b->hdr_blk == NULL || b->tail_blk == NULL || b->notify == NULL) {
         snprintf(err, errlen, "backup: out of memory");
         goto out_free_mem;
     }
-    atomic_init(&b->mbox->refs, 1);
-    b->mbox->b = b;
+    b->notify->efd = -1;
 
     struct backup_scan_entry *v;
     size_t n;
@@ -1291,6 +1294,12 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
         CRAM_WARN("backup: %s holds %" PRIu64 " bytes of replicas, more than --backup-storage %" PRIu64,
                   b->dir, b->used, b->cfg.storage_bytes);
 
+    b->notify->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (b->notify->efd < 0 ||
+        tp_loop_add_fd(loop, &b->notify->h, b->notify->efd, EPOLLIN, bk_notify_cb, b) != 0) {
+        snprintf(err, errlen, "backup: cannot set up the worker's eventfd: %s", strerror(errno));
+        goto out_close_efd;
+    }
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
     if ((rc = pthread_create(&b->worker, NULL, bk_worker, b)) != 0) {
@@ -1302,10 +1311,14 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
 out_free_sync:
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
+    tp_loop_del_fd(loop, &b->notify->h);
+out_close_efd:
+    if (b->notify->efd >= 0)
+        close(b->notify->efd);
 out_free_reps:
     bk_free_all(b);
 out_free_mem:
-    free(b->mbox);
+    free(b->notify);
     free(b->tail_blk);
     free(b->hdr_blk);
     free(b->tab);
@@ -1340,10 +1353,9 @@ void backup_destroy(backup_service *b)
     pthread_join(b->worker, NULL);
     bk_drain(b);                    /* replies every deferred rpc */
 
-    struct bk_mailbox *mb = b->mbox;
-    mb->b = NULL;
-    if (atomic_fetch_sub(&mb->refs, 1) == 1)
-        free(mb);
+    tp_loop_del_fd(b->loop, &b->notify->h);
+    close(b->notify->efd);
+    tp_loop_defer_free(b->loop, free, b->notify);   /* the loop may still name the handler */
     bk_free_all(b);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
