@@ -115,7 +115,7 @@ static void rm_dir(void)
     if (d != NULL) {
         struct dirent *de;
         while ((de = readdir(d)) != NULL)
-            if (de->d_name[0] != '.')
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
                 unlinkat(dirfd(d), de->d_name, 0);
         closedir(d);
     }
