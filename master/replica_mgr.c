@@ -462,6 +462,7 @@ int rm_choose_backup(const struct rm_candidate *c, size_t n, uint64_t self_id,
             for (uint32_t d = 0; pass == 1 && d < ndraw; d++)
                 drawn[d] = (size_t)(xorshift(seed) % k);
             int best = -1;
+            uint32_t best_d = 0;    /* ties go to the earliest draw: uniform */
             size_t idx = 0;
             for (size_t i = 0; i < n; i++) {
                 if (!c[i].usable || c[i].id == self_id)
@@ -487,9 +488,15 @@ int rm_choose_backup(const struct rm_candidate *c, size_t n, uint64_t self_id,
                     k++;
                     continue;
                 }
-                for (uint32_t d = 0; d < ndraw; d++)
-                    if (drawn[d] == idx && (best < 0 || c[i].load < c[best].load))
+                for (uint32_t d = 0; d < ndraw; d++) {
+                    if (drawn[d] != idx)
+                        continue;
+                    if (best < 0 || c[i].load < c[best].load ||
+                        (c[i].load == c[best].load && d < best_d)) {
                         best = (int)i;
+                        best_d = d;
+                    }
+                }
                 idx++;
             }
             if (pass == 0 && k == 0)

@@ -1,0 +1,588 @@
+/*
+ * test_replica_mgr.c -- the master's replica manager.
+ *
+ * Placement: rm_choose_backup directly (never self, never a holder, failure
+ * domains kept while enough exist, fallback when not, least loaded of the
+ * random candidates, avoided backups only as a last resort).
+ *
+ * End to end, in one process on one tp_loop: three real backup services,
+ * each on its own tcp listener (127.0.0.1, port 0) over its own temp
+ * directory; a master service with R = 2 behind a fourth listener; a small
+ * listener standing in for the coordinator's SET_MASTER_RECOVERY_INFO (it
+ * records what it is told); a server list built by hand (sl_apply of packed
+ * Cram__ServerLists).  Clients write through real tp_sessions.  Checks:
+ * fewer than R backups -> RETRY with nothing appended; every segment's two
+ * replicas read back with BACKUP_READ equal the master's bytes and
+ * certificate (closed ones closed); failure domains distinct; after a backup
+ * holding the head is marked crashed, writes issued meanwhile are all
+ * acknowledged, every segment again has 2 replicas on the other backups, and
+ * the new head's {segment id, epoch} was recorded at the "coordinator".
+ */
+#include <dirent.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <CUnit/Basic.h>
+#include "backup/backup_service.h"
+#include "common/clock.h"
+#include "common/serverlist.h"
+#include "common/wire.h"
+#include "cram.pb-c.h"
+#include "master/log.h"
+#include "master/master_service.h"
+#include "master/objmgr.h"
+#include "master/replica_mgr.h"
+#include "transport/transport.h"
+
+/* ---- placement ------------------------------------------------------------ */
+
+static void cands(struct rm_candidate *c, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        c[i] = (struct rm_candidate){ .id = 10 + i, .domain = "", .load = 0, .usable = true };
+}
+
+static void test_never_self_or_holder(void)
+{
+    struct rm_candidate c[6];
+    cands(c, 6);
+    uint64_t seed = 1;
+    for (int round = 0; round < 2000; round++) {
+        uint64_t holders[3];
+        size_t nh = 0;
+        for (int k = 0; k < 4; k++) {       /* a segment with 4 replicas, self = 12 */
+            int i = rm_choose_backup(c, 6, 12, holders, nh, 3, &seed);
+            CU_ASSERT_FATAL(i >= 0);
+            CU_ASSERT(c[i].id != 12);
+            for (size_t h = 0; h < nh; h++)
+                CU_ASSERT(c[i].id != holders[h]);
+            if (nh < 3)
+                holders[nh++] = c[i].id;
+        }
+    }
+    /* 6 candidates, self and 4 holders: exactly one left */
+    uint64_t h4[4] = { 10, 11, 13, 14 };
+    for (int k = 0; k < 50; k++) {
+        int i = rm_choose_backup(c, 6, 12, h4, 4, 3, &seed);
+        CU_ASSERT(i == 5);
+    }
+    uint64_t h5[5] = { 10, 11, 13, 14, 15 };
+    CU_ASSERT(rm_choose_backup(c, 6, 12, h5, 5, 3, &seed) == -1);
+    /* unusable ones never */
+    c[5].usable = false;
+    CU_ASSERT(rm_choose_backup(c, 6, 12, h4, 4, 3, &seed) == -1);
+    CU_ASSERT(rm_choose_backup(c, 0, 12, NULL, 0, 3, &seed) == -1);
+}
+
+static void test_failure_domains(void)
+{
+    struct rm_candidate c[6];
+    cands(c, 6);
+    const char *dom[6] = { "a", "a", "a", "b", "b", "c" };
+    for (int i = 0; i < 6; i++)
+        c[i].domain = dom[i];
+    uint64_t seed = 7;
+    for (int round = 0; round < 1000; round++) {
+        uint64_t holders[3];
+        const char *hd[3];
+        for (int k = 0; k < 3; k++) {       /* 3 domains: 3 replicas all distinct */
+            int i = rm_choose_backup(c, 6, 0, holders, (size_t)k, 3, &seed);
+            CU_ASSERT_FATAL(i >= 0);
+            for (int h = 0; h < k; h++)
+                CU_ASSERT(strcmp(hd[h], c[i].domain) != 0);
+            holders[k] = c[i].id;
+            hd[k] = c[i].domain;
+        }
+    }
+    /* only domains a and b usable, 3 replicas: the third falls back to a
+     * repeated domain, but still a distinct server */
+    c[5].usable = false;
+    int repeats = 0;
+    for (int round = 0; round < 500; round++) {
+        uint64_t holders[3];
+        for (int k = 0; k < 3; k++) {
+            int i = rm_choose_backup(c, 6, 0, holders, (size_t)k, 3, &seed);
+            CU_ASSERT_FATAL(i >= 0);
+            for (int h = 0; h < k; h++)
+                CU_ASSERT(holders[h] != c[i].id);
+            holders[k] = c[i].id;
+        }
+        int na = 0;
+        for (int k = 0; k < 3; k++)
+            na += holders[k] <= 12;
+        CU_ASSERT(na == 1 || na == 2);      /* both domains used */
+        repeats++;
+    }
+    CU_ASSERT(repeats == 500);
+    /* candidates without a domain count as distinct from everyone */
+    struct rm_candidate d[3];
+    cands(d, 3);
+    uint64_t h[2] = { 10, 11 };
+    CU_ASSERT(rm_choose_backup(d, 3, 0, h, 2, 3, &seed) == 2);
+}
+
+static void test_least_loaded(void)
+{
+    struct rm_candidate c[4];
+    cands(c, 4);
+    uint64_t seed = 99;
+    int hits[4] = { 0 };
+    for (int k = 0; k < 4000; k++) {
+        int i = rm_choose_backup(c, 4, 0, NULL, 0, 3, &seed);
+        CU_ASSERT_FATAL(i >= 0);
+        hits[i]++;
+    }
+    for (int i = 0; i < 4; i++)           /* equal load: spread over all */
+        CU_ASSERT(hits[i] > 600);
+    c[0].load = c[1].load = c[3].load = 10;
+    memset(hits, 0, sizeof hits);
+    for (int k = 0; k < 4000; k++)
+        hits[rm_choose_backup(c, 4, 0, NULL, 0, 3, &seed)]++;
+    /* the idle one wins whenever drawn: 1 - (3/4)^3 = 58% */
+    CU_ASSERT(hits[2] > 2000);
+    CU_ASSERT(hits[2] < 2700);
+    /* with as many draws as candidates, the least loaded wins most of the time */
+    memset(hits, 0, sizeof hits);
+    for (int k = 0; k < 4000; k++)
+        hits[rm_choose_backup(c, 4, 0, NULL, 0, 12, &seed)]++;
+    CU_ASSERT(hits[2] > 3600);
+    /* avoided: chosen only when nothing else is left */
+    c[2].avoid = true;
+    for (int k = 0; k < 200; k++)
+        CU_ASSERT(rm_choose_backup(c, 4, 0, NULL, 0, 3, &seed) != 2);
+    uint64_t h[3] = { 10, 11, 13 };
+    CU_ASSERT(rm_choose_backup(c, 4, 0, h, 3, 3, &seed) == 2);
+}
+
+/* ---- an in-process cluster --------------------------------------------------- */
+
+#define NB        3
+#define MASTER_ID 1
+#define SEGMENT   (64u * 1024)
+#define TABLE     5
+
+struct bnode {
+    backup_service *svc;
+    tp_listener *ls;
+    char dir[64];
+    uint64_t id;
+    const char *domain;
+    int crashed;
+};
+
+static tp_loop *loop;
+static server_list *sl;
+static master_service *ms;
+static tp_listener *mls, *cls;
+static tp_session *client;
+static struct bnode bn[NB];
+static uint64_t sl_ver;
+static uint64_t info_seg, info_epoch, info_calls;
+
+static void on_backup_req(void *arg, tp_rpc *rpc)
+{
+    struct bnode *b = arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    backup_handle(b->svc, rpc, req, len);
+}
+
+static void reply_st(tp_rpc *rpc, cram_status st)
+{
+    struct wire_resp_hdr h = { .status = st };
+    struct iovec iov = { &h, sizeof h };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+static void on_master_req(void *arg, tp_rpc *rpc)
+{
+    (void)arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    if (len < sizeof(struct wire_req_hdr)) {
+        reply_st(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    master_handle(ms, rpc, req, len);
+}
+
+/* The coordinator's half of SET_MASTER_RECOVERY_INFO: record and answer. */
+static void on_coord_req(void *arg, tp_rpc *rpc)
+{
+    (void)arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct wire_req_hdr h;
+    if (len < sizeof h) {
+        reply_st(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    memcpy(&h, req, sizeof h);
+    Cram__MasterRecoveryInfo *mi = NULL;
+    if (h.opcode == WIRE_OP_SET_MASTER_RECOVERY_INFO && h.service == WIRE_SVC_COORDINATOR)
+        mi = cram__master_recovery_info__unpack(NULL, len - sizeof h, req + sizeof h);
+    if (mi == NULL) {
+        reply_st(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    CU_ASSERT(mi->server_id == MASTER_ID);
+    CU_ASSERT(mi->segment_id >= info_seg);
+    info_seg = mi->segment_id;
+    info_epoch = mi->epoch;
+    info_calls++;
+    cram__master_recovery_info__free_unpacked(mi, NULL);
+    reply_st(rpc, CRAM_OK);
+}
+
+/* Apply a server list naming the master and backups [0, nback). */
+static void push_list(int nback, int full)
+{
+    Cram__ServerEntry e[NB + 1];
+    Cram__ServerEntry *ep[NB + 1];
+    char *locs[NB + 1][1];
+    int n = 0;
+    cram__server_entry__init(&e[n]);
+    e[n].server_id = MASTER_ID;
+    e[n].services = SL_SERVICE_MASTER | SL_SERVICE_BACKUP;   /* must still never be chosen */
+    e[n].status = CRAM__SERVER_STATUS__SERVER_UP;
+    locs[n][0] = (char *)tp_listener_locator(mls);
+    e[n].locators = locs[n];
+    e[n].n_locators = 1;
+    e[n].failure_domain = "z";
+    ep[n] = &e[n];
+    n++;
+    for (int i = 0; i < nback; i++, n++) {
+        cram__server_entry__init(&e[n]);
+        e[n].server_id = bn[i].id;
+        e[n].services = SL_SERVICE_BACKUP;
+        e[n].status = bn[i].crashed ? CRAM__SERVER_STATUS__SERVER_CRASHED
+                                    : CRAM__SERVER_STATUS__SERVER_UP;
+        locs[n][0] = (char *)tp_listener_locator(bn[i].ls);
+        e[n].locators = locs[n];
+        e[n].n_locators = 1;
+        e[n].failure_domain = (char *)bn[i].domain;
+        ep[n] = &e[n];
+    }
+    Cram__ServerList l = CRAM__SERVER_LIST__INIT;
+    l.version = ++sl_ver;
+    l.full = full;
+    l.servers = ep;
+    l.n_servers = (size_t)n;
+    uint8_t buf[8192];
+    size_t len = cram__server_list__get_packed_size(&l);
+    CU_ASSERT_FATAL(len <= sizeof buf);
+    cram__server_list__pack(&l, buf);
+    CU_ASSERT_FATAL(sl_apply(sl, buf, len) == CRAM_OK);
+}
+
+static void cluster_up(int sync)
+{
+    char err[256];
+    loop = tp_loop_create();
+    CU_ASSERT_FATAL(loop != NULL);
+    sl = sl_create();
+    CU_ASSERT_FATAL(sl != NULL);
+    static const char *doms[NB] = { "a", "b", "b" };
+    for (int i = 0; i < NB; i++) {
+        snprintf(bn[i].dir, sizeof bn[i].dir, "/tmp/cram-test-rm-XXXXXX");
+        CU_ASSERT_FATAL(mkdtemp(bn[i].dir) != NULL);
+        struct backup_config bc = { .dir = bn[i].dir, .storage_bytes = 64u << 20,
+                                    .max_replica_bytes = SEGMENT };
+        bn[i].svc = backup_create(&bc, loop, sl, err, sizeof err);
+        CU_ASSERT_FATAL(bn[i].svc != NULL);
+        bn[i].id = 100 + (uint64_t)i;
+        bn[i].domain = doms[i];
+        bn[i].crashed = 0;
+        backup_set_server_id(bn[i].svc, bn[i].id);
+        bn[i].ls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", on_backup_req, &bn[i], err, sizeof err);
+        CU_ASSERT_FATAL(bn[i].ls != NULL);
+    }
+    struct master_config mc = { .memory_bytes = 128 * SEGMENT, .segment_bytes = SEGMENT };
+    ms = master_create(&mc, err, sizeof err);
+    CU_ASSERT_FATAL(ms != NULL);
+    master_set_server_id(ms, MASTER_ID);
+    CU_ASSERT_FATAL(master_set_replication(ms, loop, 2, sync) == 0);
+    CU_ASSERT_FATAL(master_set_server_list(ms, sl) == 0);
+    mls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", on_master_req, NULL, err, sizeof err);
+    CU_ASSERT_FATAL(mls != NULL);
+    cls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", on_coord_req, NULL, err, sizeof err);
+    CU_ASSERT_FATAL(cls != NULL);
+    master_set_coordinator(ms, tp_listener_locator(cls));
+    CU_ASSERT_FATAL(om_take_tablet(master_objmgr(ms), TABLE, 0, UINT64_MAX, OM_TABLET_NORMAL) == CRAM_OK);
+    cram_status st;
+    client = tp_session_open(loop, tp_listener_locator(mls), &st);
+    CU_ASSERT_FATAL(client != NULL);
+    sl_ver = 0;
+    info_seg = info_epoch = info_calls = 0;
+}
+
+static void rm_tree(const char *d)
+{
+    DIR *dd = opendir(d);
+    if (dd != NULL) {
+        struct dirent *de;
+        while ((de = readdir(dd)) != NULL)
+            if (de->d_name[0] != '.')
+                unlinkat(dirfd(dd), de->d_name, 0);
+        closedir(dd);
+    }
+    rmdir(d);
+}
+
+static void cluster_down(void)
+{
+    tp_session_close(client);
+    /* let in-flight replication finish so nothing is left mid-way */
+    for (int k = 0; k < 200 && !rm_idle(master_replica_mgr(ms)); k++)
+        tp_loop_poll(loop, 10);
+    master_destroy(ms);
+    for (int i = 0; i < NB; i++) {
+        tp_listener_close(bn[i].ls);
+        backup_destroy(bn[i].svc);
+        rm_tree(bn[i].dir);
+    }
+    tp_listener_close(mls);
+    tp_listener_close(cls);
+    for (int k = 0; k < 5; k++)     /* run completions the backups' workers posted */
+        tp_loop_poll(loop, 0);
+    tp_loop_destroy(loop);
+    sl_destroy(sl);
+}
+
+/* ---- client side --------------------------------------------------------------- */
+
+static int outstanding, acked_ok, acked_other;
+static cram_status last_other;
+
+static void on_write_resp(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    (void)arg;
+    outstanding--;
+    struct wire_resp_hdr h = { .status = st };
+    if (st == CRAM_OK && len >= sizeof h)
+        memcpy(&h, resp, sizeof h);
+    if (h.status == CRAM_OK) {
+        acked_ok++;
+    } else {
+        acked_other++;
+        last_other = (cram_status)h.status;
+    }
+}
+
+static void send_write(int k, uint32_t vlen)
+{
+    static uint8_t buf[sizeof(struct wire_write_req) + 64 + 4096];
+    char key[32];
+    int kl = snprintf(key, sizeof key, "key-%d", k);
+    struct wire_write_req q = { .hdr = { .opcode = WIRE_OP_WRITE, .service = WIRE_SVC_MASTER },
+                                .tgt = { .target_server_id = MASTER_ID },
+                                .table_id = TABLE, .value_len = vlen, .key_len = (uint16_t)kl };
+    memcpy(buf, &q, sizeof q);
+    memcpy(buf + sizeof q, key, (size_t)kl);
+    for (uint32_t i = 0; i < vlen; i++)
+        buf[sizeof q + (size_t)kl + i] = (uint8_t)(k * 7 + i);
+    struct iovec iov = { buf, sizeof q + (size_t)kl + vlen };
+    CU_ASSERT_FATAL(tp_send(client, &iov, 1, 20000, on_write_resp, NULL) == CRAM_OK);
+    outstanding++;
+}
+
+static void send_incr(int k)
+{
+    char key[32];
+    int kl = snprintf(key, sizeof key, "ctr-%d", k % 5);
+    uint8_t buf[sizeof(struct wire_incr_req) + 32];
+    struct wire_incr_req q = { .hdr = { .opcode = WIRE_OP_INCREMENT, .service = WIRE_SVC_MASTER },
+                               .table_id = TABLE, .delta = 1, .key_len = (uint16_t)kl };
+    memcpy(buf, &q, sizeof q);
+    memcpy(buf + sizeof q, key, (size_t)kl);
+    struct iovec iov = { buf, sizeof q + (size_t)kl };
+    CU_ASSERT_FATAL(tp_send(client, &iov, 1, 20000, on_write_resp, NULL) == CRAM_OK);
+    outstanding++;
+}
+
+static void wait_acks(void)
+{
+    uint64_t end = clock_mono_ms() + 30000;
+    while (outstanding > 0 && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT(outstanding == 0);
+}
+
+static void wait_idle(void)
+{
+    uint64_t end = clock_mono_ms() + 30000;
+    while (!rm_idle(master_replica_mgr(ms)) && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT(rm_idle(master_replica_mgr(ms)));
+}
+
+static struct bnode *node_of(uint64_t id)
+{
+    for (int i = 0; i < NB; i++)
+        if (bn[i].id == id)
+            return &bn[i];
+    return NULL;
+}
+
+/* BACKUP_READ the replica of segment `slot` on backup id and compare it with
+ * the master's segment. */
+static void check_replica(uint64_t id, uint32_t slot)
+{
+    struct bnode *b = node_of(id);
+    CU_ASSERT_FATAL(b != NULL);
+    CU_ASSERT(!b->crashed);
+    mlog *l = om_log(master_objmgr(ms));
+    const struct log_segment *ls = log_segment(l, slot);
+    cram_status st;
+    tp_session *s = tp_session_open(loop, tp_listener_locator(b->ls), &st);
+    CU_ASSERT_FATAL(s != NULL);
+    struct wire_backup_read_req q = { .hdr = { .opcode = WIRE_OP_BACKUP_READ, .service = WIRE_SVC_BACKUP },
+                                      .tgt = { .target_server_id = id }, .master_id = MASTER_ID,
+                                      .segment_id = ls->id, .epoch = 0 };
+    struct iovec iov = { &q, sizeof q };
+    uint8_t *resp = NULL;
+    uint32_t len = 0;
+    st = tp_call(s, &iov, 1, 10000, &resp, &len);
+    CU_ASSERT_FATAL(st == CRAM_OK);
+    struct wire_backup_read_resp r;
+    CU_ASSERT_FATAL(len >= sizeof r);
+    memcpy(&r, resp, sizeof r);
+    CU_ASSERT(r.hdr.status == CRAM_OK);
+    struct seg_certificate c = log_segment_certificate(l, slot);
+    CU_ASSERT(r.length == ls->w.used);
+    CU_ASSERT(r.length == len - sizeof r);
+    CU_ASSERT(r.certificate.length == c.length);
+    CU_ASSERT(r.certificate.crc32c == c.crc32c);
+    CU_ASSERT(r.epoch == ls->epoch);
+    CU_ASSERT(r.closed == (ls->state == LOG_SEG_CLOSED));
+    if (r.length == ls->w.used && r.length == len - sizeof r)
+        CU_ASSERT(memcmp(resp + sizeof r, log_segment_base(l, slot), r.length) == 0);
+    free(resp);
+    tp_session_close(s);
+}
+
+/* Every segment in the log: 2 replicas on distinct live backups (not the
+ * master), in distinct failure domains if want_domains, bytes equal. */
+static int check_all(int want_domains)
+{
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    int nseg = 0;
+    for (uint32_t slot = 0; slot < log_nsegments(l); slot++) {
+        uint8_t state = log_segment(l, slot)->state;
+        if (state != LOG_SEG_CLOSED && state != LOG_SEG_HEAD)
+            continue;
+        nseg++;
+        uint64_t ids[RM_MAX_REPLICAS];
+        uint32_t n = rm_segment_backups(rm, slot, ids, RM_MAX_REPLICAS);
+        CU_ASSERT(n == 2);
+        if (n != 2)
+            continue;
+        CU_ASSERT(ids[0] != ids[1]);
+        CU_ASSERT(ids[0] != MASTER_ID && ids[1] != MASTER_ID);
+        if (want_domains)
+            CU_ASSERT(strcmp(node_of(ids[0])->domain, node_of(ids[1])->domain) != 0);
+        check_replica(ids[0], slot);
+        check_replica(ids[1], slot);
+    }
+    return nseg;
+}
+
+static void run_e2e(int sync)
+{
+    cluster_up(sync);
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+
+    /* one backup only: RETRY, nothing appended */
+    push_list(1, 1);
+    uint64_t before = l->bytes_used;
+    send_write(0, 100);
+    wait_acks();
+    CU_ASSERT(acked_other == 1 && last_other == CRAM_RETRY);
+    CU_ASSERT(l->bytes_used == before);
+    struct om_stats os;
+    om_get_stats(master_objmgr(ms), &os);
+    CU_ASSERT(os.objects == 0);
+
+    /* three backups: many writes in flight roll several segments */
+    push_list(NB, 1);
+    acked_other = 0;
+    for (int k = 0; k < 400; k++)
+        send_write(k, 200 + (uint32_t)(k * 37) % 1500);
+    wait_acks();
+    CU_ASSERT(acked_ok == 400);
+    CU_ASSERT(acked_other == 0);
+    wait_idle();
+    int nseg = check_all(1);
+    CU_ASSERT(nseg >= 5);
+    struct rm_stats rs;
+    rm_get_stats(rm, &rs);
+    CU_ASSERT(rs.replies_deferred > 0);
+    CU_ASSERT(rs.backup_writes < 2u * 400);     /* group commit: fewer RPCs than writes */
+    printf("\n  %s: %d segments, %llu BACKUP_WRITEs for 400 writes\n", sync ? "sync" : "buffered",
+           nseg, (unsigned long long)rs.backup_writes);
+
+    /* crash a backup holding a replica of the head, with writes in flight */
+    uint64_t ids[RM_MAX_REPLICAS];
+    uint32_t n = rm_segment_backups(rm, log_head_slot(l), ids, RM_MAX_REPLICAS);
+    CU_ASSERT_FATAL(n == 2);
+    struct bnode *victim = node_of(ids[0]);
+    uint64_t old_head = log_segment(l, log_head_slot(l))->id;
+    acked_ok = 0;
+    for (int k = 0; k < 100; k++)
+        send_write(1000 + k, 500);
+    for (int k = 0; k < 20; k++)
+        send_incr(k);
+    victim->crashed = 1;
+    push_list(NB, 0);
+    for (int k = 0; k < 100; k++)
+        send_write(2000 + k, 700);
+    wait_acks();
+    CU_ASSERT(acked_ok == 220);
+    CU_ASSERT(acked_other == 0);
+    wait_idle();
+    rm_get_stats(rm, &rs);
+    CU_ASSERT(rs.head_rolls_on_loss >= 1);
+    CU_ASSERT(rs.recovery_infos >= 1);
+    CU_ASSERT(info_calls >= 1);
+    CU_ASSERT(info_seg > old_head);
+    CU_ASSERT(info_epoch >= 1);
+    CU_ASSERT(rs.replicas_recreated >= 1);
+    printf("  re-replication after the crash of backup %llu: %llu ms, %llu replicas re-created\n",
+           (unsigned long long)victim->id, (unsigned long long)rs.last_rereplication_ms,
+           (unsigned long long)rs.replicas_recreated);
+    /* nothing on the victim any more; bytes equal on the others */
+    for (uint32_t slot = 0; slot < log_nsegments(l); slot++) {
+        uint32_t k = rm_segment_backups(rm, slot, ids, RM_MAX_REPLICAS);
+        for (uint32_t i = 0; i < k; i++)
+            CU_ASSERT(ids[i] != victim->id);
+    }
+    check_all(0);
+    om_get_stats(master_objmgr(ms), &os);
+    CU_ASSERT(os.objects == 400 + 200 + 5);
+    cluster_down();
+}
+
+static void test_e2e_buffered(void) { run_e2e(0); }
+static void test_e2e_sync(void) { run_e2e(1); }
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite p = CU_add_suite("replica_mgr_placement", NULL, NULL);
+    CU_add_test(p, "never self or a holder", test_never_self_or_holder);
+    CU_add_test(p, "failure domains", test_failure_domains);
+    CU_add_test(p, "least loaded, avoided last", test_least_loaded);
+    CU_pSuite e = CU_add_suite("replica_mgr_e2e", NULL, NULL);
+    CU_add_test(e, "R=2 buffered: retry, replicas equal, backup crash", test_e2e_buffered);
+    CU_add_test(e, "R=2 sync: retry, replicas equal, backup crash", test_e2e_sync);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
+    CU_cleanup_registry();
+    return bad;
+}
