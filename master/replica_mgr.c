@@ -154,6 +154,8 @@ struct replica_mgr {
     bool     again;
     bool     destroying;
 
+    int32_t  usable;            /* usable backups, -1 = recount (server list changed) */
+    uint64_t sl_seen;           /* server list version the backups were checked against */
     uint64_t rerep_start_ms;    /* first unrestored replica loss, 0 = none */
     uint32_t rerep_count;
     uint64_t last_warn_ms[4];
@@ -164,6 +166,7 @@ struct replica_mgr {
 enum { WARN_NO_BACKUPS, WARN_PLACE, WARN_WRITE, WARN_ROLL };
 
 static void pump(replica_mgr *rm);
+static void sl_sync(replica_mgr *rm);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -417,14 +420,19 @@ static bool entry_usable(const replica_mgr *rm, const struct sl_entry *e)
     return b < 0 || !rm->backups[b].gone;
 }
 
-static uint32_t usable_backups(const replica_mgr *rm)
+/* Counted again only after the server list or a backup changed, so the
+ * check before every write costs nothing. */
+static uint32_t usable_backups(replica_mgr *rm)
 {
+    if (rm->usable >= 0)
+        return (uint32_t)rm->usable;
     uint32_t k = 0;
     if (rm->sl == NULL)
         return 0;
     for (size_t i = 0; i < sl_count(rm->sl); i++)
         if (entry_usable(rm, sl_at(rm->sl, i)))
             k++;
+    rm->usable = (int32_t)k;
     return k;
 }
 
@@ -932,6 +940,7 @@ static void pump(replica_mgr *rm)
     do {
         rm->again = false;
         uint64_t now = clock_mono_ms();
+        sl_sync(rm);
         if (rm->head_lost && log_head_slot(rm->log) != NO_SLOT)
             roll_lost_head(rm);
         for (uint32_t p = rm->phead; p != NO_SLOT; p = rm->segs[p].next)
@@ -961,6 +970,7 @@ static void backup_gone(replica_mgr *rm, uint64_t id)
         return;
     struct rm_backup *b = &rm->backups[bi];
     b->gone = true;
+    rm->usable = -1;
     uint32_t lost = 0;
     for (uint32_t slot = 0; slot < rm->nsegs; slot++) {
         struct rm_seg *s = &rm->segs[slot];
@@ -993,9 +1003,28 @@ static void on_sl_change(void *arg, const struct sl_entry *e, int old_status)
 {
     replica_mgr *rm = arg;
     (void)old_status;
+    rm->usable = -1;
     if (e->status != SL_UP)
         backup_gone(rm, e->id);
     kick(rm);
+}
+
+/* A server list update may also drop entries without a status change (a
+ * full list): on every new version, recount and retire backups that are no
+ * longer listed as up. */
+static void sl_sync(replica_mgr *rm)
+{
+    if (rm->sl == NULL || sl_version(rm->sl) == rm->sl_seen)
+        return;
+    rm->sl_seen = sl_version(rm->sl);
+    rm->usable = -1;
+    for (uint32_t i = 0; i < rm->nbackups; i++) {
+        if (rm->backups[i].gone)
+            continue;
+        const struct sl_entry *e = sl_find(rm->sl, rm->backups[i].id);
+        if (e == NULL || e->status != SL_UP)
+            backup_gone(rm, rm->backups[i].id);
+    }
 }
 
 /* ---- public API ------------------------------------------------------------------ */
@@ -1023,6 +1052,7 @@ replica_mgr *rm_create(tp_loop *loop, mlog *log, const struct rm_config *cfg)
     rm->tries = cfg->candidates ? cfg->candidates : RM_DEFAULT_CANDIDATES;
     rm->seed = clock_mono_ns() ^ (uint64_t)(uintptr_t)rm;
     rm->st.replicas = rm->R;
+    rm->usable = -1;
     rm->phead = rm->ptail = NO_SLOT;
     for (uint32_t i = 0; i < rm->nsegs; i++)
         rm->segs[i].prev = rm->segs[i].next = rm->segs[i].succ = NO_SLOT;
@@ -1074,13 +1104,18 @@ void rm_destroy(replica_mgr *rm)
     free(rm);
 }
 
-void rm_set_server_id(replica_mgr *rm, uint64_t id) { rm->self_id = id; }
+void rm_set_server_id(replica_mgr *rm, uint64_t id)
+{
+    rm->self_id = id;
+    rm->usable = -1;
+}
 
 int rm_set_server_list(replica_mgr *rm, server_list *sl)
 {
     if (rm->sl == sl)
         return 0;
     rm->sl = sl;
+    rm->usable = -1;
     if (sl == NULL)
         return 0;
     kick(rm);
@@ -1103,6 +1138,7 @@ void rm_set_coordinator(replica_mgr *rm, const char *locator)
 
 cram_status rm_check_writable(replica_mgr *rm)
 {
+    sl_sync(rm);
     uint32_t n = usable_backups(rm);
     if (n >= rm->R)
         return CRAM_OK;

@@ -157,7 +157,8 @@ static void test_least_loaded(void)
 
 /* ---- an in-process cluster --------------------------------------------------- */
 
-#define NB        3
+#define NB        4                 /* backups; the 4th has room for 2 replicas only */
+#define NMAIN     3                 /* backups listed in the main scenario */
 #define MASTER_ID 1
 #define SEGMENT   (64u * 1024)
 #define TABLE     5
@@ -283,11 +284,12 @@ static void cluster_up(int sync)
     CU_ASSERT_FATAL(loop != NULL);
     sl = sl_create();
     CU_ASSERT_FATAL(sl != NULL);
-    static const char *doms[NB] = { "a", "b", "b" };
+    static const char *doms[NB] = { "a", "b", "b", "c" };
     for (int i = 0; i < NB; i++) {
         snprintf(bn[i].dir, sizeof bn[i].dir, "/tmp/cram-test-rm-XXXXXX");
         CU_ASSERT_FATAL(mkdtemp(bn[i].dir) != NULL);
-        struct backup_config bc = { .dir = bn[i].dir, .storage_bytes = 64u << 20,
+        struct backup_config bc = { .dir = bn[i].dir,
+                                    .storage_bytes = i == NB - 1 ? 2 * SEGMENT : 64u << 20,
                                     .max_replica_bytes = SEGMENT };
         bn[i].svc = backup_create(&bc, loop, sl, err, sizeof err);
         CU_ASSERT_FATAL(bn[i].svc != NULL);
@@ -508,7 +510,7 @@ static void run_e2e(int sync)
     CU_ASSERT(os.objects == 0);
 
     /* three backups: many writes in flight roll several segments */
-    push_list(NB, 1);
+    push_list(NMAIN, 1);
     acked_other = 0;
     for (int k = 0; k < 400; k++)
         send_write(k, 200 + (uint32_t)(k * 37) % 1500);
@@ -537,7 +539,7 @@ static void run_e2e(int sync)
     for (int k = 0; k < 20; k++)
         send_incr(k);
     victim->crashed = 1;
-    push_list(NB, 0);
+    push_list(NMAIN, 0);
     for (int k = 0; k < 100; k++)
         send_write(2000 + k, 700);
     wait_acks();
@@ -566,6 +568,40 @@ static void run_e2e(int sync)
     cluster_down();
 }
 
+/* A backup that runs out of storage answers CRAM_BACKUP_FULL: its replicas
+ * move to others without a head roll, and every write is acknowledged. */
+static void test_backup_full(void)
+{
+    cluster_up(0);
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NB, 1);
+    for (int round = 0; round < 4; round++) {
+        for (int k = 0; k < 100; k++)
+            send_write(round * 100 + k, 1000);
+        wait_acks();
+    }
+    CU_ASSERT(acked_ok == 400);
+    CU_ASSERT(acked_other == 0);
+    wait_idle();
+    struct rm_stats rs;
+    rm_get_stats(rm, &rs);
+    CU_ASSERT(rs.head_rolls_on_loss == 0);
+    check_all(0);
+    uint32_t on_small = 0;
+    for (uint32_t slot = 0; slot < log_nsegments(l); slot++) {
+        uint64_t ids[RM_MAX_REPLICAS];
+        uint32_t k = rm_segment_backups(rm, slot, ids, RM_MAX_REPLICAS);
+        for (uint32_t i = 0; i < k; i++)
+            on_small += ids[i] == bn[NB - 1].id;
+    }
+    CU_ASSERT(on_small <= 2);
+    printf("\n  %llu failed BACKUP_WRITEs (backup full), %u replicas on the small backup\n",
+           (unsigned long long)rs.backup_write_failures, on_small);
+    cluster_down();
+}
+
 static void test_e2e_buffered(void) { run_e2e(0); }
 static void test_e2e_sync(void) { run_e2e(1); }
 
@@ -580,6 +616,7 @@ int main(void)
     CU_pSuite e = CU_add_suite("replica_mgr_e2e", NULL, NULL);
     CU_add_test(e, "R=2 buffered: retry, replicas equal, backup crash", test_e2e_buffered);
     CU_add_test(e, "R=2 sync: retry, replicas equal, backup crash", test_e2e_sync);
+    CU_add_test(e, "backup full: replicas move elsewhere", test_backup_full);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
