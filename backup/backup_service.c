@@ -333,6 +333,13 @@ static void bk_enqueue(backup_service *b, struct bk_job *j)
  * applied before the worker starts it).  0, or -1 when out of memory. */
 static int bk_flush_now(backup_service *b, struct bk_replica *r)
 {
+    pthread_mutex_lock(&b->mu);
+    bool queued = r->flush_queued;
+    if (queued && r->closed)
+        r->close_enqueued = true;
+    pthread_mutex_unlock(&b->mu);
+    if (queued)
+        return 0;                   /* the common case under load: no allocation */
     struct bk_job *j = calloc(1, sizeof *j);
     if (j == NULL)
         return -1;
@@ -640,10 +647,13 @@ static void *bk_worker(void *arg)
             b->dhead = j;
         b->dtail = j;
         if (was_empty) {
-            /* ring once per batch: the dispatch thread drains the whole list */
+            /* ring once per batch: the dispatch thread drains the whole list
+             * (outside the lock; an extra ring only costs an empty drain) */
+            pthread_mutex_unlock(&b->mu);
             uint64_t one = 1;
             while (write(b->notify->efd, &one, sizeof one) < 0 && errno == EINTR)
                 ;
+            pthread_mutex_lock(&b->mu);
         }
     }
     pthread_mutex_unlock(&b->mu);
