@@ -74,6 +74,7 @@
 #include "transport/transport_int.h"
 
 #define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
+#define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
 
 enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK };
@@ -378,7 +379,8 @@ static void bk_flush_timer(void *arg)
     }
 }
 
-static void bk_mark_dirty(backup_service *b, struct bk_replica *r)
+/* Put r on the dirty list; the flush timer runs within delay_us. */
+static void bk_mark_dirty(backup_service *b, struct bk_replica *r, uint64_t delay_us)
 {
     if (!r->in_dirty) {
         r->in_dirty = true;
@@ -389,7 +391,7 @@ static void bk_mark_dirty(backup_service *b, struct bk_replica *r)
         b->dirty = r;
     }
     if (b->timer_id == 0)
-        b->timer_id = tp_timer_add(b->loop, BK_FLUSH_DELAY_US, bk_flush_timer, b);
+        b->timer_id = tp_timer_add(b->loop, delay_us, bk_flush_timer, b);
 }
 
 /* Take r out of service: out of the table (or bad list), its waiters
@@ -676,9 +678,9 @@ static void bk_complete_flush(backup_service *b, struct bk_job *j)
          * later flush of a closed replica could outlive its buffer) */
         if (j->closing) {
             r->close_enqueued = false;
-            bk_mark_dirty(b, r);
+            bk_mark_dirty(b, r, BK_RETRY_DELAY_US);
         } else if (!r->closed) {
-            bk_mark_dirty(b, r);
+            bk_mark_dirty(b, r, BK_RETRY_DELAY_US);
         }
         return;
     }
@@ -948,13 +950,13 @@ static void bk_write(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_
     }
     if (sync || close) {
         if (bk_flush_now(b, r) != 0) {
-            bk_mark_dirty(b, r);    /* the timer retries */
+            bk_mark_dirty(b, r, BK_FLUSH_DELAY_US);    /* the timer retries */
             CRAM_WARN("backup: out of memory queueing a flush of %s", r->name);
         } else {
             bk_dirty_remove(b, r);
         }
     } else {
-        bk_mark_dirty(b, r);
+        bk_mark_dirty(b, r, BK_FLUSH_DELAY_US);
     }
     if (!sync)
         reply_status(rpc, CRAM_OK);

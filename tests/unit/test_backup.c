@@ -1092,6 +1092,57 @@ static void test_resend_differs(void)
     teardown();
 }
 
+/* FREE and an epoch replacement right behind the CLOSE (its flush still
+ * queued or running): the files end up removed, nothing is leaked. */
+static void test_free_in_flight(void)
+{
+    setup(64u << 20, NULL);
+    struct img *m = img_make(121, 1, 1, CAP, CAP - 1000, 40);
+    for (int k = 0; k < 20; k++) {
+        wr_img(m, 121, 1, 1, 64000, true, 0);
+        CU_ASSERT_EQUAL(free_req(121, 1), CRAM_OK);
+        wr_img(m, 121, 2, 1, 64000, false, k & 1 ? WIRE_BACKUP_SYNC : 0);
+        CU_ASSERT_EQUAL(wr(121, 2, 2, 0, m->buf, m->cut[1], CAP, WIRE_BACKUP_OPEN, m->cert[1]), CRAM_OK);
+        CU_ASSERT_EQUAL(free_req(121, 2), CRAM_OK);
+    }
+    CU_ASSERT_EQUAL(backup_replica_count(bk), 0);
+    settle(100);
+    struct backup_scan_entry *v;
+    size_t n;
+    char err[256];
+    CU_ASSERT(backup_scan_dir(dir, &v, &n, err, sizeof err) == 0 && n == 0);
+    free(v);
+    Cram__ReplicaList *l = list_req(0);
+    CU_ASSERT(l != NULL && l->n_replicas == 0 && l->used_bytes == 0);
+    cram__replica_list__free_unpacked(l, NULL);
+    img_free(m);
+    teardown();
+}
+
+/* The disk fails (here: the directory is gone): sync writes are answered
+ * with an error, buffered ones still from memory, and reads still work. */
+static void test_io_error(void)
+{
+    setup(64u << 20, NULL);
+    struct img *m = img_make(131, 1, 1, CAP, 50000, 41);
+    char p[512];
+    snprintf(p, sizeof p, "%s/.lock", dir);
+    CU_ASSERT(unlink(p) == 0);
+    CU_ASSERT(rmdir(dir) == 0);
+    CU_ASSERT_EQUAL(wr(131, 1, 1, 0, m->buf, m->cut[2], CAP, WIRE_BACKUP_OPEN | WIRE_BACKUP_SYNC,
+                       m->cert[2]), CRAM_INTERNAL_ERROR);
+    CU_ASSERT_EQUAL(wr(131, 1, 1, m->cut[2], m->buf + m->cut[2], img_len(m) - m->cut[2], 0, 0,
+                       img_full_cert(m)), CRAM_OK);
+    CU_ASSERT_EQUAL(wr(131, 1, 1, img_len(m), NULL, 0, 0, WIRE_BACKUP_CLOSE, img_full_cert(m)), CRAM_OK);
+    settle(50);
+    check_read(131, 1, m, 0);           /* the buffer is kept while the disk fails */
+    Cram__ReplicaList *l = list_req(0);
+    CU_ASSERT(l != NULL && l->n_replicas == 1 && !l->replicas[0]->on_disk && l->replicas[0]->closed);
+    cram__replica_list__free_unpacked(l, NULL);
+    img_free(m);
+    teardown();
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -1111,6 +1162,8 @@ int main(void)
     CU_add_test(s, "buffered background flush", test_buffered_background);
     CU_add_test(s, "pipelined writes, group commit", test_pipelined);
     CU_add_test(s, "re-sent range with other bytes", test_resend_differs);
+    CU_add_test(s, "free and replace behind a close", test_free_in_flight);
+    CU_add_test(s, "disk errors", test_io_error);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
