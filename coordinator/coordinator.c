@@ -1738,10 +1738,12 @@ void coord_stop(coord *c)
     atomic_store(&c->stopping, 1);
     c->stop_flag = 1;
     pthread_cond_broadcast(&c->qcond);
-    pthread_mutex_unlock(&c->qmu);
-    tp_loop_wake(c->loop);
+    /* woken under qmu: coord_destroy takes qmu before freeing the loops */
+    if (c->loop != NULL)
+        tp_loop_wake(c->loop);
     if (c->wloop != NULL)
         tp_loop_wake(c->wloop);
+    pthread_mutex_unlock(&c->qmu);
 }
 
 int coord_run(coord *c)
@@ -1798,10 +1800,17 @@ void coord_destroy(coord *c)
     free(c->tables);
     if (c->listener != NULL)
         tp_listener_close(c->listener);
-    if (c->loop != NULL)
-        tp_loop_destroy(c->loop);
-    if (c->wloop != NULL)
-        tp_loop_destroy(c->wloop);
+    /* a coord_stop still running in another thread wakes the loops under
+     * qmu: wait for it, and make later ones skip the loops */
+    pthread_mutex_lock(&c->qmu);
+    tp_loop *loop = c->loop, *wloop = c->wloop;
+    c->loop = NULL;
+    c->wloop = NULL;
+    pthread_mutex_unlock(&c->qmu);
+    if (loop != NULL)
+        tp_loop_destroy(loop);
+    if (wloop != NULL)
+        tp_loop_destroy(wloop);
     zks_close(c->zk);
     pthread_cond_destroy(&c->qcond);
     pthread_mutex_destroy(&c->qmu);

@@ -45,6 +45,7 @@ static void usage(FILE *f)
 
 struct sigctx {
     sigset_t set;
+    pthread_mutex_t mu;         /* guards c: main clears it before coord_destroy */
     coord *c;
 };
 
@@ -56,7 +57,10 @@ static void *signal_thread(void *arg)
     int sig;
     if (sigwait(&s->set, &sig) == 0) {
         CRAM_INFO("signal %d: shutting down", sig);
-        coord_stop(s->c);
+        pthread_mutex_lock(&s->mu);
+        if (s->c != NULL)
+            coord_stop(s->c);
+        pthread_mutex_unlock(&s->mu);
     }
     return NULL;
 }
@@ -176,7 +180,7 @@ int main(int argc, char **argv)
 
     /* Block the stop signals in every thread (ZooKeeper's included, created
      * later); one thread waits for them. */
-    struct sigctx sc;
+    static struct sigctx sc = { .mu = PTHREAD_MUTEX_INITIALIZER };
     sigemptyset(&sc.set);
     sigaddset(&sc.set, SIGTERM);
     sigaddset(&sc.set, SIGINT);
@@ -199,6 +203,9 @@ int main(int argc, char **argv)
     CRAM_INFO("cram-coordinator listening on %s, cluster '%s', ZooKeeper %s", coord_locator(c),
               cfg.cluster, cfg.zk_hosts);
     int rc = coord_run(c);
+    pthread_mutex_lock(&sc.mu);
+    sc.c = NULL;
+    pthread_mutex_unlock(&sc.mu);
     coord_destroy(c);
     CRAM_INFO("cram-coordinator exiting%s", rc ? " after an error" : "");
     return rc ? 1 : 0;

@@ -304,8 +304,11 @@ static void enlist_located(void *arg)
     }
     if (atomic_load(&s->stopping))
         return;
-    if (s->locate_st == CRAM_OK)
+    if (s->locate_st == CRAM_OK) {
         snprintf(s->coord_loc, sizeof(s->coord_loc), "%s", s->found_loc);
+        if (s->master != NULL)
+            master_set_coordinator(s->master, s->coord_loc);
+    }
     if (s->server_id != 0) {
         /* enlisted already: this was a re-locate for crash hints */
         if (s->locate_st == CRAM_OK && s->csess != NULL && !tp_session_alive(s->csess)) {
@@ -642,6 +645,11 @@ int main(int argc, char **argv)
         if (s->master == NULL) {
             CRAM_ERROR("cannot create the master service: %s", err);
             goto out_list;
+        }
+        /* the master (replica manager) reads and subscribes to our one list */
+        if (master_set_server_list(s->master, s->sl) != 0) {
+            CRAM_ERROR("cannot hand the server list to the master service");
+            goto out_master;
         }
     }
     s->listener = tp_listen(s->loop, listen, on_request, s, err, sizeof(err));
