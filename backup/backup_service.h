@@ -42,6 +42,14 @@ size_t backup_replica_count(const backup_service *b);
 /*
  * Additions (not part of the original contract; additive only).
  *
+ * Lifecycle notes: backup_create takes an exclusive flock on DIR/.lock (a
+ * second backup on the same directory fails to start) and registers an
+ * eventfd on the loop for its worker's completions, so backup_destroy must
+ * run before tp_loop_destroy.  backup_set_server_id must be called once the
+ * server has enlisted: until then requests naming a target id are answered
+ * CRAM_WRONG_SERVER.  Status choices beyond wire.h are listed at the top of
+ * backup/backup_service.c (e.g. CRAM_WRONG_VERSION for a stale epoch).
+ *
  * Ranged BACKUP_READ.  A replica of an 8 MiB segment does not fit one
  * message (WIRE_MAX_MESSAGE is 2 MiB), so BACKUP_READ returns at most
  * BACKUP_READ_MAX_CHUNK bytes starting at an offset.  A request of exactly
