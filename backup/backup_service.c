@@ -42,6 +42,9 @@
  *     moment may put a mix of old and new bytes under the old certificate,
  *     which a crash before the next flush leaves as a replica detected as
  *     corrupt, never served.  Identical re-sends are compared, not copied.
+ *   - BACKUP_LIST for one master (recovery is asking) also starts reading
+ *     that master's on-disk replicas into the page cache (posix_fadvise
+ *     WILLNEED on the worker), so the BACKUP_READs that follow are fast.
  *   - BACKUP_READ of a corrupt or torn replica, or one whose disk copy fails
  *     verification on a whole read, is CRAM_NOT_FOUND.
  *
@@ -77,7 +80,7 @@
 #define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
 
-enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK };
+enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH };
 
 struct bk_replica;
 
@@ -607,6 +610,19 @@ static void bk_do_read(backup_service *b, struct bk_job *j)
     }
 }
 
+/* Recovery is coming (a LIST for one master): start reading the replica
+ * into the page cache now, so the BACKUP_READs that follow -- one per
+ * recovery master whose partition the segment feeds -- find it there.  The
+ * kernel reads asynchronously and owns the memory. */
+static void bk_do_prefetch(backup_service *b, struct bk_job *j)
+{
+    int fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    posix_fadvise(fd, BACKUP_HDR_SIZE, j->len, POSIX_FADV_WILLNEED);
+    close(fd);
+}
+
 static void bk_do_unlink(backup_service *b, struct bk_job *j)
 {
     struct bk_replica *r = j->rep;
@@ -638,8 +654,10 @@ static void *bk_worker(void *arg)
             bk_do_flush(b, j);      /* takes b->mu for its snapshot */
         else if (j->type == BK_JOB_READ)
             bk_do_read(b, j);
-        else
+        else if (j->type == BK_JOB_UNLINK)
             bk_do_unlink(b, j);
+        else
+            bk_do_prefetch(b, j);
 
         pthread_mutex_lock(&b->mu);
         bool was_empty = b->dhead == NULL;
@@ -734,7 +752,7 @@ static void bk_drain(backup_service *b)
             bk_complete_flush(b, j);
         else if (j->type == BK_JOB_READ)
             bk_complete_read(b, j);
-        else if (j->err != 0)
+        else if (j->type == BK_JOB_UNLINK && j->err != 0)
             CRAM_WARN("backup: removing %s: %s", r->name, strerror(j->err));
         free(j);
         if (r != NULL && --r->refs == 0 && r->gone)
@@ -1003,6 +1021,17 @@ static bool bk_verified(struct bk_replica *r)
     return r->vcache_ok;
 }
 
+static void bk_prefetch(backup_service *b, struct bk_replica *r)
+{
+    struct bk_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return;                     /* only an optimisation */
+    j->type = BK_JOB_PREFETCH;
+    j->rep = r;
+    j->len = r->cert.length;
+    bk_enqueue(b, j);
+}
+
 static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
 {
     struct wire_backup_list_req q;
@@ -1039,6 +1068,8 @@ static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t
             e->verified = bk_verified(r);
             e->on_disk = r->buf == NULL || r->on_disk;
             ptrs[n++] = e;
+            if (q.master_id != 0 && r->buf == NULL && r->cert.length > 0)
+                bk_prefetch(b, r);
         }
     }
     Cram__ReplicaList rl = CRAM__REPLICA_LIST__INIT;

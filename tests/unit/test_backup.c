@@ -566,6 +566,9 @@ static void test_restart(void)
     CU_ASSERT_FATAL(l != NULL);
     CU_ASSERT_EQUAL(l->n_replicas, 4);
     CU_ASSERT_EQUAL(l->used_bytes, 4ull * CAP);
+    Cram__ReplicaList *l21 = list_req(21);  /* one master: starts the prefetch */
+    CU_ASSERT(l21 != NULL && l21->n_replicas == 2);
+    cram__replica_list__free_unpacked(l21, NULL);
     const struct img *imgs[3] = { a, o, s };
     const uint64_t ms[3] = { 21, 21, 22 }, ss[3] = { 1, 2, 5 }, es[3] = { 1, 2, 1 };
     for (int i = 0; i < 3; i++) {
