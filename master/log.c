@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include "common/crc32c.h"
 #include "common/log.h"
 
 #define LOG_ARENA_ALIGN (2u * 1024 * 1024)
@@ -104,12 +105,11 @@ uint32_t log_max_entry_body(const mlog *l)
     return l->segment_bytes - head_overhead(l) - (uint32_t)sizeof(struct seg_entry_hdr);
 }
 
-/* Take a free segment and write its segment header.  Unless reserved is
- * set, the last l->reserve free segments are left alone. */
-static uint32_t seg_open(mlog *l, uint8_t state, bool reserved)
+/* Take a free segment and write its segment header. */
+static uint32_t seg_open(mlog *l, uint8_t state)
 {
     uint32_t slot = l->free_head;
-    if (slot == LOG_NO_SLOT || (!reserved && l->nfree <= l->reserve))
+    if (slot == LOG_NO_SLOT)
         return LOG_NO_SLOT;
     struct log_segment *s = &l->segs[slot];
     l->free_head = s->next_free;
@@ -145,9 +145,9 @@ static void seg_release(mlog *l, uint32_t slot)
     l->nfree++;
 }
 
-static int roll(mlog *l, bool reserved)
+int log_roll(mlog *l)
 {
-    uint32_t slot = seg_open(l, LOG_SEG_HEAD, reserved);
+    uint32_t slot = seg_open(l, LOG_SEG_HEAD);
     if (slot == LOG_NO_SLOT)
         return -1;
     struct log_segment *s = &l->segs[slot];
@@ -176,8 +176,34 @@ static int roll(mlog *l, bool reserved)
     return 0;
 }
 
-int log_roll(mlog *l) { return roll(l, false); }
-int log_roll_reserved(mlog *l) { return roll(l, true); }
+void log_head_set_epoch(mlog *l, uint64_t epoch)
+{
+    CRAM_ASSERT(l->head != LOG_NO_SLOT);
+    if (epoch > l->epoch)
+        l->epoch = epoch;
+    struct log_segment *s = &l->segs[l->head];
+    s->epoch = epoch;
+    uint8_t *base = s->w.base;
+    struct seg_entry_hdr h;
+    struct seg_header_body hb;
+    memcpy(&h, base, sizeof h);
+    CRAM_ASSERT(h.type == SEG_ENTRY_SEGHDR && h.length == sizeof hb);
+    memcpy(&hb, base + sizeof h, sizeof hb);
+    hb.epoch = epoch;
+    memcpy(base + sizeof h, &hb, sizeof hb);
+    h.crc32c = 0;
+    uint32_t crc = crc32c(0, &h, sizeof h);
+    h.crc32c = crc32c(crc, &hb, sizeof hb);
+    memcpy(base, &h, sizeof h);
+    /* the certificate folds in every entry header: walk them again */
+    uint32_t cert = 0;
+    for (uint32_t pos = 0; pos < s->w.used;) {
+        memcpy(&h, base + pos, sizeof h);
+        cert = crc32c(cert, &h, sizeof h);
+        pos += (uint32_t)seg_entry_size(h.length);
+    }
+    s->w.cert_crc = cert;
+}
 
 int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref)
 {
@@ -213,7 +239,7 @@ void log_safe_version_raise(mlog *l, uint64_t v)
 
 uint32_t log_side_open(mlog *l)
 {
-    return seg_open(l, LOG_SEG_SIDE, false);
+    return seg_open(l, LOG_SEG_SIDE);
 }
 
 int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
@@ -230,7 +256,7 @@ int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *pa
 
 int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n)
 {
-    if (l->free_head == LOG_NO_SLOT || l->nfree <= l->reserve)
+    if (l->free_head == LOG_NO_SLOT)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         CRAM_ASSERT(slots[i] < l->nsegs && l->segs[slots[i]].state == LOG_SEG_SIDE);

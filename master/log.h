@@ -111,7 +111,6 @@ typedef struct mlog {
     uint64_t *digest_scratch;
     struct log_segment *segs;
     uint64_t epoch;          /* epoch given to segments opened from now on */
-    uint32_t reserve;        /* free segments only log_roll_reserved may take */
     log_event_fn hook;       /* replica manager: heads opened, segments closed */
     void    *hook_arg;
 } mlog;
@@ -146,14 +145,12 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
 /* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
 int log_roll(mlog *l);
 
-/* Like log_roll, but may also take the reserved segments (see
- * log_set_reserve): a lost replica of the head forces a roll even in a full
- * log. */
-int log_roll_reserved(mlog *l);
-
-/* Keep n free segments out of reach of log_append's rolls (and log_roll,
- * log_side_open, log_side_commit). */
-static inline void log_set_reserve(mlog *l, uint32_t n) { l->reserve = n; }
+/* Give the head a new epoch in place (raising the log's epoch to it): the
+ * epoch in its segment header entry is rewritten, that entry's crc and the
+ * head's running certificate recomputed.  For the replica manager, when a
+ * replica of the head is lost and the head is re-sent to all its backups
+ * under a higher epoch.  Nothing else in the segment changes. */
+void log_head_set_epoch(mlog *l, uint64_t epoch);
 
 /* Segments opened from now on carry epoch e (in their header and metadata);
  * never lowered. */

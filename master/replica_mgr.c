@@ -461,7 +461,9 @@ int rm_choose_backup(const struct rm_candidate *c, size_t n, uint64_t self_id,
 {
     if (tries == 0)
         tries = 1;
-    /* levels: 0 new domain + not avoided, 1 new domain, 2 not avoided, 3 any */
+    /* levels: 0 new domain + not avoided, 1 not avoided, 2 new domain, 3 any.
+     * A backup that just failed is most likely dead (not yet declared):
+     * sharing a failure domain for a while beats choosing it again. */
     for (int level = 0; level < 4; level++) {
         size_t k = 0;
         for (int pass = 0; pass < 2; pass++) {
@@ -488,9 +490,9 @@ int rm_choose_backup(const struct rm_candidate *c, size_t n, uint64_t self_id,
                 }
                 if (holder)
                     continue;
-                if ((level == 0 || level == 1) && same_domain)
+                if ((level == 0 || level == 2) && same_domain)
                     continue;
-                if ((level == 0 || level == 2) && c[i].avoid)
+                if ((level == 0 || level == 1) && c[i].avoid)
                     continue;
                 if (pass == 0) {
                     k++;
@@ -690,6 +692,10 @@ static void replica_pump(replica_mgr *rm, uint32_t slot, uint32_t idx, uint64_t 
     struct rm_backup *b = &rm->backups[r->b];
     if (b->inflight >= rm->max_inflight)
         return;                 /* a completion on b kicks us again */
+    /* closed segments (re-replication, closes) leave one slot to the head, so
+     * copying old segments does not hold up acknowledgements */
+    if (s->closed && rm->max_inflight > 1 && b->inflight + 1 >= rm->max_inflight)
+        return;
     const struct log_segment *ls = log_segment(rm->log, slot);
     uint32_t used = ls->w.used;
     bool want_close = s->closed && !r->close_sent && close_allowed(rm, s);
@@ -885,27 +891,57 @@ static void replies_pump(replica_mgr *rm)
 
 /* ---- the pump ---------------------------------------------------------------- */
 
-static void roll_lost_head(replica_mgr *rm)
+/*
+ * A replica of the head may hold bytes on a backup we no longer use.  The
+ * first time: close the head and open a new one with a higher epoch (the
+ * old head is closed on its other replicas and re-created whole elsewhere).
+ * While the recovery info of such a loss is still unrecorded, nothing in the
+ * young new head has been acknowledged (the gate holds every reply), so a
+ * further loss -- or a log with no free segment -- instead raises the head's
+ * epoch in place and re-sends it to all of its replicas from offset 0 (the
+ * backups replace open replicas of a lower epoch).  Either way {head id,
+ * epoch} is recorded at the coordinator before replies flow again.
+ */
+static void handle_lost_head(replica_mgr *rm)
 {
-    log_raise_epoch(rm->log, log_epoch(rm->log) + 1);
-    uint64_t old = rm->segs[log_head_slot(rm->log)].id;
-    if (log_roll_reserved(rm->log) != 0) {
-        if (warn_due(rm, WARN_ROLL))
-            CRAM_WARN("replication: a replica of head segment %llu was lost but no segment is "
-                      "free to open a new head; retrying", (unsigned long long)old);
-        arm_retry(rm);
-        return;
-    }
-    rm->head_lost = false;
-    rm->st.head_rolls_on_loss++;
     uint32_t h = log_head_slot(rm->log);
+    uint64_t old = rm->segs[h].id;
+    uint64_t epoch = log_epoch(rm->log) + 1;
+    rm->head_lost = false;
+    if (!rm->info_needed) {
+        log_raise_epoch(rm->log, epoch);
+        if (log_roll(rm->log) == 0) {
+            rm->st.head_rolls_on_loss++;
+            h = log_head_slot(rm->log);
+            rm->info_needed = true;
+            rm->gate = true;
+            rm->info_seg = rm->segs[h].id;
+            rm->info_epoch = rm->segs[h].epoch;
+            CRAM_INFO("replication: lost a replica of head segment %llu: closed it, new head %llu "
+                      "epoch %llu", (unsigned long long)old, (unsigned long long)rm->info_seg,
+                      (unsigned long long)rm->info_epoch);
+            return;
+        }
+    }
+    struct rm_seg *s = &rm->segs[h];
+    log_head_set_epoch(rm->log, epoch);
+    s->epoch = epoch;
+    s->synced = 0;              /* what the old epoch's replicas held no longer counts */
+    for (uint32_t i = 0; i < rm->R; i++) {
+        struct rm_replica *r = &s->r[i];
+        r->gen++;               /* a write in flight completes as stale */
+        r->inflight = false;
+        r->sent = r->acked = r->sent_crc = 0;
+        r->open_acked = r->close_sent = r->close_acked = false;
+    }
+    rm->st.head_epoch_bumps++;
     rm->info_needed = true;
     rm->gate = true;
-    rm->info_seg = rm->segs[h].id;
-    rm->info_epoch = rm->segs[h].epoch;
-    CRAM_INFO("replication: lost a replica of head segment %llu: closed it, new head %llu epoch %llu",
-              (unsigned long long)old, (unsigned long long)rm->info_seg,
-              (unsigned long long)rm->info_epoch);
+    rm->info_seg = s->id;
+    rm->info_epoch = epoch;
+    if (warn_due(rm, WARN_ROLL))
+        CRAM_INFO("replication: lost a replica of head segment %llu: re-sending it under epoch %llu",
+                  (unsigned long long)s->id, (unsigned long long)epoch);
 }
 
 /* Every closed segment done again and the head open on R replicas. */
@@ -942,7 +978,7 @@ static void pump(replica_mgr *rm)
         uint64_t now = clock_mono_ms();
         sl_sync(rm);
         if (rm->head_lost && log_head_slot(rm->log) != NO_SLOT)
-            roll_lost_head(rm);
+            handle_lost_head(rm);
         for (uint32_t p = rm->phead; p != NO_SLOT; p = rm->segs[p].next)
             for (uint32_t i = 0; i < rm->R; i++)
                 replica_pump(rm, p, i, now);
@@ -1069,7 +1105,6 @@ replica_mgr *rm_create(tp_loop *loop, mlog *log, const struct rm_config *cfg)
         }
     }
     log_set_hook(log, on_log_event, rm);
-    log_set_reserve(log, 1);
     return rm;
 }
 
@@ -1078,7 +1113,6 @@ void rm_destroy(replica_mgr *rm)
     if (rm == NULL)
         return;
     log_set_hook(rm->log, NULL, NULL);
-    log_set_reserve(rm->log, 0);
     rm->destroying = true;
     if (rm->kick_timer)
         tp_timer_cancel(rm->loop, rm->kick_timer);

@@ -26,7 +26,9 @@
  *     a higher epoch, close the old head everywhere, and record {new head
  *     segment id, epoch} at the coordinator (SET_MASTER_RECOVERY_INFO); no
  *     reply is released from the loss until that is recorded, so recovery
- *     can ignore stale open replicas.
+ *     can ignore stale open replicas.  A further loss before that (or no
+ *     free segment) raises the head's epoch in place and re-sends it to all
+ *     its replicas instead of rolling again.
  *   - R = 0: no manager at all (the master service replies at once).
  *
  * Thread rule: a replica_mgr, its segment and backup tables, its sessions and
@@ -60,9 +62,8 @@ struct rm_config {
 };
 
 /* A manager for log `log` on loop `loop`; registers itself as the log's
- * event hook and keeps one free segment in reserve (for the roll a lost head
- * replica forces).  Segments already in the log are replicated too.  NULL if
- * out of memory or the config is invalid. */
+ * event hook.  Segments already in the log are replicated too.  NULL if out
+ * of memory or the config is invalid.  Not thread-safe, like all of it. */
 replica_mgr *rm_create(tp_loop *loop, mlog *log, const struct rm_config *cfg);
 /* Closes its sessions and cancels its timers.  Replies still held back are
  * answered CRAM_RETRY (the process is going away: to the client this is the
@@ -106,6 +107,7 @@ struct rm_stats {
     uint64_t replies_pending;       /* held back right now */
     uint64_t retries_no_backups;    /* writes answered RETRY: fewer than R backups */
     uint64_t head_rolls_on_loss;    /* heads closed early because a replica was lost */
+    uint64_t head_epoch_bumps;      /* heads re-sent under a higher epoch instead */
     uint64_t recovery_infos;        /* SET_MASTER_RECOVERY_INFO recorded */
     uint64_t last_rereplication_ms; /* backup crash notice -> every segment has R again */
     uint32_t segments_pending;      /* segments not yet fully replicated and closed */
