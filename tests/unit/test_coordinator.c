@@ -22,6 +22,7 @@
 #include "common/clock.h"
 #include "common/coordloc.h"
 #include "common/log.h"
+#include "common/serverlist.h"
 #include "common/wire.h"
 #include "coordinator/coord_util.h"
 #include "coordinator/coordinator.h"
@@ -662,7 +663,7 @@ static void test_coordinator_rpcs(void)
     srand(12345);
     for (int round = 0; round < 200; round++) {
         uint8_t msg[64];
-        struct wire_req_hdr hh = { .opcode = (uint16_t)(WIRE_OP_ENLIST_SERVER + round % 7),
+        struct wire_req_hdr hh = { .opcode = (uint16_t)(WIRE_OP_ENLIST_SERVER + round % 9),
                                    .service = WIRE_SVC_COORDINATOR };
         memcpy(msg, &hh, sizeof(hh));
         size_t blen0 = (size_t)(rand() % (int)(sizeof(msg) - sizeof(hh) + 1));
@@ -670,7 +671,7 @@ static void test_coordinator_rpcs(void)
             msg[sizeof(hh) + i] = (uint8_t)rand();
         int32_t r = raw_rpc(s, msg, sizeof(hh) + blen0);
         CU_ASSERT(r == CRAM_REQUEST_FORMAT_ERROR || r == CRAM_OK || r == CRAM_RETRY ||
-                  r == CRAM_TABLE_DOESNT_EXIST);
+                  r == CRAM_TABLE_DOESNT_EXIST || r == CRAM_NOT_FOUND);
     }
     CU_ASSERT_EQUAL(raw_rpc(s, &ping, sizeof(ping)), CRAM_OK);
 
@@ -792,6 +793,307 @@ static void test_coordinator_rpcs(void)
     stop_coord(&ct);
     tp_listener_close(ls);
     tp_loop_destroy(l);
+}
+
+/* ---- server list pushes, crash verification, recovery info -----------------
+ * Fake servers on the test thread's loop keep a real server_list (sl_apply),
+ * refuse partial updates that skip versions as cram-server does, answer
+ * targeted PINGs, and can be muted (requests held unanswered: a hung
+ * process) or told to refuse the next update. */
+
+struct fake_server {
+    server_list *sl;
+    uint64_t id;                /* the id it answers PINGs for */
+    int fulls, partials, refused, pings;
+    int mute;                   /* hold every request unanswered */
+    int refuse_next;            /* answer the next update CRAM_RETRY */
+    tp_rpc *held[256];
+    int nheld;
+};
+
+static void fake_server_request(void *arg, tp_rpc *rpc)
+{
+    struct fake_server *fs = arg;
+    uint32_t len;
+    const uint8_t *req = tp_rpc_request(rpc, &len);
+    struct wire_req_hdr h;
+    struct wire_resp_hdr r = { CRAM_OK };
+    if (fs->mute && fs->nheld < 256) {
+        fs->held[fs->nheld++] = rpc;
+        return;
+    }
+    if (len < sizeof(h)) {
+        r.status = CRAM_REQUEST_FORMAT_ERROR;
+    } else {
+        memcpy(&h, req, sizeof(h));
+        if (h.opcode == WIRE_OP_PING) {
+            fs->pings++;
+            struct wire_target t = { 0 };
+            if (len == sizeof(h) + sizeof(t))
+                memcpy(&t, req + sizeof(h), sizeof(t));
+            if (t.target_server_id != 0 && t.target_server_id != fs->id)
+                r.status = CRAM_WRONG_SERVER;
+        } else if (h.opcode == WIRE_OP_SERVER_LIST_UPDATE) {
+            Cram__ServerList *l = cram__server_list__unpack(NULL, len - sizeof(h), req + sizeof(h));
+            CU_ASSERT_PTR_NOT_NULL(l);
+            if (l != NULL) {
+                if (l->full) {
+                    fs->fulls++;
+                    CU_ASSERT_PTR_NOT_NULL(l->settings);
+                } else {
+                    fs->partials++;
+                }
+                if (fs->refuse_next || (!l->full && l->version > sl_version(fs->sl) + 1)) {
+                    fs->refuse_next = 0;
+                    fs->refused++;
+                    r.status = CRAM_RETRY;
+                } else {
+                    r.status = sl_apply(fs->sl, req + sizeof(h), len - sizeof(h));
+                }
+                cram__server_list__free_unpacked(l, NULL);
+            }
+        }
+        /* TAKE_TABLET etc.: OK */
+    }
+    struct iovec iov = { &r, sizeof(r) };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+/* Handle the held requests now, in order (their callers may have given up). */
+static void fake_server_unmute(struct fake_server *fs)
+{
+    fs->mute = 0;
+    for (int i = 0; i < fs->nheld; i++)
+        fake_server_request(fs, fs->held[i]);
+    fs->nheld = 0;
+}
+
+/* Run the loop until fs's list has `version` (or 5 s scaled pass). */
+static int wait_version(tp_loop *l, struct fake_server *fs, uint64_t version)
+{
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    while (sl_version(fs->sl) < version && clock_mono_ms() < end)
+        tp_loop_poll(l, 10);
+    return sl_version(fs->sl) == version;
+}
+
+static void run_loop_ms(tp_loop *l, uint64_t ms)
+{
+    uint64_t end = clock_mono_ms() + ms;
+    while (clock_mono_ms() < end)
+        tp_loop_poll(l, 10);
+}
+
+static uint64_t enlist_at(tp_session *s, const char *locator)
+{
+    Cram__EnlistServerRequest en = CRAM__ENLIST_SERVER_REQUEST__INIT;
+    char *loc[1] = { (char *)locator };
+    en.n_locators = 1;
+    en.locators = loc;
+    en.services = 3;
+    uint8_t *body;
+    size_t blen;
+    uint64_t id = 0;
+    if (rpc(s, WIRE_OP_ENLIST_SERVER, &en.base, &body, &blen) == CRAM_OK) {
+        Cram__EnlistServerResponse *er = cram__enlist_server_response__unpack(NULL, blen, body);
+        if (er != NULL)
+            id = er->server_id;
+        cram__enlist_server_response__free_unpacked(er, NULL);
+        free(body);
+    }
+    return id;
+}
+
+static Cram__ServerEntry *zk_entry(zks *z, uint64_t id)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "servers/%016lx", (unsigned long)id);
+    uint8_t *data;
+    size_t len;
+    if (zks_get(z, path, &data, &len) != ZOK)
+        return NULL;
+    Cram__ServerEntry *e = cram__server_entry__unpack(NULL, len, data);
+    free(data);
+    return e;
+}
+
+static uint64_t zk_list_version(zks *z)
+{
+    uint8_t *data;
+    size_t len;
+    uint64_t v = 0;
+    if (zks_get(z, "ids", &data, &len) == ZOK) {
+        Cram__IdCounters *ids = cram__id_counters__unpack(NULL, len, data);
+        if (ids != NULL)
+            v = ids->server_list_version;
+        cram__id_counters__free_unpacked(ids, NULL);
+        free(data);
+    }
+    return v;
+}
+
+static int32_t set_recovery_info(tp_session *s, uint64_t id, uint64_t seg, uint64_t epoch)
+{
+    Cram__MasterRecoveryInfo ri = CRAM__MASTER_RECOVERY_INFO__INIT;
+    ri.server_id = id;
+    ri.segment_id = seg;
+    ri.epoch = epoch;
+    return rpc(s, WIRE_OP_SET_MASTER_RECOVERY_INFO, &ri.base, NULL, NULL);
+}
+
+static int32_t hint(tp_session *s, uint64_t id)
+{
+    Cram__ServerIdRequest rq = CRAM__SERVER_ID_REQUEST__INIT;
+    rq.server_id = id;
+    return rpc(s, WIRE_OP_HINT_SERVER_CRASHED, &rq.base, NULL, NULL);
+}
+
+static void test_server_list_and_failures(void)
+{
+    const char *hosts = zk_hosts();
+    if (hosts == NULL)
+        return;
+    char cluster[64];
+    unique_cluster(cluster, sizeof(cluster), "slist");
+    struct coord_thread ct;
+    CU_ASSERT_EQUAL_FATAL(start_coord(&ct, hosts, cluster, true), 0);
+    zks *z = open_fresh(hosts, cluster);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(z);
+
+    tp_loop *l = tp_loop_create();
+    struct fake_server fa = { .sl = sl_create() }, fb = { .sl = sl_create() }, fc = { .sl = sl_create() };
+    char err[256];
+    tp_listener *la = tp_listen(l, "tcp:host=127.0.0.1,port=0", fake_server_request, &fa, err, sizeof(err));
+    tp_listener *lb = tp_listen(l, "tcp:host=127.0.0.1,port=0", fake_server_request, &fb, err, sizeof(err));
+    tp_listener *lc = tp_listen(l, "tcp:host=127.0.0.1,port=0", fake_server_request, &fc, err, sizeof(err));
+    CU_ASSERT_FATAL(la != NULL && lb != NULL && lc != NULL);
+    cram_status st;
+    tp_session *s = tp_session_open(l, coord_locator(ct.c), &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+
+    /* enlisting: the newcomer gets the full list, the others the new entry */
+    fa.id = enlist_at(s, tp_listener_locator(la));
+    CU_ASSERT_FATAL(fa.id != 0);
+    CU_ASSERT(wait_version(l, &fa, 1));
+    CU_ASSERT_EQUAL(fa.fulls, 1);
+    fb.id = enlist_at(s, tp_listener_locator(lb));
+    CU_ASSERT(wait_version(l, &fb, 2));
+    CU_ASSERT(wait_version(l, &fa, 2));
+    CU_ASSERT_EQUAL(fa.fulls, 1);
+    CU_ASSERT_EQUAL(fa.partials, 1);
+    CU_ASSERT_EQUAL(fb.fulls, 1);
+    CU_ASSERT_EQUAL(sl_count(fa.sl), 2);
+    CU_ASSERT_EQUAL(sl_count(fb.sl), 2);
+    CU_ASSERT_EQUAL(zk_list_version(z), 2);
+
+    /* GET_SERVER_LIST carries the cluster settings */
+    uint8_t *body;
+    size_t blen;
+    CU_ASSERT_EQUAL(rpc(s, WIRE_OP_GET_SERVER_LIST, NULL, &body, &blen), CRAM_OK);
+    Cram__ServerList *gl = cram__server_list__unpack(NULL, blen, body);
+    free(body);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(gl);
+    CU_ASSERT_EQUAL(gl->version, 2);
+    CU_ASSERT_PTR_NOT_NULL(gl->settings);
+    if (gl->settings) {
+        CU_ASSERT_EQUAL(gl->settings->replicas, 2);
+        CU_ASSERT_STRING_EQUAL(gl->settings->durability, "sync");
+    }
+    cram__server_list__free_unpacked(gl, NULL);
+
+    /* recovery info: unknown server, then only ever raised */
+    CU_ASSERT_EQUAL(set_recovery_info(s, 999, 1, 1), CRAM_NOT_FOUND);
+    CU_ASSERT_EQUAL(set_recovery_info(s, fa.id, 5, 2), CRAM_OK);
+    Cram__ServerEntry *e = zk_entry(z, fa.id);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(e->recovery_info);
+    CU_ASSERT_EQUAL(e->recovery_info->segment_id, 5);
+    CU_ASSERT_EQUAL(e->recovery_info->epoch, 2);
+    cram__server_entry__free_unpacked(e, NULL);
+    CU_ASSERT_EQUAL(set_recovery_info(s, fa.id, 4, 9), CRAM_OK);     /* older segment: ignored */
+    CU_ASSERT_EQUAL(set_recovery_info(s, fa.id, 5, 1), CRAM_OK);     /* older epoch: ignored */
+    e = zk_entry(z, fa.id);
+    CU_ASSERT(e && e->recovery_info && e->recovery_info->segment_id == 5 && e->recovery_info->epoch == 2);
+    cram__server_entry__free_unpacked(e, NULL);
+    CU_ASSERT_EQUAL(set_recovery_info(s, fa.id, 5, 3), CRAM_OK);
+    e = zk_entry(z, fa.id);
+    CU_ASSERT(e && e->recovery_info && e->recovery_info->segment_id == 5 && e->recovery_info->epoch == 3);
+    CU_ASSERT(e && e->status == CRAM__SERVER_STATUS__SERVER_UP);
+    cram__server_entry__free_unpacked(e, NULL);
+
+    /* a hint about a live server: verified, not declared */
+    CU_ASSERT_EQUAL(hint(s, 12345), CRAM_NOT_FOUND);
+    int pings = fa.pings;
+    CU_ASSERT_EQUAL(hint(s, fa.id), CRAM_OK);
+    run_loop_ms(l, clock_test_scaled_ms(800));
+    CU_ASSERT(fa.pings > pings);
+    CU_ASSERT_EQUAL(sl_version(fa.sl), 2);
+    CU_ASSERT_EQUAL(zk_list_version(z), 2);
+
+    /* a hung server (requests unanswered): declared crashed after its probes
+     * time out; the survivor's list shows it; ZooKeeper records it */
+    fb.mute = 1;
+    uint64_t t0 = clock_mono_ms();
+    CU_ASSERT_EQUAL(hint(s, fb.id), CRAM_OK);
+    CU_ASSERT(wait_version(l, &fa, 3));
+    uint64_t dt = clock_mono_ms() - t0;
+    CU_ASSERT(dt >= 250);                   /* verification takes >= 250 ms */
+    CU_ASSERT_EQUAL(fa.partials, 2);
+    const struct sl_entry *be = sl_find(fa.sl, fb.id);
+    CU_ASSERT(be != NULL && be->status == SL_CRASHED);
+    e = zk_entry(z, fb.id);
+    CU_ASSERT(e && e->status == CRAM__SERVER_STATUS__SERVER_CRASHED);
+    cram__server_entry__free_unpacked(e, NULL);
+    CU_ASSERT_EQUAL(zk_list_version(z), 3);
+    CU_ASSERT_EQUAL(set_recovery_info(s, fb.id, 9, 9), CRAM_CALLER_NOT_IN_CLUSTER);
+    /* the crashed server was told too (best effort): it gets it once unmuted */
+    fake_server_unmute(&fb);
+    CU_ASSERT(wait_version(l, &fb, 3));
+    CU_ASSERT(sl_find(fb.sl, fb.id) != NULL && sl_find(fb.sl, fb.id)->status == SL_CRASHED);
+
+    /* a refused update (a version gap at the server) is followed by the full list */
+    fa.refuse_next = 1;
+    fc.id = enlist_at(s, tp_listener_locator(lc));
+    CU_ASSERT(fc.id != 0);
+    CU_ASSERT(wait_version(l, &fa, 4));
+    CU_ASSERT_EQUAL(fa.refused, 1);
+    CU_ASSERT_EQUAL(fa.fulls, 2);
+    CU_ASSERT_EQUAL(sl_count(fa.sl), 3);
+    CU_ASSERT(wait_version(l, &fc, 4));
+
+    /* a restarted coordinator pushes the full list to every up server (same
+     * version: acknowledged, nothing changes) */
+    tp_session_close(s);
+    stop_coord(&ct);
+    CU_ASSERT_EQUAL(ct.rc, 0);
+    int fulls_a = fa.fulls, fulls_c = fc.fulls, fulls_b = fb.fulls;
+    CU_ASSERT_EQUAL_FATAL(start_coord(&ct, hosts, cluster, false), 0);
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    while ((fa.fulls == fulls_a || fc.fulls == fulls_c) && clock_mono_ms() < end)
+        tp_loop_poll(l, 10);
+    CU_ASSERT_EQUAL(fa.fulls, fulls_a + 1);
+    CU_ASSERT_EQUAL(fc.fulls, fulls_c + 1);
+    CU_ASSERT_EQUAL(fb.fulls, fulls_b);          /* crashed: not pushed to */
+    CU_ASSERT_EQUAL(sl_version(fa.sl), 4);
+
+    /* after restart the coordinator notices a server that went away */
+    tp_listener_close(lc);
+    lc = NULL;
+    s = tp_session_open(l, coord_locator(ct.c), &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(hint(s, fc.id), CRAM_OK);
+    CU_ASSERT(wait_version(l, &fa, 5));
+    CU_ASSERT(sl_find(fa.sl, fc.id) != NULL && sl_find(fa.sl, fc.id)->status == SL_CRASHED);
+
+    tp_session_close(s);
+    stop_coord(&ct);
+    zks_close(z);
+    tp_listener_close(la);
+    tp_listener_close(lb);
+    tp_loop_destroy(l);
+    sl_destroy(fa.sl);
+    sl_destroy(fb.sl);
+    sl_destroy(fc.sl);
 }
 
 /* A master that cannot take its tablet: the create is rolled back. */
@@ -947,6 +1249,7 @@ int main(void)
     CU_add_test(zk, "claim waits for a live leader, not a dead one", test_zk_claim_waits);
     CU_add_test(zk, "coordinator RPCs, restart, re-sent ownership", test_coordinator_rpcs);
     CU_add_test(zk, "create rolled back when a master fails", test_create_rollback);
+    CU_add_test(zk, "server list pushes, crash verification, recovery info", test_server_list_and_failures);
     CU_add_test(zk, "intent finished on reload", test_intent_finished_on_reload);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
