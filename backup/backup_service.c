@@ -1103,14 +1103,12 @@ out_free_infos:
 static void bk_read(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
 {
     struct wire_backup_read_req q;
-    struct backup_read_range range = { 0, 0 };
-    if (len != sizeof q && len != sizeof q + sizeof range) {
+    if (len != sizeof q) {
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
         return;
     }
     memcpy(&q, req, sizeof q);
-    if (len > sizeof q)
-        memcpy(&range, req + sizeof q, sizeof range);
+    struct { uint32_t offset, max_bytes; } range = { q.offset, q.max_bytes };
     if (!bk_target_ok(b, &q.tgt)) {
         reply_status(rpc, CRAM_WRONG_SERVER);
         return;
@@ -1125,8 +1123,8 @@ static void bk_read(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t
         return;
     }
     uint32_t n = r->cert.length - range.offset;
-    if (n > BACKUP_READ_MAX_CHUNK)
-        n = BACKUP_READ_MAX_CHUNK;
+    if (n > WIRE_BACKUP_READ_MAX_CHUNK)
+        n = WIRE_BACKUP_READ_MAX_CHUNK;
     if (range.max_bytes != 0 && n > range.max_bytes)
         n = range.max_bytes;
     struct wire_backup_read_resp rh;

@@ -49,21 +49,7 @@ size_t backup_replica_count(const backup_service *b);
  * server has enlisted: until then requests naming a target id are answered
  * CRAM_WRONG_SERVER.  Status choices beyond wire.h are listed at the top of
  * backup/backup_service.c (e.g. CRAM_WRONG_VERSION for a stale epoch).
- *
- * Ranged BACKUP_READ.  A replica of an 8 MiB segment does not fit one
- * message (WIRE_MAX_MESSAGE is 2 MiB), so BACKUP_READ returns at most
- * BACKUP_READ_MAX_CHUNK bytes starting at an offset.  A request of exactly
- * sizeof(struct wire_backup_read_req) bytes reads from offset 0; a request
- * followed by a struct backup_read_range reads from range.offset (which must
- * be <= the certified length) at most range.max_bytes (0 = no limit beyond
- * the chunk size).  The response's `length` is the number of bytes that
- * follow; its certificate.length is the replica's whole certified length, so
- * the reader continues at offset + length until it reaches it.
+
  */
-struct backup_read_range {
-    uint32_t offset;
-    uint32_t max_bytes;
-} __attribute__((packed));
-#define BACKUP_READ_MAX_CHUNK (WIRE_MAX_MESSAGE - (uint32_t)sizeof(struct wire_backup_read_resp))
 
 #endif

@@ -310,14 +310,22 @@ struct wire_backup_list_req {
     uint64_t master_id;
 } WIRE_PACKED;
 
-/* BACKUP_READ: a whole replica.  Response: struct wire_backup_read_resp, then
- * `length` bytes (the replica's bytes up to its last certificate). */
+/* BACKUP_READ: part of a replica's certified bytes.  A replica of an 8 MiB
+ * segment does not fit one message, so the reader asks for [offset, ...) and
+ * gets at most min(max_bytes, WIRE_BACKUP_READ_MAX_CHUNK) bytes; the
+ * response's `length` is the number of bytes that follow and its
+ * certificate.length the replica's whole certified length, so the reader
+ * continues at offset + length until it reaches it.  offset past the
+ * certified length -> CRAM_REQUEST_FORMAT_ERROR; unknown replica or one that
+ * failed verification -> CRAM_NOT_FOUND. */
 struct wire_backup_read_req {
     struct wire_req_hdr hdr;
     struct wire_target tgt;
     uint64_t master_id;
     uint64_t segment_id;
     uint64_t epoch;           /* 0 = whichever epoch is held */
+    uint32_t offset;
+    uint32_t max_bytes;       /* 0 = as much as fits one message */
 } WIRE_PACKED;
 struct wire_backup_read_resp {
     struct wire_resp_hdr hdr;
@@ -332,8 +340,9 @@ _Static_assert(sizeof(struct wire_req_hdr) == 8, "wire_req_hdr");
 _Static_assert(sizeof(struct wire_backup_write_req) == 64, "wire_backup_write_req");
 _Static_assert(sizeof(struct wire_backup_free_req) == 32, "wire_backup_free_req");
 _Static_assert(sizeof(struct wire_backup_list_req) == 24, "wire_backup_list_req");
-_Static_assert(sizeof(struct wire_backup_read_req) == 40, "wire_backup_read_req");
+_Static_assert(sizeof(struct wire_backup_read_req) == 48, "wire_backup_read_req");
 _Static_assert(sizeof(struct wire_backup_read_resp) == 32, "wire_backup_read_resp");
+#define WIRE_BACKUP_READ_MAX_CHUNK (WIRE_MAX_MESSAGE - (uint32_t)sizeof(struct wire_backup_read_resp))
 _Static_assert(sizeof(struct wire_resp_hdr) == 4, "wire_resp_hdr");
 _Static_assert(sizeof(struct wire_reject_rules) == 16, "wire_reject_rules");
 _Static_assert(sizeof(struct wire_read_req) == 48, "wire_read_req");

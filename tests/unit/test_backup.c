@@ -249,8 +249,8 @@ static Cram__ReplicaList *list_req(uint64_t master)
 {
     struct wire_backup_list_req q = { .hdr = { WIRE_OP_BACKUP_LIST, WIRE_SVC_BACKUP, 0 },
                                       .master_id = master };
-    uint8_t *r;
-    uint32_t n;
+    uint8_t *r = NULL;
+    uint32_t n = 0;
     int st = call_raw(&q, sizeof q, &r, &n);
     CU_ASSERT_EQUAL(st, CRAM_OK);
     if (st != CRAM_OK)
@@ -277,15 +277,13 @@ static int read_req(uint64_t master, uint64_t segment, uint64_t epoch, uint32_t 
     uint8_t *acc = NULL;
     uint32_t got = 0;
     for (;;) {
-        uint8_t m[sizeof(struct wire_backup_read_req) + sizeof(struct backup_read_range)];
         struct wire_backup_read_req q = { .hdr = { WIRE_OP_BACKUP_READ, WIRE_SVC_BACKUP, 0 },
-                                          .master_id = master, .segment_id = segment, .epoch = epoch };
-        struct backup_read_range rg = { got, chunk };
-        memcpy(m, &q, sizeof q);
-        memcpy(m + sizeof q, &rg, sizeof rg);
-        uint32_t qlen = (got == 0 && chunk == 0) ? sizeof q : sizeof m;
-        uint8_t *r;
-        uint32_t n;
+                                          .master_id = master, .segment_id = segment, .epoch = epoch,
+                                          .offset = got, .max_bytes = chunk };
+        uint8_t *m = (uint8_t *)&q;
+        uint32_t qlen = sizeof q;
+        uint8_t *r = NULL;
+        uint32_t n = 0;
         int st = call_raw(m, qlen, &r, &n);
         if (st != CRAM_OK) {
             if (st > -1000)
@@ -533,7 +531,7 @@ static void test_write_read_list(void)
     CU_ASSERT_EQUAL(free_req(11, 1), CRAM_OK);
     CU_ASSERT_EQUAL(free_req(99, 99), CRAM_OK);
     uint8_t *data;
-    uint32_t n;
+    uint32_t n = 0;
     CU_ASSERT_EQUAL(read_req(11, 1, 0, 0, &data, &n, NULL), CRAM_NOT_FOUND);
     settle(50);
     CU_ASSERT(access(p, F_OK) != 0 && errno == ENOENT);
@@ -629,7 +627,7 @@ static void test_restart_corrupt(void)
     CU_ASSERT(l != NULL && l->used_bytes == 3ull * CAP);     /* the bad ones still take space */
     cram__replica_list__free_unpacked(l, NULL);
     uint8_t *data;
-    uint32_t n;
+    uint32_t n = 0;
     CU_ASSERT_EQUAL(read_req(31, 1, 0, 0, &data, &n, NULL), CRAM_NOT_FOUND);
     CU_ASSERT_EQUAL(read_req(31, 2, 0, 0, &data, &n, NULL), CRAM_NOT_FOUND);
     check_read(31, 3, g, 0);
@@ -740,13 +738,9 @@ static void test_big_read(void)
     check_read(61, 1, m, 0);            /* on disk now */
     check_read(61, 1, m, 300000);
     /* a read past the end is refused */
-    uint8_t q[sizeof(struct wire_backup_read_req) + sizeof(struct backup_read_range)];
     struct wire_backup_read_req rq = { .hdr = { WIRE_OP_BACKUP_READ, WIRE_SVC_BACKUP, 0 },
-                                       .master_id = 61, .segment_id = 1 };
-    struct backup_read_range rg = { img_len(m) + 1, 0 };
-    memcpy(q, &rq, sizeof rq);
-    memcpy(q + sizeof rq, &rg, sizeof rg);
-    CU_ASSERT_EQUAL(call_raw(q, sizeof q, NULL, NULL), CRAM_REQUEST_FORMAT_ERROR);
+                                       .master_id = 61, .segment_id = 1, .offset = img_len(m) + 1 };
+    CU_ASSERT_EQUAL(call_raw((uint8_t *)&rq, sizeof rq, NULL, NULL), CRAM_REQUEST_FORMAT_ERROR);
     img_free(m);
     teardown();
 }
@@ -793,7 +787,7 @@ static void test_rules(void)
               l->replicas[0]->length == m->cut[1] && l->used_bytes == CAP);
     cram__replica_list__free_unpacked(l, NULL);
     uint8_t *data;
-    uint32_t n;
+    uint32_t n = 0;
     CU_ASSERT_EQUAL(read_req(71, 1, 5, 0, &data, &n, NULL), CRAM_NOT_FOUND);
     CU_ASSERT_EQUAL(read_req(71, 1, 6, 0, &data, &n, NULL), CRAM_OK);
     free(data);
