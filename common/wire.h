@@ -41,7 +41,10 @@ enum wire_service {
 };
 
 enum wire_opcode {
-    WIRE_OP_PING                = 1,  /* any:  empty -> empty */
+    WIRE_OP_PING                = 1,  /* any:  empty -> empty.  Failure detection sends a
+                                       * struct wire_target body: a server whose id differs
+                                       * answers CRAM_WRONG_SERVER (CRAM_RETRY while it has
+                                       * no id yet); other bodies are ignored. */
 
     /* coordinator service (protobuf bodies: request -> response) */
     WIRE_OP_ENLIST_SERVER       = 10, /* EnlistServerRequest -> EnlistServerResponse */

@@ -81,9 +81,9 @@ struct coord {
     volatile int stop_flag;         /* mirror of stopping for zks_claim's poll */
     atomic_int fatal;               /* the worker failed: coord_run returns -1 */
 
-    /* Job queue: guarded by qmu; producers = dispatch thread, consumer = worker. */
+    /* Job queue: guarded by qmu; producers = dispatch thread (which then
+     * wakes wloop, where the idle worker waits), consumer = worker. */
     pthread_mutex_t qmu;
-    pthread_cond_t qcond;
     struct coord_job *qhead, *qtail;
     size_t qlen;
     pthread_t worker;
@@ -1667,7 +1667,6 @@ static void on_request(void *arg, tp_rpc *rpc)
     else
         c->qhead = j;
     c->qtail = j;
-    pthread_cond_signal(&c->qcond);
     pthread_mutex_unlock(&c->qmu);
     tp_loop_wake(c->wloop);         /* the worker waits in its loop */
 }
@@ -1705,11 +1704,6 @@ coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen)
     c->verify_timeout_ms = (uint32_t)clock_test_scaled_ms(cfg->verify_timeout_ms ? cfg->verify_timeout_ms
                                                                                  : COORD_VERIFY_TIMEOUT_MS);
     pthread_mutex_init(&c->qmu, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    pthread_cond_init(&c->qcond, &ca);
-    pthread_condattr_destroy(&ca);
 
     c->loop = tp_loop_create();
     c->wloop = tp_loop_create();
@@ -1737,7 +1731,6 @@ void coord_stop(coord *c)
     pthread_mutex_lock(&c->qmu);
     atomic_store(&c->stopping, 1);
     c->stop_flag = 1;
-    pthread_cond_broadcast(&c->qcond);
     /* woken under qmu: coord_destroy takes qmu before freeing the loops */
     if (c->loop != NULL)
         tp_loop_wake(c->loop);
@@ -1812,7 +1805,6 @@ void coord_destroy(coord *c)
     if (wloop != NULL)
         tp_loop_destroy(wloop);
     zks_close(c->zk);
-    pthread_cond_destroy(&c->qcond);
     pthread_mutex_destroy(&c->qmu);
     free(c);
 }
