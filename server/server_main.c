@@ -30,6 +30,7 @@
 #include "common/serverlist.h"
 #include "common/wire.h"
 #include "master/master_service.h"
+#include "backup/backup_service.h"
 #include "server/failure_detector.h"
 #include "transport/transport.h"
 
@@ -54,6 +55,7 @@ struct server {
     tp_loop *loop;
     tp_listener *listener;
     master_service *master;
+    backup_service *backup;
     char locator[512];
     tp_session *csess;              /* to the coordinator (enlistment, then crash hints) */
     uint32_t backoff_ms;
@@ -241,6 +243,8 @@ static void on_request(void *arg, tp_rpc *rpc)
         handle_list_update(s, rpc, req, len);
     else if (h.service == WIRE_SVC_MASTER && s->master != NULL)
         master_handle(s->master, rpc, req, len);
+    else if (h.service == WIRE_SVC_BACKUP && s->backup != NULL)
+        backup_handle(s->backup, rpc, req, len);
     else
         reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST);
 }
@@ -284,6 +288,8 @@ static void enlist_done(void *arg, cram_status st, const uint8_t *resp, uint32_t
     s->server_id = r->server_id;
     if (s->master != NULL)
         master_set_server_id(s->master, s->server_id);
+    if (s->backup != NULL)
+        backup_set_server_id(s->backup, s->server_id);
     s->replicas = r->settings ? r->settings->replicas : 0;
     snprintf(s->durability, sizeof(s->durability), "%s",
              r->settings && r->settings->durability[0] ? r->settings->durability : "?");
@@ -420,8 +426,11 @@ static void usage(FILE *f)
 "                          0 = block at once (default: 50)\n"
 "  --hugepages             back the log with transparent huge pages (madvise)\n"
 "  --master-only           run only the master service\n"
-"  --backup-only           run only the backup service (the backup service arrives in a\n"
-"                          later version: today this serves no master and stores nothing)\n"
+"  --backup-only           run only the backup service\n"
+"  --backup-dir DIR        where the backup service keeps replica files (created if missing;\n"
+"                          default: /tmp/cram-backup-<cluster>-<pid>, which a restarted\n"
+"                          server does not find again -- give a directory to keep replicas)\n"
+"  --backup-storage SIZE   replica bytes the backup holds at most (default: 4G)\n"
 "  --failure-domain NAME   failure domain label (replicas avoid sharing one; default: none)\n"
 "  --ping-interval-ms MS   failure detection: ping one random peer this often (default: 100)\n"
 "  --ping-timeout-ms MS    a ping unanswered this long makes its peer a suspect, reported to\n"
@@ -429,8 +438,7 @@ static void usage(FILE *f)
 "  --log-level LEVEL       debug, info, warn or error (default: info)\n"
 "  --help                  this text\n"
 "\n"
-"Without --master-only/--backup-only a server offers both services (the backup\n"
-"service is not implemented yet).  The --ping-* times are multiplied by the\n"
+"Without --master-only/--backup-only a server offers both services.  The --ping-* times are multiplied by the\n"
 "environment variable CRAM_TEST_TIME_SCALE (default 1).  A server that the\n"
 "coordinator's server list shows as crashed exits at once with status 1.\n"
 "SIGTERM or SIGINT stops the server cleanly.\n");
@@ -503,7 +511,7 @@ static int label_valid(const char *s)
 int main(int argc, char **argv)
 {
     enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_MONLY, O_BONLY,
-           O_FD, O_LOG, O_PING_INT, O_PING_TO, O_HELP };
+           O_FD, O_LOG, O_PING_INT, O_PING_TO, O_BDIR, O_BSTORE, O_HELP };
     static const struct option opts[] = {
         { "coordinator", required_argument, NULL, O_COORD },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -518,6 +526,8 @@ int main(int argc, char **argv)
         { "log-level", required_argument, NULL, O_LOG },
         { "ping-interval-ms", required_argument, NULL, O_PING_INT },
         { "ping-timeout-ms", required_argument, NULL, O_PING_TO },
+        { "backup-dir", required_argument, NULL, O_BDIR },
+        { "backup-storage", required_argument, NULL, O_BSTORE },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -532,6 +542,9 @@ int main(int argc, char **argv)
     uint64_t poll_us = 50;
     uint64_t ping_interval = FDET_DEFAULT_INTERVAL_MS, ping_timeout = FDET_DEFAULT_TIMEOUT_MS;
     int hugepages = 0, master_only = 0, backup_only = 0;
+    const char *backup_dir = NULL;
+    char backup_dir_default[256];
+    uint64_t backup_storage = 4ull << 30;
     int level = LOG_LVL_INFO;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -584,6 +597,13 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case O_BDIR: backup_dir = optarg; break;
+        case O_BSTORE:
+            if (parse_size(optarg, &backup_storage) != 0 || backup_storage == 0) {
+                fprintf(stderr, "cram-server: bad --backup-storage '%s'\n", optarg);
+                return 2;
+            }
+            break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -652,10 +672,29 @@ int main(int argc, char **argv)
             goto out_master;
         }
     }
+    if (!master_only) {
+        if (backup_dir == NULL) {
+            snprintf(backup_dir_default, sizeof(backup_dir_default), "/tmp/cram-backup-%s-%d",
+                     s->cluster, (int)getpid());
+            backup_dir = backup_dir_default;
+        }
+        struct backup_config bc = {
+            .dir = backup_dir,
+            .storage_bytes = backup_storage,
+            .max_replica_bytes = 1u << 30,      /* accept any master's segment size */
+        };
+        s->backup = backup_create(&bc, s->loop, s->sl, err, sizeof(err));
+        if (s->backup == NULL) {
+            CRAM_ERROR("cannot start the backup service on %s: %s", backup_dir, err);
+            goto out_master;
+        }
+        CRAM_INFO("backup service: %s, %lu MB of storage, %zu replicas found", backup_dir,
+                  (unsigned long)(backup_storage >> 20), backup_replica_count(s->backup));
+    }
     s->listener = tp_listen(s->loop, listen, on_request, s, err, sizeof(err));
     if (s->listener == NULL) {
         CRAM_ERROR("cannot listen on %s: %s", listen, err);
-        goto out_master;
+        goto out_backup;
     }
     snprintf(s->locator, sizeof(s->locator), "%s", tp_listener_locator(s->listener));
     CRAM_INFO("listening on %s (memory %lu MB, segments %lu KB, poll %lu us); enlisting via %s",
@@ -688,6 +727,10 @@ int main(int argc, char **argv)
         ;
 out_listener:
     tp_listener_close(s->listener);
+out_backup:
+    /* flushes replicas to disk and answers what waits; before the loop goes */
+    if (s->backup != NULL)
+        backup_destroy(s->backup);
 out_master:
     if (s->master != NULL)
         master_destroy(s->master);
