@@ -382,26 +382,40 @@ static int h_bad_exit(int st)
     return WIFEXITED(st) && WEXITSTATUS(st) != 0;
 }
 
+/* Print a log's last `lines` lines; if it holds a sanitizer report or an
+ * assertion failure, print from the report's first line instead (its top
+ * names the bug; the tail is shadow-memory noise). */
 static void h_tail(const char *path, int lines)
 {
+    static const char *const marks[] = { "ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                         "runtime error:", "assertion failed", "Assertion", NULL };
     FILE *f = fopen(path, "r");
     if (!f)
         return;
-    /* keep the last `lines` lines in a ring of offsets */
-    long offs[64];
+    long offs[65];              /* ring: offs[k % ring] = start of line k */
+    long mark = -1;
     int n = 0;
+    char buf[1024];
     if (lines > 64)
         lines = 64;
-    offs[n++ % lines] = 0;
-    int ch;
-    while ((ch = fgetc(f)) != EOF)
-        if (ch == '\n')
-            offs[n++ % lines] = ftell(f);
-    long start = n > lines ? offs[n % lines] : 0;
+    int ring = lines + 1;
+    offs[n++ % ring] = 0;
+    while (fgets(buf, sizeof(buf), f)) {
+        if (mark < 0)
+            for (int i = 0; marks[i]; i++)
+                if (strstr(buf, marks[i]))
+                    mark = offs[(n - 1) % ring];
+        if (strchr(buf, '\n'))
+            offs[n++ % ring] = ftell(f);
+    }
+    /* n - 1 complete lines were read */
+    long start = mark >= 0 ? mark : (n - 1 > lines ? offs[(n - 1 - lines) % ring] : 0);
     fseek(f, start, SEEK_SET);
-    char buf[1024];
-    while (fgets(buf, sizeof(buf), f))
+    int printed = 0;
+    while (fgets(buf, sizeof(buf), f) && printed < (mark >= 0 ? 60 : lines + 1)) {
         fputs(buf, stderr);
+        printed++;
+    }
     fclose(f);
 }
 
