@@ -104,7 +104,9 @@ struct rm_wctx {
 
 struct rm_reply {
     struct rm_reply *next;
-    tp_rpc  *rpc;
+    tp_rpc  *rpc;               /* NULL: call fn(arg) instead (rm_when_durable) */
+    tp_fn    fn;
+    void    *arg;
     uint64_t seg_id;
     uint32_t off;
     uint32_t len;
@@ -882,6 +884,13 @@ static void replies_pump(replica_mgr *rm)
         rm->rq_head = q->next;
         if (rm->rq_head == NULL)
             rm->rq_tail = NULL;
+        if (q->rpc == NULL) {
+            tp_fn fn = q->fn;
+            void *arg = q->arg;
+            reply_free(q);
+            fn(arg);
+            continue;
+        }
         rm->st.replies_pending--;
         struct iovec iov = { q->data, q->len };
         tp_rpc_reply(q->rpc, &iov, 1);
@@ -1129,7 +1138,8 @@ void rm_destroy(replica_mgr *rm)
         rm->rq_head = q->next;
         struct wire_resp_hdr h = { .status = CRAM_RETRY };
         struct iovec iov = { &h, sizeof h };
-        tp_rpc_reply(q->rpc, &iov, 1);
+        if (q->rpc != NULL)
+            tp_rpc_reply(q->rpc, &iov, 1);
         reply_free(q);
     }
     free(rm->backups);
@@ -1205,6 +1215,8 @@ void rm_reply_durable(replica_mgr *rm, tp_rpc *rpc, const struct iovec *iov, int
     }
     q->next = NULL;
     q->rpc = rpc;
+    q->fn = NULL;
+    q->arg = NULL;
     q->seg_id = seg_id;
     q->off = off;
     q->len = (uint32_t)len;
@@ -1220,6 +1232,26 @@ void rm_reply_durable(replica_mgr *rm, tp_rpc *rpc, const struct iovec *iov, int
     rm->st.replies_deferred++;
     rm->st.replies_pending++;
     kick(rm);
+}
+
+int rm_when_durable(replica_mgr *rm, tp_fn fn, void *arg)
+{
+    uint32_t head = log_head_slot(rm->log);
+    struct rm_reply *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return -1;
+    q->fn = fn;
+    q->arg = arg;
+    q->seg_id = head == NO_SLOT ? 0 : rm->segs[head].id;
+    q->off = head == NO_SLOT ? 0 : seg_used(rm, head);
+    q->data = q->inl;
+    if (rm->rq_tail != NULL)
+        rm->rq_tail->next = q;
+    else
+        rm->rq_head = q;
+    rm->rq_tail = q;
+    kick(rm);
+    return 0;
 }
 
 static void on_free_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)

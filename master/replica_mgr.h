@@ -92,6 +92,13 @@ cram_status rm_check_writable(replica_mgr *rm);
  * (runs the loop) and replies. */
 void rm_reply_durable(replica_mgr *rm, tp_rpc *rpc, const struct iovec *iov, int n);
 
+/* Call fn(arg) from the loop once everything appended to the log so far
+ * (side segments joined with log_side_commit included) is held by R
+ * replicas -- never from inside this call.  For recovery: replicate the
+ * replayed segments, then report.  0, or -1 if out of memory.  Callbacks
+ * still waiting when the manager is destroyed are dropped uncalled. */
+int rm_when_durable(replica_mgr *rm, tp_fn fn, void *arg);
+
 /* Drop every replica of a segment (cleaner, later): BACKUP_FREE to each
  * backup holding one, best effort, and stop tracking it.  The caller frees
  * the segment in the log afterwards. */

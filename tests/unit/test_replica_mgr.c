@@ -654,6 +654,49 @@ static void test_double_loss(void)
     cluster_down();
 }
 
+static void set_flag(void *arg) { *(int *)arg = 1; }
+
+/* Side segments (recovery replay) joined to the log are replicated closed,
+ * and rm_when_durable fires once they and the new head are on R backups. */
+static void test_side_segments(void)
+{
+    cluster_up(0, 0);
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NMAIN, 1);
+    for (int k = 0; k < 50; k++)
+        send_write(k, 700);
+    wait_acks();
+    uint32_t side[2];
+    uint8_t v[900];
+    struct iovec iov = { v, sizeof v };
+    for (int i = 0; i < 2; i++) {
+        side[i] = log_side_open(l);
+        CU_ASSERT_FATAL(side[i] != LOG_NO_SLOT);
+        log_ref ref;
+        for (int k = 0; k < 40; k++) {
+            memset(v, i * 40 + k, sizeof v);
+            CU_ASSERT_FATAL(log_side_append(l, side[i], SEG_ENTRY_SAFE_VERSION, &iov, 1, &ref) == 0);
+        }
+    }
+    CU_ASSERT_FATAL(log_side_commit(l, side, 2) == 0);
+    int fired = 0;
+    CU_ASSERT_FATAL(rm_when_durable(rm, set_flag, &fired) == 0);
+    CU_ASSERT(fired == 0);
+    uint64_t end = clock_mono_ms() + 10000;
+    while (!fired && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT(fired == 1);
+    for (int i = 0; i < 2; i++) {
+        uint64_t ids[RM_MAX_REPLICAS];
+        CU_ASSERT(rm_segment_backups(rm, side[i], ids, RM_MAX_REPLICAS) == 2);
+    }
+    wait_idle();
+    check_all(1);
+    cluster_down();
+}
+
 /* log_head_set_epoch: header rewritten, entry crc and certificate valid. */
 static void test_head_epoch(void)
 {
@@ -703,6 +746,7 @@ int main(void)
     CU_add_test(e, "R=2 sync: retry, replicas equal, backup crash", test_e2e_sync);
     CU_add_test(e, "backup full: replicas move elsewhere", test_backup_full);
     CU_add_test(e, "second head loss: epoch raised in place", test_double_loss);
+    CU_add_test(e, "side segments replicated, rm_when_durable", test_side_segments);
     CU_add_test(p, "head epoch rewritten in place", test_head_epoch);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
