@@ -14,6 +14,8 @@
  *    (no zombie serving).
  *  - 10 s of 3 servers under a busy client load plus a CPU hog: no crash
  *    declarations at all.
+ *  - a PING naming a server id is answered CRAM_WRONG_SERVER by any other
+ *    server (so a newcomer at a dead server's port never vouches for it).
  */
 #include <CUnit/Basic.h>
 #include <signal.h>
@@ -25,7 +27,9 @@
 #include <sys/wait.h>
 
 #include "cram.h"
+#include "common/wire.h"
 #include "harness.h"
+#include "transport/transport.h"
 
 #define NSERVERS 3
 #define KILL_RUNS 5
@@ -159,6 +163,50 @@ static int cli_shows(uint64_t id, const char *status)
         if (strncmp(line, want, strlen(want)) == 0 && strstr(line, status) != NULL)
             return 1;
     return 0;
+}
+
+/* Status of one PING to slot i's port: with a wire_target body naming
+ * `target`, or (target 0) with an empty body. */
+static int32_t ping_slot(int i, uint64_t target)
+{
+    tp_loop *l = tp_loop_create();
+    char loc[64];
+    snprintf(loc, sizeof(loc), "tcp:host=127.0.0.1,port=%d", C.port_base + 1 + i);
+    cram_status st;
+    tp_session *s = tp_session_open(l, loc, &st);
+    int32_t status = st;
+    if (s != NULL) {
+        struct {
+            struct wire_req_hdr h;
+            struct wire_target t;
+        } __attribute__((packed)) req = { { .opcode = WIRE_OP_PING, .service = WIRE_SVC_PING }, { target } };
+        struct iovec iov = { &req, target ? sizeof(req) : sizeof(req.h) };
+        uint8_t *resp = NULL;
+        uint32_t len = 0;
+        status = tp_call(s, &iov, 1, (uint32_t)h_ms(5000), &resp, &len);
+        if (status == CRAM_OK) {
+            struct wire_resp_hdr r = { CRAM_INTERNAL_ERROR };
+            if (len >= sizeof(r))
+                memcpy(&r, resp, sizeof(r));
+            status = r.status;
+        }
+        free(resp);
+        tp_session_close(s);
+    }
+    tp_loop_destroy(l);
+    return status;
+}
+
+static void test_targeted_ping(void)
+{
+    CU_ASSERT_EQUAL_FATAL(h_wait_servers(&C, NSERVERS, 30000), 0);
+    uint64_t id0 = up_id_of(0), id1 = up_id_of(1);
+    CU_ASSERT_FATAL(id0 != 0 && id1 != 0);
+    CU_ASSERT_EQUAL(ping_slot(0, 0), CRAM_OK);
+    CU_ASSERT_EQUAL(ping_slot(0, id0), CRAM_OK);
+    CU_ASSERT_EQUAL(ping_slot(0, id1), CRAM_WRONG_SERVER);
+    CU_ASSERT_EQUAL(ping_slot(1, id1), CRAM_OK);
+    CU_ASSERT_EQUAL(ping_slot(1, id1 + 1000), CRAM_WRONG_SERVER);
 }
 
 static void test_kill9_detected(void)
@@ -318,6 +366,7 @@ int main(void)
     if (CU_initialize_registry() != CUE_SUCCESS)
         return 1;
     CU_pSuite s = CU_add_suite("failure detection", suite_init, suite_clean);
+    CU_add_test(s, "targeted PING: another server's id is WRONG_SERVER", test_targeted_ping);
     CU_add_test(s, "kill -9: declared crashed in bounded time, survivors' lists updated", test_kill9_detected);
     CU_add_test(s, "SIGSTOP 100 ms: not declared crashed", test_short_stop_not_crash);
     CU_add_test(s, "long SIGSTOP: declared crashed, exits on resume", test_long_stop_exits);
