@@ -17,6 +17,9 @@
 #   --restart           keep the existing ZooKeeper data and cluster state
 #                       (default: begin a fresh cluster: wipe the dir's data and
 #                       the cluster's ZooKeeper tree via cram-coordinator --reset)
+#   --replicas R        replicas per log segment, a cluster setting given to the
+#                       coordinator [min(2, servers - 1)]
+#   --durability MODE   buffered or sync, a cluster setting [coordinator default]
 #   --poll-us N         dispatch threads spin N us after activity [program default]
 #   --bin DIR           where the programs are [$CRAM_BIN, else <repo>/build, else PATH]
 #   --timeout S         give up when not serving after S seconds [30]
@@ -25,7 +28,7 @@
 # every server is listed as up by `cram servers`; otherwise it stops what it
 # started, prints the tail of the failing log and exits 1.  Unknown options
 # exit 2.  Pid files D/<role>-<i>.pid hold each program's own pid; logs are
-# D/<role>-<i>.log.  `stop` ends only processes whose pid file names them and
+# D/<role>-<i>.log; server i keeps its backup replicas in D/backup-<i>.  `stop` ends only processes whose pid file names them and
 # whose /proc/PID/cmdline is still that program.
 set -euo pipefail
 
@@ -56,6 +59,8 @@ start_opts=(
   "cluster      cluster      value"
   "zk           zk           value"
   "restart      restart      flag"
+  "replicas     replicas     value"
+  "durability   durability   value"
   "poll-us      poll_us      value"
   "bin          bin          value"
   "timeout      timeout_s    value"
@@ -72,6 +77,8 @@ segment_size=8M
 cluster=main
 zk=""
 restart=0
+replicas=""
+durability=""
 poll_us=""
 bin="${CRAM_BIN:-}"
 timeout_s=30
@@ -250,6 +257,8 @@ segment_size=$segment_size
 cluster=$cluster
 zk=$zk
 own_zk=$own_zk
+replicas=$replicas
+durability=$durability
 poll_us=$poll_us
 EOF
 }
@@ -263,7 +272,7 @@ load_settings() {
     k="${line%%=*}"
     v="${line#*=}"
     case "$k" in
-      servers|port_base|memory|segment_size|cluster|zk|own_zk|poll_us)
+      servers|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us)
         if [ -z "${given[$k]:-}" ]; then printf -v "$k" '%s' "$v"; fi ;;
     esac
   done <"$dir/cluster.env"
@@ -276,6 +285,8 @@ do_start() {
   is_uint "$port_base" && [ "$port_base" -ge 1024 ] && [ "$port_base" -le 65400 ] || die "--port-base must be 1024..65400"
   is_uint "$timeout_s" || die "--timeout must be a number of seconds"
   [ -z "$poll_us" ] || is_uint "$poll_us" || die "--poll-us must be a number"
+  [ -z "$replicas" ] || is_uint "$replicas" || die "--replicas must be a number"
+  case "$durability" in ''|buffered|sync) ;; *) die "--durability must be buffered or sync" ;; esac
   mkdir -p "$dir"
   dir="$(realpath -m "$dir")"
 
@@ -285,6 +296,8 @@ do_start() {
   fi
   if [ -n "${given[zk]:-}" ]; then own_zk=0; fi
   if [ "$own_zk" = 1 ]; then zk="zk:127.0.0.1:$port_base"; fi
+  # masters replicate to other servers only: with N servers at most N-1 backups
+  if [ -z "$replicas" ]; then replicas=$((servers - 1 < 2 ? servers - 1 : 2)); fi
   case "$zk" in zk:*) ;; *) die "--zk wants zk:HOST:PORT[,HOST:PORT...], got '$zk'" ;; esac
   bin="$(find_bin)"
 
@@ -293,8 +306,8 @@ do_start() {
   rm -f "$dir"/*.pid
 
   if [ "$restart" = 0 ]; then
-    # fresh cluster: drop the logs and ZooKeeper data of any earlier one
-    rm -rf "$dir/zookeeper" "$dir"/*.log
+    # fresh cluster: drop the logs, replicas and ZooKeeper data of any earlier one
+    rm -rf "$dir/zookeeper" "$dir"/*.log "$dir"/backup-*
   fi
   save_settings
 
@@ -308,14 +321,17 @@ do_start() {
 
   local common=(--cluster "$cluster")
   [ -z "$poll_us" ] || common+=(--poll-us "$poll_us")
-  local cargs=(--zk "$zk" "${common[@]}" --listen "tcp:host=127.0.0.1,port=$((port_base + 1))")
+  local cargs=(--zk "$zk" "${common[@]}" --listen "tcp:host=127.0.0.1,port=$((port_base + 1))"
+               --replicas "$replicas")
+  [ -z "$durability" ] || cargs+=(--durability "$durability")
   [ "$restart" = 1 ] || cargs+=(--reset)
   launch coordinator-0 "$dir/coordinator-0.log" "$bin/cram-coordinator" "${cargs[@]}"
 
   for i in $(seq 0 $((servers - 1))); do
     port=$((port_base + 10 + i))
     launch "server-$i" "$dir/server-$i.log" "$bin/cram-server" --coordinator "$zk" "${common[@]}" \
-      --listen "tcp:host=127.0.0.1,port=$port" --memory "$memory" --segment-size "$segment_size"
+      --listen "tcp:host=127.0.0.1,port=$port" --memory "$memory" --segment-size "$segment_size" \
+      --backup-dir "$dir/backup-$i"
   done
 
   t0=$(date +%s)

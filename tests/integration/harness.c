@@ -114,6 +114,7 @@ int h_init(struct h_cluster *c)
     snprintf(c->cluster, sizeof(c->cluster), "%s", name && *name ? name : "it");
     snprintf(c->memory, sizeof(c->memory), "64M");
     snprintf(c->segment, sizeof(c->segment), "1M");
+    c->replicas = -1;
     snprintf(c->dir, sizeof(c->dir), "%s/cram-it-%s-XXXXXX", tmp && *tmp ? tmp : "/tmp", c->cluster);
     if (!mkdtemp(c->dir)) {
         fprintf(stderr, "harness: mkdtemp %s: %s\n", c->dir, strerror(errno));
@@ -202,7 +203,7 @@ static int h_port_open(int port)
 
 int h_start_coordinator(struct h_cluster *c, int reset)
 {
-    char bin[512], listen[128], level[16];
+    char bin[512], listen[128], level[16], repl[16];
     snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base);
     snprintf(level, sizeof(level), "info");
     char *argv[16];
@@ -218,6 +219,11 @@ int h_start_coordinator(struct h_cluster *c, int reset)
     argv[n++] = level;
     if (reset)
         argv[n++] = "--reset";
+    if (c->replicas >= 0) {
+        snprintf(repl, sizeof(repl), "%d", c->replicas);
+        argv[n++] = "--replicas";
+        argv[n++] = repl;
+    }
     argv[n] = NULL;
     if (h_spawn(&c->coord, c->dir, argv) != 0)
         return -1;
@@ -241,12 +247,13 @@ int h_start_server(struct h_cluster *c, int i)
 {
     if (i < 0 || i >= H_MAX_SERVERS)
         return -1;
-    char bin[512], listen[128];
+    char bin[512], listen[128], bdir[300];
     snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base + 1 + i);
+    snprintf(bdir, sizeof(bdir), "%s/backup-%d", c->dir, i);
     char *argv[] = {
         (char *)h_bin("cram-server", bin, sizeof(bin)),
         "--coordinator", c->zk, "--cluster", c->cluster, "--listen", listen,
-        "--memory", c->memory, "--segment-size", c->segment, NULL
+        "--memory", c->memory, "--segment-size", c->segment, "--backup-dir", bdir, NULL
     };
     return h_spawn(&c->servers[i], c->dir, argv);
 }
@@ -317,6 +324,9 @@ int h_start_cluster(struct h_cluster *c, int n)
 {
     if (n > H_MAX_SERVERS)
         return -1;
+    /* masters replicate to other servers only: at most n - 1 backups */
+    if (c->replicas < 0)
+        c->replicas = n - 1 < 2 ? n - 1 : 2;
     if (h_start_coordinator(c, 1) != 0)
         return -1;
     for (int i = 0; i < n; i++)

@@ -42,6 +42,8 @@ struct h_cluster {
     char dir[256];              /* temp dir holding the logs */
     char memory[32];            /* --memory of servers started next (default "64M") */
     char segment[32];           /* --segment-size (default "1M") */
+    int  replicas;              /* coordinator --replicas; -1 (default): h_start_cluster
+                                 * uses min(2, servers - 1), h_start_coordinator omits it */
     struct h_proc coord;
     struct h_proc servers[H_MAX_SERVERS];
 };
@@ -52,7 +54,8 @@ int  h_init(struct h_cluster *c);
 /* Start the coordinator (with --reset when reset != 0: wipes the cluster's
  * ZooKeeper tree).  Returns once its port accepts connections (0) or -1. */
 int  h_start_coordinator(struct h_cluster *c, int reset);
-/* Start server i with c->memory / c->segment.  Does not wait. */
+/* Start server i with c->memory / c->segment, replicas kept in
+ * <dir>/backup-<i> (--backup-dir).  Does not wait. */
 int  h_start_server(struct h_cluster *c, int i);
 /* Wait until the coordinator lists n servers as up on this cluster's server
  * ports and a client can connect; timeout is scaled.  0 or -1. */
