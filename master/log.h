@@ -21,7 +21,9 @@
  *
  * Thread rule: only the dispatch thread calls the mutating functions
  * (log_append, log_roll, log_side_open/commit/abort, log_segment_free,
- * log_safe_version_raise) and reads the head's fill level.  A side segment
+ * log_safe_version_raise, log_head_set_epoch -- which rewrites the head's
+ * first entry, so no other thread may read the head) and reads the head's
+ * fill level.  The event hook runs on the dispatch thread too.  A side segment
  * opened by the dispatch thread may be handed to one worker (recovery
  * replay), which alone calls log_side_append / log_live_add on it until it
  * hands it back for log_side_commit or log_side_abort; log_side_append

@@ -801,20 +801,34 @@ static void on_info_done(void *arg, cram_status st, const uint8_t *resp, uint32_
     kick(rm);
 }
 
-/* Record {info_seg, info_epoch} once the new head is open on all replicas
- * and every older segment is closed on all of its replicas. */
+/* Once {info_seg, info_epoch} is recorded, recovery ignores every open
+ * replica of an older segment: so record it only when the head info_seg is
+ * open on all R replicas and every older segment still being replicated has
+ * a closed replica (closed replicas are complete).  Segments re-created
+ * after the loss need not be finished: their surviving replicas are closed. */
+static bool info_ready(const replica_mgr *rm)
+{
+    for (uint32_t p = rm->phead; p != NO_SLOT; p = rm->segs[p].next) {
+        const struct rm_seg *s = &rm->segs[p];
+        if (s->id > rm->info_seg)
+            break;
+        bool ok = s->id < rm->info_seg ? false : true;
+        for (uint32_t i = 0; i < rm->R; i++) {
+            if (s->id < rm->info_seg && s->r[i].b >= 0 && s->r[i].close_acked)
+                ok = true;
+            if (s->id == rm->info_seg && (s->r[i].b < 0 || !s->r[i].open_acked))
+                ok = false;
+        }
+        if (!ok)
+            return false;
+    }
+    return true;
+}
+
 static void info_pump(replica_mgr *rm, uint64_t now)
 {
-    if (!rm->info_needed || rm->info_inflight)
+    if (!rm->info_needed || rm->info_inflight || !info_ready(rm))
         return;
-    if (rm->phead == NO_SLOT || rm->segs[rm->phead].id < rm->info_seg)
-        return;                 /* an older segment is not done yet */
-    uint32_t hs = rm->phead;
-    if (rm->segs[hs].id == rm->info_seg) {
-        for (uint32_t i = 0; i < rm->R; i++)
-            if (rm->segs[hs].r[i].b < 0 || !rm->segs[hs].r[i].open_acked)
-                return;
-    }
     if (rm->coord_loc[0] == '\0') {
         if (!rm->warned_no_coord)
             CRAM_WARN("replication: no coordinator known: recovery info {segment %llu, epoch %llu} "
@@ -988,7 +1002,9 @@ static void pump(replica_mgr *rm)
         sl_sync(rm);
         if (rm->head_lost && log_head_slot(rm->log) != NO_SLOT)
             handle_lost_head(rm);
-        for (uint32_t p = rm->phead; p != NO_SLOT; p = rm->segs[p].next)
+        /* newest first: the head, then the just-closed head (whose copy
+         * gates acknowledgements after a loss), then older re-creations */
+        for (uint32_t p = rm->ptail; p != NO_SLOT; p = rm->segs[p].prev)
             for (uint32_t i = 0; i < rm->R; i++)
                 replica_pump(rm, p, i, now);
         for (uint32_t p = rm->phead, nx; p != NO_SLOT; p = nx) {
