@@ -158,6 +158,7 @@ static void test_least_loaded(void)
 /* ---- an in-process cluster --------------------------------------------------- */
 
 #define NB        4                 /* backups; the 4th has room for 2 replicas only */
+#define NB_MAX    12                /* more are added by the stress test */
 #define NMAIN     3                 /* backups listed in the main scenario */
 #define MASTER_ID 1
 #define SEGMENT   (64u * 1024)
@@ -177,7 +178,8 @@ static server_list *sl;
 static master_service *ms;
 static tp_listener *mls, *cls;
 static tp_session *client;
-static struct bnode bn[NB];
+static struct bnode bn[NB_MAX];
+static int nbn;                     /* backups created */
 static uint64_t sl_ver;
 static uint64_t info_seg, info_epoch, info_calls;
 
@@ -239,9 +241,9 @@ static void on_coord_req(void *arg, tp_rpc *rpc)
 /* Apply a server list naming the master and backups [0, nback). */
 static void push_list(int nback, int full)
 {
-    Cram__ServerEntry e[NB + 1];
-    Cram__ServerEntry *ep[NB + 1];
-    char *locs[NB + 1][1];
+    Cram__ServerEntry e[NB_MAX + 1];
+    Cram__ServerEntry *ep[NB_MAX + 1];
+    char *locs[NB_MAX + 1][1];
     int n = 0;
     cram__server_entry__init(&e[n]);
     e[n].server_id = MASTER_ID;
@@ -277,6 +279,27 @@ static void push_list(int nback, int full)
     CU_ASSERT_FATAL(sl_apply(sl, buf, len) == CRAM_OK);
 }
 
+/* A backup service with its own directory and listener, not yet listed. */
+static void add_backup(uint64_t storage)
+{
+    static const char *doms[] = { "a", "b", "b", "c" };
+    char err[256];
+    CU_ASSERT_FATAL(nbn < NB_MAX);
+    struct bnode *b = &bn[nbn];
+    snprintf(b->dir, sizeof b->dir, "/tmp/cram-test-rm-XXXXXX");
+    CU_ASSERT_FATAL(mkdtemp(b->dir) != NULL);
+    struct backup_config bc = { .dir = b->dir, .storage_bytes = storage, .max_replica_bytes = SEGMENT };
+    b->svc = backup_create(&bc, loop, sl, err, sizeof err);
+    CU_ASSERT_FATAL(b->svc != NULL);
+    b->id = 100 + (uint64_t)nbn;
+    b->domain = doms[nbn % 4];
+    b->crashed = 0;
+    backup_set_server_id(b->svc, b->id);
+    b->ls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", on_backup_req, b, err, sizeof err);
+    CU_ASSERT_FATAL(b->ls != NULL);
+    nbn++;
+}
+
 static void cluster_up(int sync, int small_last)
 {
     char err[256];
@@ -284,22 +307,9 @@ static void cluster_up(int sync, int small_last)
     CU_ASSERT_FATAL(loop != NULL);
     sl = sl_create();
     CU_ASSERT_FATAL(sl != NULL);
-    static const char *doms[NB] = { "a", "b", "b", "c" };
-    for (int i = 0; i < NB; i++) {
-        snprintf(bn[i].dir, sizeof bn[i].dir, "/tmp/cram-test-rm-XXXXXX");
-        CU_ASSERT_FATAL(mkdtemp(bn[i].dir) != NULL);
-        struct backup_config bc = { .dir = bn[i].dir,
-                                    .storage_bytes = small_last && i == NB - 1 ? 2 * SEGMENT : 64u << 20,
-                                    .max_replica_bytes = SEGMENT };
-        bn[i].svc = backup_create(&bc, loop, sl, err, sizeof err);
-        CU_ASSERT_FATAL(bn[i].svc != NULL);
-        bn[i].id = 100 + (uint64_t)i;
-        bn[i].domain = doms[i];
-        bn[i].crashed = 0;
-        backup_set_server_id(bn[i].svc, bn[i].id);
-        bn[i].ls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", on_backup_req, &bn[i], err, sizeof err);
-        CU_ASSERT_FATAL(bn[i].ls != NULL);
-    }
+    nbn = 0;
+    for (int i = 0; i < NB; i++)
+        add_backup(small_last && i == NB - 1 ? 2 * SEGMENT : 64u << 20);
     struct master_config mc = { .memory_bytes = 128 * SEGMENT, .segment_bytes = SEGMENT };
     ms = master_create(&mc, err, sizeof err);
     CU_ASSERT_FATAL(ms != NULL);
@@ -339,7 +349,7 @@ static void cluster_down(void)
     for (int k = 0; k < 200 && !rm_idle(master_replica_mgr(ms)); k++)
         tp_loop_poll(loop, 10);
     master_destroy(ms);
-    for (int i = 0; i < NB; i++) {
+    for (int i = 0; i < nbn; i++) {
         tp_listener_close(bn[i].ls);
         backup_destroy(bn[i].svc);
         rm_tree(bn[i].dir);
@@ -421,7 +431,7 @@ static void wait_idle(void)
 
 static struct bnode *node_of(uint64_t id)
 {
-    for (int i = 0; i < NB; i++)
+    for (int i = 0; i < nbn; i++)
         if (bn[i].id == id)
             return &bn[i];
     return NULL;
@@ -654,6 +664,78 @@ static void test_double_loss(void)
     cluster_down();
 }
 
+static void send_remove(int k)
+{
+    char key[32];
+    int kl = snprintf(key, sizeof key, "key-%d", k);
+    uint8_t buf[sizeof(struct wire_remove_req) + 32];
+    struct wire_remove_req q = { .hdr = { .opcode = WIRE_OP_REMOVE, .service = WIRE_SVC_MASTER },
+                                 .table_id = TABLE, .key_len = (uint16_t)kl };
+    memcpy(buf, &q, sizeof q);
+    memcpy(buf + sizeof q, key, (size_t)kl);
+    struct iovec iov = { buf, sizeof q + (size_t)kl };
+    CU_ASSERT_FATAL(tp_send(client, &iov, 1, 20000, on_write_resp, NULL) == CRAM_OK);
+    outstanding++;
+}
+
+/* Rounds of mixed writes while backups crash at random moments (between
+ * loop turns, with RPCs in flight) and fresh ones join: every operation is
+ * acknowledged OK, and in the end every segment is on 2 live backups with
+ * the master's bytes. */
+static void test_stress_crashes(void)
+{
+    cluster_up(0, 0);
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(nbn, 1);
+    uint64_t seed = 12345;
+    int sent = 0;
+    for (int round = 0; round < 8; round++) {
+        for (int k = 0; k < 120; k++, sent++) {
+            uint64_t r = seed = seed * 6364136223846793005ull + 1442695040888963407ull;
+            if ((r >> 33) % 10 == 0)
+                send_remove((int)((r >> 40) % 300));
+            else if ((r >> 33) % 10 == 1)
+                send_incr((int)(r >> 40));
+            else
+                send_write((int)((r >> 40) % 300), 100 + (uint32_t)((r >> 20) % 3000));
+        }
+        /* let some of it get going, then crash a live backup */
+        int turns = (int)((seed >> 45) % 6);
+        for (int t = 0; t < turns; t++)
+            tp_loop_poll(loop, 0);
+        if (round % 3 == 2)         /* sometimes a quiet moment: the next loss rolls again */
+            wait_acks();
+        int live = 0;
+        for (int i = 0; i < nbn; i++)
+            live += !bn[i].crashed;
+        if (live > 2) {
+            int v;
+            do {
+                v = (int)((seed = seed * 6364136223846793005ull + 1) >> 40) % nbn;
+            } while (bn[v].crashed);
+            bn[v].crashed = 1;
+            push_list(nbn, round % 2);
+        }
+        if (round % 2 == 1 && nbn < NB_MAX) {   /* a new backup joins */
+            add_backup(64u << 20);
+            push_list(nbn, 1);
+        }
+    }
+    wait_acks();
+    CU_ASSERT(acked_ok == sent);
+    CU_ASSERT(acked_other == 0);
+    wait_idle();
+    struct rm_stats rs;
+    rm_get_stats(rm, &rs);
+    printf("\n  %d ops, %llu rolls and %llu epoch bumps on head loss, %llu replicas re-created, "
+           "%llu recovery infos\n", sent, (unsigned long long)rs.head_rolls_on_loss,
+           (unsigned long long)rs.head_epoch_bumps, (unsigned long long)rs.replicas_recreated,
+           (unsigned long long)rs.recovery_infos);
+    CU_ASSERT(check_all(0) >= 3);
+    cluster_down();
+}
+
 static void set_flag(void *arg) { *(int *)arg = 1; }
 
 /* Side segments (recovery replay) joined to the log are replicated closed,
@@ -747,6 +829,7 @@ int main(void)
     CU_add_test(e, "backup full: replicas move elsewhere", test_backup_full);
     CU_add_test(e, "second head loss: epoch raised in place", test_double_loss);
     CU_add_test(e, "side segments replicated, rm_when_durable", test_side_segments);
+    CU_add_test(e, "random backup crashes and joins under load", test_stress_crashes);
     CU_add_test(p, "head epoch rewritten in place", test_head_epoch);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
