@@ -501,6 +501,33 @@ static int check_all(int want_domains)
     return nseg;
 }
 
+/* BACKUP_LIST of one backup: replicas of this master held, and how many of
+ * them are certified on disk. */
+static void list_replicas(struct bnode *b, int *held, int *on_disk)
+{
+    cram_status st;
+    tp_session *s = tp_session_open(loop, tp_listener_locator(b->ls), &st);
+    CU_ASSERT_FATAL(s != NULL);
+    struct wire_backup_list_req q = { .hdr = { .opcode = WIRE_OP_BACKUP_LIST, .service = WIRE_SVC_BACKUP },
+                                      .tgt = { .target_server_id = b->id }, .master_id = MASTER_ID };
+    struct iovec iov = { &q, sizeof q };
+    uint8_t *resp = NULL;
+    uint32_t len = 0;
+    *held = *on_disk = 0;
+    st = tp_call(s, &iov, 1, 10000, &resp, &len);
+    CU_ASSERT_FATAL(st == CRAM_OK && len >= sizeof(struct wire_resp_hdr));
+    Cram__ReplicaList *rl = cram__replica_list__unpack(NULL, len - sizeof(struct wire_resp_hdr),
+                                                       resp + sizeof(struct wire_resp_hdr));
+    CU_ASSERT_FATAL(rl != NULL);
+    for (size_t i = 0; i < rl->n_replicas; i++) {
+        (*held)++;
+        *on_disk += rl->replicas[i]->on_disk;
+    }
+    cram__replica_list__free_unpacked(rl, NULL);
+    free(resp);
+    tp_session_close(s);
+}
+
 static void run_e2e(int sync)
 {
     cluster_up(sync, 1);
@@ -527,6 +554,17 @@ static void run_e2e(int sync)
     wait_acks();
     CU_ASSERT(acked_ok == 400);
     CU_ASSERT(acked_other == 0);
+    if (sync) {     /* right after the acks: every replica, the open head's too, is on disk */
+        int total = 0, disk = 0;
+        for (int i = 0; i < NMAIN; i++) {
+            int held, on_disk;
+            list_replicas(&bn[i], &held, &on_disk);
+            total += held;
+            disk += on_disk;
+        }
+        CU_ASSERT(total >= 10);
+        CU_ASSERT(disk == total);
+    }
     wait_idle();
     int nseg = check_all(1);
     CU_ASSERT(nseg >= 5);
@@ -534,6 +572,7 @@ static void run_e2e(int sync)
     rm_get_stats(rm, &rs);
     CU_ASSERT(rs.replies_deferred > 0);
     CU_ASSERT(rs.backup_writes < 2u * 400);     /* group commit: fewer RPCs than writes */
+
     printf("\n  %s: %d segments, %llu BACKUP_WRITEs for 400 writes\n", sync ? "sync" : "buffered",
            nseg, (unsigned long long)rs.backup_writes);
 
