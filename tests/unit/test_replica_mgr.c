@@ -335,8 +335,8 @@ static void rm_tree(const char *d)
     if (dd != NULL) {
         struct dirent *de;
         while ((de = readdir(dd)) != NULL)
-            if (de->d_name[0] != '.')
-                unlinkat(dirfd(dd), de->d_name, 0);
+            if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+                unlinkat(dirfd(dd), de->d_name, 0);     /* replica files, .lock */
         closedir(dd);
     }
     rmdir(d);
