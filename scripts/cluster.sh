@@ -140,16 +140,36 @@ prog_of() {
   esac
 }
 
+# mark_of PIDFILE: a string only this process of this cluster has in its
+# command line (its listen port, or its zoo.cfg path); empty when unknown
+mark_of() {
+  local name i
+  name="$(basename "$1" .pid)"
+  i="${name##*-}"
+  case "$name" in
+    zookeeper-*) echo "$dir/zookeeper/zoo.cfg" ;;
+    coordinator-*) [ -z "$port_base" ] || echo "port=$((port_base + 1))" ;;
+    server-*) [ -z "$port_base" ] || ! is_uint "$i" || echo "port=$((port_base + 10 + i))" ;;
+  esac
+}
+
 # pid_of PIDFILE ROLE: prints the pid if it is alive and still that program
+# (and, when known, that instance of it: a recycled pid is not ours)
 pid_of() {
-  local pid
+  local pid cmd mark
   [ -f "$1" ] || return 0
   pid="$(cat "$1" 2>/dev/null || true)"
   is_uint "$pid" || return 0
   [ -r "/proc/$pid/cmdline" ] || return 0
-  if tr '\0' '\n' <"/proc/$pid/cmdline" | grep -q -- "$(prog_of "$2")"; then
-    echo "$pid"
-  fi
+  cmd="$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null)" || return 0
+  grep -q -- "$(prog_of "$2")" <<<"$cmd" || return 0
+  mark="$(mark_of "$1")"
+  case "$mark" in
+    '') ;;
+    port=*) grep -qE -- "$mark([^0-9]|\$)" <<<"$cmd" || return 0 ;;
+    *) grep -qF -- "$mark" <<<"$cmd" || return 0 ;;
+  esac
+  echo "$pid"
 }
 
 # stop_group ROLE PIDFILE...: SIGTERM to every live one at once, wait up to
@@ -301,7 +321,8 @@ do_start() {
   case "$zk" in zk:*) ;; *) die "--zk wants zk:HOST:PORT[,HOST:PORT...], got '$zk'" ;; esac
   bin="$(find_bin)"
 
-  running="$(for f in "$dir"/*.pid; do [ -e "$f" ] || continue; r="$(basename "$f" .pid)"; pid_of "$f" "${r%-*}"; done)"
+  # (port_base emptied: any live program of ours named by a pid file counts)
+  running="$(port_base=""; for f in "$dir"/*.pid; do [ -e "$f" ] || continue; r="$(basename "$f" .pid)"; pid_of "$f" "${r%-*}"; done)"
   [ -z "$running" ] || die "a cluster started from $dir is still running (pids $(echo $running)); run: $0 stop --dir $dir"
   rm -f "$dir"/*.pid
 
@@ -354,6 +375,8 @@ do_start() {
 do_stop() {
   [ -d "$dir" ] || { echo "no cluster in $dir"; return 0; }
   dir="$(realpath -m "$dir")"
+  [ -n "${given[port_base]:-}" ] || port_base=""
+  load_settings
   # servers first, then the coordinator, ZooKeeper last
   stop_group server "$dir"/server-*.pid
   stop_group coordinator "$dir"/coordinator-*.pid
@@ -365,6 +388,7 @@ do_status() {
   local f name role pid n=0 up=0
   [ -d "$dir" ] || { echo "no cluster in $dir"; return 3; }
   dir="$(realpath -m "$dir")"
+  port_base=""
   load_settings
   echo "cluster '$cluster' in $dir (locator $zk)"
   for f in "$dir"/zookeeper-*.pid "$dir"/coordinator-*.pid "$dir"/server-*.pid; do

@@ -33,6 +33,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+pid_alive() {  # prints the pid if it runs (not a zombie)
+  local st
+  st="$(sed 's/^.*) //' "/proc/$1/stat" 2>/dev/null | cut -d' ' -f1)"
+  [ -n "$st" ] && [ "$st" != Z ] && echo "$1"
+}
+
 expect_rc() {  # expect_rc WANT DESCRIPTION CMD...
   local want="$1" what="$2" rc t0
   shift 2
@@ -93,6 +99,13 @@ ZB="zk:$CRAM_TEST_ZK"
 [ "$("$cram" -C "$ZA" --cluster it-sh-a get t k)" = from-a ] && ok "A serves its data" || fail "A get"
 [ "$("$cram" -C "$ZB" --cluster it-sh-b get t k)" = from-b ] && ok "B serves its data" || fail "B get"
 
+# a pid file naming another cluster's process (a recycled pid) is not obeyed
+mkdir -p "$work/d"
+cp "$B/server-0.pid" "$work/d/server-0.pid"
+printf 'port_base=%s\n' "$((base + 6))" >"$work/d/cluster.env"
+expect_rc 0 "stop of a dir whose pid file names B's server" bash "$cs" stop --dir "$work/d"
+[ -n "$(pid_alive "$(cat "$B/server-0.pid")")" ] && ok "B's server survived" || fail "stop killed B's server through a foreign pid file"
+
 expect_rc 0 "status A" bash "$cs" status --dir "$A"
 grep -q "server-1 .*running" "$work/out" || fail "status A lists server-1 running"
 expect_rc 1 "start A again while it runs" bash "$cs" start --dir "$A" --port-base "$base" --bin "$bin"
@@ -102,8 +115,7 @@ apids="$(cat "$A"/*.pid)"
 expect_rc 0 "stop A" bash "$cs" stop --dir "$A"
 for p in $apids; do
   # gone, or a zombie waiting for PID 1 to reap it
-  st="$(sed 's/^.*) //' "/proc/$p/stat" 2>/dev/null | cut -d' ' -f1)"
-  [ -n "$st" ] && [ "$st" != Z ] && fail "pid $p of A still runs after stop (state $st)"
+  [ -n "$(pid_alive "$p")" ] && fail "pid $p of A still runs after stop"
 done
 ls "$A"/*.pid >/dev/null 2>&1 && fail "stop A left pid files"
 [ "$("$cram" -C "$ZB" --cluster it-sh-b get t k)" = from-b ] && ok "B still serves after A stopped" || fail "B after stopping A"
