@@ -36,7 +36,7 @@ struct coord_config {
      * coordinator sends it verify_tries PINGs, verify_interval_ms apart (from
      * start to start), each with its own verify_timeout_ms; one answer means
      * alive.  0 = default (3 tries, 125 ms apart, 250 ms timeout: at least
-     * 250 ms from the first probe to the last).  All three are scaled by
+     * 250 ms from the first probe to the last).  Both times are scaled by
      * CRAM_TEST_TIME_SCALE. */
     uint32_t verify_tries;
     uint32_t verify_interval_ms;

@@ -38,7 +38,7 @@ static void usage(FILE *f)
 "Cluster settings are stored in ZooKeeper (/cram/<cluster>/settings) and handed\n"
 "to servers when they enlist; a value given on the command line replaces the\n"
 "stored one.  A server is declared crashed only when none of the verification\n"
-"PINGs is answered; the three --verify-* times are multiplied by the\n"
+"PINGs is answered; the --verify-*-ms times are multiplied by the\n"
 "environment variable CRAM_TEST_TIME_SCALE (default 1).  SIGTERM or SIGINT\n"
 "stops the coordinator cleanly.\n");
 }
