@@ -14,6 +14,10 @@ const char *wire_opcode_name(uint16_t opcode)
     case WIRE_OP_LIST_TABLES:        return "LIST_TABLES";
     case WIRE_OP_HINT_SERVER_CRASHED: return "HINT_SERVER_CRASHED";
     case WIRE_OP_SET_MASTER_RECOVERY_INFO: return "SET_MASTER_RECOVERY_INFO";
+    case WIRE_OP_RECOVERY_MASTER_FINISHED: return "RECOVERY_MASTER_FINISHED";
+    case WIRE_OP_GET_RECOVERY_STATUS: return "GET_RECOVERY_STATUS";
+    case WIRE_OP_RECOVER:            return "RECOVER";
+    case WIRE_OP_BACKUP_GET_RECOVERY_DATA: return "BACKUP_GET_RECOVERY_DATA";
     case WIRE_OP_TAKE_TABLET:        return "TAKE_TABLET";
     case WIRE_OP_DROP_TABLET:        return "DROP_TABLET";
     case WIRE_OP_GET_SERVER_STATS:   return "GET_SERVER_STATS";

@@ -56,12 +56,20 @@ enum wire_opcode {
     WIRE_OP_LIST_TABLES         = 16, /* empty -> TableList */
     WIRE_OP_HINT_SERVER_CRASHED = 17, /* ServerIdRequest -> empty: a server suspects a peer */
     WIRE_OP_SET_MASTER_RECOVERY_INFO = 18, /* MasterRecoveryInfo -> empty */
+    WIRE_OP_RECOVERY_MASTER_FINISHED = 19, /* RecoveryMasterFinished -> empty: a recovery
+                                       * master replayed (or failed) its partition; the
+                                       * coordinator answers once ownership is recorded */
+    WIRE_OP_GET_RECOVERY_STATUS = 24, /* empty -> RecoveryStatusList */
 
     /* master service, control plane (coordinator -> master; protobuf) */
     WIRE_OP_TAKE_TABLET         = 20, /* TabletOwnership -> empty */
     WIRE_OP_DROP_TABLET         = 21, /* TabletOwnership -> empty (objects freed) */
     WIRE_OP_GET_SERVER_STATS    = 22, /* empty -> ServerStats */
     WIRE_OP_SERVER_LIST_UPDATE  = 23, /* ServerList -> empty (pushed by coordinator) */
+    WIRE_OP_RECOVER             = 25, /* RecoverRequest -> empty: coordinator asks this master
+                                       * to rebuild one partition of a crashed master; the
+                                       * answer means "accepted", the result comes later as
+                                       * RECOVERY_MASTER_FINISHED */
 
     /* master service, data path (packed structs below) */
     WIRE_OP_READ                = 30,
@@ -78,8 +86,9 @@ enum wire_opcode {
     WIRE_OP_BACKUP_FREE         = 41,
     WIRE_OP_BACKUP_LIST         = 42, /* struct wire_backup_list_req -> ReplicaList */
     WIRE_OP_BACKUP_READ         = 43,
+    WIRE_OP_BACKUP_GET_RECOVERY_DATA = 44, /* struct wire_recovery_data_req -> _resp */
 
-    WIRE_OP_ILLEGAL             = 44  /* sentinel: first invalid value */
+    WIRE_OP_ILLEGAL             = 45  /* sentinel: first invalid value */
 };
 
 struct wire_req_hdr {
@@ -339,7 +348,52 @@ struct wire_backup_read_resp {
     uint8_t  pad[7];
 } WIRE_PACKED;
 
+/*
+ * BACKUP_GET_RECOVERY_DATA: the entries of one replica of a crashed master
+ * that a recovery master needs for its partition: every OBJECT and TOMBSTONE
+ * entry whose (table id, key hash) falls in one of the `ntablets` ranges that
+ * follow the request (struct wire_tablet_range each), plus every
+ * SAFE_VERSION entry.  The backup verifies the replica against its
+ * certificate first (a replica that fails gets CRAM_NOT_FOUND: the recovery
+ * master asks another backup).  Entries are returned verbatim (header with
+ * its CRC32C + body, common/segment.h), back to back, so the recovery master
+ * checks every one.  The scan resumes at `offset` (a position in the replica,
+ * 0 at first) and returns at most about max_bytes (0 = as much as fits one
+ * message); the response's next_offset is where to continue, done = 1 when
+ * the replica is exhausted.
+ */
+struct wire_tablet_range {
+    uint64_t table_id;
+    uint64_t start_hash;      /* inclusive */
+    uint64_t end_hash;        /* inclusive */
+} WIRE_PACKED;
+#define WIRE_MAX_RECOVERY_TABLETS 4096u
+struct wire_recovery_data_req {
+    struct wire_req_hdr hdr;
+    struct wire_target tgt;
+    uint64_t master_id;       /* the crashed master */
+    uint64_t segment_id;
+    uint64_t epoch;           /* 0 = whichever epoch is held */
+    uint32_t offset;
+    uint32_t max_bytes;
+    uint32_t ntablets;        /* 1..WIRE_MAX_RECOVERY_TABLETS ranges follow */
+    uint32_t pad;
+} WIRE_PACKED;
+struct wire_recovery_data_resp {
+    struct wire_resp_hdr hdr;
+    uint32_t length;          /* entry bytes that follow */
+    uint32_t next_offset;
+    uint32_t entries;
+    uint8_t  done;
+    uint8_t  closed;          /* the replica is of a closed segment */
+    uint8_t  pad[2];
+    uint64_t epoch;           /* epoch of the replica served */
+} WIRE_PACKED;
+
 _Static_assert(sizeof(struct wire_req_hdr) == 8, "wire_req_hdr");
+_Static_assert(sizeof(struct wire_tablet_range) == 24, "wire_tablet_range");
+_Static_assert(sizeof(struct wire_recovery_data_req) == 56, "wire_recovery_data_req");
+_Static_assert(sizeof(struct wire_recovery_data_resp) == 28, "wire_recovery_data_resp");
 _Static_assert(sizeof(struct wire_backup_write_req) == 64, "wire_backup_write_req");
 _Static_assert(sizeof(struct wire_backup_free_req) == 32, "wire_backup_free_req");
 _Static_assert(sizeof(struct wire_backup_list_req) == 24, "wire_backup_list_req");
