@@ -612,6 +612,9 @@ int tp_loop_poll(tp_loop *l, int timeout_ms)
  * transport whose file is not written yet must not be listed). */
 static const struct tp_transport_ops *const tp_transports[] = {
     &tp_tcp_ops,
+#ifdef CRAM_HAVE_XDP
+    &tp_xdp_ops,
+#endif
 };
 
 static const struct tp_transport_ops *tp_find_transport(const struct locator *loc)

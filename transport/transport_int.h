@@ -111,6 +111,12 @@ struct tp_transport_ops {
 };
 
 extern const struct tp_transport_ops tp_tcp_ops;
+#ifdef CRAM_HAVE_XDP
+extern const struct tp_transport_ops tp_xdp_ops;     /* transport/xdp.c */
+#endif
+#ifdef CRAM_HAVE_RDMA
+extern const struct tp_transport_ops tp_rdma_ops;    /* transport/rdma.c */
+#endif
 
 /* Loop bookkeeping of open sessions/listeners (for tp_loop_destroy). */
 void tp_loop_link_session(tp_loop *l, tp_session *s);

@@ -31,6 +31,14 @@
 _Static_assert((XP_CHAN_WINDOW & (XP_CHAN_WINDOW - 1)) == 0, "XP_CHAN_WINDOW must be a power of 2");
 _Static_assert(XP_WINDOW == 64, "ack bitmaps are 64 bits");
 
+/* Whether more than d ns passed from t to now.  Callers' clocks are read at
+ * different moments (a reply stamped after the tick's `now` was read), so
+ * t may be a little after now: that is "not yet", never a huge interval. */
+static int older_than(uint64_t now, uint64_t t, uint64_t d)
+{
+    return now > t && now - t > d;
+}
+
 /* ---- little-endian helpers ---------------------------------------------- */
 
 static void put16(uint8_t *p, uint16_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
@@ -1040,14 +1048,22 @@ static void server_input(struct xp_engine *e, const struct xp_addr *from, uint16
         }
         return;
     }
-    if (rxm_want_ack(&r->rx, h, stored))
-        send_ack(e, from, lport, XP_T_ACK_REQ, h, e->nonce, &r->rx);
-    if (rxm_complete(&r->rx)) {
-        srpc_list_del(e, r);
-        r->state = SRPC_PROC;
-        e->st.requests++;
-        e->ops.request(e->ctx, r, lport, r->rx.buf, r->rx.len);
+    if (!rxm_complete(&r->rx)) {
+        if (rxm_want_ack(&r->rx, h, stored))
+            send_ack(e, from, lport, XP_T_ACK_REQ, h, e->nonce, &r->rx);
+        return;
     }
+    srpc_list_del(e, r);
+    r->state = SRPC_PROC;
+    e->st.requests++;
+    uint64_t id = h->id;
+    e->ops.request(e->ctx, r, lport, r->rx.buf, r->rx.len);
+    /* A reply sent at once acknowledges the request by itself; a deferred
+     * one gets an explicit full ack so the client stops resending.  (r may
+     * be freed by now: look the slot up again.) */
+    struct xp_srpc *again = p->slots[id & XP_MASK];
+    if (again == r && again->id == id && again->state == SRPC_PROC)
+        send_ack(e, from, lport, XP_T_ACK_REQ, h, e->nonce, NULL);
 }
 
 void xp_reply(struct xp_srpc *r, const struct iovec *iov, int iovcnt, uint64_t now)
@@ -1171,13 +1187,13 @@ static void engine_sweep(struct xp_engine *e, uint64_t now)
     struct xp_srpc *r, *rn;
     for (r = e->srpcs; r; r = rn) {
         rn = r->rnext;
-        if (r->state == SRPC_RECV && now - r->last_in > XP_DEAD_NS)
+        if (r->state == SRPC_RECV && older_than(now, r->last_in, XP_DEAD_NS))
             srpc_drop(e, r);
     }
     struct xp_peer *p, *pn;
     for (p = e->peers; p; p = pn) {
         pn = p->next;
-        if (p->nlive == 0 && now - p->last_heard > XP_PEER_IDLE_NS)
+        if (p->nlive == 0 && older_than(now, p->last_heard, XP_PEER_IDLE_NS))
             peer_free(e, p);
     }
 }
@@ -1190,6 +1206,9 @@ restart:
     for (struct xp_call *k = e->calls; k; k = k->next) {
         struct xp_chan *c = k->chan;
         if (k->deadline && now >= k->deadline) {
+            CRAM_WARN("xdp: rpc %llu timed out (state %d, request %u/%u acked, %u sent; response %u/%u)",
+                      (unsigned long long)k->id, k->state, k->tx.cum, k->tx.nfrags, k->tx.next,
+                      k->rx.ngot, k->rx.nfrags);
             call_finish(k, CRAM_TIMEOUT, now);
             work++;
             goto restart;
@@ -1197,7 +1216,7 @@ restart:
         if (k->state == CALL_PENDING)
             continue;
         uint64_t heard = c->last_heard > k->tx.last_progress ? c->last_heard : k->tx.last_progress;
-        if (now > heard && now - heard > XP_DEAD_NS) {
+        if (older_than(now, heard, XP_DEAD_NS)) {
             CRAM_WARN("xdp: no answer from server for %llu ms: channel dead",
                       (unsigned long long)((now - heard) / 1000000));
             chan_fail_all(c, now);
@@ -1221,8 +1240,12 @@ restart:
         rn = r->rnext;
         if (r->state != SRPC_RESP)
             continue;
-        if (now - r->tx.last_progress > XP_DEAD_NS) {
+        if (older_than(now, r->tx.last_progress, XP_DEAD_NS)) {
             /* the client is gone: keep a tombstone, drop the bytes */
+            CRAM_WARN("xdp: response %llu abandoned (%u/%u acked, %u sent, ackmap %llx needmap %llx rto %llu)",
+                      (unsigned long long)r->id, r->tx.cum, r->tx.nfrags, r->tx.next,
+                      (unsigned long long)r->tx.ackmap, (unsigned long long)r->tx.needmap,
+                      (unsigned long long)r->tx.rto);
             srpc_list_del(e, r);
             txm_free(e, &r->tx);
             r->state = SRPC_DONE;

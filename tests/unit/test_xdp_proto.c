@@ -428,6 +428,32 @@ static void test_server_restart(void)
     net_fini();
 }
 
+/* A reply stamped after the `now` of the next tick (the glue reads the clock
+ * at different moments) is not mistaken for an ancient one. */
+static void test_clock_skew(void)
+{
+    net_init(13, 0, 0, 0);
+    N.hold = 1;
+    struct xp_chan *c = xp_chan_open(N.eng[0], &N.addr[1], N.addr[0].port, 82);
+    struct res a = { 0 };
+    struct iovec iov = { "abcdefgh", 8 };
+    CU_ASSERT_EQUAL(xp_call(c, &iov, 1, 0, on_done, &a, N.now), CRAM_OK);
+    for (int t = 0; t < 10 && N.nheld == 0; t++)
+        net_step(100000);
+    CU_ASSERT_EQUAL_FATAL(N.nheld, 1);
+    N.blackhole = 1;                            /* the first response is lost */
+    xp_reply(N.held[0], &iov, 1, N.now + 1000);
+    xp_tick(N.eng[1], N.now);
+    N.blackhole = 0;
+    run_until(&a, 1, 1000000000ull);
+    CU_ASSERT_EQUAL(a.calls, 1);
+    CU_ASSERT_EQUAL(a.st, CRAM_OK);
+    CU_ASSERT(xp_engine_stats(N.eng[1])->retransmits > 0);
+    free(a.data);
+    xp_chan_close(c);
+    net_fini();
+}
+
 static struct xp_chan *close_me;
 static int closed_cbs;
 static void on_done_close(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
@@ -526,6 +552,7 @@ int main(void)
     CU_add_test(s, "timeout and dead server", test_timeout_and_dead);
     CU_add_test(s, "server restart -> RESET", test_server_restart);
     CU_add_test(s, "close, orphans, close from callback", test_close_and_orphans);
+    CU_add_test(s, "reply stamped after the tick's clock", test_clock_skew);
     CU_add_test(s, "fuzz", test_fuzz);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();

@@ -1,0 +1,54 @@
+/*
+ * xdp.h -- the xdp: transport (AF_XDP sockets + transport/xdp_proto.c).
+ *
+ * Locators:
+ *   listen   xdp:host=IP,port=P[,dev=IFACE][,queue=Q]
+ *            (dev defaults to the interface holding IP; port 0 picks a free
+ *            port; the listener's locator adds dev, queue and mac)
+ *   connect  xdp:host=IP,port=P[,mac=MAC][,...]
+ *            (the client's interface is the one routing to IP, or
+ *            $CRAM_XDP_IF; its queue $CRAM_XDP_QUEUE, default 0; without
+ *            mac= the peer's MAC comes from the kernel's neighbour table)
+ *
+ * One endpoint (UMEM + fill/completion rings + one AF_XDP socket + one
+ * protocol engine) per (loop, interface, queue): every listener and session
+ * of that loop on that interface shares it, the listeners on their own UDP
+ * ports and all sessions on one client port.  Each UDP port is reserved by
+ * a bound kernel UDP socket (so nothing else takes it), and the XDP program
+ * (xdp_cram.bpf.c) diverts exactly those ports to the socket; ARP and other
+ * traffic stay with the kernel.  The program is attached when the endpoint
+ * opens (native mode, falling back to SKB mode; $CRAM_XDP_MODE=skb|drv
+ * forces one) and detached when it closes, so one process per interface.
+ * The peer must be another host (or namespace): AF_XDP cannot loop back.
+ *
+ * Polling: the socket fd is always in the loop's epoll set; a poller and a
+ * 1 ms tick timer exist only while the engine has work (RPCs in flight,
+ * unacknowledged data, unsent packets).  While client RPCs are outstanding
+ * the poller keeps the loop spinning for $CRAM_XDP_SPIN_US (default 50)
+ * after the last packet; otherwise the loop's own poll_us policy applies.
+ *
+ * Fault injection (tests): $CRAM_XDP_FAULT="loss=0.01,reorder=0.01,seed=7"
+ * drops / reorders that fraction of the endpoint's received and sent
+ * packets, from a seeded generator.
+ */
+#ifndef CRAM_TRANSPORT_XDP_H
+#define CRAM_TRANSPORT_XDP_H
+
+#include <stdint.h>
+#include "transport/transport.h"
+#include "transport/xdp_proto.h"
+
+struct tp_xdp_stats {
+    struct xp_stats proto;      /* the engine's counters */
+    uint64_t fault_drops;       /* packets dropped by the fault hook */
+    uint64_t fault_reorders;    /* packets delayed by the fault hook */
+    uint64_t rx_frames, tx_frames, rx_bad;
+    char mode[24];              /* "drv/copy", "skb/copy", "drv/zerocopy", ... */
+};
+
+/* Counters of the endpoint under an xdp: session or listener.
+ * Returns 0, or -1 if the object is not an xdp: one. */
+int tp_xdp_session_stats(const tp_session *s, struct tp_xdp_stats *out);
+int tp_xdp_listener_stats(const tp_listener *ls, struct tp_xdp_stats *out);
+
+#endif /* CRAM_TRANSPORT_XDP_H */
