@@ -65,6 +65,7 @@ struct server {
     server_list *sl;                /* the cluster's server list (pushed by the coordinator) */
     fdet *fd;                       /* failure detector: starts once enlisted */
     uint32_t replicas;              /* cluster settings handed out at enlistment */
+    int replication_set;            /* master_set_replication done (once) */
     char durability[16];
 
     /* locate thread: started and joined by the loop thread; it writes
@@ -296,6 +297,15 @@ static void enlist_done(void *arg, cram_status st, const uint8_t *resp, uint32_t
     CRAM_INFO("serving as server %lu on %s (cluster settings: replicas=%u durability=%s)",
               (unsigned long)s->server_id, s->locator, s->replicas, s->durability);
     cram__enlist_server_response__free_unpacked(r, NULL);
+    if (s->master != NULL && !s->replication_set) {
+        /* R and the durability level are cluster settings fixed at enlistment */
+        if (master_set_replication(s->master, s->loop, s->replicas,
+                                   strcmp(s->durability, "sync") == 0) != 0) {
+            CRAM_ERROR("cannot start replication (replicas=%u): out of memory", s->replicas);
+            exit(1);
+        }
+        s->replication_set = 1;
+    }
     check_self(s);                      /* the list may have arrived first */
     fdet_start(s->fd, s->server_id);
 }
