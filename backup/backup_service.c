@@ -47,6 +47,17 @@
  *     WILLNEED on the worker), so the BACKUP_READs that follow are fast.
  *   - BACKUP_READ of a corrupt or torn replica, or one whose disk copy fails
  *     verification on a whole read, is CRAM_NOT_FOUND.
+ *   - BACKUP_GET_RECOVERY_DATA: an in-memory replica is verified in place
+ *     (cached); an on-disk one is read whole and verified once on the worker
+ *     (BK_JOB_RLOAD; requests arriving meanwhile wait) and its bytes are kept
+ *     until the replica is freed, so every recovery master's request after
+ *     the first is served from memory.  Filtering (key hash per entry, one
+ *     binary search over the sorted, merged ranges) and the copy into the
+ *     response run on the dispatch thread; a response holds at most
+ *     max_bytes of entries, but always one entry when it fits a message.
+ *     An offset that is not an entry boundary is CRAM_REQUEST_FORMAT_ERROR.
+ *   - BACKUP_LIST fills has_digest / log_digest from the LOG_DIGEST entry
+ *     after the segment header (found in memory, or read at start-up).
  *
  * Threads: the dispatch thread owns the service; the worker owns replica
  * file descriptors and its aligned blocks.  They share the job queue, the
@@ -70,6 +81,7 @@
 #include <unistd.h>
 #include "backup/backup_service.h"
 #include "backup/backup_store.h"
+#include "common/keyhash.h"
 #include "common/log.h"
 #include "common/segment.h"
 #include "common/wire.h"
@@ -80,7 +92,7 @@
 #define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
 
-enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH };
+enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH, BK_JOB_RLOAD };
 
 struct bk_replica;
 
@@ -111,6 +123,14 @@ struct bk_waiter {
     uint64_t seq;
 };
 
+/* A BACKUP_GET_RECOVERY_DATA waiting for its replica to be loaded from
+ * disk (dispatch thread only).  The request bytes stay valid until the rpc
+ * is answered, so only the rpc is kept. */
+struct bk_rwait {
+    struct bk_rwait *next;
+    tp_rpc *rpc;
+};
+
 struct bk_replica {
     /* identity: immutable */
     uint64_t master_id, segment_id, epoch;
@@ -132,6 +152,18 @@ struct bk_replica {
     int refs;                       /* jobs naming this replica */
     struct bk_waiter *waiters, **wtail;
     uint8_t *buf;                   /* capacity rounded up, 4 KiB aligned; NULL: on disk only */
+    /* recovery (dispatch thread only): the certified bytes of an on-disk
+     * replica, read once by a BK_JOB_RLOAD and verified against the
+     * certificate there; kept until the replica is freed */
+    uint8_t *rdata;
+    uint32_t rdata_len;
+    bool rloading;                  /* a BK_JOB_RLOAD is queued */
+    struct bk_rwait *rwaiters;      /* requests waiting for rdata */
+    /* the log digest the segment starts with (BACKUP_LIST has_digest) */
+    bool digest_done;               /* looked for (found or known absent) */
+    bool has_digest;
+    uint32_t ndigest;
+    uint64_t *digest;
 
     /* written by the dispatch thread under b->mu; the worker reads them
      * under b->mu; the dispatch thread reads them without it */
@@ -189,6 +221,11 @@ struct backup_service {
     uint8_t *hdr_blk;               /* BACKUP_HDR_SIZE, aligned */
     uint8_t *tail_blk;              /* BACKUP_ALIGN, aligned */
     bool no_direct;                 /* O_DIRECT refused by the filesystem */
+
+    /* dispatch thread only: GET_RECOVERY_DATA scratch (response, ranges) */
+    uint8_t *rscratch;              /* WIRE_MAX_MESSAGE bytes, allocated on first use */
+    struct wire_tablet_range *rranges;
+    uint32_t rranges_cap;
 };
 
 /* ---- small helpers ------------------------------------------------------ */
@@ -280,6 +317,8 @@ static void bk_rep_free(struct bk_replica *r)
     if (r->fd >= 0)
         close(r->fd);
     free(r->buf);
+    free(r->rdata);
+    free(r->digest);
     free(r);
 }
 
@@ -397,6 +436,17 @@ static void bk_mark_dirty(backup_service *b, struct bk_replica *r, uint64_t dela
         b->timer_id = tp_timer_add(b->loop, delay_us, bk_flush_timer, b);
 }
 
+/* Answer every GET_RECOVERY_DATA waiting for r's bytes with st. */
+static void bk_answer_rwaiters(struct bk_replica *r, cram_status st)
+{
+    while (r->rwaiters != NULL) {
+        struct bk_rwait *w = r->rwaiters;
+        r->rwaiters = w->next;
+        reply_status(w->rpc, st);
+        free(w);
+    }
+}
+
 /* Take r out of service: out of the table (or bad list), its waiters
  * answered, its storage released, its file removed unless keep_file (a
  * replacement reuses the name).  Freed now or when its last job completes. */
@@ -413,6 +463,7 @@ static void bk_retire(backup_service *b, struct bk_replica *r, bool keep_file)
     }
     bk_dirty_remove(b, r);
     bk_answer_waiters(r, UINT64_MAX, CRAM_NOT_FOUND);
+    bk_answer_rwaiters(r, CRAM_NOT_FOUND);
     b->used -= r->capacity;
     pthread_mutex_lock(&b->mu);
     r->gone = true;
@@ -610,6 +661,35 @@ static void bk_do_read(backup_service *b, struct bk_job *j)
     }
 }
 
+/* Recovery: read a replica's certified bytes [0, j->len) into j->resp and
+ * verify them against j->cert (once per replica; the dispatch thread keeps
+ * the result). */
+static void bk_do_rload(backup_service *b, struct bk_job *j)
+{
+    int fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        j->err = errno;
+        return;
+    }
+    uint8_t *p = j->resp;
+    size_t left = j->len;
+    off_t off = (off_t)BACKUP_HDR_SIZE;
+    while (left > 0) {
+        ssize_t n = pread(fd, p, left, off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            j->err = n < 0 ? errno : EIO;
+            break;
+        }
+        p += n;
+        left -= (size_t)n;
+        off += n;
+    }
+    close(fd);
+    j->verified = j->err == 0 && seg_verify(j->resp, j->len, &j->cert);
+}
+
 /* Recovery is coming (a LIST for one master): start reading the replica
  * into the page cache now, so the BACKUP_READs that follow -- one per
  * recovery master whose partition the segment feeds -- find it there.  The
@@ -656,6 +736,8 @@ static void *bk_worker(void *arg)
             bk_do_read(b, j);
         else if (j->type == BK_JOB_UNLINK)
             bk_do_unlink(b, j);
+        else if (j->type == BK_JOB_RLOAD)
+            bk_do_rload(b, j);
         else
             bk_do_prefetch(b, j);
 
@@ -678,6 +760,86 @@ static void *bk_worker(void *arg)
     }
     pthread_mutex_unlock(&b->mu);
     return NULL;
+}
+
+/* ---- log digest ---------------------------------------------------------------- */
+
+/*
+ * Look for the log digest a segment starts with (segment header, then
+ * SEG_ENTRY_LOG_DIGEST) in the first len certified bytes at p.  Fills
+ * r->has_digest / r->digest and sets r->digest_done once the answer is
+ * known: the digest was found, the second entry is something else, or
+ * `complete` says no more bytes will come.  Every entry's crc is checked.
+ */
+static void bk_digest_scan(struct bk_replica *r, const uint8_t *p, uint32_t len, bool complete)
+{
+    if (r->digest_done || p == NULL)
+        return;
+    struct seg_iter it;
+    struct seg_entry e;
+    seg_iter_init(&it, p, len);
+    int st1 = seg_iter_next(&it, &e);
+    if (st1 != SEG_ITER_OK || e.type != SEG_ENTRY_SEGHDR) {
+        r->digest_done = st1 != SEG_ITER_END || complete;
+        return;
+    }
+    int st = seg_iter_next(&it, &e);
+    if (st != SEG_ITER_OK) {
+        r->digest_done = complete || st == SEG_ITER_CORRUPT;
+        return;
+    }
+    r->digest_done = true;
+    if (e.type != SEG_ENTRY_LOG_DIGEST || e.length < sizeof(struct seg_log_digest))
+        return;
+    struct seg_log_digest d;
+    memcpy(&d, e.body, sizeof d);
+    if ((uint64_t)e.length != sizeof d + (uint64_t)d.count * sizeof(uint64_t))
+        return;
+    uint64_t *ids = malloc((d.count ? d.count : 1) * sizeof *ids);
+    if (ids == NULL) {
+        r->digest_done = false;     /* try again at the next list */
+        return;
+    }
+    memcpy(ids, e.body + sizeof d, (size_t)d.count * sizeof *ids);
+    free(r->digest);
+    r->digest = ids;
+    r->ndigest = d.count;
+    r->has_digest = true;
+}
+
+/* Start-up: read just enough of an on-disk replica to find its digest. */
+static void bk_digest_load(backup_service *b, struct bk_replica *r)
+{
+    uint32_t want = r->cert.length < 4096 ? r->cert.length : 4096;
+    if (want == 0) {
+        r->digest_done = r->closed;
+        return;
+    }
+    int fd = openat(b->dirfd, r->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return;
+    for (int round = 0; round < 2 && !r->digest_done; round++) {
+        uint8_t *p = malloc(want);
+        if (p == NULL)
+            break;
+        if (pread(fd, p, want, BACKUP_HDR_SIZE) == (ssize_t)want) {
+            bk_digest_scan(r, p, want, want == r->cert.length);
+            if (!r->digest_done && round == 0) {
+                /* the digest entry is longer: read up to its end */
+                struct seg_entry_hdr h1, h2;
+                memcpy(&h1, p, sizeof h1);
+                uint64_t at = sizeof h1 + (uint64_t)h1.length;
+                if (at + sizeof h2 <= want) {
+                    memcpy(&h2, p + at, sizeof h2);
+                    uint64_t end = at + sizeof h2 + h2.length;
+                    want = end <= r->cert.length ? (uint32_t)end : r->cert.length;
+                }
+            }
+        }
+        free(p);
+    }
+    r->digest_done = true;
+    close(fd);
 }
 
 /* ---- completions (dispatch thread) ------------------------------------------ */
@@ -710,6 +872,7 @@ static void bk_complete_flush(backup_service *b, struct bk_job *j)
         if (!j->verified)
             CRAM_WARN("backup: closed replica %s does not match its certificate (length %u)",
                       r->name, j->cert.length);
+        bk_digest_scan(r, r->buf, r->cert.length, true);
         free(r->buf);
         r->buf = NULL;
         r->on_disk = true;
@@ -739,6 +902,8 @@ static void bk_complete_read(backup_service *b, struct bk_job *j)
     free(j->resp);
 }
 
+static void bk_complete_rload(backup_service *b, struct bk_job *j);
+
 static void bk_drain(backup_service *b)
 {
     pthread_mutex_lock(&b->mu);
@@ -752,6 +917,8 @@ static void bk_drain(backup_service *b)
             bk_complete_flush(b, j);
         else if (j->type == BK_JOB_READ)
             bk_complete_read(b, j);
+        else if (j->type == BK_JOB_RLOAD)
+            bk_complete_rload(b, j);
         else if (j->type == BK_JOB_UNLINK && j->err != 0)
             CRAM_WARN("backup: removing %s: %s", r->name, strerror(j->err));
         free(j);
@@ -1067,6 +1234,11 @@ static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t
             e->cert_crc32c = r->cert.crc32c;
             e->verified = bk_verified(r);
             e->on_disk = r->buf == NULL || r->on_disk;
+            if (!r->digest_done)
+                bk_digest_scan(r, r->buf != NULL ? r->buf : r->rdata, r->cert.length, r->closed);
+            e->has_digest = r->has_digest;
+            e->n_log_digest = r->has_digest ? r->ndigest : 0;
+            e->log_digest = r->has_digest ? r->digest : NULL;
             ptrs[n++] = e;
             if (q.master_id != 0 && r->buf == NULL && r->cert.length > 0)
                 bk_prefetch(b, r);
@@ -1162,6 +1334,266 @@ static void bk_read(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t
     bk_enqueue(b, j);
 }
 
+/* ---- recovery data ------------------------------------------------------------- */
+
+static int range_cmp(const void *a, const void *b)
+{
+    const struct wire_tablet_range *x = a, *y = b;
+    if (x->table_id != y->table_id)
+        return x->table_id < y->table_id ? -1 : 1;
+    return x->start_hash < y->start_hash ? -1 : x->start_hash > y->start_hash;
+}
+
+/* Validate a GET_RECOVERY_DATA request: exact length for ntablets ranges,
+ * 1 <= ntablets <= WIRE_MAX_RECOVERY_TABLETS, start <= end, zero padding. */
+static cram_status bk_rd_parse(const uint8_t *req, uint32_t len, struct wire_recovery_data_req *q)
+{
+    if (len < sizeof *q)
+        return CRAM_REQUEST_FORMAT_ERROR;
+    memcpy(q, req, sizeof *q);
+    if (q->ntablets == 0 || q->ntablets > WIRE_MAX_RECOVERY_TABLETS || q->pad != 0 ||
+        q->hdr.flags != 0 ||
+        (uint64_t)len != sizeof *q + (uint64_t)q->ntablets * sizeof(struct wire_tablet_range))
+        return CRAM_REQUEST_FORMAT_ERROR;
+    for (uint32_t i = 0; i < q->ntablets; i++) {
+        struct wire_tablet_range t;
+        memcpy(&t, req + sizeof *q + (size_t)i * sizeof t, sizeof t);
+        if (t.start_hash > t.end_hash)
+            return CRAM_REQUEST_FORMAT_ERROR;
+    }
+    return CRAM_OK;
+}
+
+/* Is (table, hash) in one of the n sorted, merged ranges? */
+static bool bk_in_ranges(const struct wire_tablet_range *v, uint32_t n, uint64_t table, uint64_t hash)
+{
+    uint32_t lo = 0, hi = n;          /* find the last range <= (table, hash) */
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (v[mid].table_id < table || (v[mid].table_id == table && v[mid].start_hash <= hash))
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    if (lo == 0)
+        return false;
+    const struct wire_tablet_range *t = &v[lo - 1];
+    return t->table_id == table && hash >= t->start_hash && hash <= t->end_hash;
+}
+
+/*
+ * Answer a (validated) GET_RECOVERY_DATA from the replica's verified
+ * certified bytes data[0, len): the selected entries from q.offset on,
+ * verbatim, back to back, while they fit max_bytes (at least one entry if it
+ * fits a message, so every call makes progress).
+ */
+static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica *r,
+                        const uint8_t *data, uint32_t len)
+{
+    uint32_t rlen;
+    const uint8_t *req = tp_rpc_request(rpc, &rlen);
+    struct wire_recovery_data_req q;
+    if (bk_rd_parse(req, rlen, &q) != CRAM_OK || q.offset > len) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    if (b->rscratch == NULL && (b->rscratch = malloc(WIRE_MAX_MESSAGE)) == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+    if (b->rranges_cap < q.ntablets) {
+        struct wire_tablet_range *nr = realloc(b->rranges, q.ntablets * sizeof *nr);
+        if (nr == NULL) {
+            reply_status(rpc, CRAM_NO_MEMORY);
+            return;
+        }
+        b->rranges = nr;
+        b->rranges_cap = q.ntablets;
+    }
+    /* sort and merge overlapping ranges so one binary search decides */
+    memcpy(b->rranges, req + sizeof q, (size_t)q.ntablets * sizeof *b->rranges);
+    qsort(b->rranges, q.ntablets, sizeof *b->rranges, range_cmp);
+    uint32_t nr = 0;
+    for (uint32_t i = 0; i < q.ntablets; i++) {
+        struct wire_tablet_range *t = &b->rranges[i];
+        if (nr > 0 && b->rranges[nr - 1].table_id == t->table_id &&
+            (t->start_hash <= b->rranges[nr - 1].end_hash ||
+             t->start_hash - 1 == b->rranges[nr - 1].end_hash)) {
+            if (t->end_hash > b->rranges[nr - 1].end_hash)
+                b->rranges[nr - 1].end_hash = t->end_hash;
+        } else {
+            b->rranges[nr++] = *t;
+        }
+    }
+
+    const uint32_t room = WIRE_MAX_MESSAGE - (uint32_t)sizeof(struct wire_recovery_data_resp);
+    uint32_t max = q.max_bytes == 0 || q.max_bytes > room ? room : q.max_bytes;
+    uint8_t *out = b->rscratch + sizeof(struct wire_recovery_data_resp);
+    uint32_t used = 0, entries = 0, pos = q.offset;
+    struct seg_iter it;
+    struct seg_entry e;
+    seg_iter_init(&it, data + q.offset, len - q.offset);
+    int st;
+    while ((st = seg_iter_next(&it, &e)) == SEG_ITER_OK) {
+        uint32_t esz = (uint32_t)seg_entry_size(e.length);
+        bool want = false;
+        if (e.type == SEG_ENTRY_SAFE_VERSION) {
+            want = true;
+        } else if (e.type == SEG_ENTRY_OBJECT) {
+            const struct seg_object *o;
+            const uint8_t *key, *val;
+            uint32_t vl;
+            want = seg_parse_object(&e, &o, &key, &val, &vl) &&
+                   bk_in_ranges(b->rranges, nr, o->table_id, cram_key_hash(o->table_id, key, o->key_len));
+        } else if (e.type == SEG_ENTRY_TOMBSTONE) {
+            const struct seg_tombstone *t;
+            const uint8_t *key;
+            want = seg_parse_tombstone(&e, &t, &key) &&
+                   bk_in_ranges(b->rranges, nr, t->table_id, cram_key_hash(t->table_id, key, t->key_len));
+        }
+        if (want) {
+            if (used + (uint64_t)esz > max && (entries > 0 || esz > room))
+                break;              /* continue at this entry next time */
+            memcpy(out + used, data + q.offset + e.offset, esz);
+            used += esz;
+            entries++;
+        }
+        pos = q.offset + e.offset + esz;
+    }
+    if (st == SEG_ITER_CORRUPT) {
+        /* the bytes were verified, so only an offset that is not an entry
+         * boundary gets here */
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    struct wire_recovery_data_resp h;
+    memset(&h, 0, sizeof h);
+    h.hdr.status = CRAM_OK;
+    h.length = used;
+    h.next_offset = pos;
+    h.entries = entries;
+    h.done = pos >= len ? 1 : 0;
+    h.closed = r->closed ? 1 : 0;
+    h.epoch = r->epoch;
+    memcpy(b->rscratch, &h, sizeof h);
+    struct iovec iov = { b->rscratch, sizeof h + used };
+    tp_rpc_reply(rpc, &iov, 1);
+}
+
+static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
+{
+    struct wire_recovery_data_req q;
+    cram_status st = bk_rd_parse(req, len, &q);
+    if (st != CRAM_OK) {
+        reply_status(rpc, st);
+        return;
+    }
+    if (!bk_target_ok(b, &q.tgt)) {
+        reply_status(rpc, CRAM_WRONG_SERVER);
+        return;
+    }
+    struct bk_replica *r = bk_find(b, q.master_id, q.segment_id);
+    if (r == NULL || (q.epoch != 0 && q.epoch != r->epoch)) {
+        reply_status(rpc, CRAM_NOT_FOUND);
+        return;
+    }
+    if (q.offset > r->cert.length) {
+        reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
+        return;
+    }
+    if (r->buf != NULL || r->cert.length == 0) {
+        /* in memory: verified here (cached per certificate length) */
+        if (!bk_verified(r)) {
+            reply_status(rpc, CRAM_NOT_FOUND);
+            return;
+        }
+        bk_rd_serve(b, rpc, r, r->buf, r->cert.length);
+        return;
+    }
+    if (r->rdata != NULL && r->rdata_len == r->cert.length) {
+        bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len);
+        return;
+    }
+    if (!r->verified) {
+        reply_status(rpc, CRAM_NOT_FOUND);
+        return;
+    }
+    /* on disk only: the worker reads and verifies it once; requests wait */
+    struct bk_rwait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+    w->rpc = rpc;
+    w->next = r->rwaiters;
+    r->rwaiters = w;
+    if (r->rloading)
+        return;
+    struct bk_job *j = calloc(1, sizeof *j);
+    uint8_t *buf = malloc(r->cert.length);
+    if (j == NULL || buf == NULL) {
+        free(j);
+        free(buf);
+        bk_answer_rwaiters(r, CRAM_NO_MEMORY);
+        return;
+    }
+    j->type = BK_JOB_RLOAD;
+    j->rep = r;
+    j->len = r->cert.length;
+    j->cert = r->cert;
+    j->resp = buf;
+    r->rloading = true;
+    bk_enqueue(b, j);
+}
+
+static void bk_complete_rload(backup_service *b, struct bk_job *j)
+{
+    struct bk_replica *r = j->rep;
+    if (r->gone) {                    /* retired meanwhile: waiters were answered */
+        free(j->resp);
+        return;
+    }
+    r->rloading = false;
+    if (j->err != 0 || !j->verified) {
+        if (j->err != 0)
+            CRAM_ERROR("backup: reading replica %s for recovery: %s", r->name, strerror(j->err));
+        else
+            CRAM_ERROR("backup: replica %s fails its certificate on disk; taken out of service",
+                       r->name);
+        free(j->resp);
+        bk_answer_rwaiters(r, j->err != 0 ? CRAM_INTERNAL_ERROR : CRAM_NOT_FOUND);
+        if (j->err == 0 && !r->bad) {
+            r->verified = false;
+            bk_tab_remove(b, r);
+            r->bad = true;
+            r->hnext = b->bad;
+            b->bad = r;
+        }
+        return;
+    }
+    free(r->rdata);
+    r->rdata = j->resp;
+    r->rdata_len = j->len;
+    bk_digest_scan(r, r->rdata, r->rdata_len, true);
+    /* serve in arrival order (the list is newest first) */
+    struct bk_rwait *rev = NULL;
+    while (r->rwaiters != NULL) {
+        struct bk_rwait *w = r->rwaiters;
+        r->rwaiters = w->next;
+        w->next = rev;
+        rev = w;
+    }
+    while (rev != NULL) {
+        struct bk_rwait *w = rev;
+        rev = w->next;
+        if (j->len == r->cert.length)
+            bk_rd_serve(b, w->rpc, r, r->rdata, r->rdata_len);
+        else
+            reply_status(w->rpc, CRAM_RETRY);
+        free(w);
+    }
+}
+
 void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
 {
     struct wire_req_hdr h;
@@ -1179,6 +1611,7 @@ void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t 
     case WIRE_OP_BACKUP_FREE:  bk_free_req(b, rpc, req, len); break;
     case WIRE_OP_BACKUP_LIST:  bk_list(b, rpc, req, len); break;
     case WIRE_OP_BACKUP_READ:  bk_read(b, rpc, req, len); break;
+    case WIRE_OP_BACKUP_GET_RECOVERY_DATA: bk_recovery_data(b, rpc, req, len); break;
     case WIRE_OP_PING:         reply_status(rpc, CRAM_OK); break;
     default:                   reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST); break;
     }
@@ -1226,6 +1659,7 @@ static int bk_load(backup_service *b, const struct backup_scan_entry *v, size_t 
         }
         if (ok) {
             bk_tab_insert(b, r);
+            bk_digest_load(b, r);
             good++;
         } else {
             CRAM_WARN("backup: %s/%s: %s (%s); not served", b->dir, e->name,
@@ -1250,6 +1684,7 @@ static void bk_free_all(backup_service *b)
             b->tab[i] = r->hnext;
             bk_dirty_remove(b, r);
             bk_answer_waiters(r, UINT64_MAX, CRAM_RETRY);
+            bk_answer_rwaiters(r, CRAM_RETRY);
             r->refs = 0;
             bk_rep_free(r);
         }
@@ -1402,6 +1837,8 @@ void backup_destroy(backup_service *b)
     pthread_mutex_destroy(&b->mu);
     free(b->tail_blk);
     free(b->hdr_blk);
+    free(b->rscratch);
+    free(b->rranges);
     close(b->lockfd);               /* releases the flock */
     close(b->dirfd);
     free(b);
