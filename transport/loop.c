@@ -615,6 +615,9 @@ static const struct tp_transport_ops *const tp_transports[] = {
 #ifdef CRAM_HAVE_XDP
     &tp_xdp_ops,
 #endif
+#ifdef CRAM_HAVE_RDMA
+    &tp_rdma_ops,
+#endif
 };
 
 static const struct tp_transport_ops *tp_find_transport(const struct locator *loc)
