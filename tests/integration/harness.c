@@ -224,6 +224,10 @@ int h_start_coordinator(struct h_cluster *c, int reset)
         argv[n++] = "--replicas";
         argv[n++] = repl;
     }
+    if (c->durability[0]) {
+        argv[n++] = "--durability";
+        argv[n++] = c->durability;
+    }
     argv[n] = NULL;
     if (h_spawn(&c->coord, c->dir, argv) != 0)
         return -1;
@@ -253,13 +257,15 @@ int h_start_server(struct h_cluster *c, int i)
     char *argv[] = {
         (char *)h_bin("cram-server", bin, sizeof(bin)),
         "--coordinator", c->zk, "--cluster", c->cluster, "--listen", listen,
-        "--memory", c->memory, "--segment-size", c->segment, "--backup-dir", bdir, NULL
+        "--memory", c->memory, "--segment-size", c->segment, "--backup-dir", bdir,
+        (c->backup_only >> i) & 1 ? "--backup-only" : NULL, NULL
     };
     return h_spawn(&c->servers[i], c->dir, argv);
 }
 
 /* The number of our first n server ports that the coordinator lists as an
- * up master (cram_list_servers), or -1 if it cannot be asked. */
+ * up master (an up backup for a c->backup_only server) (cram_list_servers),
+ * or -1 if it cannot be asked. */
 static int h_count_up(struct h_cluster *c, int n)
 {
     cram_client *cl = NULL;
@@ -278,8 +284,9 @@ static int h_count_up(struct h_cluster *c, int n)
         char want[64];
         int wl = snprintf(want, sizeof(want), "port=%d", c->port_base + 1 + i);
         int found = 0;
+        uint32_t svc = (c->backup_only >> i) & 1 ? CRAM_SERVICE_BACKUP : CRAM_SERVICE_MASTER;
         for (size_t k = 0; k < ns && !found; k++) {
-            if (sv[k].status != CRAM_SERVER_UP || !(sv[k].services & CRAM_SERVICE_MASTER))
+            if (sv[k].status != CRAM_SERVER_UP || !(sv[k].services & svc))
                 continue;
             const char *p = strstr(sv[k].locators, want);
             if (p && (p[wl] < '0' || p[wl] > '9'))

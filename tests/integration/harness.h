@@ -44,6 +44,9 @@ struct h_cluster {
     char segment[32];           /* --segment-size (default "1M") */
     int  replicas;              /* coordinator --replicas; -1 (default): h_start_cluster
                                  * uses min(2, servers - 1), h_start_coordinator omits it */
+    char durability[16];        /* coordinator --durability ("" = omitted: its default) */
+    unsigned backup_only;       /* bit i: server i runs --backup-only (h_wait_servers then
+                                 * waits for its backup service instead of a master) */
     struct h_proc coord;
     struct h_proc servers[H_MAX_SERVERS];
 };
