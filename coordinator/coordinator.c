@@ -23,6 +23,7 @@
 #include "transport/transport.h"
 #include "coordinator/coord_util.h"
 #include "coordinator/coordinator.h"
+#include "coordinator/election.h"
 #include "coordinator/fault.h"
 #include "coordinator/zkstore.h"
 
@@ -80,6 +81,7 @@ struct coord {
     atomic_int stopping;
     volatile int stop_flag;         /* mirror of stopping for zks_claim's poll */
     atomic_int fatal;               /* the worker failed: coord_run returns -1 */
+    atomic_int lost;                /* ... because leadership or the ZooKeeper session was lost */
 
     /* Job queue: guarded by qmu; producers = dispatch thread (which then
      * wakes wloop, where the idle worker waits), consumer = worker. */
@@ -93,6 +95,7 @@ struct coord {
      * never touched by the dispatch thread. ---- */
     tp_loop *wloop;                 /* private loop for RPCs to masters */
     zks *zk;
+    elect *el;                      /* this coordinator's election node */
     Cram__ClusterSettings settings; /* replicas + durability (points at durability[]) */
     uint64_t next_table_id;
     uint32_t next_server_index;
@@ -279,6 +282,7 @@ static int32_t zk_failure(coord *c, int rc, const char *what)
     if (rc == ZKS_FENCED || zks_expired(c->zk) || rc == ZSESSIONEXPIRED || rc == ZINVALIDSTATE) {
         CRAM_ERROR("%s: lost leadership (%s); stopping", what,
                    rc == ZKS_FENCED ? "fenced" : zerror(rc));
+        atomic_store(&c->lost, 1);
         atomic_store(&c->fatal, 1);
         coord_stop(c);
         return CRAM_RETRY;
@@ -1416,8 +1420,8 @@ static int finish_intent(coord *c, const char *name)
 static int startup(coord *c)
 {
     char err[256];
-    c->zk = zks_open(c->cfg.zk_hosts, c->cluster, (uint32_t)clock_test_scaled_ms(COORD_ZK_CONNECT_MS),
-                     err, sizeof(err));
+    c->zk = zks_open_session(c->cfg.zk_hosts, c->cluster, (uint32_t)clock_test_scaled_ms(COORD_ZK_CONNECT_MS),
+                             c->cfg.zk_session_ms, err, sizeof(err));
     if (c->zk == NULL) {
         CRAM_ERROR("%s", err);
         return -1;
@@ -1432,13 +1436,28 @@ static int startup(coord *c)
         CRAM_INFO("--reset: wiped %s", zks_root(c->zk));
     }
     rc = zks_ensure_layout(c->zk);
+    /* Election (ephemeral sequential nodes) orders the candidates; the
+     * winner claims leadership, which bumps the epoch that fences every
+     * later write (zkstore.h). */
+    if (rc == ZOK) {
+        c->el = elect_join(c->zk, c->locator, &rc);
+        if (c->el != NULL) {
+            CRAM_INFO("joined the election as %s (ZooKeeper session %u ms)", elect_node(c->el),
+                      zks_session_ms(c->zk));
+            rc = elect_wait(c->el, &c->stop_flag);
+        }
+    }
     if (rc == ZOK)
         rc = zks_claim(c->zk, c->locator, &c->stop_flag);
     if (rc != ZOK) {
         if (rc != ZCLOSING)
             CRAM_ERROR("cannot become leader under %s: %s", zks_root(c->zk), zerror(rc));
+        if (rc == ZSESSIONEXPIRED || rc == ZNONODE || rc == ZINVALIDSTATE)
+            atomic_store(&c->lost, 1);  /* a standby whose session ended: may join again */
         return -1;
     }
+    CRAM_INFO("won the election (%s): leader with epoch %lu", elect_node(c->el),
+              (unsigned long)zks_epoch(c->zk));
     rc = load_settings(c);
     if (rc == ZOK)
         rc = load_ids(c);
@@ -1513,6 +1532,19 @@ static void handle_job(coord *c, struct coord_job *j)
     }
 }
 
+/* ZooKeeper has been unreachable for at least the session timeout: the
+ * session may have expired on the server and another coordinator may lead,
+ * so this one answers nothing from its (possibly stale) state until the
+ * connection comes back (same session: it resumes) or the expiry is known
+ * (it steps down).  Shorter outages are served from memory; writes fail
+ * with CRAM_RETRY until ZooKeeper is back. */
+static bool zk_away_too_long(coord *c)
+{
+    uint64_t d = zks_disconnected_ms(c->zk);
+    uint32_t s = zks_session_ms(c->zk);
+    return d > 0 && d >= (s ? s : 6000);
+}
+
 static void *worker_main(void *arg)
 {
     coord *c = arg;
@@ -1541,12 +1573,13 @@ static void *worker_main(void *arg)
             tp_loop_poll(c->wloop, wait);
             if (c->zk != NULL && zks_expired(c->zk) && !atomic_load(&c->stopping)) {
                 CRAM_ERROR("ZooKeeper session expired: lost leadership; stopping");
+                atomic_store(&c->lost, 1);
                 atomic_store(&c->fatal, 1);
                 coord_stop(c);
             }
             continue;
         }
-        if (atomic_load(&c->stopping))
+        if (atomic_load(&c->stopping) || zk_away_too_long(c))
             post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
         else
             handle_job(c, j);
@@ -1726,6 +1759,8 @@ out_destroy:
 
 const char *coord_locator(const coord *c) { return c->locator; }
 
+bool coord_lost_leadership(const coord *c) { return atomic_load(&((coord *)c)->lost) != 0; }
+
 void coord_stop(coord *c)
 {
     pthread_mutex_lock(&c->qmu);
@@ -1804,6 +1839,7 @@ void coord_destroy(coord *c)
         tp_loop_destroy(loop);
     if (wloop != NULL)
         tp_loop_destroy(wloop);
+    elect_free(c->el, false);       /* its node goes with the session */
     zks_close(c->zk);
     pthread_mutex_destroy(&c->qmu);
     free(c);

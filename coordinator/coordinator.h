@@ -32,6 +32,9 @@ struct coord_config {
     const char *durability;     /* "buffered" or "sync" */
     bool durability_set;
     bool reset;                 /* wipe the cluster's ZooKeeper state first */
+    uint32_t zk_session_ms;     /* ZooKeeper session timeout to ask for; 0 = 6000.  A
+                                 * standby takes over at most this long after the
+                                 * leader's process or host dies */
     /* Failure verification: before declaring a suspected server crashed the
      * coordinator sends it verify_tries PINGs, verify_interval_ms apart (from
      * start to start), each with its own verify_timeout_ms; one answer means
@@ -47,10 +50,15 @@ struct coord_config {
 coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen);
 /* The locator the coordinator listens on (with the real port). */
 const char *coord_locator(const coord *c);
-/* Start the worker (claims leadership, loads state) and run the dispatch
+/* Start the worker (joins the election, waits as a standby until it wins,
+ * claims leadership, loads state, finishes open intents) and run the dispatch
  * loop until coord_stop.  Returns 0 after a clean stop, -1 if the worker
  * failed (ZooKeeper unreachable, leadership lost). */
 int  coord_run(coord *c);
+/* After coord_run returned -1: true if it ended because this coordinator
+ * lost leadership (fenced, or its ZooKeeper session expired) -- it wrote
+ * nothing after that and may start again as a standby (a new coord). */
+bool coord_lost_leadership(const coord *c);
 /* Thread-safe: make coord_run return. */
 void coord_stop(coord *c);
 void coord_destroy(coord *c);

@@ -30,10 +30,21 @@ static void usage(FILE *f)
 "  --replicas R            cluster setting: replicas per segment (default: 3, or the stored value)\n"
 "  --durability MODE       cluster setting: buffered or sync (default: buffered, or the stored value)\n"
 "  --reset                 wipe /cram/<cluster> in ZooKeeper before starting (a fresh cluster)\n"
+"  --zk-session-ms MS      ZooKeeper session timeout (default: 6000; the server keeps it within\n"
+"                          2..20 tickTimes): a standby takes over at most this long after the\n"
+"                          leader's process or host dies\n"
+"  --exit-on-loss          exit (status 3) when leadership is lost, instead of joining the\n"
+"                          election again as a standby\n"
 "  --verify-tries N        PINGs sent to a suspected server before it is declared crashed (default: 3)\n"
 "  --verify-interval-ms MS between the starts of those PINGs (default: 125)\n"
 "  --verify-timeout-ms MS  how long each PING waits for its answer (default: 250)\n"
 "  --help                  this text\n"
+"\n"
+"Any number of coordinators may run for one cluster: they elect a leader through\n"
+"ZooKeeper (/cram/<cluster>/election) and the others wait as standbys; the leader\n"
+"publishes its locator in the leader record.  Every ZooKeeper write of the leader\n"
+"is fenced by the epoch it won, so a deposed leader (paused, partitioned, session\n"
+"expired) changes nothing; it stops serving and joins again as a standby.\n"
 "\n"
 "Cluster settings are stored in ZooKeeper (/cram/<cluster>/settings) and handed\n"
 "to servers when they enlist; a value given on the command line replaces the\n"
@@ -45,8 +56,9 @@ static void usage(FILE *f)
 
 struct sigctx {
     sigset_t set;
-    pthread_mutex_t mu;         /* guards c: main clears it before coord_destroy */
+    pthread_mutex_t mu;         /* guards c and stopped: main clears c before coord_destroy */
     coord *c;
+    int stopped;                /* a stop signal came: no new coordinator starts */
 };
 
 /* Waits for SIGTERM/SIGINT (blocked in every other thread) and stops the
@@ -58,6 +70,7 @@ static void *signal_thread(void *arg)
     if (sigwait(&s->set, &sig) == 0) {
         CRAM_INFO("signal %d: shutting down", sig);
         pthread_mutex_lock(&s->mu);
+        s->stopped = 1;
         if (s->c != NULL)
             coord_stop(s->c);
         pthread_mutex_unlock(&s->mu);
@@ -79,7 +92,7 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *out)
 int main(int argc, char **argv)
 {
     enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_VTRIES, O_VINT,
-           O_VTIMEOUT, O_HELP };
+           O_VTIMEOUT, O_SESSION, O_EXIT_ON_LOSS, O_HELP };
     static const struct option opts[] = {
         { "zk", required_argument, NULL, O_ZK },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -92,6 +105,8 @@ int main(int argc, char **argv)
         { "verify-tries", required_argument, NULL, O_VTRIES },
         { "verify-interval-ms", required_argument, NULL, O_VINT },
         { "verify-timeout-ms", required_argument, NULL, O_VTIMEOUT },
+        { "zk-session-ms", required_argument, NULL, O_SESSION },
+        { "exit-on-loss", no_argument, NULL, O_EXIT_ON_LOSS },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -103,6 +118,7 @@ int main(int argc, char **argv)
         .durability = "buffered",
     };
     const char *zk = NULL;
+    bool exit_on_loss = false;
     int level = LOG_LVL_INFO;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -155,6 +171,13 @@ int main(int argc, char **argv)
             }
             break;
         }
+        case O_SESSION:
+            if (parse_u32(optarg, 600000, &cfg.zk_session_ms) != 0 || cfg.zk_session_ms < 100) {
+                fprintf(stderr, "cram-coordinator: bad --zk-session-ms '%s' (100..600000)\n", optarg);
+                return 2;
+            }
+            break;
+        case O_EXIT_ON_LOSS: exit_on_loss = true; break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }
@@ -187,26 +210,45 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sc.set, NULL);
     signal(SIGPIPE, SIG_IGN);
 
-    coord *c = coord_create(&cfg, err, sizeof(err));
-    if (c == NULL) {
-        CRAM_ERROR("cannot start: %s", err);
-        return 1;
-    }
-    sc.c = c;
     pthread_t st;
     if (pthread_create(&st, NULL, signal_thread, &sc) != 0) {
         CRAM_ERROR("cannot start the signal thread");
-        coord_destroy(c);
         return 1;
     }
     pthread_detach(st);
-    CRAM_INFO("cram-coordinator listening on %s, cluster '%s', ZooKeeper %s", coord_locator(c),
-              cfg.cluster, cfg.zk_hosts);
-    int rc = coord_run(c);
-    pthread_mutex_lock(&sc.mu);
-    sc.c = NULL;
-    pthread_mutex_unlock(&sc.mu);
-    coord_destroy(c);
+    /* One coord per term: a coordinator that loses leadership (or, as a
+     * standby, its ZooKeeper session) is destroyed and a fresh one joins the
+     * election again, unless --exit-on-loss or a stop signal. */
+    int rc;
+    for (int term = 0;; term++) {
+        coord *c = coord_create(&cfg, err, sizeof(err));
+        if (c == NULL) {
+            CRAM_ERROR("cannot start: %s", err);
+            return 1;
+        }
+        pthread_mutex_lock(&sc.mu);
+        sc.c = c;
+        if (sc.stopped)
+            coord_stop(c);
+        pthread_mutex_unlock(&sc.mu);
+        CRAM_INFO("cram-coordinator listening on %s, cluster '%s', ZooKeeper %s", coord_locator(c),
+                  cfg.cluster, cfg.zk_hosts);
+        rc = coord_run(c);
+        bool lost = rc != 0 && coord_lost_leadership(c);
+        pthread_mutex_lock(&sc.mu);
+        sc.c = NULL;
+        bool stopped = sc.stopped != 0;
+        pthread_mutex_unlock(&sc.mu);
+        coord_destroy(c);
+        if (!lost || stopped)
+            break;
+        if (exit_on_loss) {
+            CRAM_INFO("cram-coordinator exiting: leadership lost (--exit-on-loss)");
+            return 3;
+        }
+        CRAM_INFO("leadership or ZooKeeper session lost: joining the election again as a standby");
+        cfg.reset = false;          /* never wipe the state the new leader owns */
+    }
     CRAM_INFO("cram-coordinator exiting%s", rc ? " after an error" : "");
     return rc ? 1 : 0;
 }

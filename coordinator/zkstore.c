@@ -26,22 +26,41 @@ struct zks {
     pthread_cond_t cond;
     int connected;
     int expired;
+    uint64_t down_since_ms;       /* monotonic ms of the last loss of connection; 0 while connected */
+    uint64_t events;              /* watch and session events seen (zks_wait_event) */
 };
+
+static uint64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
 
 static void zks_watcher(zhandle_t *zh, int type, int state, const char *path, void *ctx)
 {
     (void)zh;
     (void)path;
     struct zks *z = ctx;
-    if (type != ZOO_SESSION_EVENT || z == NULL)
+    if (z == NULL)
         return;
     pthread_mutex_lock(&z->mu);
+    z->events++;
+    if (type != ZOO_SESSION_EVENT) {
+        /* a watch set with zks_watch fired */
+        pthread_cond_broadcast(&z->cond);
+        pthread_mutex_unlock(&z->mu);
+        return;
+    }
     if (state == ZOO_CONNECTED_STATE) {
         z->connected = 1;
+        z->down_since_ms = 0;
     } else if (state == ZOO_EXPIRED_SESSION_STATE || state == ZOO_AUTH_FAILED_STATE) {
         z->expired = 1;
         z->connected = 0;
     } else {
+        if (z->connected || z->down_since_ms == 0)
+            z->down_since_ms = mono_ms();
         z->connected = 0;
     }
     pthread_cond_broadcast(&z->cond);
@@ -61,6 +80,12 @@ static void full_path(const zks *z, const char *rel, char *out, size_t outlen)
 
 zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char *err, size_t errlen)
 {
+    return zks_open_session(hosts, cluster, timeout_ms, ZKS_SESSION_MS, err, errlen);
+}
+
+zks *zks_open_session(const char *hosts, const char *cluster, uint32_t timeout_ms, uint32_t session_ms,
+                      char *err, size_t errlen)
+{
     zks *z = calloc(1, sizeof(*z));
     if (z == NULL) {
         snprintf(err, errlen, "out of memory");
@@ -75,7 +100,9 @@ zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char 
     z->fence_version = -1;
     snprintf(z->root, sizeof(z->root), "/cram/%s", cluster ? cluster : "main");
     zoo_set_debug_level(log_level_current <= LOG_LVL_DEBUG ? ZOO_LOG_LEVEL_INFO : (ZooLogLevel)0);
-    z->zh = zookeeper_init(hosts, zks_watcher, ZKS_SESSION_MS, NULL, z, 0);
+    if (session_ms == 0)
+        session_ms = ZKS_SESSION_MS;
+    z->zh = zookeeper_init(hosts, zks_watcher, (int)session_ms, NULL, z, 0);
     if (z->zh == NULL) {
         snprintf(err, errlen, "zookeeper_init(%s): %s", hosts, strerror(errno));
         goto out_free;
@@ -124,6 +151,58 @@ const char *zks_root(const zks *z) { return z->root; }
 uint64_t zks_epoch(const zks *z) { return z->fence_version < 0 ? 0 : (uint64_t)z->fence_version; }
 void *zks_raw(zks *z) { return z->zh; }
 
+uint32_t zks_session_ms(const zks *z)
+{
+    int t = zoo_recv_timeout(z->zh);
+    return t > 0 ? (uint32_t)t : 0;
+}
+
+uint64_t zks_disconnected_ms(const zks *z)
+{
+    struct zks *m = (struct zks *)z;
+    pthread_mutex_lock(&m->mu);
+    uint64_t since = m->connected || m->expired ? 0 : m->down_since_ms;
+    pthread_mutex_unlock(&m->mu);
+    if (since == 0)
+        return 0;
+    uint64_t now = mono_ms();
+    return now > since ? now - since : 1;
+}
+
+uint64_t zks_events(const zks *z)
+{
+    struct zks *m = (struct zks *)z;
+    pthread_mutex_lock(&m->mu);
+    uint64_t n = m->events;
+    pthread_mutex_unlock(&m->mu);
+    return n;
+}
+
+void zks_wait_event(zks *z, uint64_t seen, uint32_t timeout_ms)
+{
+    struct timespec dl;
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&z->mu);
+    while (z->events == seen && !z->expired)
+        if (pthread_cond_timedwait(&z->cond, &z->mu, &dl) == ETIMEDOUT)
+            break;
+    pthread_mutex_unlock(&z->mu);
+}
+
+int zks_watch(zks *z, const char *path)
+{
+    char p[ZKS_PATH_MAX];
+    full_path(z, path, p, sizeof(p));
+    struct Stat st;
+    return zoo_exists(z->zh, p, 1, &st);
+}
+
 bool zks_expired(const zks *z)
 {
     struct zks *m = (struct zks *)z;
@@ -167,7 +246,7 @@ static int create_if_missing(zks *z, const char *abs_path)
 
 int zks_ensure_layout(zks *z)
 {
-    static const char *const dirs[] = { "", "servers", "tables", "intents", "epoch" };
+    static const char *const dirs[] = { "", "servers", "tables", "intents", "recoveries", "epoch", "election" };
     int rc = create_if_missing(z, "/cram");
     for (size_t i = 0; i < sizeof(dirs) / sizeof(dirs[0]) && rc == ZOK; i++) {
         char p[ZKS_PATH_MAX];
@@ -177,33 +256,70 @@ int zks_ensure_layout(zks *z)
     return rc;
 }
 
-/* A leader record left by a process on this host that no longer exists
- * (killed coordinator whose session has not expired yet) is deleted at once
- * instead of waiting out the session timeout.  Safe even if the check is
- * wrong (pid reuse): the old leader's writes are fenced by the epoch.
- * Returns true if the record was removed. */
-static bool remove_dead_local_leader(zks *z, const char *leader)
+bool zks_owner_gone(const uint8_t *data, size_t len)
 {
-    char buf[1024];
-    int len = (int)sizeof(buf);
-    struct Stat st;
-    if (zoo_get(z->zh, leader, 0, buf, &len, &st) != ZOK || len <= 0 || len >= (int)sizeof(buf))
+    if (getenv("CRAM_TEST_NO_PID_CHECK") != NULL)
         return false;
-    Cram__LeaderRecord *rec = cram__leader_record__unpack(NULL, (size_t)len, (const uint8_t *)buf);
+    Cram__LeaderRecord *rec = cram__leader_record__unpack(NULL, len, data);
     if (rec == NULL)
         return false;
     char host[256] = "";
     gethostname(host, sizeof(host) - 1);
     bool dead = rec->pid != 0 && (pid_t)rec->pid != getpid() && strcmp(rec->host, host) == 0 &&
                 kill((pid_t)rec->pid, 0) != 0 && errno == ESRCH;
-    bool removed = false;
-    if (dead && zoo_delete(z->zh, leader, st.version) == ZOK) {
-        CRAM_INFO("previous coordinator (pid %u on this host, epoch %lu) is gone; removed its leader record",
-                  rec->pid, (unsigned long)rec->epoch);
-        removed = true;
-    }
     cram__leader_record__free_unpacked(rec, NULL);
-    return removed;
+    return dead;
+}
+
+int zks_remove_if_gone(zks *z, const char *path)
+{
+    char abs[ZKS_PATH_MAX];
+    full_path(z, path, abs, sizeof(abs));
+    char buf[1024];
+    int len = (int)sizeof(buf);
+    struct Stat st;
+    int rc = zoo_get(z->zh, abs, 0, buf, &len, &st);
+    if (rc != ZOK)
+        return rc;
+    if (len <= 0 || len >= (int)sizeof(buf) || !zks_owner_gone((const uint8_t *)buf, (size_t)len))
+        return ZNODEEXISTS;
+    rc = zoo_delete(z->zh, abs, st.version);
+    if (rc == ZOK)
+        CRAM_INFO("%s belonged to a process on this host that is gone; removed it", abs);
+    return rc;
+}
+
+static bool transient(int rc)
+{
+    return rc == ZCONNECTIONLOSS || rc == ZOPERATIONTIMEOUT;
+}
+
+static void nap_ms(long ms)
+{
+    struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+    nanosleep(&ts, NULL);
+}
+
+/* After a claim whose outcome is unknown (connection lost during the multi):
+ * if the leader record is ours (created by this session), adopt the epoch it
+ * names.  Returns true then. */
+static bool adopt_own_record(zks *z, const char *leader, const char *epoch)
+{
+    char buf[1024];
+    int len = (int)sizeof(buf);
+    struct Stat st, est;
+    const clientid_t *me = zoo_client_id(z->zh);
+    if (me == NULL || zoo_get(z->zh, leader, 0, buf, &len, &st) != ZOK || st.ephemeralOwner != me->client_id ||
+        len <= 0 || len >= (int)sizeof(buf))
+        return false;
+    Cram__LeaderRecord *rec = cram__leader_record__unpack(NULL, (size_t)len, (const uint8_t *)buf);
+    if (rec == NULL)
+        return false;
+    bool ok = zoo_exists(z->zh, epoch, 0, &est) == ZOK && (uint64_t)est.version == rec->epoch;
+    if (ok)
+        z->fence_version = est.version;
+    cram__leader_record__free_unpacked(rec, NULL);
+    return ok;
 }
 
 int zks_claim(zks *z, const char *locator, volatile int *stop)
@@ -215,8 +331,14 @@ int zks_claim(zks *z, const char *locator, volatile int *stop)
     for (;;) {
         if (stop != NULL && *stop)
             return ZCLOSING;
+        if (zks_expired(z))
+            return ZSESSIONEXPIRED;
         struct Stat st;
         int rc = zoo_exists(z->zh, epoch, 0, &st);
+        if (transient(rc)) {
+            nap_ms(250);            /* ZooKeeper away for a moment: the session may survive */
+            continue;
+        }
         if (rc != ZOK)
             return rc;
         char host[256] = "";
@@ -234,6 +356,7 @@ int zks_claim(zks *z, const char *locator, volatile int *stop)
 
         zoo_op_t ops[2];
         zoo_op_result_t res[2];
+        memset(res, 0, sizeof(res));
         zoo_create_op_init(&ops[0], leader, (const char *)buf, (int)len, &ZOO_OPEN_ACL_UNSAFE,
                            ZOO_EPHEMERAL, NULL, 0);
         zoo_set_op_init(&ops[1], epoch, NULL, -1, st.version, NULL);
@@ -242,14 +365,19 @@ int zks_claim(zks *z, const char *locator, volatile int *stop)
             z->fence_version = st.version + 1;
             return ZOK;
         }
+        if (transient(rc)) {
+            nap_ms(250);            /* it may have been applied: the next round looks */
+            continue;
+        }
         if (res[0].err == ZNODEEXISTS) {
-            if (remove_dead_local_leader(z, leader))
+            if (adopt_own_record(z, leader, epoch))
+                return ZOK;
+            if (zks_remove_if_gone(z, "coordinator") == ZOK)
                 continue;
             if (!waited++)
                 CRAM_INFO("another coordinator's leader record exists at %s; waiting for it to go away",
                           leader);
-            struct timespec ts = { 0, 250 * 1000 * 1000 };
-            nanosleep(&ts, NULL);
+            nap_ms(250);
             continue;
         }
         if (res[1].err == ZBADVERSION)
@@ -264,6 +392,7 @@ int zks_commit(zks *z, struct zks_op *ops, int n)
         return ZBADARGUMENTS;
     zoo_op_t zops[ZKS_MAX_OPS + 1];
     zoo_op_result_t res[ZKS_MAX_OPS + 1];
+    memset(res, 0, sizeof(res));
     char paths[ZKS_MAX_OPS + 1][ZKS_PATH_MAX];
     char created[ZKS_MAX_OPS][ZKS_PATH_MAX];
 

@@ -9,6 +9,10 @@
  *   R/servers/<id as 16 hex digits>   ServerEntry
  *   R/tables/<name> TableRecord
  *   R/intents/i-<seq>  IntentRecord (persistent sequential)
+ *   R/recoveries/<crashed master id as 16 hex digits>  RecoveryRecord (while one runs)
+ *   R/election/n-<seq> LeaderRecord with epoch 0 (ephemeral sequential): one
+ *                   per running coordinator; the lowest one may claim
+ *                   leadership (election.h)
  *
  * Fencing: a coordinator becomes leader with zks_claim, which in one
  * zoo_multi creates the ephemeral leader record and bumps R/epoch; the new
@@ -51,9 +55,26 @@ struct zks_op {
 /* Connect to hosts ("h:p[,h:p]") within timeout_ms.  NULL with a message in
  * err on failure. */
 zks *zks_open(const char *hosts, const char *cluster, uint32_t timeout_ms, char *err, size_t errlen);
+/* The same with the ZooKeeper session timeout to ask for (0 = 6000 ms; the
+ * server clamps it to 2..20 tickTimes). */
+zks *zks_open_session(const char *hosts, const char *cluster, uint32_t timeout_ms, uint32_t session_ms,
+                      char *err, size_t errlen);
 void zks_close(zks *z);
+/* The session timeout the server granted (ms; 0 if unknown). */
+uint32_t zks_session_ms(const zks *z);
+/* 0 while connected (or expired), else how long (ms) the connection has
+ * been lost: the session survives if it comes back within the session
+ * timeout. */
+uint64_t zks_disconnected_ms(const zks *z);
 /* "/cram/<cluster>" */
 const char *zks_root(const zks *z);
+/* Watches: zks_watch sets a one-shot watch on path (ZOK: it exists,
+ * ZNONODE: it does not, the watch fires when it appears); zks_events counts
+ * the watch and session events seen so far; zks_wait_event blocks until
+ * that count differs from `seen`, the session expires, or timeout_ms. */
+int zks_watch(zks *z, const char *path);
+uint64_t zks_events(const zks *z);
+void zks_wait_event(zks *z, uint64_t seen, uint32_t timeout_ms);
 /* True once the ZooKeeper session expired (the handle is dead: leadership lost). */
 bool zks_expired(const zks *z);
 
@@ -68,6 +89,15 @@ int zks_ensure_layout(zks *z);
  * atomically.  A record left by a dead process on this host is removed at
  * once rather than waiting for its session to expire. */
 int zks_claim(zks *z, const char *locator, volatile int *stop);
+/* data is a packed LeaderRecord whose process ran on this host and no
+ * longer exists (its ephemeral nodes linger until its session expires).
+ * Always false when the environment has CRAM_TEST_NO_PID_CHECK (tests that
+ * measure take-over by session expiry, as across hosts). */
+bool zks_owner_gone(const uint8_t *data, size_t len);
+/* Delete the node at path (relative) if zks_owner_gone says so: ZOK when
+ * deleted, ZNODEEXISTS when its owner may live, or a ZooKeeper error. */
+int zks_remove_if_gone(zks *z, const char *path);
+
 /* The epoch won by zks_claim (0 before). */
 uint64_t zks_epoch(const zks *z);
 
