@@ -1306,6 +1306,40 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
     kick(rm);
 }
 
+bool rm_segment_done(const replica_mgr *rm, uint32_t slot)
+{
+    const struct rm_seg *s = &rm->segs[slot];
+    return s->tracked && !s->pending && seg_done(rm, s);
+}
+
+int rm_move_segment(replica_mgr *rm, uint32_t from, uint32_t to)
+{
+    if (from == to || !rm_segment_done(rm, from) || rm->segs[to].tracked)
+        return -1;
+    struct rm_seg *s = &rm->segs[from], *d = &rm->segs[to];
+    uint32_t gens[RM_MAX_REPLICAS];
+    for (uint32_t i = 0; i < RM_MAX_REPLICAS; i++)
+        gens[i] = d->r[i].gen + 1;      /* completions for to's previous use are stale */
+    *d = *s;
+    const struct log_segment *ls = log_segment(rm->log, to);
+    d->synced = ls->w.used;
+    for (uint32_t i = 0; i < RM_MAX_REPLICAS; i++) {
+        d->r[i].gen = gens[i];
+        if (d->r[i].b >= 0) {           /* what a re-sent replica would carry */
+            d->r[i].sent = d->r[i].acked = ls->w.used;
+            d->r[i].sent_crc = ls->w.cert_crc;
+        }
+    }
+    d->prev = d->next = NO_SLOT;
+    d->succ = NO_SLOT;
+    for (uint32_t i = 0; i < RM_MAX_REPLICAS; i++) {
+        s->r[i].b = -1;
+        s->r[i].gen++;
+    }
+    s->tracked = false;
+    return 0;
+}
+
 void rm_get_stats(const replica_mgr *rm, struct rm_stats *st)
 {
     *st = rm->st;

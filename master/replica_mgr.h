@@ -104,6 +104,15 @@ int rm_when_durable(replica_mgr *rm, tp_fn fn, void *arg);
  * the segment in the log afterwards. */
 void rm_free_segment(replica_mgr *rm, uint32_t slot);
 
+/* In-memory compaction (logcleaner/): the segment in slot `from` now lives in
+ * slot `to` (same id, fewer bytes; log_compact_commit).  Its replicas stay
+ * where they are, untouched (no backup I/O); if one must be re-created later,
+ * the compacted bytes are sent.  Only for a segment that is closed on all R
+ * replicas: else -1 and nothing changes (the cleaner compacts it later). */
+int rm_move_segment(replica_mgr *rm, uint32_t from, uint32_t to);
+/* True if the segment in `slot` is closed and fully replicated. */
+bool rm_segment_done(const replica_mgr *rm, uint32_t slot);
+
 struct rm_stats {
     uint32_t replicas;              /* R */
     uint64_t backup_writes;         /* BACKUP_WRITE RPCs sent */
