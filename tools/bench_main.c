@@ -57,6 +57,7 @@ struct opts {
     /* workload mix, fractions summing to 1 */
     double p_read, p_update, p_insert, p_rmw;
     int latest;     /* D: reads favour recently inserted keys */
+    uint32_t peer_wait; /* --peer-wait N: Redis WAIT N 0 after every SET (0 = none) */
 };
 
 static void usage(FILE *f)
@@ -87,6 +88,8 @@ static void usage(FILE *f)
         "  --depth N                  requests in flight per client through the async API\n"
         "                             (default 1; not with F or --peer)\n"
         "  --peer TARGET              benchmark Redis or memcached instead of cram\n"
+        "  --peer-wait N              with a redis peer: WAIT N 0 after every SET (the SET\n"
+        "                             counts as done once N replicas acknowledged it)\n"
         "  --json FILE                also write the results as JSON\n");
 }
 
@@ -224,6 +227,8 @@ static int parse_opts(int argc, char **argv, struct opts *o)
             o->depth = (uint32_t)n;
         } else if (!strcmp(a, "--poll-us") && n <= 1000000) {
             o->poll_us = (uint32_t)n;
+        } else if (!strcmp(a, "--peer-wait") && n > 0 && n <= 64) {
+            o->peer_wait = (uint32_t)n;
         } else {
             fprintf(stderr, "cram-bench: unknown option or bad value: %s %s\n", a, v);
             return -1;
@@ -252,6 +257,10 @@ static int parse_opts(int argc, char **argv, struct opts *o)
     if (o->depth > 1 && (o->peer || o->p_rmw > 0)) {
         fprintf(stderr, "cram-bench: --depth > 1 needs cram (not --peer) and a workload without "
                         "read-modify-write\n");
+        return -1;
+    }
+    if (o->peer_wait && (!o->peer || strncmp(o->peer, "redis:", 6) != 0)) {
+        fprintf(stderr, "cram-bench: --peer-wait needs --peer redis:HOST:PORT\n");
         return -1;
     }
     if (o->peer && o->key_size > 250) {
@@ -476,6 +485,12 @@ static int do_write(struct worker *w, int op, uint64_t idx)
     }
     if (w->peer) {
         if (peer_set(w->peer, w->key, o->key_size, w->val, o->value_size) != 0) {
+            note_error(w, op, peer_error(w->peer));
+            return -1;
+        }
+        /* --peer-wait: the write is done once N replicas have it (timeout 0 =
+         * WAIT blocks until they do) */
+        if (o->peer_wait && peer_wait(w->peer, (int)o->peer_wait, 0) < (int)o->peer_wait) {
             note_error(w, op, peer_error(w->peer));
             return -1;
         }
