@@ -8,7 +8,8 @@
 #
 # start options (defaults in brackets):
 #   --servers N         number of cram-servers [3]
-#   --port-base P       ZooKeeper on P, coordinator on P+1, server i on P+10+i [21800]
+#   --port-base P       ZooKeeper on P, coordinator j on P+1+j, server i on P+10+i [21800]
+#   --coordinators M    coordinators (one leads, the others stand by) [1]
 #   --dir D             pid files, logs and ZooKeeper data [./run/cluster]
 #   --memory SIZE       log memory of each server [256M]
 #   --segment-size SIZE log segment size [8M]
@@ -52,6 +53,7 @@ die() { echo "cluster.sh: $*" >&2; exit 1; }
 # row here and are then used where the processes are started.
 start_opts=(
   "servers      servers      value"
+  "coordinators coordinators value"
   "port-base    port_base    value"
   "dir          dir          value"
   "memory       memory       value"
@@ -70,6 +72,7 @@ stop_opts=(
 )
 
 servers=3
+coordinators=1
 port_base=21800
 dir=./run/cluster
 memory=256M
@@ -148,7 +151,7 @@ mark_of() {
   i="${name##*-}"
   case "$name" in
     zookeeper-*) echo "$dir/zookeeper/zoo.cfg" ;;
-    coordinator-*) [ -z "$port_base" ] || echo "port=$((port_base + 1))" ;;
+    coordinator-*) [ -z "$port_base" ] || ! is_uint "$i" || echo "port=$((port_base + 1 + i))" ;;
     server-*) [ -z "$port_base" ] || ! is_uint "$i" || echo "port=$((port_base + 10 + i))" ;;
   esac
 }
@@ -271,6 +274,7 @@ save_settings() {
   cat >"$dir/cluster.env" <<EOF
 # written by cluster.sh start; read by --restart, status and stop
 servers=$servers
+coordinators=$coordinators
 port_base=$port_base
 memory=$memory
 segment_size=$segment_size
@@ -292,16 +296,28 @@ load_settings() {
     k="${line%%=*}"
     v="${line#*=}"
     case "$k" in
-      servers|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us)
+      servers|coordinators|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us)
         if [ -z "${given[$k]:-}" ]; then printf -v "$k" '%s' "$v"; fi ;;
     esac
   done <"$dir/cluster.env"
+}
+
+# wait_leader: until a client can reach a leading coordinator (up to --timeout)
+wait_leader() {
+  local deadline=$(($(date +%s) + timeout_s)) dead
+  until "$bin/cram" -C "$zk" --cluster "$cluster" --timeout 2000 tables >/dev/null 2>&1; do
+    dead="$(dead_process)"
+    [ -z "$dead" ] || fail_start "$dead exited during start-up" "$dir/$dead.log"
+    [ "$(date +%s)" -lt "$deadline" ] || fail_start "no coordinator leads after ${timeout_s} s" "$dir/coordinator-0.log"
+    sleep 0.1
+  done
 }
 
 do_start() {
   local running i port t0 deadline dead n f r
   parse_opts start_opts "$@"
   is_uint "$servers" && [ "$servers" -ge 1 ] && [ "$servers" -le 80 ] || die "--servers must be 1..80"
+  is_uint "$coordinators" && [ "$coordinators" -ge 1 ] && [ "$coordinators" -le 9 ] || die "--coordinators must be 1..9"
   is_uint "$port_base" && [ "$port_base" -ge 1024 ] && [ "$port_base" -le 65400 ] || die "--port-base must be 1024..65400"
   is_uint "$timeout_s" || die "--timeout must be a number of seconds"
   [ -z "$poll_us" ] || is_uint "$poll_us" || die "--poll-us must be a number"
@@ -342,11 +358,21 @@ do_start() {
 
   local common=(--cluster "$cluster")
   [ -z "$poll_us" ] || common+=(--poll-us "$poll_us")
-  local cargs=(--zk "$zk" "${common[@]}" --listen "tcp:host=127.0.0.1,port=$((port_base + 1))"
-               --replicas "$replicas")
+  local cargs=(--zk "$zk" "${common[@]}" --replicas "$replicas")
   [ -z "$durability" ] || cargs+=(--durability "$durability")
-  [ "$restart" = 1 ] || cargs+=(--reset)
-  launch coordinator-0 "$dir/coordinator-0.log" "$bin/cram-coordinator" "${cargs[@]}"
+  # the first coordinator resets a fresh cluster's tree and is started alone,
+  # so the standbys cannot have joined the election before the wipe
+  local reset=()
+  [ "$restart" = 1 ] || reset=(--reset)
+  launch coordinator-0 "$dir/coordinator-0.log" "$bin/cram-coordinator" "${cargs[@]}" "${reset[@]}" \
+    --listen "tcp:host=127.0.0.1,port=$((port_base + 1))"
+  if [ "$coordinators" -gt 1 ]; then
+    wait_leader
+    for i in $(seq 1 $((coordinators - 1))); do
+      launch "coordinator-$i" "$dir/coordinator-$i.log" "$bin/cram-coordinator" "${cargs[@]}" \
+        --listen "tcp:host=127.0.0.1,port=$((port_base + 1 + i))"
+    done
+  fi
 
   for i in $(seq 0 $((servers - 1))); do
     port=$((port_base + 10 + i))
@@ -367,7 +393,7 @@ do_start() {
     fi
     sleep 0.1
   done
-  echo "cluster '$cluster' serving: $servers servers, coordinator tcp:host=127.0.0.1,port=$((port_base + 1))"
+  echo "cluster '$cluster' serving: $servers servers, $coordinators coordinator(s) from tcp:host=127.0.0.1,port=$((port_base + 1))"
   echo "locator: $zk"
   echo "logs and pid files: $dir"
 }

@@ -2,7 +2,7 @@
 # test_cluster_sh.sh BUILD_DIR PORT_BASE -- scripts/cluster.sh start/status/stop.
 #
 #   - unknown options and commands exit 2
-#   - cluster A (own ZooKeeper on PORT_BASE, 2 servers) and cluster B (the
+#   - cluster A (own ZooKeeper on PORT_BASE, 2 coordinators, 2 servers) and cluster B (the
 #     fixture's ZooKeeper via --zk, 1 server, port base PORT_BASE+2) run at
 #     once, each serving its own data
 #   - every pid file holds the pid of the program itself (/proc/PID/cmdline)
@@ -80,14 +80,14 @@ expect_rc 2 "stop with a start-only option" bash "$cs" stop --servers 3
 [ ! -e "$A/coordinator-0.pid" ] || fail "a failed start left a pid file"
 
 # --- two clusters at once ----------------------------------------------------
-expect_rc 0 "start A (own ZooKeeper, 2 servers)" bash "$cs" start --dir "$A" --port-base "$base" \
-  --servers 2 --memory 32M --segment-size 1M --cluster it-sh-a --bin "$bin"
+expect_rc 0 "start A (own ZooKeeper, 2 coordinators, 2 servers)" bash "$cs" start --dir "$A" --port-base "$base" \
+  --coordinators 2 --servers 2 --memory 32M --segment-size 1M --cluster it-sh-a --bin "$bin"
 grep -q "^locator: zk:127.0.0.1:$base\$" "$work/out" && ok "A prints its locator" || { fail "A locator line"; cat "$work/out" >&2; }
 expect_rc 0 "start B (--zk, 1 server)" bash "$cs" start --dir "$B" --port-base "$((base + 2))" \
   --servers 1 --memory 32M --segment-size 1M --cluster it-sh-b --zk "zk:$CRAM_TEST_ZK" --bin "$bin"
 [ ! -e "$B/zookeeper-0.pid" ] && ok "B started no ZooKeeper" || fail "B started its own ZooKeeper"
 
-[ "$(pids_real "$A")" = 4 ] && ok "A: 4 pid files with real pids" || fail "A pid files"
+[ "$(pids_real "$A")" = 5 ] && ok "A: 5 pid files with real pids" || fail "A pid files"
 [ "$(pids_real "$B")" = 2 ] && ok "B: 2 pid files with real pids" || fail "B pid files"
 
 ZA="zk:127.0.0.1:$base"
