@@ -366,3 +366,87 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
     cram__server_stats__free_unpacked(ss, NULL);
     return CRAM_OK;
 }
+
+cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *locator,
+                               uint64_t master_id, cram_replica_info **replicas, size_t *n)
+{
+    struct wire_backup_list_req q = {
+        .hdr = { .opcode = WIRE_OP_BACKUP_LIST, .service = WIRE_SVC_BACKUP },
+        .master_id = master_id,
+    };
+    struct iovec iov = { &q, sizeof q };
+    char loc[CL_LOC_MAX];
+    struct cl_retry r;
+    cram_status st;
+    cram_status sst;
+    int slot;
+
+    if (replicas)
+        *replicas = NULL;
+    if (n)
+        *n = 0;
+    if (!c || !replicas || !n || (!locator && server_id == 0))
+        return CRAM_INVALID_ARGUMENT;
+    if (locator) {
+        if (strlen(locator) >= sizeof loc)
+            return CRAM_INVALID_ARGUMENT;
+        strcpy(loc, locator);
+    } else {
+        st = cl_server_locator(c, server_id, loc, sizeof loc);
+        if (st != CRAM_OK)
+            return st;
+        /* a recycled locator of a newer incarnation answers WRONG_SERVER */
+        q.tgt.target_server_id = server_id;
+    }
+    slot = cl_sess_slot(c, loc);
+    if (slot < 0)
+        return CRAM_NO_MEMORY;
+    cl_retry_init(c, &r);
+    for (;;) {
+        tp_session *s = cl_sess_get(c, slot, &st);
+        if (!s && st == CRAM_INVALID_ARGUMENT)
+            return st;
+        if (s) {
+            st = cl_rpc(c, s, &iov, 1, cl_rpc_timeout(&r));
+            if (st == CRAM_OK) {
+                if (cl_parse_status(c->rbuf, c->rlen, &sst) != 0)
+                    return CRAM_INTERNAL_ERROR;
+                if (sst != CRAM_RETRY)
+                    break;
+            } else {
+                cl_sess_drop(c, slot);
+            }
+        }
+        if (cl_backoff(c, &r) != 0)
+            return CRAM_TIMEOUT;
+    }
+    if (sst != CRAM_OK)
+        return sst;
+    Cram__ReplicaList *l = cram__replica_list__unpack(
+        NULL, c->rlen - sizeof(struct wire_resp_hdr), c->rbuf + sizeof(struct wire_resp_hdr));
+    if (!l)
+        return CRAM_INTERNAL_ERROR;
+    cram_replica_info *out = calloc(l->n_replicas ? l->n_replicas : 1, sizeof *out);
+    if (!out) {
+        cram__replica_list__free_unpacked(l, NULL);
+        return CRAM_NO_MEMORY;
+    }
+    for (size_t i = 0; i < l->n_replicas; i++) {
+        const Cram__ReplicaInfo *ri = l->replicas[i];
+        cram_replica_info *o = &out[i];
+        o->backup_id = l->server_id;
+        o->master_id = ri->master_id;
+        o->segment_id = ri->segment_id;
+        o->epoch = ri->epoch;
+        o->length = ri->length;
+        o->cert_length = ri->cert_length;
+        o->cert_crc32c = ri->cert_crc32c;
+        o->closed = ri->closed ? 1 : 0;
+        o->verified = ri->verified ? 1 : 0;
+        o->on_disk = ri->on_disk ? 1 : 0;
+    }
+    *n = l->n_replicas;
+    *replicas = out;
+    cram__replica_list__free_unpacked(l, NULL);
+    return CRAM_OK;
+}

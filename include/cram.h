@@ -343,6 +343,35 @@ typedef struct cram_server_stats {
 cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
                                   cram_server_stats *out);
 
+/* One replica held by a backup (mirrors ReplicaInfo in proto/cram.proto). */
+typedef struct cram_replica_info {
+    uint64_t backup_id;         /* the server holding it */
+    uint64_t master_id;         /* the master whose log segment it is */
+    uint64_t segment_id;
+    uint64_t epoch;
+    uint32_t length;            /* bytes held (up to the last certificate) */
+    uint32_t cert_length;       /* certificate: first cert_length bytes ... */
+    uint32_t cert_crc32c;       /* ... have this checksum (common/segment.h) */
+    uint8_t closed;             /* 1: the segment is complete */
+    uint8_t verified;           /* 1: bytes checked against the certificate */
+    uint8_t on_disk;            /* 1: on the backup's disk (else in its memory only) */
+    uint8_t pad;
+} cram_replica_info;
+
+/*
+ * Ask one backup (BACKUP_LIST) which replicas it holds: of master master_id,
+ * or of every master when master_id is 0.  The backup is named by locator
+ * (if not NULL) or else by server_id (looked up in the coordinator's server
+ * list; a server that now has another id answers CRAM_WRONG_SERVER).  On
+ * CRAM_OK *replicas is a new array of *n entries, freed with cram_free.
+ * Returns CRAM_OK, CRAM_NOT_FOUND (no such server id), CRAM_INVALID_ARGUMENT,
+ * CRAM_TIMEOUT, CRAM_NO_MEMORY, CRAM_INTERNAL_ERROR (malformed answer), or
+ * the backup's error status (e.g. CRAM_UNIMPLEMENTED_REQUEST: no backup
+ * service there).
+ */
+cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *locator,
+                               uint64_t master_id, cram_replica_info **replicas, size_t *n);
+
 /* ---- additions: asynchronous operations ------------------------------- */
 
 /*

@@ -40,6 +40,11 @@ static void usage(FILE *f)
         "  scan TABLE                    print every object as KEY<TAB>VALUE (non-printable\n"
         "                                bytes as \\xHH, backslash as \\\\)\n"
         "  stats [SERVER_ID]             statistics of one server, or of every master\n"
+        "  replicas [SERVER_ID] [--master ID]\n"
+        "                                replicas held by one backup, or by every up backup\n"
+        "                                (BACKUP_LIST): backup, master, segment, epoch,\n"
+        "                                certified length, open/closed, verified, on disk;\n"
+        "                                --master: only that master's segments\n"
         "\n"
         "Options:\n"
         "  -C, --coordinator LOCATOR     zk:HOST:PORT[,HOST:PORT] or tcp:host=H,port=P\n"
@@ -395,6 +400,57 @@ static int cmd_stats(cram_client *c, int argc, char **argv)
     return rc;
 }
 
+static int cmd_replicas(cram_client *c, int argc, char **argv)
+{
+    cram_server_info *s;
+    uint64_t want = 0, master = 0;
+    size_t n;
+    int found = 0;
+    int rc = 0;
+
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--master") == 0 && i + 1 < argc) {
+            if (parse_u64(argv[++i], &master) != 0 || master == 0)
+                return bad_usage("replicas: bad --master '%s'", argv[i]);
+        } else if (!want && argv[i][0] != '-') {
+            if (parse_u64(argv[i], &want) != 0 || want == 0)
+                return bad_usage("replicas: bad server id '%s'", argv[i]);
+        } else {
+            return bad_usage("replicas: unexpected argument '%s'", argv[i]);
+        }
+    }
+    cram_status st = cram_list_servers(c, &s, &n);
+    if (st != CRAM_OK)
+        return fail("replicas", st);
+    printf("%-20s %-20s %10s %6s %10s %-6s %-8s %s\n", "BACKUP", "MASTER", "SEGMENT", "EPOCH",
+           "LENGTH", "STATE", "VERIFIED", "ON_DISK");
+    for (size_t i = 0; i < n; i++) {
+        if (want ? s[i].server_id != want
+                 : (s[i].status != CRAM_SERVER_UP || !(s[i].services & CRAM_SERVICE_BACKUP)))
+            continue;
+        found = 1;
+        cram_replica_info *r;
+        size_t nr;
+        st = cram_list_replicas(c, s[i].server_id, NULL, master, &r, &nr);
+        if (st != CRAM_OK) {
+            char what[64];
+            snprintf(what, sizeof what, "replicas %" PRIu64, s[i].server_id);
+            rc = fail(what, st);
+            continue;
+        }
+        for (size_t k = 0; k < nr; k++)
+            printf("%-20" PRIu64 " %-20" PRIu64 " %10" PRIu64 " %6" PRIu64 " %10u %-6s %-8s %s\n",
+                   r[k].backup_id, r[k].master_id, r[k].segment_id, r[k].epoch, r[k].cert_length,
+                   r[k].closed ? "closed" : "open", r[k].verified ? "yes" : "no",
+                   r[k].on_disk ? "yes" : "no");
+        cram_free(r);
+    }
+    cram_free(s);
+    if (want && !found)
+        return fail("replicas", CRAM_NOT_FOUND);
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     const char *coord = getenv("CRAM_COORDINATOR");
@@ -424,7 +480,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     static const char *const known[] = { "create-table", "drop-table", "tables", "servers",
                                          "tablets", "put", "get", "del", "incr", "scan",
-                                         "stats", NULL };
+                                         "stats", "replicas", NULL };
     int ok = 0;
     for (int k = 0; known[k]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -463,6 +519,8 @@ int main(int argc, char **argv)
         rc = cmd_scan(c, nargs, args);
     else if (strcmp(cmd, "stats") == 0)
         rc = cmd_stats(c, nargs, args);
+    else if (strcmp(cmd, "replicas") == 0)
+        rc = cmd_replicas(c, nargs, args);
     else
         rc = cmd_object(c, cmd, nargs, args);
     cram_disconnect(c);
