@@ -35,6 +35,7 @@
 #include "common/log.h"
 #include "master/master_wire.h"
 #include "master/objmgr.h"
+#include "master/recovery.h"
 #include "master/replica_mgr.h"
 
 #define MASTER_DEFAULT_SEGMENT   (8u * 1024 * 1024)
@@ -52,6 +53,7 @@ struct master_service {
     size_t   rcap;
     replica_mgr *rm;                /* NULL: R = 0, replies at once */
     server_list *sl;                /* not owned; NULL until set */
+    rec_mgr *rec;                   /* recovery-master side (RECOVER) */
     char coord_loc[512];            /* coordinator locator for the replica manager */
 };
 
@@ -79,6 +81,13 @@ master_service *master_create(const struct master_config *cfg, char *err, size_t
         free(m);
         return NULL;
     }
+    m->rec = rec_create(m->om);
+    if (m->rec == NULL) {
+        snprintf(err, errlen, "out of memory");
+        om_destroy(m->om);
+        free(m);
+        return NULL;
+    }
     m->max_value = om_max_value_bytes(m->om);
     m->created_ms = clock_mono_ms();
     return m;
@@ -88,6 +97,7 @@ void master_destroy(master_service *m)
 {
     if (m == NULL)
         return;
+    rec_destroy(m->rec);            /* before the replica manager it waits on */
     rm_destroy(m->rm);
     om_destroy(m->om);
     free(m->rbuf);
@@ -98,6 +108,7 @@ void master_set_server_id(master_service *m, uint64_t server_id)
 {
     m->server_id = server_id;
     log_set_master_id(om_log(m->om), server_id);
+    rec_set_server_id(m->rec, server_id);
     if (m->rm != NULL)
         rm_set_server_id(m->rm, server_id);
 }
@@ -106,6 +117,7 @@ int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, 
 {
     if (m->rm != NULL || replicas > RM_MAX_REPLICAS)
         return -1;
+    rec_set_loop(m->rec, loop);     /* recovery RPCs run on the dispatch loop */
     if (replicas == 0)
         return 0;
     struct rm_config rc = { .replicas = replicas, .sync = sync != 0 };
@@ -120,6 +132,7 @@ int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, 
         m->rm = NULL;
         return -1;
     }
+    rec_set_replica_mgr(m->rec, m->rm);
     CRAM_INFO("replication: %u replicas per segment, durability %s", replicas,
               sync ? "sync" : "buffered");
     return 0;
@@ -134,11 +147,13 @@ int master_set_server_list(master_service *m, server_list *sl)
 void master_set_coordinator(master_service *m, const char *locator)
 {
     snprintf(m->coord_loc, sizeof m->coord_loc, "%s", locator ? locator : "");
+    rec_set_coordinator(m->rec, m->coord_loc);
     if (m->rm != NULL)
         rm_set_coordinator(m->rm, m->coord_loc);
 }
 
 struct replica_mgr *master_replica_mgr(master_service *m) { return m->rm; }
+struct rec_mgr *master_recovery(master_service *m) { return m->rec; }
 
 objmgr *master_objmgr(master_service *m) { return m->om; }
 uint64_t master_server_list_version(const master_service *m) { return m->server_list_version; }
@@ -515,15 +530,41 @@ static void handle_stats(master_service *m, tp_rpc *rpc)
         s.last_rereplication_ms = rs.last_rereplication_ms;
         s.segments_pending = rs.segments_pending;
     }
+    /* per-tablet sizes: the coordinator's partitioning "will" */
+    uint32_t nt = om_tablet_count(m->om);
+    Cram__TabletStats *ts = calloc(nt ? nt : 1, sizeof *ts);
+    Cram__TabletStats **tsp = calloc(nt ? nt : 1, sizeof *tsp);
+    if (ts == NULL || tsp == NULL) {
+        free(ts);
+        free(tsp);
+        reply_status(rpc, CRAM_NO_MEMORY);
+        return;
+    }
+    for (uint32_t i = 0; i < nt; i++) {
+        const struct om_tablet *t = om_tablet_get(m->om, i);
+        cram__tablet_stats__init(&ts[i]);
+        ts[i].table_id = t->table_id;
+        ts[i].start_hash = t->start_hash;
+        ts[i].end_hash = t->end_hash;
+        ts[i].bytes = t->bytes;
+        ts[i].objects = t->objects;
+        tsp[i] = &ts[i];
+    }
+    s.n_tablet_stats = nt;
+    s.tablet_stats = tsp;
     size_t n = cram__server_stats__get_packed_size(&s);
     size_t h = sizeof(struct wire_resp_hdr);
     if (rbuf_reserve(m, h + n) != 0) {
+        free(ts);
+        free(tsp);
         reply_status(rpc, CRAM_NO_MEMORY);
         return;
     }
     struct wire_resp_hdr rh = { .status = CRAM_OK };
     memcpy(m->rbuf, &rh, h);
     cram__server_stats__pack(&s, m->rbuf + h);
+    free(ts);
+    free(tsp);
     struct iovec iov = { m->rbuf, h + n };
     tp_rpc_reply(rpc, &iov, 1);
 }
@@ -574,6 +615,11 @@ void master_handle(master_service *m, tp_rpc *rpc, const uint8_t *req, uint32_t 
             handle_stats(m, rpc);
         break;
     case WIRE_OP_SERVER_LIST_UPDATE: handle_server_list(m, rpc, req, len); break;
+    case WIRE_OP_RECOVER:
+        /* answered at once: "accepted"; the result goes to the coordinator
+         * as RECOVERY_MASTER_FINISHED (master/recovery.h) */
+        reply_status(rpc, rec_start(m->rec, req + sizeof h, len - sizeof h));
+        break;
     default:
         reply_status(rpc, CRAM_UNIMPLEMENTED_REQUEST);
         break;

@@ -65,5 +65,11 @@ void master_set_coordinator(master_service *m, const char *locator);
 /* The replica manager (NULL with replicas 0): stats and tests. */
 struct replica_mgr;
 struct replica_mgr *master_replica_mgr(master_service *m);
+/* The recovery-master side (master/recovery.h): RECOVER requests reaching
+ * master_handle start a recovery there.  It runs on the loop given to
+ * master_set_replication (also with replicas 0) and reports to the locator
+ * given to master_set_coordinator. */
+struct rec_mgr;
+struct rec_mgr *master_recovery(master_service *m);
 
 #endif

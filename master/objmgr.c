@@ -40,12 +40,36 @@ static inline const struct seg_object *obj_at(const mlog *l, log_ref ref)
     return (const struct seg_object *)log_entry_body(log_entry_get(l, ref));
 }
 
+/* Objects only: during a replay the table may also hold tombstones
+ * (objmgr.h), which never match a key here. */
 static inline bool key_match(void *vctx, log_ref ref)
 {
     const struct om_keyctx *c = vctx;
-    const struct seg_object *o = obj_at(c->log, ref);
+    const struct seg_entry_hdr *h = log_entry_get(c->log, ref);
+    if (h->type != SEG_ENTRY_OBJECT)
+        return false;
+    const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
     return o->table_id == c->table && o->key_len == c->key_len &&
            memcmp((const uint8_t *)o + sizeof *o, c->key, c->key_len) == 0;
+}
+
+/* Table id, key and version of an object or tombstone entry. */
+static inline void entry_key(const struct seg_entry_hdr *h, uint64_t *table, const uint8_t **key,
+                             uint16_t *key_len, uint64_t *version)
+{
+    if (h->type == SEG_ENTRY_OBJECT) {
+        const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+        *table = o->table_id;
+        *key = (const uint8_t *)o + sizeof *o;
+        *key_len = o->key_len;
+        *version = o->version;
+    } else {
+        const struct seg_tombstone *t = (const struct seg_tombstone *)log_entry_body(h);
+        *table = t->table_id;
+        *key = (const uint8_t *)t + sizeof *t;
+        *key_len = t->key_len;
+        *version = t->version;
+    }
 }
 
 static inline uint32_t entry_total(const mlog *l, log_ref ref)
@@ -141,14 +165,31 @@ uint32_t om_max_value_bytes(const objmgr *om) { return om->max_value; }
 
 /* ---- tablets ----------------------------------------------------------- */
 
-cram_status om_check_tablet(const objmgr *om, uint64_t table, uint64_t hash)
+static struct om_tablet *tablet_find(const objmgr *om, uint64_t table, uint64_t hash)
 {
     for (uint32_t i = 0; i < om->ntablets; i++) {
-        const struct om_tablet *t = &om->tablets[i];
+        struct om_tablet *t = &om->tablets[i];
         if (t->table_id == table && hash >= t->start_hash && hash <= t->end_hash)
-            return t->state == OM_TABLET_NORMAL ? CRAM_OK : CRAM_RETRY;
+            return t;
     }
-    return CRAM_UNKNOWN_TABLET;
+    return NULL;
+}
+
+/* The NORMAL tablet holding (table, hash) in *out, or the status to answer. */
+static inline cram_status tablet_check(const objmgr *om, uint64_t table, uint64_t hash,
+                                       struct om_tablet **out)
+{
+    struct om_tablet *t = tablet_find(om, table, hash);
+    *out = t;
+    if (t == NULL)
+        return CRAM_UNKNOWN_TABLET;
+    return t->state == OM_TABLET_NORMAL ? CRAM_OK : CRAM_RETRY;
+}
+
+cram_status om_check_tablet(const objmgr *om, uint64_t table, uint64_t hash)
+{
+    struct om_tablet *t;
+    return tablet_check(om, table, hash, &t);
 }
 
 uint32_t om_tablet_count(const objmgr *om) { return om->ntablets; }
@@ -180,7 +221,8 @@ cram_status om_take_tablet(objmgr *om, uint64_t table, uint64_t start, uint64_t 
         om->tablets = nt;
         om->captablets = cap;
     }
-    om->tablets[om->ntablets++] = (struct om_tablet){ table, start, end, state };
+    om->tablets[om->ntablets++] = (struct om_tablet){ .table_id = table, .start_hash = start,
+                                                      .end_hash = end, .state = state };
     return CRAM_OK;
 }
 
@@ -194,14 +236,18 @@ static bool drop_visit(void *vctx, log_ref ref, bool *stop)
     (void)stop;
     struct om_drop_ctx *c = vctx;
     objmgr *om = c->om;
-    const struct seg_object *o = obj_at(om->log, ref);
-    if (o->table_id != c->table)
+    uint64_t table, version;
+    const uint8_t *key;
+    uint16_t key_len;
+    entry_key(log_entry_get(om->log, ref), &table, &key, &key_len, &version);
+    if (table != c->table)
         return false;
-    uint64_t h = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
-    if (h < c->start || h > c->end || om_check_tablet(om, o->table_id, h) != CRAM_UNKNOWN_TABLET)
+    uint64_t h = cram_key_hash(table, key, key_len);
+    if (h < c->start || h > c->end || om_check_tablet(om, table, h) != CRAM_UNKNOWN_TABLET)
         return false;
-    /* A later re-create must get a higher version than the dropped object. */
-    log_safe_version_raise(om->log, o->version);
+    /* A later re-create must get a higher version than the dropped object
+     * (or than a replay's tombstone). */
+    log_safe_version_raise(om->log, version);
     uint32_t sz = entry_total(om->log, ref);
     om->live_bytes -= sz;
     log_live_sub(om->log, ref, sz);
@@ -241,7 +287,8 @@ cram_status om_read(objmgr *om, uint64_t table, const void *key, uint16_t key_le
     if (version != NULL)
         *version = 0;
     uint64_t hash = cram_key_hash(table, key, key_len);
-    cram_status st = om_check_tablet(om, table, hash);
+    struct om_tablet *tab;
+    cram_status st = tablet_check(om, table, hash, &tab);
     if (st != CRAM_OK)
         return st;
     om->reads++;
@@ -271,7 +318,8 @@ void om_prefetch(const objmgr *om, uint64_t table, const void *key, uint16_t key
 
 /* Append a new version of an object and index it.  slot is the hash-table
  * entry of the current version (NULL if none). */
-static cram_status put_object(objmgr *om, uint64_t hash, uint64_t table, const void *key,
+static cram_status put_object(objmgr *om, struct om_tablet *tab, uint64_t hash, uint64_t table,
+                              const void *key,
                               uint16_t key_len, const void *value, uint32_t value_len,
                               uint64_t *slot, uint64_t cur_version, uint64_t *version)
 {
@@ -288,13 +336,16 @@ static cram_status put_object(objmgr *om, uint64_t hash, uint64_t table, const v
     uint32_t sz = (uint32_t)seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
     om->live_bytes += sz;
     log_live_add(om->log, ref, sz);
+    tab->bytes += sz;
     if (slot != NULL) {
         log_ref old = ht_entry_ref(*slot);
         uint32_t osz = entry_total(om->log, old);
         om->live_bytes -= osz;
         log_live_sub(om->log, old, osz);
+        tab->bytes -= osz;
         ht_replace(slot, hash, ref);
     } else {
+        tab->objects++;
         int rc = ht_insert(om->ht, hash, ref);
         CRAM_ASSERT(rc == 0);    /* reserved above */
     }
@@ -312,7 +363,8 @@ cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_l
     if (value_len > om->max_value || !fits_segment(om, key_len, value_len))
         return CRAM_REQUEST_TOO_LARGE;
     uint64_t hash = cram_key_hash(table, key, key_len);
-    cram_status st = om_check_tablet(om, table, hash);
+    struct om_tablet *tab;
+    cram_status st = tablet_check(om, table, hash, &tab);
     if (st != CRAM_OK)
         return st;
     struct om_keyctx kc = { om->log, table, key, key_len };
@@ -324,7 +376,7 @@ cram_status om_write(objmgr *om, uint64_t table, const void *key, uint16_t key_l
     st = om_reject(rules, ref != LOG_REF_NULL, cur);
     if (st != CRAM_OK)
         return st;
-    st = put_object(om, hash, table, key, key_len, value, value_len, ref ? slot : NULL, cur, version);
+    st = put_object(om, tab, hash, table, key, key_len, value, value_len, ref ? slot : NULL, cur, version);
     if (st == CRAM_OK)
         om->writes++;
     return st;
@@ -336,7 +388,8 @@ cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_
     if (version != NULL)
         *version = 0;
     uint64_t hash = cram_key_hash(table, key, key_len);
-    cram_status st = om_check_tablet(om, table, hash);
+    struct om_tablet *tab;
+    cram_status st = tablet_check(om, table, hash, &tab);
     if (st != CRAM_OK)
         return st;
     struct om_keyctx kc = { om->log, table, key, key_len };
@@ -361,6 +414,8 @@ cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_
     log_live_add(om->log, tref, tsz);
     om->live_bytes -= osz;
     log_live_sub(om->log, ref, osz);
+    tab->bytes -= osz;
+    tab->objects--;
     ht_remove(om->ht, slot);
     log_safe_version_raise(om->log, cur);
     om->removes++;
@@ -376,7 +431,8 @@ cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t k
     if (!fits_segment(om, key_len, sizeof(int64_t)))
         return CRAM_REQUEST_TOO_LARGE;
     uint64_t hash = cram_key_hash(table, key, key_len);
-    cram_status st = om_check_tablet(om, table, hash);
+    struct om_tablet *tab;
+    cram_status st = tablet_check(om, table, hash, &tab);
     if (st != CRAM_OK)
         return st;
     struct om_keyctx kc = { om->log, table, key, key_len };
@@ -402,7 +458,7 @@ cram_status om_increment(objmgr *om, uint64_t table, const void *key, uint16_t k
             goto out_version;
     }
     uint64_t nv = old + (uint64_t)delta;    /* unsigned: wraps without UB */
-    st = put_object(om, hash, table, key, key_len, &nv, sizeof nv, ref ? slot : NULL, cur, version);
+    st = put_object(om, tab, hash, table, key, key_len, &nv, sizeof nv, ref ? slot : NULL, cur, version);
     if (st != CRAM_OK)
         return st;
     om->increments++;
@@ -429,7 +485,10 @@ static bool collect_visit(void *vctx, log_ref ref, bool *stop)
 {
     struct om_collect_ctx *c = vctx;
     objmgr *om = c->om;
-    const struct seg_object *o = obj_at(om->log, ref);
+    const struct seg_entry_hdr *eh = log_entry_get(om->log, ref);
+    if (eh->type != SEG_ENTRY_OBJECT)
+        return false;               /* a replay's tombstone (objmgr.h) */
+    const struct seg_object *o = (const struct seg_object *)log_entry_body(eh);
     if (o->table_id != c->table)
         return false;
     uint64_t h = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
@@ -537,4 +596,225 @@ void om_get_stats(const objmgr *om, struct om_stats *st)
     st->hash_buckets = ht_nbuckets(om->ht);
     st->hash_overflow_buckets = om->ht->ovf_in_use;
     log_get_stats(om->log, &st->log);
+}
+
+/* ---- recovery replay ----------------------------------------------------- */
+
+/* Key confirmation for replay: objects and tombstones alike. */
+struct om_rkeyctx {
+    const mlog *log;
+    uint64_t table;
+    const uint8_t *key;
+    uint16_t key_len;
+};
+
+static inline bool any_match(void *vctx, log_ref ref)
+{
+    const struct om_rkeyctx *c = vctx;
+    const struct seg_entry_hdr *h = log_entry_get(c->log, ref);
+    if (h->type != SEG_ENTRY_OBJECT && h->type != SEG_ENTRY_TOMBSTONE)
+        return false;
+    uint64_t table, version;
+    const uint8_t *key;
+    uint16_t key_len;
+    entry_key(h, &table, &key, &key_len, &version);
+    return table == c->table && key_len == c->key_len && memcmp(key, c->key, key_len) == 0;
+}
+
+/* Append to the replay's current side segment, opening another when it is
+ * full (a fresh one always takes an entry log_max_entry_body allows). */
+static cram_status replay_append(objmgr *om, struct om_replay *rp, uint8_t type,
+                                 const struct iovec *parts, int n, log_ref *ref)
+{
+    if (rp->nslots > 0 &&
+        log_side_append(om->log, rp->slots[rp->nslots - 1], type, parts, n, ref) == 0)
+        return CRAM_OK;
+    if (rp->nslots == rp->capslots) {
+        uint32_t cap = rp->capslots ? rp->capslots * 2 : 16;
+        uint32_t *ns = realloc(rp->slots, cap * sizeof *ns);
+        if (ns == NULL)
+            return CRAM_NO_MEMORY;
+        rp->slots = ns;
+        rp->capslots = cap;
+    }
+    uint32_t slot = log_side_open(om->log);
+    if (slot == LOG_NO_SLOT)
+        return CRAM_NO_TABLE_SPACE;
+    rp->slots[rp->nslots++] = slot;
+    if (log_side_append(om->log, slot, type, parts, n, ref) != 0)
+        return CRAM_REQUEST_TOO_LARGE;     /* larger than a whole segment */
+    return CRAM_OK;
+}
+
+cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_entry *e)
+{
+    rp->bytes += seg_entry_size(e->length);
+    uint64_t table, version;
+    const uint8_t *key;
+    uint16_t key_len;
+    if (e->type == SEG_ENTRY_SAFE_VERSION) {
+        struct seg_safe_version sv;
+        if (e->length != sizeof sv)
+            return CRAM_INVALID_OBJECT;
+        memcpy(&sv, e->body, sizeof sv);
+        if (sv.safe_version > rp->max_version)
+            rp->max_version = sv.safe_version;
+        return CRAM_OK;
+    } else if (e->type == SEG_ENTRY_OBJECT) {
+        const struct seg_object *o;
+        const uint8_t *val;
+        uint32_t vl;
+        if (!seg_parse_object(e, &o, &key, &val, &vl))
+            return CRAM_INVALID_OBJECT;
+        table = o->table_id;
+        key_len = o->key_len;
+        version = o->version;
+    } else if (e->type == SEG_ENTRY_TOMBSTONE) {
+        const struct seg_tombstone *t;
+        if (!seg_parse_tombstone(e, &t, &key))
+            return CRAM_INVALID_OBJECT;
+        table = t->table_id;
+        key_len = t->key_len;
+        version = t->version;
+    } else {
+        rp->foreign++;
+        return CRAM_OK;
+    }
+    if (version > rp->max_version)
+        rp->max_version = version;
+    /* the one hash of this key */
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    struct om_tablet *tab = tablet_find(om, table, hash);
+    if (tab == NULL || tab->state != OM_TABLET_RECOVERING) {
+        rp->foreign++;
+        return CRAM_OK;
+    }
+    struct om_rkeyctx kc = { om->log, table, key, key_len };
+    uint64_t *slot = NULL;
+    log_ref old = ht_lookup(om->ht, hash, any_match, &kc, &slot);
+    const struct seg_entry_hdr *oh = NULL;
+    if (old != LOG_REF_NULL) {
+        oh = log_entry_get(om->log, old);
+        uint64_t ot;
+        const uint8_t *ok;
+        uint16_t okl;
+        uint64_t ov;
+        entry_key(oh, &ot, &ok, &okl, &ov);
+        /* Highest version wins.  An object loses to anything of its version
+         * or newer (a duplicate, or the tombstone that removed it); a
+         * tombstone removes objects of its version or older and loses only
+         * to newer objects and to tombstones of its version or newer. */
+        bool newer = e->type == SEG_ENTRY_OBJECT ? version > ov
+                     : (oh->type == SEG_ENTRY_OBJECT ? version >= ov : version > ov);
+        if (!newer) {
+            rp->ignored++;
+            return CRAM_OK;
+        }
+    } else if (ht_reserve(om->ht) != 0) {
+        return CRAM_NO_MEMORY;
+    }
+    /* copy the body straight from the received buffer into the side segment */
+    struct iovec iov = { (void *)e->body, e->length };
+    log_ref ref;
+    cram_status st = replay_append(om, rp, e->type, &iov, 1, &ref);
+    if (st != CRAM_OK)
+        return st;
+    uint32_t sz = (uint32_t)seg_entry_size(e->length);
+    om->live_bytes += sz;
+    log_live_add(om->log, ref, sz);
+    if (e->type == SEG_ENTRY_OBJECT) {
+        tab->bytes += sz;
+        tab->objects++;
+        rp->objects++;
+    } else {
+        rp->tombstones++;
+        rp->tomb_bytes += sz;
+    }
+    if (old != LOG_REF_NULL) {
+        uint32_t osz = (uint32_t)seg_entry_size(oh->length);
+        om->live_bytes -= osz;
+        log_live_sub(om->log, old, osz);
+        if (oh->type == SEG_ENTRY_OBJECT) {
+            tab->bytes -= osz;
+            tab->objects--;
+        } else {
+            rp->tomb_bytes -= osz;
+        }
+        ht_replace(slot, hash, ref);
+    } else {
+        int rc = ht_insert(om->ht, hash, ref);
+        CRAM_ASSERT(rc == 0);    /* reserved above */
+    }
+    return CRAM_OK;
+}
+
+struct om_tomb_ctx {
+    objmgr *om;
+    const struct om_tablet *t;
+};
+
+/* Remove the replay's tombstones of one tablet from the hash table. */
+static bool tomb_visit(void *vctx, log_ref ref, bool *stop)
+{
+    (void)stop;
+    struct om_tomb_ctx *c = vctx;
+    const struct seg_entry_hdr *h = log_entry_get(c->om->log, ref);
+    if (h->type != SEG_ENTRY_TOMBSTONE)
+        return false;
+    uint64_t table, version;
+    const uint8_t *key;
+    uint16_t key_len;
+    entry_key(h, &table, &key, &key_len, &version);
+    if (table != c->t->table_id)
+        return false;
+    uint64_t hash = cram_key_hash(table, key, key_len);
+    return hash >= c->t->start_hash && hash <= c->t->end_hash;
+}
+
+void om_replay_end(objmgr *om, struct om_replay *rp, const struct om_tablet *tablets, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++) {
+        struct om_tomb_ctx c = { om, &tablets[i] };
+        uint64_t b0 = ht_bucket_index(om->ht, tablets[i].start_hash);
+        uint64_t b1 = ht_bucket_index(om->ht, tablets[i].end_hash);
+        for (uint64_t b = b0; b <= b1; b++)
+            ht_visit_bucket(om->ht, b, tomb_visit, &c);
+    }
+    rp->ended = true;
+    log_safe_version_raise(om->log, rp->max_version);
+}
+
+int om_replay_commit(objmgr *om, struct om_replay *rp)
+{
+    if (rp->committed || rp->nslots == 0) {
+        rp->committed = true;
+        return 0;
+    }
+    if (log_side_commit(om->log, rp->slots, rp->nslots) != 0)
+        return -1;
+    rp->committed = true;
+    return 0;
+}
+
+void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *tablets, uint32_t n)
+{
+    for (uint32_t i = 0; i < n; i++)
+        om_drop_tablet(om, tablets[i].table_id, tablets[i].start_hash, tablets[i].end_hash);
+    if (!rp->committed) {
+        /* tombstones still in the hash table were dropped above; those
+         * om_replay_end took out are still counted live */
+        if (rp->ended)
+            om->live_bytes -= rp->tomb_bytes;
+        for (uint32_t i = 0; i < rp->nslots; i++)
+            log_side_abort(om->log, rp->slots[i]);
+        rp->nslots = 0;
+    }
+    om_replay_free(rp);
+}
+
+void om_replay_free(struct om_replay *rp)
+{
+    free(rp->slots);
+    rp->slots = NULL;
+    rp->nslots = rp->capslots = 0;
 }

@@ -43,6 +43,11 @@ struct om_tablet {
     uint64_t start_hash;       /* inclusive */
     uint64_t end_hash;         /* inclusive */
     int      state;            /* enum om_tablet_state */
+    /* kept incrementally by write / remove / increment / replay: log bytes
+     * (entry header included) and count of the live objects in the tablet
+     * (GET_SERVER_STATS tablet_stats: the coordinator's partitioning "will") */
+    uint64_t bytes;
+    uint64_t objects;
 };
 
 struct om_stats {
@@ -133,5 +138,52 @@ cram_status om_enumerate(objmgr *om, uint64_t table, uint64_t tablet_start, uint
                          uint64_t *next_cursor, bool *done, uint32_t *count);
 
 void om_get_stats(const objmgr *om, struct om_stats *st);
+
+/* ---- recovery replay (master/recovery.c) -------------------------------- */
+/*
+ * Replay of a crashed master's entries into tablets this master holds in
+ * state RECOVERING, RAMCloud style: the highest version of a key wins; a
+ * tombstone removes an object of its version or older and, while the replay
+ * runs, stays in the hash table so older objects arriving later are
+ * rejected (duplicate entries -- the same segment from two replicas -- are
+ * rejected the same way).  Entries are appended to side segments (log.h),
+ * which join the log at om_replay_commit.
+ *
+ * During a replay the hash table may hold TOMBSTONE references for
+ * RECOVERING tablets: every hash-table walker must check the entry type
+ * (the objmgr's own do).  om_replay_end removes them again.
+ *
+ * Thread rule: like the rest of objmgr, dispatch thread only (replay runs
+ * there in slices of one received chunk; see recovery.c).
+ */
+struct om_replay {
+    uint32_t *slots;           /* side segments filled so far */
+    uint32_t nslots, capslots;
+    bool committed;            /* slots joined the log */
+    bool ended;                /* om_replay_end ran: tombstones left the hash table */
+    uint64_t tomb_bytes;       /* live bytes of the tombstones appended and kept */
+    uint64_t max_version;      /* highest safe version / version seen */
+    uint64_t objects, tombstones;          /* entries appended */
+    uint64_t ignored;          /* older / duplicate entries dropped */
+    uint64_t foreign;          /* entries outside the RECOVERING tablets */
+    uint64_t bytes;            /* entry bytes looked at */
+};
+
+/* Replay one entry (already CRC-checked by the caller).  CRAM_OK (applied
+ * or ignored), CRAM_NO_TABLE_SPACE (no free segment for a side segment),
+ * CRAM_NO_MEMORY, CRAM_INVALID_OBJECT (a body whose lengths do not add up). */
+cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_entry *e);
+/* Replay is complete: drop the tombstones from the hash table for the
+ * tablets [table, start, end] given (tombstones stay in the side segments)
+ * and raise the safe version to rp->max_version. */
+void om_replay_end(objmgr *om, struct om_replay *rp, const struct om_tablet *tablets, uint32_t n);
+/* Join the side segments to the log (then the replica manager replicates
+ * them).  0, or -1 if no segment is free for the new head. */
+int  om_replay_commit(objmgr *om, struct om_replay *rp);
+/* Give up: drop the tablets (objects and tombstones replayed into them leave
+ * the hash table), give uncommitted side segments back, free rp's memory. */
+void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *tablets, uint32_t n);
+/* Free rp's memory (after commit). */
+void om_replay_free(struct om_replay *rp);
 
 #endif /* CRAM_MASTER_OBJMGR_H */
