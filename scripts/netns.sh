@@ -93,6 +93,7 @@ up)
     fi
     [[ $subnet =~ ^10\.[0-9]+\.[0-9]+$ ]] || { echo "netns.sh: subnet must be 10.A.B" >&2; exit 2; }
     if subnet_in_use "$subnet"; then echo "netns.sh: $subnet.0/24 already in use" >&2; exit 1; fi
+    down                                # leftovers of an earlier run with this prefix
     trap 'down; echo "netns.sh: up failed, cleaned up" >&2' ERR
     mkdir -p "$statedir"
     ip link add "$bridge" type bridge

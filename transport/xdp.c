@@ -111,7 +111,7 @@ struct xdp_ep {
 
     struct tp_fdh fdh;
     uint64_t poller, timer;
-    uint64_t next_tick, last_active, spin_ns;
+    uint64_t next_tick, last_active;
     uint16_t ip_id;
 
     double f_loss, f_reorder;
@@ -498,11 +498,7 @@ static int ep_poll(void *arg)
         n += xp_tick(ep->eng, now);
         ep->next_tick = now + XDP_TICK_US * 1000ull;
     }
-    int busy = xp_busy(ep->eng);
     ep_after(ep, now);
-    /* keep the loop spinning shortly after traffic while RPCs are out */
-    if (n == 0 && busy && ep->spin_ns && (ep->last_active >= now || now - ep->last_active < ep->spin_ns))
-        return 1;
     return n;
 }
 
@@ -879,8 +875,6 @@ static struct xdp_ep *ep_get(tp_loop *l, const char *ifname, uint32_t queue, cha
         snprintf(err, errlen, "xdp: interface %s has no IPv4 address or MAC", ifname);
         goto free_ep;
     }
-    const char *spin = getenv("CRAM_XDP_SPIN_US");
-    ep->spin_ns = (spin ? strtoull(spin, NULL, 10) : 50) * 1000ull;
     parse_fault(ep);
     if (ep_load_prog(ep, err, errlen) != 0 || ep_open_socket(ep, err, errlen) != 0)
         goto close_socket;
@@ -1200,8 +1194,10 @@ static void xdp_session_close(tp_session *h)
     tp_loop_unlink_session(ep->loop, h);
     xp_chan_close(s->ch);
     free(s);
-    if (!ep->torn)
+    if (!ep->torn) {
+        ep_kick(ep);                    /* a last ack may be queued */
         ep_update_busy(ep);
+    }
     ep_release(ep);
 }
 

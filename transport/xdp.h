@@ -21,11 +21,13 @@
  * forces one) and detached when it closes, so one process per interface.
  * The peer must be another host (or namespace): AF_XDP cannot loop back.
  *
- * Polling: the socket fd is always in the loop's epoll set; a poller and a
- * 1 ms tick timer exist only while the engine has work (RPCs in flight,
- * unacknowledged data, unsent packets).  While client RPCs are outstanding
- * the poller keeps the loop spinning for $CRAM_XDP_SPIN_US (default 50)
- * after the last packet; otherwise the loop's own poll_us policy applies.
+ * Polling: the socket fd is always in the loop's epoll set, so an idle
+ * process sleeps in the kernel; a poller (which drains the RX ring, reclaims
+ * completions and runs due timers without a syscall) and a 1 ms tick timer
+ * exist only while the engine has work (RPCs in flight, unacknowledged data,
+ * unsent packets).  Whether the loop spins on that poller is the loop's
+ * policy (tp_loop_set_poll_us, the servers' --poll-us): with poll_us > 0 the
+ * transport is busy-polled after activity, with 0 it blocks at once.
  *
  * Fault injection (tests): $CRAM_XDP_FAULT="loss=0.01,reorder=0.01,seed=7"
  * drops / reorders that fraction of the endpoint's received and sent

@@ -27,6 +27,7 @@
 #define XP_PEER_IDLE_NS 30000000000ull  /* an idle peer record (tombstones only) is dropped */
 #define XP_SWEEP_NS 1000000000ull
 #define XP_FAST_GAP_NS 200000ull        /* a hole resent at most once per 200 us by fast retransmit */
+#define XP_DACK_NS 1000000ull           /* delayed response ack (< XP_RTO_MIN_NS) */
 
 _Static_assert((XP_CHAN_WINDOW & (XP_CHAN_WINDOW - 1)) == 0, "XP_CHAN_WINDOW must be a power of 2");
 _Static_assert(XP_WINDOW == 64, "ack bitmaps are 64 bits");
@@ -213,6 +214,13 @@ struct xp_engine {
     uint64_t rx_bytes;
     uint64_t next_sweep;
     int tx_blocked;
+    /* one delayed response ack: the client's next request implies it (its
+     * low-water mark passes the id), else it goes at dack_at */
+    int dack;
+    struct xp_addr dack_to;
+    uint16_t dack_lport;
+    uint64_t dack_snonce, dack_at;
+    struct xp_hdr dack_hdr;
     struct xp_stats st;
 };
 
@@ -293,7 +301,7 @@ static void txm_free(struct xp_engine *e, struct xp_txm *t)
     t->stopped = 1;
 }
 
-static void txm_header(const struct xp_engine *e, const struct xp_txm *t, struct xp_hdr *h)
+static void txm_header(struct xp_engine *e, const struct xp_txm *t, struct xp_hdr *h)
 {
     memset(h, 0, sizeof *h);
     h->type = t->type;
@@ -305,6 +313,9 @@ static void txm_header(const struct xp_engine *e, const struct xp_txm *t, struct
     if (t->type == XP_T_REQ) {
         h->snonce = t->chan->snonce;
         h->aux = t->chan->low;
+        /* this request's low-water mark releases the delayed-ack response */
+        if (e->dack && e->dack_hdr.cnonce == t->cnonce && e->dack_hdr.id < h->aux)
+            e->dack = 0;
     } else {
         h->snonce = e->nonce;
     }
@@ -553,6 +564,28 @@ static void send_ack(struct xp_engine *e, const struct xp_addr *to, uint16_t lpo
     send_ctl(e, to, lport, &a);
 }
 
+static void dack_send(struct xp_engine *e)
+{
+    if (!e->dack)
+        return;
+    e->dack = 0;
+    send_ack(e, &e->dack_to, e->dack_lport, XP_T_ACK_RESP, &e->dack_hdr, e->dack_snonce, NULL);
+}
+
+/* Ack a complete response a little later (XP_DACK_NS), hoping the next
+ * request makes it unnecessary.  An older pending one goes now. */
+static void dack_set(struct xp_engine *e, const struct xp_addr *to, uint16_t lport,
+                     const struct xp_hdr *h, uint64_t snonce, uint64_t now)
+{
+    dack_send(e);
+    e->dack = 1;
+    e->dack_to = *to;
+    e->dack_lport = lport;
+    e->dack_hdr = *h;
+    e->dack_snonce = snonce;
+    e->dack_at = now + XP_DACK_NS;
+}
+
 /* ---- client channels ------------------------------------------------------ */
 
 static unsigned hash64(uint64_t v)
@@ -701,6 +734,8 @@ void xp_chan_close(struct xp_chan *c)
         return;
     struct xp_engine *e = c->e;
     c->dead = 1;
+    if (e->dack && e->dack_hdr.cnonce == c->nonce)
+        dack_send(e);                   /* no later request will imply it */
     /* callbacks run from here must not close c again: take it off the hash
      * first so nothing finds it */
     struct xp_chan **pp = &e->chash[hash64(c->nonce)];
@@ -834,12 +869,14 @@ static void client_input(struct xp_engine *e, const struct xp_addr *from, uint16
         e->st.dup_in++;
     if (stored < 0)
         return;
-    if (rxm_want_ack(&k->rx, h, stored))
-        send_ack(e, from, lport, XP_T_ACK_RESP, h, c->snonce, &k->rx);
     if (rxm_complete(&k->rx)) {
         e->st.responses++;
+        dack_set(e, from, lport, h, c->snonce, now);
         call_finish(k, CRAM_OK, now);
+        return;
     }
+    if (rxm_want_ack(&k->rx, h, stored))
+        send_ack(e, from, lport, XP_T_ACK_RESP, h, c->snonce, &k->rx);
 }
 
 /* ---- server --------------------------------------------------------------- */
@@ -1255,6 +1292,10 @@ restart:
         }
         work += txm_timer(e, &r->tx, now);
     }
+    if (e->dack && now >= e->dack_at) {
+        dack_send(e);
+        work++;
+    }
     if (now >= e->next_sweep) {
         engine_sweep(e, now);
         e->next_sweep = now + XP_SWEEP_NS;
@@ -1265,5 +1306,5 @@ restart:
 
 int xp_busy(const struct xp_engine *e)
 {
-    return e->act_head != NULL || e->calls != NULL || e->srpcs != NULL;
+    return e->act_head != NULL || e->calls != NULL || e->srpcs != NULL || e->dack;
 }

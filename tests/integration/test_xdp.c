@@ -4,7 +4,7 @@
  * scripts/netns.sh makes 4 namespaces on a bridge (unique names per run,
  * removed at exit, also on failure or a signal).  This program re-executes
  * itself inside them as echo servers ("--serve"):
- *   ns1  xdp + tcp listeners, blocking (poll_us 0, no xdp spin)
+ *   ns1  xdp + tcp listeners, blocking (poll_us 0)
  *   ns3  xdp listener with the seeded fault hook: 1% loss + 1% reordering
  *        of everything it receives and sends
  *   ns4  xdp + tcp listeners, spinning (poll_us 1 s)
@@ -49,6 +49,7 @@ static char srv_loc[NNS + 1][512];
 static char srv_tcp[NNS + 1][512];
 static int netns_up;
 static char self_exe[1024];
+static int root_ns_fd = -1;            /* the namespace we started in: clean up from there */
 
 /* ---- server mode ---------------------------------------------------------- */
 
@@ -129,6 +130,8 @@ static void cleanup(void)
         }
     if (netns_up) {
         char cmd[1400];
+        if (root_ns_fd >= 0 && setns(root_ns_fd, CLONE_NEWNET) != 0)
+            perror("test_xdp: setns back");
         snprintf(cmd, sizeof cmd, "bash %s down %d --prefix %s >/dev/null 2>&1", netns_sh, NNS, prefix);
         if (system(cmd) != 0)
             fprintf(stderr, "test_xdp: netns.sh down failed\n");
@@ -186,7 +189,6 @@ static int start_server(int i, int tcp, const char *poll_us, const char *fault)
         dup2(fds[1], 1);
         close(fds[0]);
         close(fds[1]);
-        setenv("CRAM_XDP_SPIN_US", "0", 1);
         if (fault)
             setenv("CRAM_XDP_FAULT", fault, 1);
         else
@@ -452,7 +454,7 @@ static void test_latency(void)
 {
     int n = getenv("CRAM_TEST_LAT_N") ? atoi(getenv("CRAM_TEST_LAT_N")) : 5000;
     printf("\n    echo 64 B, one at a time, client ns2 -> server over veth+bridge\n");
-    printf("    blocking: client and server poll_us=0, CRAM_XDP_SPIN_US=0 on both\n");
+    printf("    blocking: client and server poll_us=0\n");
     latency("tcp", srv_tcp[1], 0, n);
     latency("xdp", srv_loc[1], 0, n);
     printf("    spinning: client poll_us=1000000 and server poll_us=1000000\n");
@@ -515,11 +517,11 @@ int main(int argc, char **argv)
         start_server(3, 0, "0", "loss=0.01,reorder=0.01,seed=7") != 0 ||
         start_server(4, 1, "1000000", NULL) != 0)
         return 1;
+    root_ns_fd = open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC);
     if (enter_ns(2) != 0) {
         perror("setns");
         return 1;
     }
-    setenv("CRAM_XDP_SPIN_US", "0", 1);
     run_tag = (uint64_t)getpid() << 40;
     loop = tp_loop_create();
     if (CU_initialize_registry() != CUE_SUCCESS)
