@@ -1,5 +1,5 @@
 /*
- * test_xdp.c -- the xdp: transport between network namespaces (root only).
+ * netns_xdp.c -- the xdp: transport between network namespaces (root only).
  *
  * scripts/netns.sh makes 4 namespaces on a bridge (unique names per run,
  * removed at exit, also on failure or a signal).  This program re-executes
