@@ -25,6 +25,7 @@
 #include "coordinator/coordinator.h"
 #include "coordinator/election.h"
 #include "coordinator/fault.h"
+#include "coordinator/recovery.h"
 #include "coordinator/zkstore.h"
 
 #define COORD_ZK_CONNECT_MS   10000
@@ -37,6 +38,10 @@
 #define COORD_VERIFY_TRIES    3
 #define COORD_VERIFY_INTERVAL_MS 125
 #define COORD_VERIFY_TIMEOUT_MS  250
+#define COORD_RECOVERY_RETRY_MS  1000  /* default: a waiting recovery gathers replicas again */
+#define COORD_RECOVERY_RESEND_MS 200   /* a partition whose RECOVER failed goes out again */
+#define COORD_STATS_MS           1000  /* default: GET_SERVER_STATS of every master (their "wills") */
+#define COORD_RECENT_RECOVERIES  16    /* finished recoveries kept for GET_RECOVERY_STATUS */
 
 /* One queued request, built by the dispatch thread, consumed by the worker. */
 struct coord_job {
@@ -56,7 +61,16 @@ struct coord_srv {
     bool need_full;                 /* an update failed: the full list goes at resync_at_ms */
     uint64_t resync_at_ms;
     struct coord_verify *v;         /* failure verification in progress, or NULL */
+    /* Its "will": the tablet sizes of its last GET_SERVER_STATS (kept after
+     * a crash to partition its tablets). */
+    struct rcv_stat *will;
+    size_t n_will;
+    bool stats_busy;                /* a GET_SERVER_STATS is in flight */
+    uint64_t stats_at_ms;           /* next poll */
+    uint64_t crashed_at_ms;         /* wall clock of the declaration (this coordinator) */
 };
+
+struct coord_recovery;
 
 /* A server whose verification failed, to be declared crashed at the worker's
  * top level (ZooKeeper writes never run inside loop callbacks). */
@@ -111,6 +125,16 @@ struct coord {
     size_t n_servers, cap_servers;
     Cram__TableRecord **tables;     /* unpacked records, in creation order */
     size_t n_tables, cap_tables;
+    /* Crash recovery (see "Crash recovery" below). */
+    uint64_t partition_bytes;       /* partition bounds (0 = none) */
+    uint64_t partition_objects;
+    uint64_t recovery_retry_ms;     /* scaled */
+    uint64_t stats_interval_ms;     /* 0 = no polling */
+    struct coord_recovery **recs;   /* running, in start order */
+    size_t n_recs, cap_recs;
+    struct coord_recovery *done[COORD_RECENT_RECOVERIES];   /* finished, oldest first */
+    size_t n_done;
+    bool recovery_scan_needed;      /* look for crashed masters without a recovery */
 };
 
 /* ---------------------------------------------------------------------
@@ -349,6 +373,8 @@ static void fan_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
 static void send_one_tablet(coord *c, struct fan *f, uint16_t opcode, Cram__Tablet *tb)
 {
     struct coord_srv *s = find_server(c, tb->server_id);
+    if (s != NULL && s->e->status != CRAM__SERVER_STATUS__SERVER_UP)
+        return;         /* crashed: its tablets are recovered, never sent to its locator */
     tp_session *sess = s ? server_session(c, s) : NULL;
     if (sess == NULL) {
         CRAM_WARN("no session to server %lu for table %lu", (unsigned long)tb->server_id,
@@ -689,6 +715,8 @@ static void verify_start(coord *c, struct coord_srv *s, const char *why)
     probe_try(v);
 }
 
+static void recovery_master_lost(coord *c, uint64_t id);
+
 /* Write SERVER_CRASHED for d->id (fenced, with the bumped list version) and
  * push the change.  0 when done (or nothing to do), -1 to retry later. */
 static int declare_crashed(coord *c, const struct coord_declare *d)
@@ -719,6 +747,7 @@ static int declare_crashed(coord *c, const struct coord_declare *d)
         return -1;
     }
     s->e->status = CRAM__SERVER_STATUS__SERVER_CRASHED;
+    s->crashed_at_ms = clock_wall_ms();
     c->server_list_version++;
     size_t tablets = 0;
     for (size_t t = 0; t < c->n_tables; t++)
@@ -728,10 +757,1267 @@ static int declare_crashed(coord *c, const struct coord_declare *d)
               (unsigned long)d->id, d->why, d->tries, (unsigned long)d->elapsed_ms,
               (unsigned long)c->server_list_version);
     if (tablets > 0)
-        CRAM_INFO("server %lu: its %zu tablets stay assigned to it (crash recovery is not implemented yet)",
-                  (unsigned long)d->id, tablets);
+        CRAM_INFO("server %lu: its %zu tablets are recovered", (unsigned long)d->id, tablets);
     push_changes(c, &d->id, 1);
+    recovery_master_lost(c, d->id);
     return 0;
+}
+
+/* ---------------------------------------------------------------------
+ * Crash recovery (worker thread)
+ *
+ * A crashed master that still owns tablets gets a recovery:
+ *   [recoveries/<id>: STARTING]                    (the intent; created first)
+ *   BACKUP_LIST(master id) to every up backup -> log digest check
+ *     incomplete: [WAITING_LOG + note], retried every recovery_retry_ms
+ *     and soon after a server enlists
+ *   partition the tablets (its last TabletStats, else the replica bytes)
+ *   [record: REPLAYING + partitions with their recovery masters]
+ *   [tables: the crashed master's tablets -> pieces, TABLET_RECOVERING]
+ *   RECOVER to each recovery master (fault point
+ *     coordinator.recovery.after_assign just before)
+ *   RECOVERY_MASTER_FINISHED ok: [record: partition done]
+ *     [tables: its pieces -> the recovery master, NORMAL], then the answer
+ *   failed / recovery master crashed / RECOVER refused: the partition goes
+ *     to another master (attempts counted)
+ *   all done: [- record]; kept in memory (recent_recoveries) for status.
+ * A coordinator that starts loads every record and resumes it: tables are
+ * rewritten from the record (idempotent), replicas gathered again, and
+ * RECOVER re-sent for every partition not done.
+ * Callbacks of RPCs on wloop only set flags on the recovery (looked up by
+ * id); ZooKeeper writes happen at the worker's top level (recovery_step).
+ * ------------------------------------------------------------------- */
+
+struct coord_part {
+    uint32_t id;
+    struct rcv_range *tablets;      /* the pieces (malloc'ed) */
+    size_t ntablets;
+    uint64_t master;                /* recovery master, 0 = none yet */
+    bool done;
+    uint32_t attempts;
+    uint64_t bytes, segments, replay_ms, objects;
+    uint64_t est_bytes, est_objects;
+    /* runtime only */
+    bool need_send;                 /* RECOVER must go (again) */
+    bool busy;                      /* RECOVER in flight */
+    uint64_t avoid;                 /* a master that failed it */
+    uint64_t not_before_ms;         /* next send after a failure */
+    uint64_t sent_ms;
+};
+
+struct coord_recovery {
+    uint64_t id;                    /* = crashed master id */
+    uint64_t crashed;
+    Cram__RecoveryPhase phase;
+    uint64_t started_at_ms, detected_at_ms, finished_at_ms;
+    uint64_t segments, log_bytes;
+    char note[512];
+    struct coord_part *parts;
+    size_t nparts;
+    /* runtime only */
+    bool persisted;                 /* the record exists in ZooKeeper */
+    bool tables_applied;            /* table records match the record (after a resume: not yet) */
+    uint64_t next_try_ms;           /* next replica gathering (STARTING / WAITING_LOG) */
+    uint64_t t0_ms;                 /* monotonic start (this coordinator) */
+    Cram__ReplicaLocation *locs;    /* after a complete gathering */
+    Cram__ReplicaLocation **locp;
+    char **loc_strs;
+    size_t nlocs;
+    bool have_locs;
+};
+
+static void rec_free_locs(struct coord_recovery *r)
+{
+    for (size_t i = 0; i < r->nlocs; i++)
+        free(r->loc_strs[i]);
+    free(r->loc_strs);
+    free(r->locs);
+    free(r->locp);
+    r->loc_strs = NULL;
+    r->locs = NULL;
+    r->locp = NULL;
+    r->nlocs = 0;
+    r->have_locs = false;
+}
+
+static void rec_free(struct coord_recovery *r)
+{
+    if (r == NULL)
+        return;
+    for (size_t i = 0; i < r->nparts; i++)
+        free(r->parts[i].tablets);
+    free(r->parts);
+    rec_free_locs(r);
+    free(r);
+}
+
+static struct coord_recovery *find_recovery(coord *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_recs; i++)
+        if (c->recs[i]->id == id)
+            return c->recs[i];
+    return NULL;
+}
+
+static const char *phase_name(Cram__RecoveryPhase p)
+{
+    switch (p) {
+    case CRAM__RECOVERY_PHASE__RECOVERY_STARTING: return "STARTING";
+    case CRAM__RECOVERY_PHASE__RECOVERY_WAITING_LOG: return "WAITING_LOG";
+    case CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING: return "REPLAYING";
+    case CRAM__RECOVERY_PHASE__RECOVERY_DONE: return "DONE";
+    case CRAM__RECOVERY_PHASE__RECOVERY_FAILED: return "FAILED";
+    default: return "?";
+    }
+}
+
+static void rec_msg_free(Cram__RecoveryRecord *m);
+
+/* The record of r as a protobuf message whose arrays are malloc'ed here;
+ * free with rec_msg_free.  NULL when out of memory. */
+static Cram__RecoveryRecord *rec_msg(const struct coord_recovery *r)
+{
+    Cram__RecoveryRecord *m = calloc(1, sizeof(*m));
+    if (m == NULL)
+        return NULL;
+    cram__recovery_record__init(m);
+    m->recovery_id = r->id;
+    m->crashed_master_id = r->crashed;
+    m->phase = r->phase;
+    m->started_at_ms = r->started_at_ms;
+    m->detected_at_ms = r->detected_at_ms;
+    m->finished_at_ms = r->finished_at_ms;
+    m->segments = r->segments;
+    m->log_bytes = r->log_bytes;
+    m->note = (char *)r->note;
+    m->partitions = calloc(r->nparts + 1, sizeof(*m->partitions));
+    if (m->partitions == NULL) {
+        free(m);
+        return NULL;
+    }
+    for (size_t i = 0; i < r->nparts; i++) {
+        const struct coord_part *p = &r->parts[i];
+        Cram__PartitionStatus *ps = calloc(1, sizeof(*ps));
+        Cram__Tablet *tb = calloc(p->ntablets + 1, sizeof(*tb));
+        Cram__Tablet **tp = calloc(p->ntablets + 1, sizeof(*tp));
+        if (ps == NULL || tb == NULL || tp == NULL) {
+            free(ps);
+            free(tb);
+            free(tp);
+            rec_msg_free(m);
+            return NULL;
+        }
+        cram__partition_status__init(ps);
+        ps->partition_id = p->id;
+        ps->recovery_master_id = p->master;
+        ps->done = p->done;
+        ps->bytes_replayed = p->bytes;
+        ps->segments_replayed = p->segments;
+        ps->replay_ms = p->replay_ms;
+        ps->attempts = p->attempts;
+        ps->estimated_bytes = p->est_bytes;
+        ps->estimated_objects = p->est_objects;
+        for (size_t k = 0; k < p->ntablets; k++) {
+            cram__tablet__init(&tb[k]);
+            tb[k].table_id = p->tablets[k].table_id;
+            tb[k].start_hash = p->tablets[k].start;
+            tb[k].end_hash = p->tablets[k].end;
+            tb[k].server_id = p->done ? p->master : r->crashed;
+            tb[k].state = p->done ? CRAM__TABLET_STATE__TABLET_NORMAL : CRAM__TABLET_STATE__TABLET_RECOVERING;
+            tp[k] = &tb[k];
+        }
+        ps->tablets = tp;
+        ps->n_tablets = p->ntablets;
+        if (p->ntablets == 0)
+            free(tb);
+        m->partitions[m->n_partitions++] = ps;
+    }
+    return m;
+}
+
+static void rec_msg_free(Cram__RecoveryRecord *m)
+{
+    if (m == NULL)
+        return;
+    for (size_t i = 0; i < m->n_partitions; i++) {
+        if (m->partitions[i]->n_tablets > 0)
+            free(m->partitions[i]->tablets[0]);
+        free(m->partitions[i]->tablets);
+        free(m->partitions[i]);
+    }
+    free(m->partitions);
+    free(m);
+}
+
+/* A recovery from its stored record (resume).  NULL if it is unusable. */
+static struct coord_recovery *rec_from_msg(const Cram__RecoveryRecord *m)
+{
+    struct coord_recovery *r = calloc(1, sizeof(*r));
+    if (r == NULL)
+        return NULL;
+    r->id = m->recovery_id;
+    r->crashed = m->crashed_master_id;
+    r->phase = m->phase;
+    r->started_at_ms = m->started_at_ms;
+    r->detected_at_ms = m->detected_at_ms;
+    r->finished_at_ms = m->finished_at_ms;
+    r->segments = m->segments;
+    r->log_bytes = m->log_bytes;
+    snprintf(r->note, sizeof(r->note), "%s", m->note ? m->note : "");
+    r->parts = calloc(m->n_partitions + 1, sizeof(*r->parts));
+    if (r->parts == NULL)
+        goto out_bad;
+    for (size_t i = 0; i < m->n_partitions; i++) {
+        const Cram__PartitionStatus *ps = m->partitions[i];
+        struct coord_part *p = &r->parts[r->nparts++];
+        p->id = ps->partition_id;
+        p->master = ps->recovery_master_id;
+        p->done = ps->done;
+        p->bytes = ps->bytes_replayed;
+        p->segments = ps->segments_replayed;
+        p->replay_ms = ps->replay_ms;
+        p->attempts = ps->attempts;
+        p->est_bytes = ps->estimated_bytes;
+        p->est_objects = ps->estimated_objects;
+        p->tablets = calloc(ps->n_tablets + 1, sizeof(*p->tablets));
+        if (p->tablets == NULL)
+            goto out_bad;
+        for (size_t k = 0; k < ps->n_tablets; k++) {
+            const Cram__Tablet *t = ps->tablets[k];
+            if (t->start_hash > t->end_hash)
+                goto out_bad;
+            p->tablets[p->ntablets++] = (struct rcv_range){ t->table_id, t->start_hash, t->end_hash };
+        }
+        p->need_send = !p->done;
+    }
+    r->persisted = true;
+    r->t0_ms = clock_mono_ms();
+    return r;
+
+out_bad:
+    rec_free(r);
+    return NULL;
+}
+
+/* Write r's record (create or set) or, with remove, delete it; fenced. */
+static int rec_write(coord *c, struct coord_recovery *r, bool remove)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "recoveries/%016lx", (unsigned long)r->id);
+    if (remove) {
+        struct zks_op op = { .kind = ZKS_DELETE, .path = path };
+        int rc = zks_commit(c->zk, &op, 1);
+        if (rc == ZNONODE)
+            rc = ZOK;
+        if (rc != ZOK)
+            zk_failure(c, rc, "remove recovery record");
+        return rc == ZOK ? 0 : -1;
+    }
+    Cram__RecoveryRecord *m = rec_msg(r);
+    if (m == NULL)
+        return -1;
+    size_t len = cram__recovery_record__get_packed_size(m);
+    uint8_t *buf = malloc(len ? len : 1);
+    if (buf == NULL) {
+        rec_msg_free(m);
+        return -1;
+    }
+    cram__recovery_record__pack(m, buf);
+    rec_msg_free(m);
+    struct zks_op op = { .kind = r->persisted ? ZKS_SET : ZKS_CREATE, .path = path, .data = buf, .len = len };
+    int rc = zks_commit(c->zk, &op, 1);
+    if (rc == ZNODEEXISTS || rc == ZNONODE) {     /* our idea of its existence was wrong */
+        op.kind = rc == ZNODEEXISTS ? ZKS_SET : ZKS_CREATE;
+        rc = zks_commit(c->zk, &op, 1);
+    }
+    free(buf);
+    if (rc != ZOK) {
+        zk_failure(c, rc, "write recovery record");
+        return -1;
+    }
+    r->persisted = true;
+    return 0;
+}
+
+/* Rewrite the table records so that every tablet still owned by the crashed
+ * master is replaced by the recovery's pieces inside it: owned by their
+ * recovery master (NORMAL) once their partition is done, else by the crashed
+ * master (RECOVERING).  Idempotent.  0, or -1 (ZooKeeper failed; retried). */
+static int apply_tablets(coord *c, struct coord_recovery *r)
+{
+    struct zks_op ops[ZKS_MAX_OPS];
+    uint8_t *bufs[ZKS_MAX_OPS];
+    char paths[ZKS_MAX_OPS][COORD_MAX_NAME + 16];
+    Cram__TableRecord *copies[ZKS_MAX_OPS];
+    size_t idx[ZKS_MAX_OPS];
+    int nops = 0, rc = 0;
+    for (size_t ti = 0; ti <= c->n_tables && rc == 0; ti++) {
+        if (ti < c->n_tables) {
+            const Cram__TableRecord *t = c->tables[ti];
+            bool touched = false;
+            for (size_t i = 0; i < t->n_tablets; i++)
+                touched |= t->tablets[i]->server_id == r->crashed;
+            if (touched) {
+                /* the new tablet list */
+                size_t cap = t->n_tablets;
+                for (size_t p = 0; p < r->nparts; p++)
+                    cap += r->parts[p].ntablets;
+                Cram__Tablet *tb = calloc(cap + 1, sizeof(*tb));
+                Cram__Tablet **tp = calloc(cap + 1, sizeof(*tp));
+                size_t n = 0;
+                if (tb == NULL || tp == NULL) {
+                    free(tb);
+                    free(tp);
+                    rc = -1;
+                    break;
+                }
+                for (size_t i = 0; i < t->n_tablets; i++) {
+                    const Cram__Tablet *old = t->tablets[i];
+                    size_t first = n;
+                    uint64_t covered = 0;         /* pieces found inside; checked to tile it */
+                    if (old->server_id == r->crashed) {
+                        for (size_t p = 0; p < r->nparts; p++) {
+                            const struct coord_part *pp = &r->parts[p];
+                            for (size_t k = 0; k < pp->ntablets; k++) {
+                                const struct rcv_range *pc = &pp->tablets[k];
+                                if (pc->table_id != t->table_id || pc->start < old->start_hash ||
+                                    pc->end > old->end_hash)
+                                    continue;
+                                cram__tablet__init(&tb[n]);
+                                tb[n].table_id = t->table_id;
+                                tb[n].start_hash = pc->start;
+                                tb[n].end_hash = pc->end;
+                                tb[n].server_id = pp->done ? pp->master : r->crashed;
+                                tb[n].state = pp->done ? CRAM__TABLET_STATE__TABLET_NORMAL
+                                                       : CRAM__TABLET_STATE__TABLET_RECOVERING;
+                                covered += pc->end - pc->start + 1;
+                                n++;
+                            }
+                        }
+                        if (n > first && covered != old->end_hash - old->start_hash + 1) {
+                            CRAM_ERROR("recovery %lu: pieces do not tile tablet [%016lx-%016lx] of table %lu; "
+                                       "left as is", (unsigned long)r->id, (unsigned long)old->start_hash,
+                                       (unsigned long)old->end_hash, (unsigned long)t->table_id);
+                            n = first;
+                        }
+                    }
+                    if (n == first) {
+                        tb[n] = *old;
+                        if (old->server_id == r->crashed)
+                            tb[n].state = CRAM__TABLET_STATE__TABLET_RECOVERING;
+                        n++;
+                    }
+                }
+                for (size_t i = 0; i < n; i++)
+                    tp[i] = &tb[i];
+                Cram__TableRecord rec = *t;
+                rec.n_tablets = n;
+                rec.tablets = tp;
+                uint8_t *packed = NULL;
+                size_t plen = 0;
+                Cram__TableRecord *copy = (Cram__TableRecord *)pb_clone(&rec.base, &packed, &plen);
+                free(tb);
+                free(tp);
+                if (copy == NULL) {
+                    rc = -1;
+                    break;
+                }
+                snprintf(paths[nops], sizeof(paths[nops]), "tables/%s", t->name);
+                ops[nops] = (struct zks_op){ .kind = ZKS_SET, .path = paths[nops], .data = packed, .len = plen };
+                bufs[nops] = packed;
+                copies[nops] = copy;
+                idx[nops] = ti;
+                nops++;
+            }
+        }
+        /* flush a full batch, and the rest at the end */
+        if (nops > 0 && (nops == ZKS_MAX_OPS || ti == c->n_tables)) {
+            int zrc = zks_commit(c->zk, ops, nops);
+            for (int k = 0; k < nops; k++) {
+                free(bufs[k]);
+                if (zrc == ZOK) {
+                    cram__table_record__free_unpacked(c->tables[idx[k]], NULL);
+                    c->tables[idx[k]] = copies[k];
+                } else {
+                    cram__table_record__free_unpacked(copies[k], NULL);
+                }
+            }
+            nops = 0;
+            if (zrc != ZOK) {
+                zk_failure(c, zrc, "recovery: update table records");
+                rc = -1;
+            }
+        }
+    }
+    for (int k = 0; k < nops; k++) {          /* left over after an error */
+        free(bufs[k]);
+        cram__table_record__free_unpacked(copies[k], NULL);
+    }
+    if (rc == 0)
+        r->tables_applied = true;
+    return rc;
+}
+
+/* ---- replica gathering ---- */
+
+struct gather {
+    coord *c;
+    uint64_t master;
+    int pending;
+    int asked;
+    int answered;
+    Cram__ReplicaList **lists;      /* unpacked answers */
+    size_t nlists;
+};
+struct gather_item {
+    struct gather *g;
+    uint64_t backup_id;
+};
+
+static void gather_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct gather_item *it = arg;
+    struct gather *g = it->g;
+    int32_t status = resp_status(st, resp, len);
+    if (status == CRAM_OK) {
+        Cram__ReplicaList *l = cram__replica_list__unpack(NULL, len - sizeof(struct wire_resp_hdr),
+                                                          resp + sizeof(struct wire_resp_hdr));
+        if (l == NULL) {
+            CRAM_WARN("BACKUP_LIST from server %lu: malformed answer", (unsigned long)it->backup_id);
+        } else {
+            l->server_id = it->backup_id;   /* trust the id we asked, not the body */
+            g->lists[g->nlists++] = l;
+            g->answered++;
+        }
+    } else {
+        CRAM_DEBUG("BACKUP_LIST to server %lu failed: %s", (unsigned long)it->backup_id,
+                   cram_strerror((cram_status)status));
+    }
+    g->pending--;
+    free(it);
+}
+
+/* Ask every up backup which replicas of r->crashed it holds; wait for all
+ * answers (or their timeouts).  g->lists holds the answers. */
+static void gather_replicas(coord *c, struct coord_recovery *r, struct gather *g)
+{
+    *g = (struct gather){ .c = c, .master = r->crashed };
+    g->lists = calloc(c->n_servers + 1, sizeof(*g->lists));
+    if (g->lists == NULL)
+        return;
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP || !(s->e->services & COORD_SVC_BACKUP))
+            continue;
+        tp_session *sess = server_session(c, s);
+        struct gather_item *it = malloc(sizeof(*it));
+        if (sess == NULL || it == NULL) {
+            free(it);
+            continue;
+        }
+        *it = (struct gather_item){ g, s->e->server_id };
+        struct wire_backup_list_req rq = {
+            .hdr = { .opcode = WIRE_OP_BACKUP_LIST, .service = WIRE_SVC_BACKUP },
+            .tgt = { s->e->server_id },
+            .master_id = r->crashed,
+        };
+        struct iovec iov = { &rq, sizeof(rq) };
+        g->asked++;
+        if (tp_send(sess, &iov, 1, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS), gather_done, it) != CRAM_OK) {
+            free(it);
+            continue;
+        }
+        g->pending++;
+    }
+    while (g->pending > 0)
+        tp_loop_poll(c->wloop, 100);
+}
+
+static void gather_free(struct gather *g)
+{
+    for (size_t i = 0; i < g->nlists; i++)
+        cram__replica_list__free_unpacked(g->lists[i], NULL);
+    free(g->lists);
+}
+
+/* Gather the replicas and check the log.  Returns 1 when the log is
+ * complete (r->locs, r->segments and r->log_bytes set), 0 when not (r->note
+ * says why), -1 when out of memory. */
+static int gather_and_check(coord *c, struct coord_recovery *r)
+{
+    struct gather g;
+    gather_replicas(c, r, &g);
+    if (g.lists == NULL)
+        return -1;
+    size_t n = 0;
+    for (size_t i = 0; i < g.nlists; i++)
+        n += g.lists[i]->n_replicas;
+    struct rcv_replica *rr = calloc(n + 1, sizeof(*rr));
+    int ret = -1;
+    if (rr == NULL)
+        goto out_free;
+    n = 0;
+    for (size_t i = 0; i < g.nlists; i++) {
+        for (size_t k = 0; k < g.lists[i]->n_replicas; k++) {
+            const Cram__ReplicaInfo *ri = g.lists[i]->replicas[k];
+            if (ri->master_id != r->crashed)
+                continue;
+            rr[n] = (struct rcv_replica){ g.lists[i]->server_id, ri->segment_id, ri->epoch, ri->length,
+                                          ri->closed, ri->has_digest, ri->log_digest, ri->n_log_digest };
+            n++;
+        }
+    }
+    struct coord_srv *cs = find_server(c, r->crashed);
+    const Cram__MasterRecoveryInfo *info = cs ? cs->e->recovery_info : NULL;
+    struct rcv_log log;
+    char note[400];
+    if (rcv_check_log(rr, n, info != NULL, info ? info->segment_id : 0, info ? info->epoch : 0,
+                      &log, note, sizeof(note)) != 0)
+        goto out_free;
+    if (!log.complete) {
+        snprintf(r->note, sizeof(r->note), "%s (%zu replicas from %d of %d backups asked)", note, n,
+                 g.answered, g.asked);
+        rcv_log_free(&log);
+        ret = 0;
+        goto out_free;
+    }
+    rec_free_locs(r);
+    r->locs = calloc(log.norder + 1, sizeof(*r->locs));
+    r->locp = calloc(log.norder + 1, sizeof(*r->locp));
+    r->loc_strs = calloc(log.norder + 1, sizeof(*r->loc_strs));
+    if (r->locs == NULL || r->locp == NULL || r->loc_strs == NULL) {
+        rcv_log_free(&log);
+        rec_free_locs(r);
+        goto out_free;
+    }
+    for (size_t i = 0; i < log.norder; i++) {
+        const struct rcv_replica *x = &rr[log.order[i]];
+        struct coord_srv *b = find_server(c, x->backup_id);
+        Cram__ReplicaLocation *l = &r->locs[r->nlocs];
+        cram__replica_location__init(l);
+        l->segment_id = x->segment_id;
+        l->epoch = x->epoch;
+        l->backup_id = x->backup_id;
+        r->loc_strs[r->nlocs] = strdup(b && b->e->n_locators ? b->e->locators[0] : "");
+        l->backup_locator = r->loc_strs[r->nlocs] ? r->loc_strs[r->nlocs] : (char *)"";
+        l->length = x->length;
+        l->closed = x->closed;
+        r->locp[r->nlocs] = l;
+        r->nlocs++;
+    }
+    r->have_locs = true;
+    r->segments = log.nsegments;
+    r->log_bytes = log.log_bytes;
+    CRAM_INFO("recovery %lu: log of master %lu complete: %zu segments, %lu bytes, %zu replicas on %d backups "
+              "(digest in segment %lu)", (unsigned long)r->id, (unsigned long)r->crashed, log.nsegments,
+              (unsigned long)log.log_bytes, log.norder, g.answered, (unsigned long)log.digest_segment);
+    rcv_log_free(&log);
+    ret = 1;
+
+out_free:
+    free(rr);
+    gather_free(&g);
+    return ret;
+}
+
+/* ---- planning and assignment ---- */
+
+static bool usable_master(coord *c, uint64_t id, uint64_t crashed)
+{
+    struct coord_srv *s = find_server(c, id);
+    return s != NULL && id != crashed && s->e->status == CRAM__SERVER_STATUS__SERVER_UP &&
+           (s->e->services & COORD_SVC_MASTER);
+}
+
+/* Partitions (not done) assigned to master id over all recoveries. */
+static uint32_t master_load(coord *c, uint64_t id)
+{
+    uint32_t n = 0;
+    for (size_t i = 0; i < c->n_recs; i++)
+        for (size_t p = 0; p < c->recs[i]->nparts; p++)
+            n += c->recs[i]->parts[p].master == id && !c->recs[i]->parts[p].done;
+    return n;
+}
+
+/* The least-loaded usable master other than avoid (avoid only if it is the
+ * only one); 0 if none.  Ties go to the one after `after` in id order, so
+ * consecutive picks spread. */
+static uint64_t pick_master(coord *c, uint64_t crashed, uint64_t avoid, uint64_t after)
+{
+    uint64_t best = 0, fallback = 0;
+    uint32_t best_load = UINT32_MAX;
+    for (size_t k = 0; k < c->n_servers; k++) {
+        size_t i = (k + (size_t)after) % c->n_servers;
+        uint64_t id = c->servers[i].e->server_id;
+        if (!usable_master(c, id, crashed))
+            continue;
+        if (id == avoid) {
+            fallback = id;
+            continue;
+        }
+        uint32_t load = master_load(c, id);
+        if (load < best_load) {
+            best = id;
+            best_load = load;
+        }
+    }
+    return best ? best : fallback;
+}
+
+/* Split the crashed master's tablets into partitions and assign them. */
+static int plan_partitions(coord *c, struct coord_recovery *r)
+{
+    size_t n = 0, cap = 16;
+    struct rcv_range *t = malloc(cap * sizeof(*t));
+    if (t == NULL)
+        return -1;
+    for (size_t ti = 0; ti < c->n_tables; ti++) {
+        for (size_t i = 0; i < c->tables[ti]->n_tablets; i++) {
+            const Cram__Tablet *tb = c->tables[ti]->tablets[i];
+            if (tb->server_id != r->crashed)
+                continue;
+            if (n == cap) {
+                struct rcv_range *nt = realloc(t, 2 * cap * sizeof(*t));
+                if (nt == NULL) {
+                    free(t);
+                    return -1;
+                }
+                t = nt;
+                cap *= 2;
+            }
+            t[n++] = (struct rcv_range){ tb->table_id, tb->start_hash, tb->end_hash };
+        }
+    }
+    struct coord_srv *cs = find_server(c, r->crashed);
+    struct rcv_piece *pc;
+    size_t np;
+    uint32_t nparts;
+    int rc = rcv_partition(t, n, cs ? cs->will : NULL, cs ? cs->n_will : 0, r->log_bytes,
+                           c->partition_bytes, c->partition_objects, &pc, &np, &nparts);
+    free(t);
+    if (rc != 0)
+        return -1;
+    struct coord_part *parts = calloc(nparts + 1, sizeof(*parts));
+    if (parts == NULL) {
+        free(pc);
+        return -1;
+    }
+    for (uint32_t p = 0; p < nparts; p++) {
+        parts[p].id = p;
+        parts[p].tablets = calloc(np + 1, sizeof(*parts[p].tablets));
+        if (parts[p].tablets == NULL) {
+            for (uint32_t q = 0; q < p; q++)
+                free(parts[q].tablets);
+            free(parts);
+            free(pc);
+            return -1;
+        }
+    }
+    for (size_t i = 0; i < np; i++) {
+        struct coord_part *p = &parts[pc[i].partition];
+        p->tablets[p->ntablets++] = (struct rcv_range){ pc[i].table_id, pc[i].start, pc[i].end };
+        p->est_bytes += pc[i].bytes;
+        p->est_objects += pc[i].objects;
+    }
+    free(pc);
+    r->parts = parts;
+    r->nparts = nparts;
+    /* one partition per master, spread evenly (by load, ties rotating) */
+    for (uint32_t p = 0; p < nparts; p++) {
+        r->parts[p].master = pick_master(c, r->crashed, 0, r->crashed + p);
+        r->parts[p].attempts = r->parts[p].master ? 1 : 0;
+        r->parts[p].need_send = true;
+    }
+    return 0;
+}
+
+struct recover_arg {
+    coord *c;
+    uint64_t rid;
+    uint32_t pid;
+    uint64_t master;
+};
+
+static struct coord_part *find_part(coord *c, uint64_t rid, uint32_t pid, struct coord_recovery **rout)
+{
+    struct coord_recovery *r = find_recovery(c, rid);
+    for (size_t i = 0; r == NULL && i < c->n_done; i++)
+        if (c->done[i]->id == rid)
+            r = c->done[i];
+    if (rout)
+        *rout = r;
+    if (r == NULL)
+        return NULL;
+    for (size_t i = 0; i < r->nparts; i++)
+        if (r->parts[i].id == pid)
+            return &r->parts[i];
+    return NULL;
+}
+
+static void recover_sent(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct recover_arg *a = arg;
+    coord *c = a->c;
+    int32_t status = resp_status(st, resp, len);
+    struct coord_part *p = c->closing ? NULL : find_part(c, a->rid, a->pid, NULL);
+    if (p != NULL && p->master == a->master && p->busy) {
+        p->busy = false;
+        if (status != CRAM_OK && !p->done) {
+            CRAM_WARN("recovery %lu partition %u: RECOVER to server %lu failed: %s; reassigning",
+                      (unsigned long)a->rid, a->pid, (unsigned long)a->master, cram_strerror((cram_status)status));
+            p->need_send = true;
+            p->avoid = a->master;
+            p->not_before_ms = clock_mono_ms() + clock_test_scaled_ms(COORD_RECOVERY_RESEND_MS);
+        }
+    }
+    free(a);
+}
+
+/* Send RECOVER for partition p to p->master. */
+static void send_recover(coord *c, struct coord_recovery *r, struct coord_part *p)
+{
+    struct coord_srv *s = find_server(c, p->master);
+    tp_session *sess = s ? server_session(c, s) : NULL;
+    Cram__Tablet *tb = calloc(p->ntablets + 1, sizeof(*tb));
+    Cram__Tablet **tp = calloc(p->ntablets + 1, sizeof(*tp));
+    struct recover_arg *a = malloc(sizeof(*a));
+    uint8_t *buf = NULL;
+    if (sess == NULL || tb == NULL || tp == NULL || a == NULL)
+        goto out_failed;
+    for (size_t k = 0; k < p->ntablets; k++) {
+        cram__tablet__init(&tb[k]);
+        tb[k].table_id = p->tablets[k].table_id;
+        tb[k].start_hash = p->tablets[k].start;
+        tb[k].end_hash = p->tablets[k].end;
+        tb[k].server_id = p->master;
+        tb[k].state = CRAM__TABLET_STATE__TABLET_RECOVERING;
+        tp[k] = &tb[k];
+    }
+    Cram__RecoverRequest rq = CRAM__RECOVER_REQUEST__INIT;
+    rq.recovery_id = r->id;
+    rq.crashed_master_id = r->crashed;
+    rq.partition_id = p->id;
+    rq.n_tablets = p->ntablets;
+    rq.tablets = tp;
+    rq.n_replicas = r->nlocs;
+    rq.replicas = r->locp;
+    struct wire_req_hdr h = { .opcode = WIRE_OP_RECOVER, .service = WIRE_SVC_MASTER };
+    size_t len = cram__recover_request__get_packed_size(&rq);
+    buf = malloc(sizeof(h) + len);
+    if (buf == NULL)
+        goto out_failed;
+    memcpy(buf, &h, sizeof(h));
+    cram__recover_request__pack(&rq, buf + sizeof(h));
+    *a = (struct recover_arg){ c, r->id, p->id, p->master };
+    struct iovec iov = { buf, sizeof(h) + len };
+    p->busy = true;
+    p->need_send = false;
+    p->sent_ms = clock_mono_ms();
+    cram_status st = tp_send(sess, &iov, 1, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS), recover_sent, a);
+    if (st != CRAM_OK) {
+        p->busy = false;
+        goto out_failed;
+    }
+    CRAM_INFO("recovery %lu: partition %u (%zu tablets, ~%lu bytes, ~%lu objects) -> server %lu (attempt %u)",
+              (unsigned long)r->id, p->id, p->ntablets, (unsigned long)p->est_bytes,
+              (unsigned long)p->est_objects, (unsigned long)p->master, p->attempts);
+    free(buf);
+    free(tb);
+    free(tp);
+    return;
+
+out_failed:
+    CRAM_WARN("recovery %lu partition %u: cannot send RECOVER to server %lu; reassigning",
+              (unsigned long)r->id, p->id, (unsigned long)p->master);
+    p->need_send = true;
+    p->avoid = p->master;
+    p->not_before_ms = clock_mono_ms() + clock_test_scaled_ms(COORD_RECOVERY_RESEND_MS);
+    free(a);
+    free(buf);
+    free(tb);
+    free(tp);
+}
+
+/* Log the summary line of a finished recovery. */
+static void log_summary(const struct coord_recovery *r)
+{
+    uint64_t total = r->finished_at_ms > r->detected_at_ms ? r->finished_at_ms - r->detected_at_ms : 0;
+    uint64_t bytes = 0, segs = 0;
+    char parts[1024];
+    size_t off = 0;
+    for (size_t i = 0; i < r->nparts; i++) {
+        const struct coord_part *p = &r->parts[i];
+        bytes += p->bytes;
+        segs += p->segments;
+        if (off < sizeof(parts) - 100)
+            off += (size_t)snprintf(parts + off, sizeof(parts) - off, " [p%u@%lu %lu B %lu seg %lu ms %.1f MB/s x%u]",
+                                    p->id, (unsigned long)p->master, (unsigned long)p->bytes,
+                                    (unsigned long)p->segments, (unsigned long)p->replay_ms,
+                                    p->replay_ms ? (double)p->bytes / 1e3 / (double)p->replay_ms : 0.0, p->attempts);
+    }
+    if (r->nparts == 0)
+        snprintf(parts, sizeof(parts), " (no tablets)");
+    CRAM_INFO("recovery %lu of master %lu done: total %lu ms, %lu bytes replayed, %lu segments (log %lu segments, "
+              "%lu bytes), %.1f MB/s, %zu partitions:%s", (unsigned long)r->id, (unsigned long)r->crashed,
+              (unsigned long)total, (unsigned long)bytes, (unsigned long)segs, (unsigned long)r->segments,
+              (unsigned long)r->log_bytes, total ? (double)r->log_bytes / 1e3 / (double)total : 0.0,
+              r->nparts, parts);
+}
+
+/* r is finished (every partition done, or nothing to recover): remove the
+ * record and move r to the recent list.  0, or -1 to retry later. */
+static int recovery_finish(coord *c, struct coord_recovery *r)
+{
+    if (r->phase != CRAM__RECOVERY_PHASE__RECOVERY_DONE) {
+        r->phase = CRAM__RECOVERY_PHASE__RECOVERY_DONE;
+        r->finished_at_ms = clock_wall_ms();
+        r->note[0] = '\0';
+    }
+    if (r->persisted && rec_write(c, r, true) != 0)
+        return -1;
+    r->persisted = false;
+    log_summary(r);
+    for (size_t i = 0; i < c->n_recs; i++) {
+        if (c->recs[i] == r) {
+            memmove(&c->recs[i], &c->recs[i + 1], (c->n_recs - i - 1) * sizeof(c->recs[0]));
+            c->n_recs--;
+            break;
+        }
+    }
+    rec_free_locs(r);
+    if (c->n_done == COORD_RECENT_RECOVERIES) {
+        rec_free(c->done[0]);
+        memmove(&c->done[0], &c->done[1], (c->n_done - 1) * sizeof(c->done[0]));
+        c->n_done--;
+    }
+    c->done[c->n_done++] = r;
+    return 0;
+}
+
+static bool all_done(const struct coord_recovery *r)
+{
+    for (size_t i = 0; i < r->nparts; i++)
+        if (!r->parts[i].done)
+            return false;
+    return true;
+}
+
+/* One step of recovery r at the worker's top level.  Returns 1 if r was
+ * finished and removed from c->recs, else 0. */
+static int recovery_step(coord *c, struct coord_recovery *r, uint64_t now)
+{
+    if (r->phase == CRAM__RECOVERY_PHASE__RECOVERY_DONE)
+        return recovery_finish(c, r) == 0;         /* its record's removal failed before */
+    if (!r->persisted && r->phase != CRAM__RECOVERY_PHASE__RECOVERY_DONE) {
+        if (now < r->next_try_ms)
+            return 0;
+        if (rec_write(c, r, false) != 0) {
+            r->next_try_ms = now + clock_test_scaled_ms(COORD_DECLARE_RETRY_MS);
+            return 0;
+        }
+    }
+    if (r->phase == CRAM__RECOVERY_PHASE__RECOVERY_STARTING ||
+        r->phase == CRAM__RECOVERY_PHASE__RECOVERY_WAITING_LOG) {
+        if (now < r->next_try_ms)
+            return 0;
+        bool owns = false;
+        for (size_t ti = 0; ti < c->n_tables && !owns; ti++)
+            for (size_t i = 0; i < c->tables[ti]->n_tablets && !owns; i++)
+                owns = c->tables[ti]->tablets[i]->server_id == r->crashed;
+        if (!owns)
+            return recovery_finish(c, r) == 0;
+        Cram__RecoveryPhase was = r->phase;
+        char old_note[sizeof(r->note)];
+        memcpy(old_note, r->note, sizeof(old_note));
+        int g = gather_and_check(c, r);
+        r->next_try_ms = clock_mono_ms() + c->recovery_retry_ms;
+        if (g < 0)
+            return 0;
+        if (g == 0) {
+            r->phase = CRAM__RECOVERY_PHASE__RECOVERY_WAITING_LOG;
+            if (was != r->phase || strcmp(old_note, r->note) != 0) {
+                CRAM_WARN("recovery %lu of master %lu waits: %s", (unsigned long)r->id,
+                          (unsigned long)r->crashed, r->note);
+                rec_write(c, r, false);
+            }
+            return 0;
+        }
+        if (pick_master(c, r->crashed, 0, 0) == 0) {
+            snprintf(r->note, sizeof(r->note), "no master is up to recover on");
+            if (strcmp(old_note, r->note) != 0)
+                CRAM_WARN("recovery %lu of master %lu waits: %s", (unsigned long)r->id,
+                          (unsigned long)r->crashed, r->note);
+            return 0;
+        }
+        if (plan_partitions(c, r) != 0)
+            return 0;
+        r->phase = CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING;
+        r->note[0] = '\0';
+        if (rec_write(c, r, false) != 0) {
+            /* not recorded: plan again next time */
+            for (size_t i = 0; i < r->nparts; i++)
+                free(r->parts[i].tablets);
+            free(r->parts);
+            r->parts = NULL;
+            r->nparts = 0;
+            r->phase = was;
+            return 0;
+        }
+        CRAM_INFO("recovery %lu of master %lu: %zu partitions (bounds %lu bytes, %lu objects), %lu ms after detection",
+                  (unsigned long)r->id, (unsigned long)r->crashed, r->nparts, (unsigned long)c->partition_bytes,
+                  (unsigned long)c->partition_objects, (unsigned long)(clock_wall_ms() - r->detected_at_ms));
+        r->tables_applied = false;
+        if (apply_tablets(c, r) == 0)
+            coord_fault_point("coordinator.recovery.after_assign");
+    }
+    if (r->phase != CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING)
+        return 0;
+    if (!r->tables_applied && apply_tablets(c, r) != 0)
+        return 0;
+    if (all_done(r))
+        return recovery_finish(c, r) == 0;
+    bool want = false;
+    for (size_t i = 0; i < r->nparts; i++) {
+        struct coord_part *p = &r->parts[i];
+        want |= p->need_send && !p->busy && !p->done && now >= p->not_before_ms;
+    }
+    if (!want)
+        return 0;
+    if (!r->have_locs) {
+        if (now < r->next_try_ms)
+            return 0;
+        int g = gather_and_check(c, r);
+        r->next_try_ms = clock_mono_ms() + c->recovery_retry_ms;
+        if (g <= 0) {
+            if (g == 0)
+                CRAM_WARN("recovery %lu of master %lu: cannot resume yet: %s", (unsigned long)r->id,
+                          (unsigned long)r->crashed, r->note);
+            return 0;
+        }
+        r->note[0] = '\0';
+    }
+    bool changed = false;
+    for (size_t i = 0; i < r->nparts; i++) {
+        struct coord_part *p = &r->parts[i];
+        if (!p->need_send || p->busy || p->done || now < p->not_before_ms)
+            continue;
+        if (!usable_master(c, p->master, r->crashed) || p->master == p->avoid) {
+            uint64_t m = pick_master(c, r->crashed, p->avoid, r->crashed + p->id);
+            if (m == 0) {
+                p->not_before_ms = now + c->recovery_retry_ms;
+                continue;
+            }
+            if (p->master != 0)
+                CRAM_INFO("recovery %lu: partition %u moves from server %lu to server %lu",
+                          (unsigned long)r->id, p->id, (unsigned long)p->master, (unsigned long)m);
+            p->master = m;
+            p->attempts++;
+            changed = true;
+        }
+    }
+    if (changed && rec_write(c, r, false) != 0)
+        return 0;
+    for (size_t i = 0; i < r->nparts; i++) {
+        struct coord_part *p = &r->parts[i];
+        if (p->need_send && !p->busy && !p->done && now >= p->not_before_ms && usable_master(c, p->master, r->crashed))
+            send_recover(c, r, p);
+    }
+    return 0;
+}
+
+/* Start a recovery for every crashed master that still owns tablets and has
+ * none running. */
+static void recovery_scan(coord *c)
+{
+    for (size_t i = 0; i < c->n_servers; i++) {
+        const Cram__ServerEntry *e = c->servers[i].e;
+        if (e->status != CRAM__SERVER_STATUS__SERVER_CRASHED || find_recovery(c, e->server_id) != NULL)
+            continue;
+        bool owns = false;
+        for (size_t ti = 0; ti < c->n_tables && !owns; ti++)
+            for (size_t k = 0; k < c->tables[ti]->n_tablets && !owns; k++)
+                owns = c->tables[ti]->tablets[k]->server_id == e->server_id;
+        if (!owns)
+            continue;
+        struct coord_recovery *r = calloc(1, sizeof(*r));
+        if (r == NULL)
+            return;
+        if (c->n_recs == c->cap_recs) {
+            size_t cap = c->cap_recs ? 2 * c->cap_recs : 8;
+            struct coord_recovery **n = realloc(c->recs, cap * sizeof(*n));
+            if (n == NULL) {
+                free(r);
+                return;
+            }
+            c->recs = n;
+            c->cap_recs = cap;
+        }
+        r->id = e->server_id;
+        r->crashed = e->server_id;
+        r->phase = CRAM__RECOVERY_PHASE__RECOVERY_STARTING;
+        r->started_at_ms = clock_wall_ms();
+        r->detected_at_ms = c->servers[i].crashed_at_ms ? c->servers[i].crashed_at_ms : r->started_at_ms;
+        r->t0_ms = clock_mono_ms();
+        r->tables_applied = true;
+        c->recs[c->n_recs++] = r;
+        CRAM_INFO("recovery %lu of master %lu starts", (unsigned long)r->id, (unsigned long)r->crashed);
+    }
+}
+
+/* Partitions assigned to a server that was just declared crashed go to
+ * other masters. */
+static void recovery_master_lost(coord *c, uint64_t id)
+{
+    for (size_t i = 0; i < c->n_recs; i++) {
+        struct coord_recovery *r = c->recs[i];
+        for (size_t p = 0; p < r->nparts; p++) {
+            struct coord_part *pp = &r->parts[p];
+            if (pp->master == id && !pp->done) {
+                CRAM_WARN("recovery %lu: recovery master %lu of partition %u crashed; reassigning",
+                          (unsigned long)r->id, (unsigned long)id, pp->id);
+                pp->need_send = true;
+                pp->busy = false;
+                pp->avoid = id;
+                pp->not_before_ms = 0;
+            }
+        }
+    }
+    c->recovery_scan_needed = true;
+}
+
+/* Every running recovery: one step each.  Returns the wait until the next
+ * due retry (ms, capped by cap). */
+static int recoveries_run(coord *c, int cap)
+{
+    if (c->recovery_scan_needed) {
+        c->recovery_scan_needed = false;
+        recovery_scan(c);
+    }
+    int wait = cap;
+    for (size_t i = 0; i < c->n_recs && !atomic_load(&c->stopping);) {
+        struct coord_recovery *r = c->recs[i];
+        uint64_t now = clock_mono_ms();
+        if (recovery_step(c, r, now))
+            continue;                               /* removed: same i is the next one */
+        i++;
+        now = clock_mono_ms();
+        uint64_t due = r->next_try_ms;
+        if (r->persisted && r->phase == CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING) {
+            /* the earliest partition that waits to be (re)sent */
+            uint64_t first = UINT64_MAX;
+            for (size_t p = 0; p < r->nparts; p++) {
+                const struct coord_part *pp = &r->parts[p];
+                if (pp->need_send && !pp->done && !pp->busy && pp->not_before_ms < first)
+                    first = pp->not_before_ms;
+            }
+            if (first == UINT64_MAX)
+                continue;                           /* waiting for answers only */
+            due = r->have_locs || first > r->next_try_ms ? first : r->next_try_ms;
+        }
+        int w = due > now ? (int)(due - now) : 0;
+        if (w < 10)
+            w = 10;
+        if (w < wait)
+            wait = w;
+    }
+    return wait;
+}
+
+/* RECOVERY_MASTER_FINISHED: record the result, then answer. */
+static void do_recovery_finished(coord *c, struct coord_job *j)
+{
+    const Cram__RecoveryMasterFinished *rq = (const Cram__RecoveryMasterFinished *)j->msg;
+    struct coord_recovery *r;
+    struct coord_part *p = find_part(c, rq->recovery_id, rq->partition_id, &r);
+    if (p == NULL || p->master != rq->server_id ||
+        (r->phase != CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING && !(p->done && rq->ok))) {
+        CRAM_WARN("RECOVERY_MASTER_FINISHED from server %lu for recovery %lu partition %u: not its partition; refused",
+                  (unsigned long)rq->server_id, (unsigned long)rq->recovery_id, rq->partition_id);
+        post_reply(c, j->rpc, CRAM_NOT_FOUND, NULL, 0);
+        return;
+    }
+    p->busy = false;
+    if (!rq->ok) {
+        if (!p->done) {
+            CRAM_WARN("recovery %lu partition %u failed on server %lu: %s; reassigning",
+                      (unsigned long)r->id, p->id, (unsigned long)rq->server_id, rq->error);
+            p->need_send = true;
+            p->avoid = rq->server_id;
+            p->not_before_ms = clock_mono_ms() + clock_test_scaled_ms(COORD_RECOVERY_RESEND_MS);
+        }
+        post_reply(c, j->rpc, CRAM_OK, NULL, 0);
+        return;
+    }
+    if (!p->done) {
+        p->done = true;
+        p->need_send = false;
+        p->bytes = rq->bytes_replayed;
+        p->segments = rq->segments_replayed;
+        p->objects = rq->objects;
+        p->replay_ms = rq->replay_ms;
+        if (rec_write(c, r, false) != 0) {
+            p->done = false;
+            post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
+            return;
+        }
+        CRAM_INFO("recovery %lu: partition %u done on server %lu: %lu segments, %lu bytes, %lu objects, "
+                  "%lu tombstones in %lu ms (%.1f MB/s)", (unsigned long)r->id, p->id, (unsigned long)p->master,
+                  (unsigned long)rq->segments_replayed, (unsigned long)rq->bytes_replayed,
+                  (unsigned long)rq->objects, (unsigned long)rq->tombstones, (unsigned long)rq->replay_ms,
+                  rq->replay_ms ? (double)rq->bytes_replayed / 1e3 / (double)rq->replay_ms : 0.0);
+    }
+    if (r->phase == CRAM__RECOVERY_PHASE__RECOVERY_DONE) {
+        post_reply(c, j->rpc, CRAM_OK, NULL, 0);      /* a repeated report of a finished recovery */
+        return;
+    }
+    if (apply_tablets(c, r) != 0) {
+        r->tables_applied = false;
+        post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
+        return;
+    }
+    post_reply(c, j->rpc, CRAM_OK, NULL, 0);
+    if (all_done(r))
+        recovery_finish(c, r);
+}
+
+static void do_recovery_status(coord *c, struct coord_job *j)
+{
+    Cram__RecoveryStatusList l = CRAM__RECOVERY_STATUS_LIST__INIT;
+    size_t n = c->n_recs + c->n_done;
+    l.recoveries = calloc(n + 1, sizeof(*l.recoveries));
+    if (l.recoveries == NULL) {
+        post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
+        return;
+    }
+    for (size_t i = 0; i < c->n_recs; i++)
+        if ((l.recoveries[l.n_recoveries] = rec_msg(c->recs[i])) != NULL)
+            l.n_recoveries++;
+    for (size_t i = c->n_done; i-- > 0;)
+        if ((l.recoveries[l.n_recoveries] = rec_msg(c->done[i])) != NULL)
+            l.n_recoveries++;
+    post_msg(c, j->rpc, &l.base);
+    for (size_t i = 0; i < l.n_recoveries; i++)
+        rec_msg_free(l.recoveries[i]);
+    free(l.recoveries);
+}
+
+/* Start-up: load every stored recovery to resume it. */
+static int load_recoveries(coord *c)
+{
+    char **names;
+    int n;
+    int rc = zks_children(c->zk, "recoveries", &names, &n);
+    if (rc != ZOK)
+        return rc;
+    for (int i = 0; i < n && rc == ZOK; i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "recoveries/%s", names[i]);
+        uint8_t *data;
+        size_t len;
+        rc = zks_get(c->zk, path, &data, &len);
+        if (rc == ZNONODE) {
+            rc = ZOK;
+            continue;
+        }
+        if (rc != ZOK)
+            break;
+        Cram__RecoveryRecord *m = cram__recovery_record__unpack(NULL, len, data);
+        free(data);
+        struct coord_recovery *r = m ? rec_from_msg(m) : NULL;
+        if (m)
+            cram__recovery_record__free_unpacked(m, NULL);
+        if (r == NULL || find_recovery(c, r->id) != NULL) {
+            CRAM_ERROR("recovery record %s is corrupt or a duplicate; starting that recovery over", path);
+            rec_free(r);
+            struct zks_op del = { .kind = ZKS_DELETE, .path = path };
+            rc = zks_commit(c->zk, &del, 1);
+            continue;
+        }
+        if (c->n_recs == c->cap_recs) {
+            size_t cap = c->cap_recs ? 2 * c->cap_recs : 8;
+            struct coord_recovery **nr = realloc(c->recs, cap * sizeof(*nr));
+            if (nr == NULL) {
+                rec_free(r);
+                rc = ZSYSTEMERROR;
+                break;
+            }
+            c->recs = nr;
+            c->cap_recs = cap;
+        }
+        if (r->phase == CRAM__RECOVERY_PHASE__RECOVERY_WAITING_LOG)
+            r->phase = CRAM__RECOVERY_PHASE__RECOVERY_STARTING;
+        r->tables_applied = r->phase != CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING;
+        c->recs[c->n_recs++] = r;
+        CRAM_INFO("resuming recovery %lu of master %lu (%s, %zu partitions)", (unsigned long)r->id,
+                  (unsigned long)r->crashed, phase_name(r->phase), r->nparts);
+    }
+    zks_free_names(names, n);
+    return rc;
+}
+
+/* ---- the masters' wills ---- */
+
+static void stats_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct push_arg *a = arg;
+    coord *c = a->c;
+    struct coord_srv *s = c->closing ? NULL : find_server(c, a->id);
+    if (s != NULL) {
+        s->stats_busy = false;
+        Cram__ServerStats *m = NULL;
+        if (resp_status(st, resp, len) == CRAM_OK)
+            m = cram__server_stats__unpack(NULL, len - sizeof(struct wire_resp_hdr),
+                                           resp + sizeof(struct wire_resp_hdr));
+        if (m != NULL) {
+            struct rcv_stat *w = calloc(m->n_tablet_stats + 1, sizeof(*w));
+            size_t n = 0;
+            for (size_t i = 0; w != NULL && i < m->n_tablet_stats; i++) {
+                const Cram__TabletStats *t = m->tablet_stats[i];
+                if (t->start_hash <= t->end_hash)
+                    w[n++] = (struct rcv_stat){ t->table_id, t->start_hash, t->end_hash, t->bytes, t->objects };
+            }
+            if (w != NULL) {
+                free(s->will);
+                s->will = w;
+                s->n_will = n;
+            }
+            cram__server_stats__free_unpacked(m, NULL);
+        }
+    }
+    free(a);
+}
+
+/* Poll GET_SERVER_STATS of every master that is up and due.  Returns the
+ * wait until the next poll (ms, capped by cap). */
+static int stats_poll(coord *c, int cap)
+{
+    if (c->stats_interval_ms == 0)
+        return cap;
+    uint64_t now = clock_mono_ms();
+    uint64_t next = now + (uint64_t)cap;
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP || !(s->e->services & COORD_SVC_MASTER))
+            continue;
+        if (!s->stats_busy && now >= s->stats_at_ms) {
+            s->stats_at_ms = now + c->stats_interval_ms;
+            tp_session *sess = server_session(c, s);
+            struct push_arg *a = malloc(sizeof(*a));
+            if (sess != NULL && a != NULL) {
+                *a = (struct push_arg){ c, s->e->server_id, 0 };
+                struct wire_req_hdr h = { .opcode = WIRE_OP_GET_SERVER_STATS, .service = WIRE_SVC_MASTER };
+                struct iovec iov = { &h, sizeof(h) };
+                if (tp_send(sess, &iov, 1, (uint32_t)clock_test_scaled_ms(COORD_MASTER_RPC_MS), stats_done, a) == CRAM_OK) {
+                    s->stats_busy = true;
+                    a = NULL;
+                }
+            }
+            free(a);
+        }
+        if (!s->stats_busy && s->stats_at_ms < next)
+            next = s->stats_at_ms;
+    }
+    return next > now ? (int)(next - now) : 1;
 }
 
 /* The worker's top-level housekeeping between requests: declare verified
@@ -775,6 +2061,10 @@ static int coord_maintain(coord *c)
                 wait = (int)(s->resync_at_ms - now);
             }
         }
+    }
+    if (!atomic_load(&c->stopping)) {
+        wait = stats_poll(c, wait);
+        wait = recoveries_run(c, wait);
     }
     return wait;
 }
@@ -859,6 +2149,16 @@ static void do_enlist(coord *c, struct coord_job *j)
     struct coord_srv *old = reused ? find_server(c, reused) : NULL;
     if (old != NULL)
         verify_start(c, old, "a new server enlisted at its locator");
+    /* a waiting recovery may find the replicas (or the master) it lacks */
+    uint64_t soon = clock_mono_ms() + clock_test_scaled_ms(COORD_RECOVERY_RESEND_MS);
+    for (size_t i = 0; i < c->n_recs; i++) {
+        struct coord_recovery *r = c->recs[i];
+        if (r->next_try_ms > soon)
+            r->next_try_ms = soon;
+        for (size_t p = 0; p < r->nparts; p++)
+            if (r->parts[p].not_before_ms > soon)
+                r->parts[p].not_before_ms = soon;
+    }
 }
 
 static void do_hint(coord *c, struct coord_job *j)
@@ -1486,6 +2786,8 @@ static int startup(coord *c)
         struct zks_op op = { .kind = ZKS_SET, .path = "ids", .data = buf, .len = blen };
         rc = zks_commit(c->zk, &op, 1);
     }
+    if (rc == ZOK)
+        rc = load_recoveries(c);
     if (rc != ZOK) {
         CRAM_ERROR("cannot finish intents: %s", rc == ZKS_FENCED ? "fenced" : zerror(rc));
         return -1;
@@ -1500,6 +2802,7 @@ static int startup(coord *c)
     /* Every server that is up gets the whole list; one that cannot be
      * reached is verified (and declared crashed if it is gone). */
     push_full(c, NULL);
+    c->recovery_scan_needed = true;
     return 0;
 }
 
@@ -1526,6 +2829,8 @@ static void handle_job(coord *c, struct coord_job *j)
     case WIRE_OP_LIST_TABLES:      do_list_tables(c, j); break;
     case WIRE_OP_HINT_SERVER_CRASHED: do_hint(c, j); break;
     case WIRE_OP_SET_MASTER_RECOVERY_INFO: do_recovery_info(c, j); break;
+    case WIRE_OP_RECOVERY_MASTER_FINISHED: do_recovery_finished(c, j); break;
+    case WIRE_OP_GET_RECOVERY_STATUS: do_recovery_status(c, j); break;
     default:
         post_reply(c, j->rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
         break;
@@ -1614,7 +2919,13 @@ static bool unpack_request(uint16_t op, const uint8_t *body, size_t len, Protobu
     switch (op) {
     case WIRE_OP_GET_SERVER_LIST:
     case WIRE_OP_LIST_TABLES:
+    case WIRE_OP_GET_RECOVERY_STATUS:
         return true;
+    case WIRE_OP_RECOVERY_MASTER_FINISHED: {
+        Cram__RecoveryMasterFinished *rq = cram__recovery_master_finished__unpack(NULL, len, body);
+        *msg = (ProtobufCMessage *)rq;
+        return rq != NULL && rq->server_id != 0 && rq->recovery_id != 0;
+    }
     case WIRE_OP_ENLIST_SERVER: {
         Cram__EnlistServerRequest *rq = cram__enlist_server_request__unpack(NULL, len, body);
         *msg = (ProtobufCMessage *)rq;
@@ -1667,7 +2978,8 @@ static void on_request(void *arg, tp_rpc *rpc)
         return;
     }
     if (h.service != WIRE_SVC_COORDINATOR ||
-        h.opcode < WIRE_OP_ENLIST_SERVER || h.opcode > WIRE_OP_SET_MASTER_RECOVERY_INFO) {
+        ((h.opcode < WIRE_OP_ENLIST_SERVER || h.opcode > WIRE_OP_RECOVERY_MASTER_FINISHED) &&
+         h.opcode != WIRE_OP_GET_RECOVERY_STATUS)) {
         reply_now(rpc, CRAM_UNIMPLEMENTED_REQUEST, NULL, 0);
         return;
     }
@@ -1736,6 +3048,12 @@ coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen)
                                                                           : COORD_VERIFY_INTERVAL_MS);
     c->verify_timeout_ms = (uint32_t)clock_test_scaled_ms(cfg->verify_timeout_ms ? cfg->verify_timeout_ms
                                                                                  : COORD_VERIFY_TIMEOUT_MS);
+    c->partition_bytes = cfg->partition_bytes ? cfg->partition_bytes : RCV_DEFAULT_PARTITION_BYTES;
+    c->partition_objects = cfg->partition_objects ? cfg->partition_objects : RCV_DEFAULT_PARTITION_OBJECTS;
+    c->recovery_retry_ms = clock_test_scaled_ms(cfg->recovery_retry_ms ? cfg->recovery_retry_ms
+                                                                       : COORD_RECOVERY_RETRY_MS);
+    c->stats_interval_ms = cfg->stats_interval_ms == UINT32_MAX ? 0
+                         : cfg->stats_interval_ms ? cfg->stats_interval_ms : COORD_STATS_MS;
     pthread_mutex_init(&c->qmu, NULL);
 
     c->loop = tp_loop_create();
@@ -1820,8 +3138,14 @@ void coord_destroy(coord *c)
             free(v);
         }
         cram__server_entry__free_unpacked(c->servers[i].e, NULL);
+        free(c->servers[i].will);
     }
     free(c->servers);
+    for (size_t i = 0; i < c->n_recs; i++)
+        rec_free(c->recs[i]);
+    free(c->recs);
+    for (size_t i = 0; i < c->n_done; i++)
+        rec_free(c->done[i]);
     free(c->declare);
     for (size_t i = 0; i < c->n_tables; i++)
         cram__table_record__free_unpacked(c->tables[i], NULL);

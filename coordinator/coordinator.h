@@ -9,7 +9,8 @@
  * the listener; receives RPCs, validates and unpacks them, and queues them).
  * One worker thread owns the cluster state and the ZooKeeper handle, handles
  * the queued requests one at a time, sends TAKE_TABLET/DROP_TABLET, server
- * list updates and verification PINGs to servers over its own private
+ * list updates, verification PINGs, stats polls, BACKUP_LIST and RECOVER
+ * to servers over its own private
  * tp_loop (which it polls between requests), and posts each reply back to
  * the dispatch thread with tp_loop_post.  coord_stop is the only call allowed from any
  * thread (and signal-handling threads).
@@ -44,6 +45,18 @@ struct coord_config {
     uint32_t verify_tries;
     uint32_t verify_interval_ms;
     uint32_t verify_timeout_ms;
+    /* Crash recovery: a crashed master's tablets are split into partitions
+     * of at most partition_bytes and partition_objects each (0 = defaults,
+     * 256 MiB and 4 Mi objects), sized by the tablet stats every master
+     * reports to GET_SERVER_STATS polls every stats_interval_ms (0 = 1000,
+     * UINT32_MAX = no polling).  A recovery that waits for missing replicas
+     * (or a master to recover on) asks the backups again every
+     * recovery_retry_ms (0 = 1000; scaled by CRAM_TEST_TIME_SCALE) and soon
+     * after a server enlists. */
+    uint64_t partition_bytes;
+    uint64_t partition_objects;
+    uint32_t stats_interval_ms;
+    uint32_t recovery_retry_ms;
 };
 
 /* Creates the dispatch loop and the listener.  NULL with a message in err. */

@@ -38,6 +38,13 @@ static void usage(FILE *f)
 "  --verify-tries N        PINGs sent to a suspected server before it is declared crashed (default: 3)\n"
 "  --verify-interval-ms MS between the starts of those PINGs (default: 125)\n"
 "  --verify-timeout-ms MS  how long each PING waits for its answer (default: 250)\n"
+"  --partition-bytes N     crash recovery: bytes per partition (recovery master), K/M/G\n"
+"                          suffixes (default: 256M)\n"
+"  --partition-objects N   crash recovery: objects per partition (default: 4M)\n"
+"  --stats-interval-ms MS  how often every master's tablet sizes are polled, to partition its\n"
+"                          tablets if it crashes (default: 1000; 0 = never)\n"
+"  --recovery-retry-ms MS  a recovery waiting for missing replicas asks the backups again\n"
+"                          after this long, and soon after a server enlists (default: 1000)\n"
 "  --help                  this text\n"
 "\n"
 "Any number of coordinators may run for one cluster: they elect a leader through\n"
@@ -89,10 +96,33 @@ static int parse_u32(const char *s, uint32_t max, uint32_t *out)
     return 0;
 }
 
+/* A count with an optional K/M/G suffix (powers of 1024). */
+static int parse_size(const char *s, uint64_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (errno || end == s || s[0] == '-')
+        return -1;
+    unsigned shift = 0;
+    if (*end == 'K' || *end == 'k')
+        shift = 10;
+    else if (*end == 'M' || *end == 'm')
+        shift = 20;
+    else if (*end == 'G' || *end == 'g')
+        shift = 30;
+    if (shift)
+        end++;
+    if (*end || v > (UINT64_MAX >> shift))
+        return -1;
+    *out = (uint64_t)v << shift;
+    return 0;
+}
+
 int main(int argc, char **argv)
 {
     enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_VTRIES, O_VINT,
-           O_VTIMEOUT, O_SESSION, O_EXIT_ON_LOSS, O_HELP };
+           O_VTIMEOUT, O_SESSION, O_EXIT_ON_LOSS, O_PBYTES, O_POBJECTS, O_STATS_MS, O_RETRY_MS, O_HELP };
     static const struct option opts[] = {
         { "zk", required_argument, NULL, O_ZK },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -107,6 +137,10 @@ int main(int argc, char **argv)
         { "verify-timeout-ms", required_argument, NULL, O_VTIMEOUT },
         { "zk-session-ms", required_argument, NULL, O_SESSION },
         { "exit-on-loss", no_argument, NULL, O_EXIT_ON_LOSS },
+        { "partition-bytes", required_argument, NULL, O_PBYTES },
+        { "partition-objects", required_argument, NULL, O_POBJECTS },
+        { "stats-interval-ms", required_argument, NULL, O_STATS_MS },
+        { "recovery-retry-ms", required_argument, NULL, O_RETRY_MS },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -178,6 +212,30 @@ int main(int argc, char **argv)
             }
             break;
         case O_EXIT_ON_LOSS: exit_on_loss = true; break;
+        case O_PBYTES:
+        case O_POBJECTS: {
+            uint64_t *dst = o == O_PBYTES ? &cfg.partition_bytes : &cfg.partition_objects;
+            if (parse_size(optarg, dst) != 0 || *dst == 0) {
+                fprintf(stderr, "cram-coordinator: bad --%s '%s' (a positive number, K/M/G suffix allowed)\n",
+                        o == O_PBYTES ? "partition-bytes" : "partition-objects", optarg);
+                return 2;
+            }
+            break;
+        }
+        case O_STATS_MS:
+            if (parse_u32(optarg, 3600000, &cfg.stats_interval_ms) != 0) {
+                fprintf(stderr, "cram-coordinator: bad --stats-interval-ms '%s' (0..3600000)\n", optarg);
+                return 2;
+            }
+            if (cfg.stats_interval_ms == 0)
+                cfg.stats_interval_ms = UINT32_MAX;     /* 0 on the command line: no polling */
+            break;
+        case O_RETRY_MS:
+            if (parse_u32(optarg, 600000, &cfg.recovery_retry_ms) != 0 || cfg.recovery_retry_ms == 0) {
+                fprintf(stderr, "cram-coordinator: bad --recovery-retry-ms '%s' (1..600000)\n", optarg);
+                return 2;
+            }
+            break;
         case O_HELP: usage(stdout); return 0;
         default: usage(stderr); return 2;
         }

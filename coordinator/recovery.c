@@ -255,7 +255,10 @@ int rcv_check_log(const struct rcv_replica *r, size_t n, bool have_info,
         return 0;
     }
     log->digest_segment = r[best].segment_id;
-    if (r[best].closed) {
+    bool head_closed = false;       /* some replica of the digest's segment was closed */
+    for (size_t i = 0; i < n; i++)
+        head_closed |= usable[i] && r[i].segment_id == r[best].segment_id && r[i].closed;
+    if (head_closed) {
         snprintf(note, notelen, "the newest log digest (segment %lu) is in a closed segment: "
                  "the replicas of the head segment after it are missing", (unsigned long)r[best].segment_id);
         free(usable);

@@ -98,8 +98,9 @@ struct rcv_log {
  * Check that the replicas make up the crashed master's whole log.  Open
  * replicas whose {segment id, epoch} is below the recorded recovery info
  * (have_info) are stale and ignored.  The newest log digest (highest segment
- * id with has_digest) names the log's segments; it must come from an open
- * replica (a closed head means a newer head existed: its replicas are
+ * id with has_digest) names the log's segments; no replica of that segment
+ * may be closed (a closed head means a newer head existed -- a new head is
+ * durably open before the old one's close is sent -- whose replicas are
  * missing), and every segment it lists needs a usable replica.  Returns 0
  * (log->complete tells; if not, note explains which segments are missing),
  * or -1 when out of memory.  Free log->order with rcv_log_free.

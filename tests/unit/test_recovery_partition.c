@@ -374,6 +374,16 @@ static void test_log_missing(void)
     CU_ASSERT_FATAL(rcv_check_log(c, 3, false, 0, 0, &log, note, sizeof(note)) == 0);
     CU_ASSERT(!log.complete && strstr(note, "closed") != NULL);
     rcv_log_free(&log);
+    /* an open replica of the digest's segment lags behind a closed one of
+     * the same segment: it was closed, so a newer head existed */
+    struct rcv_replica lag[] = { { 10, 3, 0, 800, true, true, dig3, 3 }, { 11, 3, 0, 700, false, true, dig3, 3 },
+                                 { 10, 1, 0, 8, true, false, NULL, 0 }, { 10, 2, 0, 8, true, false, NULL, 0 } };
+    CU_ASSERT_FATAL(rcv_check_log(lag, 4, false, 0, 0, &log, note, sizeof(note)) == 0);
+    CU_ASSERT(!log.complete && strstr(note, "closed") != NULL);
+    rcv_log_free(&log);
+    CU_ASSERT_FATAL(rcv_check_log(&lag[1], 3, false, 0, 0, &log, note, sizeof(note)) == 0);
+    CU_ASSERT(log.complete && log.norder == 3);
+    rcv_log_free(&log);
 }
 
 /* Open replicas below the recorded recovery info are ignored. */
