@@ -120,6 +120,7 @@ struct rd_conn {
     uint64_t poller;
     int established, dead, refs;
     struct rd_listener *ls;            /* server side */
+    struct rd_conn *lnext;             /* listener's list of connections */
     struct rd_session *sess;           /* client side */
     uint32_t max_inline;
     char peer[64];
@@ -142,7 +143,18 @@ struct rd_listener {
     struct tp_fdh chh;
     tp_request_fn fn;
     void *arg;
+    struct rd_conn *conns;             /* accepted, not yet disconnected */
 };
+
+static void listener_forget(struct rd_listener *ls, struct rd_conn *c)
+{
+    for (struct rd_conn **pp = &ls->conns; *pp; pp = &(*pp)->lnext)
+        if (*pp == c) {
+            *pp = c->lnext;
+            break;
+        }
+    c->ls = NULL;
+}
 
 struct rd_rpc {
     struct tp_rpc head;
@@ -613,9 +625,12 @@ static void listener_cm_ready(void *arg, uint32_t events)
             }
             id->context = c;
             c->ls = ls;
+            c->lnext = ls->conns;
+            ls->conns = c;
             struct rdma_conn_param p = { .responder_resources = 1, .initiator_depth = 1, .rnr_retry_count = 7 };
             if (conn_setup(c) != 0 || conn_arm(c) != 0 || rdma_accept(id, &p) != 0) {
                 CRAM_WARN("rdma: accepting %s failed: %s", c->peer, strerror(errno));
+                listener_forget(ls, c);
                 conn_fail(c);
                 tp_loop_defer_free(c->loop, conn_free_deferred, c);
             }
@@ -624,8 +639,8 @@ static void listener_cm_ready(void *arg, uint32_t events)
             conn_flush(c);
         } else if ((type == RDMA_CM_EVENT_DISCONNECTED || type == RDMA_CM_EVENT_TIMEWAIT_EXIT) && c &&
                    !c->dead) {
+            listener_forget(ls, c);
             conn_fail(c);
-            c->ls = NULL;
             tp_loop_defer_free(c->loop, conn_free_deferred, c);
         }
     }
@@ -635,6 +650,12 @@ static void rd_listener_close(tp_listener *h)
 {
     struct rd_listener *ls = (struct rd_listener *)h;
     tp_loop_del_fd(h->loop, &ls->chh);
+    while (ls->conns) {                /* its connections go with it */
+        struct rd_conn *c = ls->conns;
+        listener_forget(ls, c);
+        conn_fail(c);
+        tp_loop_defer_free(c->loop, conn_free_deferred, c);
+    }
     rdma_destroy_id(ls->id);
     rdma_destroy_event_channel(ls->ch);
     tp_loop_unlink_listener(h->loop, h);
