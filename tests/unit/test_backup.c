@@ -17,6 +17,7 @@
 #include "backup/backup_service.h"
 #include "backup/backup_store.h"
 #include "common/clock.h"
+#include "common/keyhash.h"
 #include "common/segment.h"
 #include "common/serverlist.h"
 #include "common/wire.h"
@@ -1140,6 +1141,318 @@ static void test_io_error(void)
     teardown();
 }
 
+/* ---- recovery data ------------------------------------------------------------------ */
+
+/* A head-like segment: header, log digest {ids}, safe version, then objects
+ * of tables 1 and 2 and tombstones (every 5th entry), to about fill bytes. */
+static struct img *img_make_rec(uint64_t master, uint64_t segment, uint64_t epoch, uint32_t cap,
+                                uint32_t fill, const uint64_t *ids, uint32_t nids)
+{
+    struct img *m = calloc(1, sizeof *m);
+    CU_ASSERT_FATAL(m != NULL);
+    m->buf = calloc(1, cap);
+    m->cap = cap;
+    struct seg_writer w;
+    seg_writer_init(&w, m->buf, cap);
+    m->n = 1;
+    struct seg_header_body sh = { .magic = SEG_MAGIC, .format = SEG_FORMAT_VERSION,
+                                  .master_id = master, .segment_id = segment, .epoch = epoch,
+                                  .capacity = cap };
+    struct iovec hv = { &sh, sizeof sh };
+    CU_ASSERT_FATAL(seg_append(&w, SEG_ENTRY_SEGHDR, &hv, 1) == 0);
+    if (ids != NULL) {
+        struct seg_log_digest d = { .count = nids };
+        struct iovec dv[2] = { { &d, sizeof d }, { (void *)ids, nids * sizeof *ids } };
+        CU_ASSERT_FATAL(seg_append(&w, SEG_ENTRY_LOG_DIGEST, dv, 2) > 0);
+    }
+    struct seg_safe_version sv = { 1000 + segment };
+    struct iovec svv = { &sv, sizeof sv };
+    CU_ASSERT_FATAL(seg_append(&w, SEG_ENTRY_SAFE_VERSION, &svv, 1) > 0);
+    m->cut[m->n] = w.used;
+    m->cert[m->n++] = seg_writer_certificate(&w);
+    uint8_t val[700];
+    for (unsigned k = 0; w.used < fill && m->n < IMG_MAX_CUTS; k++) {
+        char key[32];
+        int kl = snprintf(key, sizeof key, "rk-%llu-%u", (unsigned long long)segment, k);
+        uint64_t table = 1 + k % 2;
+        int64_t rc;
+        if (k % 5 == 4) {
+            struct seg_tombstone t = { .table_id = table, .version = k, .segment_id = 1,
+                                       .key_len = (uint16_t)kl };
+            struct iovec p[2] = { { &t, sizeof t }, { key, (size_t)kl } };
+            rc = seg_append(&w, SEG_ENTRY_TOMBSTONE, p, 2);
+        } else {
+            uint32_t vl = (k * 131u) % sizeof val;
+            memset(val, (int)k, vl);
+            struct seg_object o = { .table_id = table, .version = k + 1, .key_len = (uint16_t)kl };
+            struct iovec p[3] = { { &o, sizeof o }, { key, (size_t)kl }, { val, vl } };
+            rc = seg_append(&w, SEG_ENTRY_OBJECT, p, 3);
+        }
+        if (rc < 0)
+            break;
+        m->cut[m->n] = w.used;
+        m->cert[m->n++] = seg_writer_certificate(&w);
+    }
+    return m;
+}
+
+/* The bytes GET_RECOVERY_DATA must return for ranges over the whole image:
+ * selected entries verbatim, in order.  Returns their count. */
+static uint32_t rd_expected(const struct img *m, const struct wire_tablet_range *r, uint32_t nr,
+                            uint8_t *out, uint32_t *outlen)
+{
+    struct seg_iter it;
+    struct seg_entry e;
+    seg_iter_init(&it, m->buf, img_len(m));
+    uint32_t n = 0, used = 0;
+    while (seg_iter_next(&it, &e) == SEG_ITER_OK) {
+        bool want = e.type == SEG_ENTRY_SAFE_VERSION;
+        uint64_t table = 0;
+        const uint8_t *key = NULL;
+        uint16_t kl = 0;
+        if (e.type == SEG_ENTRY_OBJECT) {
+            const struct seg_object *o;
+            const uint8_t *v;
+            uint32_t vl;
+            CU_ASSERT_FATAL(seg_parse_object(&e, &o, &key, &v, &vl));
+            table = o->table_id;
+            kl = o->key_len;
+        } else if (e.type == SEG_ENTRY_TOMBSTONE) {
+            const struct seg_tombstone *t;
+            CU_ASSERT_FATAL(seg_parse_tombstone(&e, &t, &key));
+            table = t->table_id;
+            kl = t->key_len;
+        }
+        if (key != NULL) {
+            uint64_t h = cram_key_hash(table, key, kl);
+            for (uint32_t i = 0; i < nr; i++)
+                if (r[i].table_id == table && h >= r[i].start_hash && h <= r[i].end_hash)
+                    want = true;
+        }
+        if (want) {
+            uint32_t sz = (uint32_t)seg_entry_size(e.length);
+            memcpy(out + used, m->buf + e.offset, sz);
+            used += sz;
+            n++;
+        }
+    }
+    *outlen = used;
+    return n;
+}
+
+/* One GET_RECOVERY_DATA; raw response in *resp (caller frees). */
+static int rd_req(uint64_t target, uint64_t master, uint64_t segment, uint64_t epoch, uint32_t off,
+                  uint32_t max, const struct wire_tablet_range *r, uint32_t nr, uint8_t **resp,
+                  uint32_t *rlen)
+{
+    struct wire_recovery_data_req q = { .hdr = { WIRE_OP_BACKUP_GET_RECOVERY_DATA, WIRE_SVC_BACKUP, 0 },
+                                        .tgt = { target }, .master_id = master, .segment_id = segment,
+                                        .epoch = epoch, .offset = off, .max_bytes = max,
+                                        .ntablets = nr };
+    size_t len = sizeof q + nr * sizeof *r;
+    uint8_t *m = malloc(len);
+    memcpy(m, &q, sizeof q);
+    memcpy(m + sizeof q, r, nr * sizeof *r);
+    int st = call_raw(m, (uint32_t)len, resp, rlen);
+    free(m);
+    return st;
+}
+
+/* Fetch everything with max bytes per call, checking each response;
+ * returns the concatenated entries (malloc'ed) and counts. */
+static uint8_t *rd_all(uint64_t master, uint64_t segment, uint32_t max, const struct wire_tablet_range *r,
+                       uint32_t nr, uint32_t *len, uint32_t *entries, int *calls, bool *closed)
+{
+    uint8_t *acc = malloc(4u << 20);
+    uint32_t got = 0, off = 0;
+    *entries = 0;
+    *calls = 0;
+    for (;;) {
+        uint8_t *resp = NULL;
+        uint32_t n = 0;
+        int st = rd_req(0, master, segment, 0, off, max, r, nr, &resp, &n);
+        CU_ASSERT_EQUAL_FATAL(st, CRAM_OK);
+        struct wire_recovery_data_resp h;
+        CU_ASSERT_FATAL(n >= sizeof h);
+        memcpy(&h, resp, sizeof h);
+        CU_ASSERT_FATAL(n == sizeof h + h.length);
+        /* about max_bytes: at most one entry over it */
+        if (max != 0 && h.entries > 1)
+            CU_ASSERT(h.length <= max);
+        CU_ASSERT(h.done || h.next_offset > off);
+        memcpy(acc + got, resp + sizeof h, h.length);
+        got += h.length;
+        *entries += h.entries;
+        *closed = h.closed;
+        (*calls)++;
+        off = h.next_offset;
+        free(resp);
+        if (h.done || *calls > 100000)
+            break;
+    }
+    *len = got;
+    return acc;
+}
+
+static void check_rd(uint64_t master, uint64_t segment, const struct img *m,
+                     const struct wire_tablet_range *r, uint32_t nr, uint32_t max)
+{
+    uint8_t *exp = malloc(4u << 20);
+    uint32_t elen;
+    uint32_t en = rd_expected(m, r, nr, exp, &elen);
+    uint32_t glen, gn;
+    int calls;
+    bool closed;
+    uint8_t *got = rd_all(master, segment, max, r, nr, &glen, &gn, &calls, &closed);
+    CU_ASSERT_EQUAL(gn, en);
+    CU_ASSERT_EQUAL(glen, elen);
+    CU_ASSERT(glen == elen && memcmp(got, exp, elen) == 0);
+    if (max != 0 && max < elen / 4)
+        CU_ASSERT(calls > 2);
+    free(got);
+    free(exp);
+}
+
+static void test_recovery_data(void)
+{
+    setup(64u << 20, NULL);
+    uint64_t ids[3] = { 1, 2, 3 };
+    struct img *a = img_make_rec(31, 1, 1, CAP, CAP - 2000, NULL, 0);
+    struct img *b = img_make_rec(31, 3, 2, CAP, 100000, ids, 3);
+    wr_img(a, 31, 1, 1, 10000, true, 0);
+    wr_img(b, 31, 3, 2, 7000, false, 0);
+    const uint64_t mid = UINT64_MAX / 3;
+    struct wire_tablet_range whole1[1] = { { 1, 0, UINT64_MAX } };
+    struct wire_tablet_range part[3] = { { 2, mid, UINT64_MAX }, { 1, 0, mid }, { 1, mid / 2, mid + 5 } };
+    struct wire_tablet_range none[1] = { { 9, 0, UINT64_MAX } };
+    /* open replica (memory) and the closed one before and after it reached disk */
+    for (int round = 0; round < 2; round++) {
+        const uint32_t maxes[4] = { 0, 1, 3000, 50000 };
+        for (int i = 0; i < 4; i++) {
+            check_rd(31, 1, a, whole1, 1, maxes[i]);
+            check_rd(31, 1, a, part, 3, maxes[i]);
+            check_rd(31, 3, b, part, 3, maxes[i]);
+        }
+        check_rd(31, 3, b, none, 1, 0);       /* only the safe version */
+        settle(100);
+    }
+    uint32_t len, n;
+    int calls;
+    bool closed;
+    free(rd_all(31, 1, 0, whole1, 1, &len, &n, &calls, &closed));
+    CU_ASSERT(closed);
+    CU_ASSERT_EQUAL(calls, 1);
+    free(rd_all(31, 3, 0, whole1, 1, &len, &n, &calls, &closed));
+    CU_ASSERT(!closed);
+
+    /* unknown replica, other epoch */
+    uint8_t *resp = NULL;
+    uint32_t rl = 0;
+    CU_ASSERT_EQUAL(rd_req(0, 31, 2, 0, 0, 0, whole1, 1, NULL, NULL), CRAM_NOT_FOUND);
+    CU_ASSERT_EQUAL(rd_req(0, 31, 1, 7, 0, 0, whole1, 1, NULL, NULL), CRAM_NOT_FOUND);
+    CU_ASSERT_EQUAL(rd_req(0, 31, 1, 1, 0, 0, whole1, 1, &resp, &rl), CRAM_OK);
+    free(resp);
+
+    /* BACKUP_LIST: the digest the segment starts with */
+    Cram__ReplicaList *l = list_req(31);
+    CU_ASSERT_FATAL(l != NULL);
+    Cram__ReplicaInfo *ri = list_find(l, 31, 3);
+    CU_ASSERT(ri != NULL && ri->has_digest && ri->n_log_digest == 3 &&
+              ri->log_digest[0] == 1 && ri->log_digest[2] == 3);
+    ri = list_find(l, 31, 1);
+    CU_ASSERT(ri != NULL && !ri->has_digest && ri->n_log_digest == 0);
+    cram__replica_list__free_unpacked(l, NULL);
+
+    /* after a restart: the closed replica is read from disk for recovery,
+     * the digest found again */
+    struct img *c = img_make_rec(31, 4, 1, CAP, 50000, ids, 2);
+    wr_img(c, 31, 4, 1, 9000, true, 0);
+    svc_destroy();
+    bk = svc_create(64u << 20, NULL);
+    CU_ASSERT_FATAL(bk != NULL);
+    l = list_req(31);
+    ri = list_find(l, 31, 4);
+    CU_ASSERT(ri != NULL && ri->has_digest && ri->n_log_digest == 2 && ri->log_digest[1] == 2);
+    ri = list_find(l, 31, 3);
+    CU_ASSERT(ri != NULL && ri->has_digest && ri->n_log_digest == 3);
+    cram__replica_list__free_unpacked(l, NULL);
+    check_rd(31, 4, c, part, 3, 2000);
+    check_rd(31, 1, a, whole1, 1, 0);
+
+    /* a closed replica whose disk copy went bad is not served */
+    char p[512];
+    path_of(p, sizeof p, 31, 4, 1);
+    svc_destroy();
+    bk = svc_create(64u << 20, NULL);
+    CU_ASSERT_FATAL(bk != NULL);
+    flip_byte(p, BACKUP_HDR_SIZE + 20000);
+    CU_ASSERT_EQUAL(rd_req(0, 31, 4, 0, 0, 0, whole1, 1, NULL, NULL), CRAM_NOT_FOUND);
+    CU_ASSERT_EQUAL(rd_req(0, 31, 4, 0, 0, 0, whole1, 1, NULL, NULL), CRAM_NOT_FOUND);
+
+    img_free(a);
+    img_free(b);
+    img_free(c);
+    teardown();
+}
+
+static void test_recovery_data_malformed(void)
+{
+    setup(64u << 20, NULL);
+    backup_set_server_id(bk, 5);
+    struct img *a = img_make_rec(41, 1, 1, CAP, 30000, NULL, 0);
+    wr_img(a, 41, 1, 1, 10000, true, 0);
+    struct wire_tablet_range r[2] = { { 1, 0, UINT64_MAX }, { 2, 0, 10 } };
+    struct wire_recovery_data_req q = { .hdr = { WIRE_OP_BACKUP_GET_RECOVERY_DATA, WIRE_SVC_BACKUP, 0 },
+                                        .master_id = 41, .segment_id = 1, .ntablets = 2 };
+    uint8_t m[sizeof q + 3 * sizeof r[0]];
+    memcpy(m + sizeof q, r, sizeof r);
+    memset(m + sizeof q + sizeof r, 0, sizeof r[0]);
+#define SEND(qq, len) (memcpy(m, &(qq), sizeof(qq)), call_raw(m, (uint32_t)(len), NULL, NULL))
+    struct wire_recovery_data_req t = q;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_OK);
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r - 1), CRAM_REQUEST_FORMAT_ERROR);
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r + 1), CRAM_REQUEST_FORMAT_ERROR);
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r + sizeof r[0]), CRAM_REQUEST_FORMAT_ERROR);
+    CU_ASSERT_EQUAL(SEND(t, sizeof q), CRAM_REQUEST_FORMAT_ERROR);
+    CU_ASSERT_EQUAL(call_raw(m, sizeof q - 1, NULL, NULL), CRAM_REQUEST_FORMAT_ERROR);
+    t.ntablets = 0;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q), CRAM_REQUEST_FORMAT_ERROR);
+    t.ntablets = WIRE_MAX_RECOVERY_TABLETS + 1;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t.ntablets = UINT32_MAX;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t = q;
+    t.pad = 1;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t = q;
+    t.offset = img_len(a) + 1;         /* past the certified bytes */
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t.offset = 1;                      /* not an entry boundary */
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t.offset = img_len(a);             /* the end: done, nothing */
+    uint8_t *resp = NULL;
+    uint32_t rl = 0;
+    memcpy(m, &t, sizeof t);
+    CU_ASSERT_EQUAL(call_raw(m, sizeof q + sizeof r, &resp, &rl), CRAM_OK);
+    struct wire_recovery_data_resp h;
+    CU_ASSERT_FATAL(rl == sizeof h);
+    memcpy(&h, resp, sizeof h);
+    CU_ASSERT(h.done == 1 && h.length == 0 && h.entries == 0 && h.next_offset == img_len(a));
+    free(resp);
+    t = q;
+    struct wire_tablet_range bad = { 2, 11, 10 };   /* start > end */
+    memcpy(m + sizeof q + sizeof r[0], &bad, sizeof bad);
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    memcpy(m + sizeof q + sizeof r[0], &r[1], sizeof r[1]);
+    t.tgt.target_server_id = 6;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_WRONG_SERVER);
+    t.tgt.target_server_id = 5;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_OK);
+#undef SEND
+    img_free(a);
+    teardown();
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -1161,6 +1474,8 @@ int main(void)
     CU_add_test(s, "re-sent range with other bytes", test_resend_differs);
     CU_add_test(s, "free and replace behind a close", test_free_in_flight);
     CU_add_test(s, "disk errors", test_io_error);
+    CU_add_test(s, "recovery data: ranges, resumable offsets, digest", test_recovery_data);
+    CU_add_test(s, "recovery data: malformed requests", test_recovery_data_malformed);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
