@@ -40,7 +40,7 @@ static void test_refusal_or_listen(void)
         cram_status st = CRAM_OK;
         tp_session *s = tp_session_open(l, "rdma:host=127.0.0.1,port=24050", &st);
         CU_ASSERT_PTR_NULL(s);
-        CU_ASSERT_EQUAL(st, CRAM_TRANSPORT_ERROR);
+        CU_ASSERT_EQUAL(st, built ? CRAM_TRANSPORT_ERROR : CRAM_INVALID_ARGUMENT);
     } else {
         CU_ASSERT_PTR_NOT_NULL(ls);
         tp_listener_close(ls);
