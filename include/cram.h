@@ -372,6 +372,65 @@ typedef struct cram_replica_info {
 cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *locator,
                                uint64_t master_id, cram_replica_info **replicas, size_t *n);
 
+/* ---- additions: crash recovery status and cluster settings ------------ */
+
+typedef enum cram_recovery_phase {
+    CRAM_RECOVERY_STARTING    = 0,  /* asking the backups for the crashed master's replicas */
+    CRAM_RECOVERY_WAITING_LOG = 1,  /* its log is incomplete: waiting for replicas (see note) */
+    CRAM_RECOVERY_REPLAYING   = 2,  /* partitions handed to recovery masters */
+    CRAM_RECOVERY_DONE        = 3,
+    CRAM_RECOVERY_FAILED      = 4
+} cram_recovery_phase;
+
+/* One partition of a recovery (mirrors PartitionStatus in proto/cram.proto). */
+typedef struct cram_recovery_partition {
+    uint32_t partition_id;
+    uint32_t tablet_count;      /* key-hash ranges in the partition */
+    uint64_t recovery_master_id;/* 0 = not assigned yet */
+    uint8_t done;               /* 1: replayed and owned by the recovery master */
+    uint8_t pad[3];
+    uint32_t attempts;          /* recovery masters it was handed to */
+    uint64_t bytes_replayed;
+    uint64_t segments_replayed;
+    uint64_t replay_ms;
+    uint64_t estimated_bytes;
+    uint64_t estimated_objects;
+} cram_recovery_partition;
+
+/* One crash recovery (mirrors RecoveryRecord). */
+typedef struct cram_recovery_info {
+    uint64_t recovery_id;
+    uint64_t crashed_master_id;
+    cram_recovery_phase phase;
+    uint64_t started_at_ms;     /* wall clock, ms since the epoch */
+    uint64_t detected_at_ms;    /* when the master was declared crashed */
+    uint64_t finished_at_ms;    /* 0 while it runs */
+    uint64_t segments;          /* segments of the crashed master's log */
+    uint64_t log_bytes;
+    char note[512];             /* e.g. why it waits (NUL-terminated, may be truncated) */
+    size_t partition_count;
+    cram_recovery_partition *partitions;    /* partition_count entries, in the same allocation */
+} cram_recovery_info;
+
+/*
+ * The coordinator's crash recoveries: running ones first, then recently
+ * finished ones (newest first).  On CRAM_OK *recoveries is a new array of
+ * *n entries (NULL when n is 0) whose partitions live in the same
+ * allocation: free it with one cram_free.  Returns CRAM_OK,
+ * CRAM_INVALID_ARGUMENT (NULL c, recoveries or n), CRAM_TIMEOUT,
+ * CRAM_NO_MEMORY, CRAM_INTERNAL_ERROR (malformed answer).
+ */
+cram_status cram_recovery_status(cram_client *c, cram_recovery_info **recoveries, size_t *n);
+
+/*
+ * The cluster settings the coordinator hands to servers: replicas per
+ * segment (R) and the durability level ("buffered" or "sync", copied
+ * NUL-terminated into durability, truncated to durability_len).  Either
+ * output may be NULL.  Statuses as for cram_list_servers.
+ */
+cram_status cram_get_cluster_settings(cram_client *c, uint32_t *replicas, char *durability,
+                                      size_t durability_len);
+
 /* ---- additions: asynchronous operations ------------------------------- */
 
 /*

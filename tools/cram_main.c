@@ -31,7 +31,8 @@ static void usage(FILE *f)
         "  create-table NAME [--span N]  create a table over N tablets (default 1); prints its id\n"
         "  drop-table NAME               drop a table and all its objects\n"
         "  tables                        list tables (id, tablets, name)\n"
-        "  servers                       list servers (id, status, services, locators)\n"
+        "  servers                       list servers (id, status, services, locators) and the\n"
+        "                                cluster settings (replicas, durability)\n"
         "  tablets NAME                  list a table's tablets (hash range, owner)\n"
         "  put TABLE KEY VALUE           write an object\n"
         "  get TABLE KEY                 print an object's value (raw bytes, no newline)\n"
@@ -45,6 +46,9 @@ static void usage(FILE *f)
         "                                (BACKUP_LIST): backup, master, segment, epoch,\n"
         "                                certified length, open/closed, verified, on disk;\n"
         "                                --master: only that master's segments\n"
+        "  recovery-status               crash recoveries (running, then recent): phase, time,\n"
+        "                                log size, and per partition its recovery master, state,\n"
+        "                                bytes/segments replayed and MB/s\n"
         "\n"
         "Options:\n"
         "  -C, --coordinator LOCATOR     zk:HOST:PORT[,HOST:PORT] or tcp:host=H,port=P\n"
@@ -228,6 +232,79 @@ static int cmd_servers(cram_client *c, int argc)
                svc[0] ? svc : "-", s[i].locators);
     }
     cram_free(s);
+    uint32_t replicas;
+    char durability[32];
+    st = cram_get_cluster_settings(c, &replicas, durability, sizeof durability);
+    if (st != CRAM_OK)
+        return fail("servers", st);
+    printf("cluster settings: replicas %u, durability %s\n", replicas,
+           durability[0] ? durability : "-");
+    return 0;
+}
+
+static const char *phase_name(cram_recovery_phase p)
+{
+    switch (p) {
+    case CRAM_RECOVERY_STARTING:    return "starting";
+    case CRAM_RECOVERY_WAITING_LOG: return "waiting-log";
+    case CRAM_RECOVERY_REPLAYING:   return "replaying";
+    case CRAM_RECOVERY_DONE:        return "done";
+    case CRAM_RECOVERY_FAILED:      return "failed";
+    }
+    return "?";
+}
+
+static int cmd_recovery_status(cram_client *c, int argc)
+{
+    cram_recovery_info *r;
+    size_t n;
+
+    if (argc != 0)
+        return bad_usage("recovery-status: %s", "takes no arguments");
+    cram_status st = cram_recovery_status(c, &r, &n);
+    if (st != CRAM_OK)
+        return fail("recovery-status", st);
+    if (n == 0)
+        printf("no recoveries\n");
+    for (size_t i = 0; i < n; i++) {
+        const cram_recovery_info *x = &r[i];
+        uint64_t end = x->finished_at_ms;
+        if (end == 0) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            end = (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+        }
+        uint64_t total = end > x->detected_at_ms ? end - x->detected_at_ms : 0;
+        uint64_t bytes = 0, segs = 0;
+        for (size_t k = 0; k < x->partition_count; k++) {
+            bytes += x->partitions[k].bytes_replayed;
+            segs += x->partitions[k].segments_replayed;
+        }
+        printf("recovery %" PRIu64 " of master %" PRIu64 ": %s, %s %" PRIu64 " ms, log %" PRIu64
+               " segments / %" PRIu64 " bytes, replayed %" PRIu64 " segments / %" PRIu64 " bytes",
+               x->recovery_id, x->crashed_master_id, phase_name(x->phase),
+               x->finished_at_ms ? "total" : "running for", total, x->segments, x->log_bytes, segs, bytes);
+        if (x->finished_at_ms && total)
+            printf(", %.1f MB/s", (double)x->log_bytes / 1e3 / (double)total);
+        printf("\n");
+        if (x->note[0])
+            printf("  note: %s\n", x->note);
+        if (x->partition_count)
+            printf("  %-9s %-20s %-8s %-8s %12s %9s %9s %8s %s\n", "PARTITION", "MASTER", "STATE",
+                   "TABLETS", "BYTES", "SEGMENTS", "MS", "MB/S", "ATTEMPTS");
+        for (size_t k = 0; k < x->partition_count; k++) {
+            const cram_recovery_partition *p = &x->partitions[k];
+            char rate[32] = "-";
+            if (p->done && p->replay_ms)
+                snprintf(rate, sizeof rate, "%.1f", (double)p->bytes_replayed / 1e3 / (double)p->replay_ms);
+            printf("  %-9u %-20" PRIu64 " %-8s %-8u %12" PRIu64 " %9" PRIu64 " %9" PRIu64 " %8s %u\n",
+                   p->partition_id, p->recovery_master_id,
+                   p->done ? "done" : p->recovery_master_id ? "running" : "waiting", p->tablet_count,
+                   p->done ? p->bytes_replayed : p->estimated_bytes, p->segments_replayed, p->replay_ms,
+                   rate, p->attempts);
+        }
+    }
+    cram_free(r);
     return 0;
 }
 
@@ -480,7 +557,7 @@ int main(int argc, char **argv)
     const char *cmd = argv[i++];
     static const char *const known[] = { "create-table", "drop-table", "tables", "servers",
                                          "tablets", "put", "get", "del", "incr", "scan",
-                                         "stats", "replicas", NULL };
+                                         "stats", "replicas", "recovery-status", NULL };
     int ok = 0;
     for (int k = 0; known[k]; k++)
         ok |= strcmp(cmd, known[k]) == 0;
@@ -521,6 +598,8 @@ int main(int argc, char **argv)
         rc = cmd_stats(c, nargs, args);
     else if (strcmp(cmd, "replicas") == 0)
         rc = cmd_replicas(c, nargs, args);
+    else if (strcmp(cmd, "recovery-status") == 0)
+        rc = cmd_recovery_status(c, nargs);
     else
         rc = cmd_object(c, cmd, nargs, args);
     cram_disconnect(c);

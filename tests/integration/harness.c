@@ -206,7 +206,7 @@ int h_start_coordinator(struct h_cluster *c, int reset)
     char bin[512], listen[128], level[16], repl[16];
     snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base);
     snprintf(level, sizeof(level), "info");
-    char *argv[16];
+    char *argv[16 + H_MAX_COORD_ARGS];
     int n = 0;
     argv[n++] = (char *)h_bin("cram-coordinator", bin, sizeof(bin));
     argv[n++] = "--zk";
@@ -228,6 +228,8 @@ int h_start_coordinator(struct h_cluster *c, int reset)
         argv[n++] = "--durability";
         argv[n++] = c->durability;
     }
+    for (int k = 0; k < H_MAX_COORD_ARGS && c->coord_args[k] != NULL; k++)
+        argv[n++] = (char *)c->coord_args[k];
     argv[n] = NULL;
     if (h_spawn(&c->coord, c->dir, argv) != 0)
         return -1;

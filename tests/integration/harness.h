@@ -26,7 +26,8 @@
 #include <sys/types.h>
 #include "cram.h"
 
-#define H_MAX_SERVERS 5
+#define H_MAX_SERVERS 6
+#define H_MAX_COORD_ARGS 8
 
 struct h_proc {
     pid_t pid;                  /* 0 = not running (never started or reaped) */
@@ -47,6 +48,7 @@ struct h_cluster {
     char durability[16];        /* coordinator --durability ("" = omitted: its default) */
     unsigned backup_only;       /* bit i: server i runs --backup-only (h_wait_servers then
                                  * waits for its backup service instead of a master) */
+    const char *coord_args[H_MAX_COORD_ARGS];   /* extra coordinator arguments, NULL-ended */
     struct h_proc coord;
     struct h_proc servers[H_MAX_SERVERS];
 };
