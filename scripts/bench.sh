@@ -5,22 +5,33 @@
 # ping-pong floor (cram-pingpong).
 #
 #   bench.sh [--bin DIR] [--duration S] [--records N] [--port-base P] [--out FILE]
+#            [--sections LIST]
 #
 #   --bin DIR       release build directory [<repo>/build]
 #   --duration S    seconds per measurement [5]
 #   --records N     records loaded [100000]
 #   --port-base P   ports P..P+30 on 127.0.0.1 [23500]
 #   --out FILE      also write the markdown table here
+#   --sections LIST comma-separated: base, durability [base,durability]
 #
 # Workload: 30-byte keys, 100-byte values, uniform keys; latency at 1 client
 # (pure reads, pure writes), throughput at 16 clients.  cram runs one server
 # (R=0: nothing to replicate) twice: --poll-us 0 (blocks at once) and the
 # default --poll-us.  Clients always block in epoll/read (no spinning).
 # Needs redis-server and memcached (scripts/deps.sh --bench).
+#
+# Durability section: write latency (p50/p99 at 1 client) and write
+# throughput (16 clients) of a 4-server cluster (one tablet per master) for
+# R = 0, 1, 2, 3 with durability buffered and R = 2 with sync, 100-byte
+# values; next to Redis SET followed by WAIT 1 0 (one replica redis-server on
+# this machine) and the same run's TCP ping-pong floor.  Polling policy:
+# servers use the program default --poll-us (the dispatch thread spins 50 us
+# after activity, then blocks in epoll), clients and backups' workers block;
+# Redis and cram-pingpong block in epoll/read.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
-bin="$repo/build"; dur=5; records=100000; pb=23500; out=""
+bin="$repo/build"; dur=5; records=100000; pb=23500; out=""; sections="base,durability"
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2;;
@@ -28,7 +39,8 @@ while [ $# -gt 0 ]; do
     --records) records="$2"; shift 2;;
     --port-base) pb="$2"; shift 2;;
     --out) out="$2"; shift 2;;
-    -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    --sections) sections="$2"; shift 2;;
+    -h|--help) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     *) echo "bench.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -47,6 +59,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
+has_section() { [[ ",$sections," == *",$1,"* ]]; }
 rows=()
 # run NAME TARGET-ARGS...: read latency @1, write latency @1, read throughput @16
 measure() {
@@ -66,7 +79,7 @@ measure() {
   echo "$name: read p50/p99 us $r1; write p50/p99 us $w1; read ops/s @16 $r16" >&2
 }
 
-# the floor
+# the floor (also the reference of the durability section)
 floor1=$("$bin/cram-pingpong" --clients 1 --duration "$dur")
 floor16=$("$bin/cram-pingpong" --clients 16 --duration "$dur")
 fl_p50=$(sed -E 's/.*p50_us=([0-9.]+).*/\1/' <<<"$floor1")
@@ -74,6 +87,7 @@ fl_p99=$(sed -E 's/.*p99_us=([0-9.]+).*/\1/' <<<"$floor1")
 fl_ops=$(sed -E 's/.*ops_s=([0-9]+).*/\1/' <<<"$floor16")
 rows+=("| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | - | $fl_ops |")
 
+if has_section base; then
 redis-server --port $((pb+2)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
   > "$work/redis.log" 2>&1 & pids+=($!)
 memcached -u root -l 127.0.0.1 -p $((pb+3)) -t 1 -m 1024 > "$work/memcached.log" 2>&1 & pids+=($!)
@@ -88,8 +102,57 @@ for poll in 0 default; do
   measure "cram, 1 server, --poll-us $poll" -C "zk:127.0.0.1:$pb" --cluster bench
   "$repo/scripts/cluster.sh" stop --dir "$work/cluster" > /dev/null
 done
+fi
 
 table=$(printf '%s\n' "| system | read p50 / p99 (us), 1 client | write p50 / p99 (us), 1 client | read ops/s, 16 clients |" \
   "|---|---|---|---|" "${rows[@]}")
+has_section base || table=""
+
+# ---- durability: replicated writes ------------------------------------------
+drows=()
+# dmeasure NAME TARGET-ARGS...: write latency @1, write throughput @16
+dmeasure() {
+  local name="$1"; shift
+  "$bin/cram-bench" "$@" --workload write --records "$records" --clients 1 --duration "$dur" \
+      --distribution uniform > "$work/dw1.txt" 2>&1
+  "$bin/cram-bench" "$@" --workload write --records "$records" --clients 16 --duration "$dur" \
+      --distribution uniform --no-load > "$work/dw16.txt" 2>&1
+  local w1 w16 e1 e16
+  w1=$(awk '$1=="UPDATE"||$1=="WRITE"{print $5" / "$6}' "$work/dw1.txt")
+  w16=$(awk '$1=="UPDATE"||$1=="WRITE"{print $3}' "$work/dw16.txt")
+  e1=$(awk '$1=="UPDATE"||$1=="WRITE"{print $9}' "$work/dw1.txt")
+  e16=$(awk '$1=="UPDATE"||$1=="WRITE"{print $9}' "$work/dw16.txt")
+  [ -n "$w1" ] && [ -n "$w16" ] || { echo "bench.sh: $name: no result:" >&2; cat "$work/dw1.txt" "$work/dw16.txt" >&2; exit 1; }
+  local p50=${w1%% /*}
+  local vsfloor; vsfloor=$(awk -v a="$p50" -v b="$fl_p50" 'BEGIN{printf "%.2fx", a/b}')
+  drows+=("| $name | $w1 | $vsfloor | $w16 | ${e1:-0} / ${e16:-0} |")
+  echo "$name: write p50/p99 us $w1 ($vsfloor floor); write ops/s @16 $w16" >&2
+  eval "dops_${name//[^A-Za-z0-9]/_}=$w16"
+}
+if has_section durability; then
+  redis-server --port $((pb+4)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    > "$work/redis-p.log" 2>&1 & pids+=($!)
+  redis-server --port $((pb+5)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+    --replicaof 127.0.0.1 $((pb+4)) > "$work/redis-r.log" 2>&1 & pids+=($!)
+  # until the replica is attached (WAIT 1 would block forever otherwise)
+  for _ in $(seq 100); do
+    grep -q 'sync: Finished with success' "$work/redis-r.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  dmeasure "redis-server 7, SET + WAIT 1 0 (1 replica)" --peer "redis:127.0.0.1:$((pb+4))" --peer-wait 1
+  for cfg in "0 buffered" "1 buffered" "2 buffered" "3 buffered" "2 sync"; do
+    set -- $cfg
+    "$repo/scripts/cluster.sh" start --servers 4 --port-base "$pb" --dir "$work/cluster" \
+        --memory 1G --cluster bench --bin "$bin" --replicas "$1" --durability "$2" > "$work/cluster.txt"
+    dmeasure "cram R=$1 $2" -C "zk:127.0.0.1:$pb" --cluster bench
+    "$repo/scripts/cluster.sh" stop --dir "$work/cluster" > /dev/null
+  done
+  dtable=$(printf '%s\n' "| system (4 servers for cram) | write p50 / p99 (us), 1 client | p50 / TCP floor p50 | write ops/s, 16 clients | errors @1 / @16 |" \
+    "|---|---|---|---|---|" "| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | 1.00x | $fl_ops (round trips) | - |" "${drows[@]}")
+  r0=${dops_cram_R_0_buffered:-0}; r2=${dops_cram_R_2_buffered:-0}
+  dtable+=$'\n\n'"write ops/s at 16 clients, R=2 buffered vs R=0: $(awk -v a="$r2" -v b="$r0" 'BEGIN{printf "%.0f%%", b ? 100*a/b : 0}')"
+  table=$(printf '%s\n\n%s\n' "$table" "$dtable")
+fi
+
 echo "$table"
 [ -z "$out" ] || echo "$table" > "$out"
