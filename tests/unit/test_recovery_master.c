@@ -575,6 +575,27 @@ static void test_end_to_end(void)
             CU_ASSERT_EQUAL(t->state, OM_TABLET_NORMAL);
         }
     }
+    /* GET_SERVER_STATS reports the tablet sizes (the coordinator's "will") */
+    struct wire_req_hdr sh = { .opcode = WIRE_OP_GET_SERVER_STATS, .service = WIRE_SVC_MASTER };
+    uint8_t *sr = NULL;
+    uint32_t srl = 0;
+    CU_ASSERT_EQUAL_FATAL(call(mb.client, &sh, sizeof sh, &sr, &srl), CRAM_OK);
+    Cram__ServerStats *ss = cram__server_stats__unpack(NULL, srl - 4, sr + 4);
+    CU_ASSERT_FATAL(ss != NULL);
+    CU_ASSERT_EQUAL(ss->n_tablet_stats, 2);
+    for (size_t i = 0; i < ss->n_tablet_stats; i++) {
+        const Cram__TabletStats *ts = ss->tablet_stats[i];
+        if (ts->table_id == TABLE) {
+            CU_ASSERT_EQUAL(ts->objects, live);
+            CU_ASSERT(ts->bytes > live * 40);
+            CU_ASSERT(ts->start_hash == 0 && ts->end_hash == UINT64_MAX);
+        } else {
+            CU_ASSERT_EQUAL(ts->table_id, TABLE_B);
+            CU_ASSERT_EQUAL(ts->objects, 2);
+        }
+    }
+    cram__server_stats__free_unpacked(ss, NULL);
+    free(sr);
     /* new versions rise above everything A handed out */
     CU_ASSERT_EQUAL(do_write(mb.client, TABLE, "key-0", "z", 1, &v), CRAM_OK);
     CU_ASSERT(v > max_ver);

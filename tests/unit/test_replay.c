@@ -10,6 +10,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include "cram.pb-c.h"
 #include "common/clock.h"
 #include "common/keyhash.h"
@@ -633,6 +635,37 @@ static void run_recovery(int cst, bool expect_served)
 }
 
 static void test_recovery_master_ok(void) { run_recovery(CRAM_OK, true); }
+
+/* CRAM_FAULT=master.recovery.mid_replay:exit: the process says so on stderr
+ * and exits 99 right after the first replayed chunk (in a child). */
+static void test_fault_mid_replay(void)
+{
+    int fds[2];
+    CU_ASSERT_FATAL(pipe(fds) == 0);
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CU_ASSERT_FATAL(pid >= 0);
+    if (pid == 0) {
+        dup2(fds[1], 2);
+        close(fds[0]);
+        setenv("CRAM_FAULT", "other.point:exit,master.recovery.mid_replay:exit", 1);
+        run_recovery(CRAM_OK, true);
+        _exit(0);                       /* the fault point did not fire */
+    }
+    close(fds[1]);
+    char out[65536];
+    size_t got = 0;
+    ssize_t n;
+    while (got < sizeof out - 1 && (n = read(fds[0], out + got, sizeof out - 1 - got)) > 0)
+        got += (size_t)n;
+    out[got] = 0;
+    close(fds[0]);
+    int status = 0;
+    CU_ASSERT(waitpid(pid, &status, 0) == pid);
+    CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 99);
+    CU_ASSERT(strstr(out, "FAULT master.recovery.mid_replay hit") != NULL);
+}
 static void test_recovery_master_refused(void) { run_recovery(CRAM_INTERNAL_ERROR, false); }
 
 int main(void)
@@ -650,6 +683,7 @@ int main(void)
                 test_recovery_master_ok);
     CU_add_test(s, "recovery master: coordinator refuses, tablets dropped",
                 test_recovery_master_refused);
+    CU_add_test(s, "fault point master.recovery.mid_replay", test_fault_mid_replay);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
