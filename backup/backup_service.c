@@ -81,6 +81,7 @@
 #include <unistd.h>
 #include "backup/backup_service.h"
 #include "backup/backup_store.h"
+#include "common/clock.h"
 #include "common/keyhash.h"
 #include "common/log.h"
 #include "common/segment.h"
@@ -91,6 +92,8 @@
 #define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
 #define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
+#define BK_RDATA_IDLE_MS  60000u     /* recovery copies of on-disk replicas unused this long are dropped */
+#define BK_RDATA_SWEEP_US 10000000u  /* how often they are looked at (while any exist) */
 
 enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH, BK_JOB_RLOAD };
 
@@ -157,6 +160,7 @@ struct bk_replica {
      * certificate there; kept until the replica is freed */
     uint8_t *rdata;
     uint32_t rdata_len;
+    uint64_t rdata_used_ms;         /* last GET_RECOVERY_DATA served from it */
     bool rloading;                  /* a BK_JOB_RLOAD is queued */
     struct bk_rwait *rwaiters;      /* requests waiting for rdata */
     /* the log digest the segment starts with (BACKUP_LIST has_digest) */
@@ -224,9 +228,13 @@ struct backup_service {
 
     /* dispatch thread only: GET_RECOVERY_DATA scratch (response, ranges) */
     uint8_t *rscratch;              /* WIRE_MAX_MESSAGE bytes, allocated on first use */
+    uint64_t rdata_bytes;           /* held in replicas' rdata */
+    uint64_t sweep_timer;           /* drops idle rdata; 0 = not armed */
     struct wire_tablet_range *rranges;
     uint32_t rranges_cap;
 };
+
+static void bk_rdata_drop(backup_service *b, struct bk_replica *r);
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -464,6 +472,7 @@ static void bk_retire(backup_service *b, struct bk_replica *r, bool keep_file)
     bk_dirty_remove(b, r);
     bk_answer_waiters(r, UINT64_MAX, CRAM_NOT_FOUND);
     bk_answer_rwaiters(r, CRAM_NOT_FOUND);
+    bk_rdata_drop(b, r);
     b->used -= r->capacity;
     pthread_mutex_lock(&b->mu);
     r->gone = true;
@@ -891,6 +900,7 @@ static void bk_complete_read(backup_service *b, struct bk_job *j)
         reply_status(j->rpc, j->err != 0 ? CRAM_INTERNAL_ERROR : CRAM_NOT_FOUND);
         if (j->err == 0 && !r->gone && !r->bad) {
             bk_tab_remove(b, r);
+            bk_rdata_drop(b, r);
             r->bad = true;
             r->hnext = b->bad;
             b->bad = r;
@@ -1430,6 +1440,9 @@ static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
     uint32_t max = q.max_bytes == 0 || q.max_bytes > room ? room : q.max_bytes;
     uint8_t *out = b->rscratch + sizeof(struct wire_recovery_data_resp);
     uint32_t used = 0, entries = 0, pos = q.offset;
+    static const uint8_t empty[1];
+    if (data == NULL)
+        data = empty;               /* len is 0 */
     struct seg_iter it;
     struct seg_entry e;
     seg_iter_init(&it, data + q.offset, len - q.offset);
@@ -1511,6 +1524,7 @@ static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req,
         return;
     }
     if (r->rdata != NULL && r->rdata_len == r->cert.length) {
+        r->rdata_used_ms = clock_mono_ms();
         bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len);
         return;
     }
@@ -1546,6 +1560,34 @@ static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req,
     bk_enqueue(b, j);
 }
 
+/* Drop a replica's recovery copy (the file stays; a later request reads
+ * it again). */
+static void bk_rdata_drop(backup_service *b, struct bk_replica *r)
+{
+    if (r->rdata == NULL)
+        return;
+    b->rdata_bytes -= r->rdata_len;
+    free(r->rdata);
+    r->rdata = NULL;
+    r->rdata_len = 0;
+}
+
+/* Timer: recovery copies nobody asked for in BK_RDATA_IDLE_MS go (a
+ * recovery that finished, or a coordinator that never frees the crashed
+ * master's replicas, must not pin their bytes in memory). */
+static void bk_rdata_sweep(void *arg)
+{
+    backup_service *b = arg;
+    b->sweep_timer = 0;
+    uint64_t now = clock_mono_ms();
+    for (size_t i = 0; i < b->nbuckets; i++)
+        for (struct bk_replica *r = b->tab[i]; r != NULL; r = r->hnext)
+            if (r->rdata != NULL && now - r->rdata_used_ms >= BK_RDATA_IDLE_MS)
+                bk_rdata_drop(b, r);
+    if (b->rdata_bytes > 0)
+        b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
+}
+
 static void bk_complete_rload(backup_service *b, struct bk_job *j)
 {
     struct bk_replica *r = j->rep;
@@ -1565,15 +1607,20 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
         if (j->err == 0 && !r->bad) {
             r->verified = false;
             bk_tab_remove(b, r);
+            bk_rdata_drop(b, r);
             r->bad = true;
             r->hnext = b->bad;
             b->bad = r;
         }
         return;
     }
-    free(r->rdata);
+    bk_rdata_drop(b, r);
     r->rdata = j->resp;
     r->rdata_len = j->len;
+    r->rdata_used_ms = clock_mono_ms();
+    b->rdata_bytes += j->len;
+    if (b->sweep_timer == 0)
+        b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
     bk_digest_scan(r, r->rdata, r->rdata_len, true);
     /* serve in arrival order (the list is newest first) */
     struct bk_rwait *rev = NULL;
@@ -1814,6 +1861,10 @@ void backup_destroy(backup_service *b)
     if (b->timer_id != 0) {
         tp_timer_cancel(b->loop, b->timer_id);
         b->timer_id = 0;
+    }
+    if (b->sweep_timer != 0) {
+        tp_timer_cancel(b->loop, b->sweep_timer);
+        b->sweep_timer = 0;
     }
     /* what is still only in memory goes to disk before we stop */
     while (b->dirty != NULL) {

@@ -805,6 +805,7 @@ void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *t
          * om_replay_end took out are still counted live */
         if (rp->ended)
             om->live_bytes -= rp->tomb_bytes;
+        rp->tomb_bytes = 0;         /* a second abort changes nothing */
         for (uint32_t i = 0; i < rp->nslots; i++)
             log_side_abort(om->log, rp->slots[i]);
         rp->nslots = 0;
