@@ -88,7 +88,7 @@ fl_ops=$(sed -E 's/.*ops_s=([0-9]+).*/\1/' <<<"$floor16")
 rows+=("| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | - | $fl_ops |")
 
 if has_section base; then
-redis-server --port $((pb+2)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+redis-server --port $((pb+2)) --bind 127.0.0.1 --dir "$work" --save '' --appendonly no --daemonize no \
   > "$work/redis.log" 2>&1 & pids+=($!)
 memcached -u root -l 127.0.0.1 -p $((pb+3)) -t 1 -m 1024 > "$work/memcached.log" 2>&1 & pids+=($!)
 sleep 0.5
@@ -130,9 +130,9 @@ dmeasure() {
   eval "dops_${name//[^A-Za-z0-9]/_}=$w16"
 }
 if has_section durability; then
-  redis-server --port $((pb+4)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  redis-server --port $((pb+4)) --bind 127.0.0.1 --dir "$work" --save '' --appendonly no --daemonize no \
     > "$work/redis-p.log" 2>&1 & pids+=($!)
-  redis-server --port $((pb+5)) --bind 127.0.0.1 --save '' --appendonly no --daemonize no \
+  redis-server --port $((pb+5)) --bind 127.0.0.1 --dir "$work" --save '' --appendonly no --daemonize no \
     --replicaof 127.0.0.1 $((pb+4)) > "$work/redis-r.log" 2>&1 & pids+=($!)
   # until the replica is attached (WAIT 1 would block forever otherwise)
   for _ in $(seq 100); do
