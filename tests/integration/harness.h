@@ -11,6 +11,9 @@
  * Environment (set by tests/integration/CMakeLists.txt):
  *   CRAM_TEST_ZK          127.0.0.1:PORT of the fixture's ZooKeeper (required)
  *   CRAM_TEST_PORT_BASE   this test's first port (default 22410)
+ *   CRAM_TEST_PORT_SLOT   ports this test may use from the base (10): the
+ *                         coordinator, servers base+1..base+H_MAX_SERVERS,
+ *                         the rest for standby coordinators
  *   CRAM_TEST_CLUSTER     this test's cluster name (default "it")
  *   CRAM_TEST_TIME_SCALE  multiplies every timeout (default 1; ASan runs use 3)
  *   CRAM_TEST_KEEP_LOGS   if set, keep the log dir also when the test passes
