@@ -10,8 +10,8 @@
 #   3. ASan+UBSan build in build-asan/ (CRAM_SANITIZE=ON, Debug)
 #   4. ctest in build/, then in build-asan/ with CRAM_TEST_TIME_SCALE=3:
 #      unit and integration tests.  The ZooKeeper they need is started by
-#      the CTest fixture test zk_start (scripts/zk.sh; release on port 22400,
-#      ASan on 22500) and stopped by zk_stop; this script stops it too if
+#      the CTest fixture test zk_start (scripts/zk.sh; release on port 26000,
+#      ASan on 28000) and stopped by zk_stop; this script stops it too if
 #      ctest is interrupted.
 # Failed tests print their output (and the tail of every process log).
 set -uo pipefail
