@@ -8,8 +8,9 @@
  * windows) is in xdp_proto.c; this file only moves frames.
  *
  * Threads: an endpoint and everything on it belongs to its loop's thread.
- * The process-wide endpoint registry (xdp_eps) is guarded by xdp_reg_mu so
- * loops on other threads can see that an (interface, queue) is taken.
+ * Endpoints of different loops on one (interface, queue) share a UMEM
+ * (struct xdp_shared, its rings under its own mutex); the process-wide
+ * registry of shared UMEMs and their endpoints is guarded by xdp_reg_mu.
  */
 #ifdef CRAM_HAVE_XDP
 
@@ -59,6 +60,7 @@ extern const unsigned char tp_xdp_bpf_obj[], tp_xdp_bpf_obj_end[];
 #define XDP_KICK_BATCH 32u
 #define XDP_TICK_US 1000u
 #define XDP_REORDER_MAX 8
+#define XDP_MAX_SLOTS 64               /* sockets per (interface, queue) = XSKMAP size */
 
 /* A packet the fault hook holds back (reordering). */
 struct xdp_held {
@@ -70,9 +72,45 @@ struct xdp_held {
 };
 
 struct xdp_listener;
+struct xdp_ep;
+
+/* What all sockets on one (interface, queue) of this process share: the
+ * UMEM with its fill and completion rings and TX frame pool, and the XDP
+ * program with its maps.  Each loop has its own socket (and RX/TX rings) on
+ * it, bound with XDP_SHARED_UMEM; the program steers each UDP port to the
+ * socket that owns it.
+ * Threads: mu guards fill, comp, txfree/ntxfree and tx_outstanding (the
+ * endpoints of several loops use them); the registry fields (next, eps,
+ * slot_used) are guarded by xdp_reg_mu; the rest is set up once. */
+struct xdp_shared {
+    struct xdp_shared *next;           /* xdp_reg_mu */
+    struct xdp_ep *eps;                /* xdp_reg_mu: endpoints on it */
+    uint8_t slot_used[XDP_MAX_SLOTS];  /* xdp_reg_mu: XSKMAP slots */
+    char ifname[IF_NAMESIZE];
+    int ifindex;
+    uint32_t queue;
+    uint32_t lip;
+    uint8_t lmac[6];
+    int mtu;
+    pthread_mutex_t mu;
+    void *area;
+    struct xsk_umem *umem;
+    struct xsk_ring_prod fill;
+    struct xsk_ring_cons comp;
+    uint64_t txfree[XDP_TX_FRAMES];
+    uint32_t ntxfree, tx_outstanding;
+    uint32_t rx_seeded;                /* RX frames handed to the fill ring at start */
+    struct bpf_object *obj;
+    int ports_fd, xsks_fd;
+    uint32_t xdp_flags;
+    int attached;
+    int bind_flags;                    /* XDP_ZEROCOPY or XDP_COPY, fixed by the first socket */
+};
 
 struct xdp_ep {
-    struct xdp_ep *next;               /* registry (xdp_reg_mu) */
+    struct xdp_ep *next;               /* shared->eps (xdp_reg_mu) */
+    struct xdp_shared *sh;
+    uint32_t slot;                     /* our XSKMAP key */
     tp_loop *loop;
     char ifname[IF_NAMESIZE];
     int ifindex;
@@ -85,22 +123,14 @@ struct xdp_ep {
     int torn;                          /* socket and engine are gone */
     int teardown_queued;
 
-    void *area;
-    struct xsk_umem *umem;
-    struct xsk_ring_prod fill;
-    struct xsk_ring_cons comp;
+    void *area;                        /* = sh->area */
     struct xsk_socket *xsk;
     struct xsk_ring_cons rx;
     struct xsk_ring_prod tx;
-    uint64_t txfree[XDP_TX_FRAMES];
-    uint32_t ntxfree, tx_outstanding, unkicked;
-    uint64_t rxback[XDP_RX_FRAMES];    /* consumed frames waiting to go back to the fill ring */
+    uint32_t unkicked;
+    uint32_t txpend;                   /* frames we sent since the pool last drained */
+    uint64_t rxback[XDP_RX_BATCH * 2]; /* consumed frames waiting to go back to the fill ring */
     uint32_t nrxback;
-
-    struct bpf_object *obj;
-    int ports_fd, xsks_fd;
-    uint32_t xdp_flags;
-    int attached;
     char mode[24];
     int zerocopy;
 
@@ -145,7 +175,7 @@ struct xdp_rpc {
 };
 
 static pthread_mutex_t xdp_reg_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct xdp_ep *xdp_eps;         /* guarded by xdp_reg_mu */
+static struct xdp_shared *xdp_shareds; /* guarded by xdp_reg_mu */
 
 static const struct tp_session_ops xdp_session_ops;
 static const struct tp_listener_ops xdp_listener_ops;
@@ -197,30 +227,64 @@ static void ep_kick(struct xdp_ep *ep)
         (void)sendto(xsk_socket__fd(ep->xsk), NULL, 0, MSG_DONTWAIT, NULL, 0);
 }
 
+/* Completed TX frames (of any socket on the UMEM) back to the pool. */
 static void ep_reclaim(struct xdp_ep *ep)
 {
+    struct xdp_shared *sh = ep->sh;
     uint32_t idx;
-    uint32_t n = xsk_ring_cons__peek(&ep->comp, XDP_TX_FRAMES, &idx);
+    pthread_mutex_lock(&sh->mu);
+    uint32_t n = xsk_ring_cons__peek(&sh->comp, XDP_TX_FRAMES, &idx);
     for (uint32_t i = 0; i < n; i++)
-        ep->txfree[ep->ntxfree++] = *xsk_ring_cons__comp_addr(&ep->comp, idx + i);
+        sh->txfree[sh->ntxfree++] = *xsk_ring_cons__comp_addr(&sh->comp, idx + i);
     if (n) {
-        xsk_ring_cons__release(&ep->comp, n);
-        ep->tx_outstanding -= n;
+        xsk_ring_cons__release(&sh->comp, n);
+        sh->tx_outstanding -= n;
     }
+    if (sh->tx_outstanding == 0)
+        ep->txpend = 0;
+    pthread_mutex_unlock(&sh->mu);
 }
 
+/* Consumed RX frames back to the shared fill ring. */
 static void ep_refill(struct xdp_ep *ep)
 {
+    struct xdp_shared *sh = ep->sh;
     uint32_t idx;
     if (ep->nrxback == 0)
         return;
-    uint32_t n = xsk_ring_prod__reserve(&ep->fill, ep->nrxback, &idx);
+    pthread_mutex_lock(&sh->mu);
+    uint32_t n = xsk_ring_prod__reserve(&sh->fill, ep->nrxback, &idx);
     for (uint32_t i = 0; i < n; i++)
-        *xsk_ring_prod__fill_addr(&ep->fill, idx + i) = ep->rxback[--ep->nrxback];
+        *xsk_ring_prod__fill_addr(&sh->fill, idx + i) = ep->rxback[--ep->nrxback];
     if (n)
-        xsk_ring_prod__submit(&ep->fill, n);
-    if (xsk_ring_prod__needs_wakeup(&ep->fill))
+        xsk_ring_prod__submit(&sh->fill, n);
+    int wake = xsk_ring_prod__needs_wakeup(&sh->fill);
+    pthread_mutex_unlock(&sh->mu);
+    if (wake)
         (void)recvfrom(xsk_socket__fd(ep->xsk), NULL, 0, MSG_DONTWAIT, NULL, NULL);
+}
+
+/* A free TX frame address, or UINT64_MAX. */
+static uint64_t ep_tx_frame(struct xdp_ep *ep)
+{
+    struct xdp_shared *sh = ep->sh;
+    uint64_t a = UINT64_MAX;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->ntxfree > 0) {
+        a = sh->txfree[--sh->ntxfree];
+        sh->tx_outstanding++;
+    }
+    pthread_mutex_unlock(&sh->mu);
+    return a;
+}
+
+static void ep_tx_frame_unused(struct xdp_ep *ep, uint64_t a)
+{
+    struct xdp_shared *sh = ep->sh;
+    pthread_mutex_lock(&sh->mu);
+    sh->txfree[sh->ntxfree++] = a;
+    sh->tx_outstanding--;
+    pthread_mutex_unlock(&sh->mu);
 }
 
 /* Put one UDP packet (hdr + payload) on the TX ring.  0, or -1 when full. */
@@ -228,13 +292,19 @@ static int ep_send_frame(struct xdp_ep *ep, const struct xp_addr *to, uint16_t l
                          const uint8_t *hdr, uint32_t hlen, const uint8_t *pl, uint32_t plen)
 {
     uint32_t idx;
-    if (ep->ntxfree == 0)
+    if (XDP_L2L4 + hlen + plen > XDP_FRAME_SIZE)
+        return -1;
+    uint64_t addr = ep_tx_frame(ep);
+    if (addr == UINT64_MAX) {
         ep_reclaim(ep);
-    if (ep->ntxfree == 0 || XDP_L2L4 + hlen + plen > XDP_FRAME_SIZE)
+        addr = ep_tx_frame(ep);
+        if (addr == UINT64_MAX)
+            return -1;
+    }
+    if (xsk_ring_prod__reserve(&ep->tx, 1, &idx) != 1) {
+        ep_tx_frame_unused(ep, addr);
         return -1;
-    if (xsk_ring_prod__reserve(&ep->tx, 1, &idx) != 1)
-        return -1;
-    uint64_t addr = ep->txfree[--ep->ntxfree];
+    }
     uint8_t *f = xsk_umem__get_data(ep->area, addr);
     uint32_t ulen = 8 + hlen + plen;
     uint32_t iplen = 20 + ulen;
@@ -281,7 +351,7 @@ static int ep_send_frame(struct xdp_ep *ep, const struct xp_addr *to, uint16_t l
     d->len = 14 + iplen;
     d->options = 0;
     xsk_ring_prod__submit(&ep->tx, 1);
-    ep->tx_outstanding++;
+    ep->txpend++;
     ep->tx_frames++;
     if (++ep->unkicked >= XDP_KICK_BATCH)
         ep_kick(ep);
@@ -451,8 +521,12 @@ static int ep_rx(struct xdp_ep *ep, uint64_t now)
             free(h);
         }
     }
-    for (uint32_t i = 0; i < n; i++)
-        ep->rxback[ep->nrxback++] = d[i].addr - d[i].addr % XDP_FRAME_SIZE;
+    for (uint32_t i = 0; i < n; i++) {
+        if (ep->nrxback == sizeof ep->rxback / sizeof ep->rxback[0] && !ep->torn)
+            ep_refill(ep);
+        if (ep->nrxback < sizeof ep->rxback / sizeof ep->rxback[0])
+            ep->rxback[ep->nrxback++] = d[i].addr - d[i].addr % XDP_FRAME_SIZE;
+    }
     if (!ep->torn)
         ep_refill(ep);
     if (n)
@@ -518,7 +592,7 @@ static void ep_timer(void *arg)
 
 static void ep_update_busy(struct xdp_ep *ep)
 {
-    int busy = !ep->torn && (xp_busy(ep->eng) || ep->tx_outstanding > 0 || ep->nheld > 0 ||
+    int busy = !ep->torn && (xp_busy(ep->eng) || ep->txpend > 0 || ep->nheld > 0 ||
                              ep->unkicked > 0);
     if (busy) {
         if (ep->poller == 0)
@@ -640,22 +714,24 @@ static void parse_fault(struct xdp_ep *ep)
               ep->ifname, ep->f_loss, ep->f_reorder, ep->f_seed);
 }
 
-static int ep_load_prog(struct xdp_ep *ep, char *err, size_t errlen)
+/* Load the embedded XDP program and attach it to the interface: native
+ * mode, else SKB mode ($CRAM_XDP_MODE=skb|drv forces one). */
+static int sh_load_prog(struct xdp_shared *sh, char *err, size_t errlen)
 {
-    ep->obj = bpf_object__open_mem(tp_xdp_bpf_obj, (size_t)(tp_xdp_bpf_obj_end - tp_xdp_bpf_obj), NULL);
-    if (ep->obj == NULL || libbpf_get_error(ep->obj)) {
-        ep->obj = NULL;
+    sh->obj = bpf_object__open_mem(tp_xdp_bpf_obj, (size_t)(tp_xdp_bpf_obj_end - tp_xdp_bpf_obj), NULL);
+    if (sh->obj == NULL || libbpf_get_error(sh->obj)) {
+        sh->obj = NULL;
         snprintf(err, errlen, "xdp: cannot open the embedded BPF object");
         return -1;
     }
-    if (bpf_object__load(ep->obj) != 0) {
+    if (bpf_object__load(sh->obj) != 0) {
         snprintf(err, errlen, "xdp: BPF program load failed: %s (root needed)", strerror(errno));
         return -1;
     }
-    struct bpf_program *prog = bpf_object__find_program_by_name(ep->obj, "cram_xdp");
-    ep->ports_fd = bpf_object__find_map_fd_by_name(ep->obj, "cram_ports");
-    ep->xsks_fd = bpf_object__find_map_fd_by_name(ep->obj, "cram_xsks");
-    if (prog == NULL || ep->ports_fd < 0 || ep->xsks_fd < 0) {
+    struct bpf_program *prog = bpf_object__find_program_by_name(sh->obj, "cram_xdp");
+    sh->ports_fd = bpf_object__find_map_fd_by_name(sh->obj, "cram_ports");
+    sh->xsks_fd = bpf_object__find_map_fd_by_name(sh->obj, "cram_xsks");
+    if (prog == NULL || sh->ports_fd < 0 || sh->xsks_fd < 0) {
         snprintf(err, errlen, "xdp: BPF object lacks cram_xdp / its maps");
         return -1;
     }
@@ -666,102 +742,181 @@ static int ep_load_prog(struct xdp_ep *ep, char *err, size_t errlen)
     int last = mode && strcmp(mode, "drv") == 0 ? 0 : 1;
     int rc = -1;
     for (int m = first; m <= last; m++) {
-        rc = bpf_xdp_attach(ep->ifindex, pfd, modes[m] | XDP_FLAGS_UPDATE_IF_NOEXIST, NULL);
+        rc = bpf_xdp_attach(sh->ifindex, pfd, modes[m] | XDP_FLAGS_UPDATE_IF_NOEXIST, NULL);
         if (rc == 0) {
-            ep->xdp_flags = modes[m];
+            sh->xdp_flags = modes[m];
             break;
         }
         if (rc == -EBUSY || rc == -EEXIST)
             break;
     }
     if (rc != 0) {
-        snprintf(err, errlen, "xdp: cannot attach the XDP program to %s: %s%s", ep->ifname,
+        snprintf(err, errlen, "xdp: cannot attach the XDP program to %s: %s%s", sh->ifname,
                  strerror(-rc), rc == -EBUSY || rc == -EEXIST ?
                  " (another XDP program -- another cram process? -- is attached)" : "");
         return -1;
     }
-    ep->attached = 1;
+    sh->attached = 1;
     return 0;
 }
 
-static int ep_open_socket(struct xdp_ep *ep, char *err, size_t errlen)
+static void sh_free(struct xdp_shared *sh)
 {
-    size_t len = (size_t)XDP_NFRAMES * XDP_FRAME_SIZE;
-    ep->area = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (ep->area == MAP_FAILED) {
-        ep->area = NULL;
-        snprintf(err, errlen, "xdp: mmap of the UMEM: %s", strerror(errno));
+    if (sh->umem)
+        xsk_umem__delete(sh->umem);
+    if (sh->area)
+        munmap(sh->area, (size_t)XDP_NFRAMES * XDP_FRAME_SIZE);
+    if (sh->attached)
+        bpf_xdp_detach(sh->ifindex, sh->xdp_flags, NULL);
+    if (sh->obj)
+        bpf_object__close(sh->obj);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh);
+}
+
+static int if_hw(const char *ifname, uint8_t mac[6], int *mtu)
+{
+    struct ifreq ifr;
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
         return -1;
+    memset(&ifr, 0, sizeof ifr);
+    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ifname);
+    int rc = ioctl(s, SIOCGIFHWADDR, &ifr);
+    if (rc == 0)
+        memcpy(mac, ifr.ifr_hwaddr.sa_data, 6);
+    if (rc == 0 && (rc = ioctl(s, SIOCGIFMTU, &ifr)) == 0)
+        *mtu = ifr.ifr_mtu;
+    close(s);
+    return rc;
+}
+
+/* UMEM, program and maps of (interface, queue).  Called with xdp_reg_mu
+ * held (set-up only). */
+static struct xdp_shared *sh_create(const char *ifname, int ifindex, uint32_t queue, char *err,
+                                    size_t errlen)
+{
+    struct xdp_shared *sh = calloc(1, sizeof *sh);
+    if (sh == NULL) {
+        snprintf(err, errlen, "xdp: out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&sh->mu, NULL);
+    snprintf(sh->ifname, sizeof sh->ifname, "%s", ifname);
+    sh->ifindex = ifindex;
+    sh->queue = queue;
+    sh->bind_flags = -1;
+    if (if_lookup(sh->ifname, sizeof sh->ifname, &sh->lip) != 0 || if_hw(sh->ifname, sh->lmac, &sh->mtu) != 0) {
+        snprintf(err, errlen, "xdp: interface %s has no IPv4 address or MAC", ifname);
+        goto free_sh;
+    }
+    size_t len = (size_t)XDP_NFRAMES * XDP_FRAME_SIZE;
+    sh->area = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (sh->area == MAP_FAILED) {
+        sh->area = NULL;
+        snprintf(err, errlen, "xdp: mmap of the UMEM: %s", strerror(errno));
+        goto free_sh;
     }
     struct xsk_umem_config ucfg = { .fill_size = XDP_RX_FRAMES, .comp_size = XDP_TX_FRAMES,
                                     .frame_size = XDP_FRAME_SIZE, .frame_headroom = 0, .flags = 0 };
-    int rc = xsk_umem__create(&ep->umem, ep->area, len, &ep->fill, &ep->comp, &ucfg);
+    int rc = xsk_umem__create(&sh->umem, sh->area, len, &sh->fill, &sh->comp, &ucfg);
     if (rc != 0) {
-        ep->umem = NULL;
+        sh->umem = NULL;
         snprintf(err, errlen, "xdp: xsk_umem__create: %s", strerror(-rc));
-        return -1;
+        goto free_sh;
     }
-    /* zero-copy where the driver has it, else copy mode; a queue just left
-     * by another socket answers EBUSY for ~50 ms */
+    if (sh_load_prog(sh, err, errlen) != 0)
+        goto free_sh;
+    for (uint32_t i = 0; i < XDP_TX_FRAMES; i++)
+        sh->txfree[sh->ntxfree++] = (uint64_t)(XDP_RX_FRAMES + i) * XDP_FRAME_SIZE;
+    return sh;
+
+free_sh:
+    sh_free(sh);
+    return NULL;
+}
+
+/* This endpoint's socket on the shared UMEM, registered in the XSKMAP. */
+static int ep_open_socket(struct xdp_ep *ep, char *err, size_t errlen)
+{
+    struct xdp_shared *sh = ep->sh;
+    /* zero-copy where the driver has it, else copy mode (the first socket
+     * decides for all); a queue just left by another process answers EBUSY
+     * for ~50 ms */
     static const uint16_t binds[2] = { XDP_ZEROCOPY, XDP_COPY };
+    int rc = -1;
     for (int b = 0; b < 2; b++) {
+        if (sh->bind_flags >= 0 && sh->bind_flags != binds[b])
+            continue;
         struct xsk_socket_config scfg = { .rx_size = XDP_RX_FRAMES, .tx_size = XDP_TX_FRAMES,
                                           .libxdp_flags = XSK_LIBXDP_FLAGS__INHIBIT_PROG_LOAD,
-                                          .xdp_flags = ep->xdp_flags,
+                                          .xdp_flags = sh->xdp_flags,
                                           .bind_flags = (uint16_t)(binds[b] | XDP_USE_NEED_WAKEUP) };
         for (int tries = 0; tries < 100; tries++) {
-            rc = xsk_socket__create(&ep->xsk, ep->ifname, ep->queue, ep->umem, &ep->rx, &ep->tx, &scfg);
+            rc = xsk_socket__create_shared(&ep->xsk, sh->ifname, sh->queue, sh->umem, &ep->rx, &ep->tx,
+                                           &sh->fill, &sh->comp, &scfg);
             if (rc != -EBUSY)
                 break;
             struct timespec ts = { 0, 10 * 1000 * 1000 };   /* set-up only, never a hot path */
             nanosleep(&ts, NULL);
         }
         if (rc == 0) {
-            ep->zerocopy = b == 0;
-            snprintf(ep->mode, sizeof ep->mode, "%s/%s",
-                     ep->xdp_flags == XDP_FLAGS_DRV_MODE ? "drv" : "skb", b == 0 ? "zerocopy" : "copy");
+            sh->bind_flags = binds[b];
             break;
         }
         ep->xsk = NULL;
     }
     if (rc != 0) {
-        snprintf(err, errlen, "xdp: xsk_socket__create on %s queue %u: %s", ep->ifname, ep->queue,
+        snprintf(err, errlen, "xdp: xsk_socket__create on %s queue %u: %s", sh->ifname, sh->queue,
                  strerror(-rc));
         return -1;
     }
+    ep->zerocopy = sh->bind_flags == XDP_ZEROCOPY;
+    snprintf(ep->mode, sizeof ep->mode, "%s/%s", sh->xdp_flags == XDP_FLAGS_DRV_MODE ? "drv" : "skb",
+             ep->zerocopy ? "zerocopy" : "copy");
     int xfd = xsk_socket__fd(ep->xsk);
-    if (bpf_map_update_elem(ep->xsks_fd, &ep->queue, &xfd, BPF_ANY) != 0) {
+    if (bpf_map_update_elem(sh->xsks_fd, &ep->slot, &xfd, BPF_ANY) != 0) {
         snprintf(err, errlen, "xdp: XSKMAP update: %s", strerror(errno));
         return -1;
     }
-    for (uint32_t i = 0; i < XDP_TX_FRAMES; i++)
-        ep->txfree[ep->ntxfree++] = (uint64_t)(XDP_RX_FRAMES + i) * XDP_FRAME_SIZE;
-    for (uint32_t i = 0; i < XDP_RX_FRAMES; i++)
-        ep->rxback[ep->nrxback++] = (uint64_t)i * XDP_FRAME_SIZE;
-    ep_refill(ep);
+    if (!sh->rx_seeded) {               /* the first socket: all RX frames into the fill ring */
+        for (uint32_t i = 0; i < XDP_RX_FRAMES; i += XDP_RX_BATCH) {
+            for (uint32_t k = 0; k < XDP_RX_BATCH; k++)
+                ep->rxback[ep->nrxback++] = (uint64_t)(i + k) * XDP_FRAME_SIZE;
+            ep_refill(ep);
+        }
+        sh->rx_seeded = 1;
+    }
     return 0;
 }
 
+/* Close the socket, handing back what it holds. */
 static void ep_close_socket(struct xdp_ep *ep)
 {
-    if (ep->xsk)
+    struct xdp_shared *sh = ep->sh;
+    if (ep->xsk) {
+        uint32_t key = ep->slot;
+        bpf_map_delete_elem(sh->xsks_fd, &key);
+        /* frames still in our RX ring go back to the fill ring */
+        uint32_t idx, n;
+        while ((n = xsk_ring_cons__peek(&ep->rx, XDP_RX_BATCH, &idx)) > 0) {
+            for (uint32_t i = 0; i < n; i++) {
+                uint64_t a = xsk_ring_cons__rx_desc(&ep->rx, idx + i)->addr;
+                ep->rxback[ep->nrxback++] = a - a % XDP_FRAME_SIZE;
+            }
+            xsk_ring_cons__release(&ep->rx, n);
+            ep_refill(ep);
+        }
+        ep_kick(ep);
+        ep_reclaim(ep);
         xsk_socket__delete(ep->xsk);
-    if (ep->umem)
-        xsk_umem__delete(ep->umem);
-    if (ep->area)
-        munmap(ep->area, (size_t)XDP_NFRAMES * XDP_FRAME_SIZE);
-    if (ep->attached)
-        bpf_xdp_detach(ep->ifindex, ep->xdp_flags, NULL);
-    if (ep->obj)
-        bpf_object__close(ep->obj);
-    if (ep->cport_fd >= 0)
+        ep->xsk = NULL;
+    }
+    if (ep->cport_fd >= 0) {
+        bpf_map_delete_elem(sh->ports_fd, &ep->cport);
         close(ep->cport_fd);
-    ep->xsk = NULL;
-    ep->umem = NULL;
-    ep->area = NULL;
-    ep->attached = 0;
-    ep->obj = NULL;
-    ep->cport_fd = -1;
+        ep->cport_fd = -1;
+    }
 }
 
 static void ep_teardown(void *arg)
@@ -770,13 +925,6 @@ static void ep_teardown(void *arg)
     ep->teardown_queued = 0;
     if (ep->users > 0 || ep->torn)
         return;
-    pthread_mutex_lock(&xdp_reg_mu);
-    for (struct xdp_ep **pp = &xdp_eps; *pp; pp = &(*pp)->next)
-        if (*pp == ep) {
-            *pp = ep->next;
-            break;
-        }
-    pthread_mutex_unlock(&xdp_reg_mu);
     if (getenv("CRAM_XDP_STATS")) {
         const struct xp_stats *s = xp_engine_stats(ep->eng);
         CRAM_INFO("xdp %s: in %llu out %llu retx %llu fast %llu dup %llu bad %llu; fault drops %llu reorders %llu",
@@ -785,7 +933,6 @@ static void ep_teardown(void *arg)
                   (unsigned long long)s->dup_in, (unsigned long long)s->bad_in,
                   (unsigned long long)ep->f_drops, (unsigned long long)ep->f_reorders);
     }
-    ep->torn = 1;
     xp_engine_destroy(ep->eng);         /* server rpcs still out become orphans */
     ep->eng = NULL;
     tp_loop_del_fd(ep->loop, &ep->fdh);
@@ -797,6 +944,28 @@ static void ep_teardown(void *arg)
     while (ep->nheld > 0)
         free(ep->held[--ep->nheld]);
     ep_close_socket(ep);
+    ep->torn = 1;
+    /* off the shared state; the last endpoint takes the UMEM and program */
+    struct xdp_shared *sh = ep->sh, *last = NULL;
+    pthread_mutex_lock(&xdp_reg_mu);
+    for (struct xdp_ep **pp = &sh->eps; *pp; pp = &(*pp)->next)
+        if (*pp == ep) {
+            *pp = ep->next;
+            break;
+        }
+    sh->slot_used[ep->slot] = 0;
+    if (sh->eps == NULL) {
+        for (struct xdp_shared **pp = &xdp_shareds; *pp; pp = &(*pp)->next)
+            if (*pp == sh) {
+                *pp = sh->next;
+                break;
+            }
+        last = sh;
+    }
+    pthread_mutex_unlock(&xdp_reg_mu);
+    if (last)
+        sh_free(last);
+    ep->sh = NULL;
     ep_free_if_done(ep);
 }
 
@@ -817,66 +986,37 @@ static uint64_t random_nonce(void)
     return v;
 }
 
-static int if_hw(struct xdp_ep *ep)
+/* A new endpoint (socket + engine) of loop l on sh.  Called with
+ * xdp_reg_mu held. */
+static struct xdp_ep *ep_create(tp_loop *l, struct xdp_shared *sh, char *err, size_t errlen)
 {
-    struct ifreq ifr;
-    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
-    if (s < 0)
-        return -1;
-    memset(&ifr, 0, sizeof ifr);
-    snprintf(ifr.ifr_name, sizeof ifr.ifr_name, "%s", ep->ifname);
-    int rc = ioctl(s, SIOCGIFHWADDR, &ifr);
-    if (rc == 0)
-        memcpy(ep->lmac, ifr.ifr_hwaddr.sa_data, 6);
-    if (rc == 0 && (rc = ioctl(s, SIOCGIFMTU, &ifr)) == 0)
-        ep->mtu = ifr.ifr_mtu;
-    close(s);
-    return rc;
-}
-
-/* The endpoint of (loop, ifname, queue), created on first use. */
-static struct xdp_ep *ep_get(tp_loop *l, const char *ifname, uint32_t queue, char *err, size_t errlen)
-{
-    int ifindex = (int)if_nametoindex(ifname);
-    if (ifindex == 0) {
-        snprintf(err, errlen, "xdp: no interface '%s'", ifname);
+    uint32_t slot = 0;
+    while (slot < XDP_MAX_SLOTS && sh->slot_used[slot])
+        slot++;
+    if (slot == XDP_MAX_SLOTS) {
+        snprintf(err, errlen, "xdp: %s queue %u has %d sockets already", sh->ifname, sh->queue, XDP_MAX_SLOTS);
         return NULL;
     }
-    pthread_mutex_lock(&xdp_reg_mu);
-    struct xdp_ep *ep;
-    for (ep = xdp_eps; ep; ep = ep->next)
-        if (ep->ifindex == ifindex && ep->queue == queue)
-            break;
-    if (ep && ep->loop != l) {
-        pthread_mutex_unlock(&xdp_reg_mu);
-        snprintf(err, errlen, "xdp: %s queue %u is in use by another loop of this process", ifname, queue);
-        return NULL;
-    }
-    if (ep) {
-        ep->users++;
-        pthread_mutex_unlock(&xdp_reg_mu);
-        return ep;
-    }
-    pthread_mutex_unlock(&xdp_reg_mu);
-
-    ep = calloc(1, sizeof *ep);
+    struct xdp_ep *ep = calloc(1, sizeof *ep);
     if (ep == NULL) {
         snprintf(err, errlen, "xdp: out of memory");
         return NULL;
     }
+    ep->sh = sh;
+    ep->slot = slot;
     ep->loop = l;
-    ep->ifindex = ifindex;
-    ep->queue = queue;
+    ep->area = sh->area;
+    ep->ifindex = sh->ifindex;
+    ep->queue = sh->queue;
+    ep->lip = sh->lip;
+    memcpy(ep->lmac, sh->lmac, 6);
+    ep->mtu = sh->mtu;
     ep->cport_fd = -1;
     ep->fdh.fd = -1;
     ep->f_seed = 1;
-    snprintf(ep->ifname, sizeof ep->ifname, "%s", ifname);
-    if (if_lookup(ep->ifname, sizeof ep->ifname, &ep->lip) != 0 || if_hw(ep) != 0) {
-        snprintf(err, errlen, "xdp: interface %s has no IPv4 address or MAC", ifname);
-        goto free_ep;
-    }
+    snprintf(ep->ifname, sizeof ep->ifname, "%s", sh->ifname);
     parse_fault(ep);
-    if (ep_load_prog(ep, err, errlen) != 0 || ep_open_socket(ep, err, errlen) != 0)
+    if (ep_open_socket(ep, err, errlen) != 0)
         goto close_socket;
     uint32_t fs = (uint32_t)ep->mtu - 28;
     if (fs > XDP_FRAME_SIZE - XDP_L2L4)
@@ -892,22 +1032,68 @@ static struct xdp_ep *ep_get(tp_loop *l, const char *ifname, uint32_t queue, cha
         snprintf(err, errlen, "xdp: epoll: %s", strerror(errno));
         goto destroy_engine;
     }
-    CRAM_INFO("xdp: %s queue %u open (%s, MTU %d, %u bytes per fragment)", ep->ifname, queue,
-              ep->mode, ep->mtu, fs);
+    CRAM_INFO("xdp: %s queue %u socket %u open (%s, MTU %d, %u bytes per fragment)", ep->ifname,
+              ep->queue, slot, ep->mode, ep->mtu, fs);
     ep->users = 1;
-    pthread_mutex_lock(&xdp_reg_mu);
-    ep->next = xdp_eps;
-    xdp_eps = ep;
-    pthread_mutex_unlock(&xdp_reg_mu);
+    sh->slot_used[slot] = 1;
+    ep->next = sh->eps;
+    sh->eps = ep;
     return ep;
 
 destroy_engine:
     xp_engine_destroy(ep->eng);
 close_socket:
     ep_close_socket(ep);
-free_ep:
     free(ep);
     return NULL;
+}
+
+/* The endpoint of (loop, ifname, queue): this loop's socket on the
+ * process's shared UMEM of that interface and queue, made on first use. */
+static struct xdp_ep *ep_get(tp_loop *l, const char *ifname, uint32_t queue, char *err, size_t errlen)
+{
+    int ifindex = (int)if_nametoindex(ifname);
+    if (ifindex == 0) {
+        snprintf(err, errlen, "xdp: no interface '%s'", ifname);
+        return NULL;
+    }
+    /* set-up runs under the registry lock: two loops opening the same
+     * interface at once must not both attach a program */
+    pthread_mutex_lock(&xdp_reg_mu);
+    struct xdp_shared *sh;
+    for (sh = xdp_shareds; sh; sh = sh->next)
+        if (sh->ifindex == ifindex && sh->queue == queue)
+            break;
+    struct xdp_ep *ep = NULL;
+    if (sh) {
+        for (ep = sh->eps; ep; ep = ep->next)
+            if (ep->loop == l && !ep->torn)
+                break;
+        if (ep) {
+            ep->users++;
+            pthread_mutex_unlock(&xdp_reg_mu);
+            return ep;
+        }
+    } else {
+        sh = sh_create(ifname, ifindex, queue, err, errlen);
+        if (sh == NULL) {
+            pthread_mutex_unlock(&xdp_reg_mu);
+            return NULL;
+        }
+        sh->next = xdp_shareds;
+        xdp_shareds = sh;
+    }
+    ep = ep_create(l, sh, err, errlen);
+    if (ep == NULL && sh->eps == NULL) {
+        for (struct xdp_shared **pp = &xdp_shareds; *pp; pp = &(*pp)->next)
+            if (*pp == sh) {
+                *pp = sh->next;
+                break;
+            }
+        sh_free(sh);
+    }
+    pthread_mutex_unlock(&xdp_reg_mu);
+    return ep;
 }
 
 /* A kernel UDP socket bound to ip:port keeps the port ours (port 0 picks
@@ -931,10 +1117,12 @@ static int reserve_port(uint32_t ip, uint16_t *port, char *err, size_t errlen)
     return fd;
 }
 
+/* Steer UDP port (network order) to this endpoint's socket: the map value
+ * is the XSKMAP slot and, above bit 16, the queue it must arrive on. */
 static int ep_add_port(struct xdp_ep *ep, uint16_t port)
 {
-    uint32_t one = 1;
-    return bpf_map_update_elem(ep->ports_fd, &port, &one, BPF_ANY);
+    uint32_t v = ep->slot | ep->queue << 16;
+    return bpf_map_update_elem(ep->sh->ports_fd, &port, &v, BPF_ANY);
 }
 
 /* ---- listeners ---------------------------------------------------------- */
@@ -949,7 +1137,7 @@ static void xdp_listener_close(tp_listener *h)
             break;
         }
     if (!ep->torn)
-        bpf_map_delete_elem(ep->ports_fd, &ls->port);
+        bpf_map_delete_elem(ep->sh->ports_fd, &ls->port);
     close(ls->fd);
     tp_loop_unlink_listener(ep->loop, &ls->head);
     free(ls);
@@ -1218,6 +1406,7 @@ static void ep_stats(const struct xdp_ep *ep, struct tp_xdp_stats *out)
     out->tx_frames = ep->tx_frames;
     out->rx_bad = ep->rx_bad;
     snprintf(out->mode, sizeof out->mode, "%s", ep->mode);
+    out->slot = ep->slot;
 }
 
 int tp_xdp_session_stats(const tp_session *s, struct tp_xdp_stats *out)

@@ -10,15 +10,19 @@
  *            $CRAM_XDP_IF; its queue $CRAM_XDP_QUEUE, default 0; without
  *            mac= the peer's MAC comes from the kernel's neighbour table)
  *
- * One endpoint (UMEM + fill/completion rings + one AF_XDP socket + one
- * protocol engine) per (loop, interface, queue): every listener and session
- * of that loop on that interface shares it, the listeners on their own UDP
- * ports and all sessions on one client port.  Each UDP port is reserved by
- * a bound kernel UDP socket (so nothing else takes it), and the XDP program
- * (xdp_cram.bpf.c) diverts exactly those ports to the socket; ARP and other
- * traffic stay with the kernel.  The program is attached when the endpoint
+ * One endpoint (an AF_XDP socket + one protocol engine) per (loop,
+ * interface, queue): every listener and session of that loop on that
+ * interface shares it, the listeners on their own UDP ports and all sessions
+ * on one client port.  The endpoints of all loops of the process on one
+ * (interface, queue) share one UMEM with its fill and completion rings
+ * (XDP_SHARED_UMEM; up to 64 sockets), so many client handles in one
+ * process -- each with its own loop, on any thread -- share one UMEM and
+ * one XDP program.  Each UDP port is reserved by a bound kernel UDP socket
+ * (so nothing else takes it), and the XDP program (xdp_cram.bpf.c) steers
+ * exactly those ports to the socket that owns them; ARP and other traffic
+ * stay with the kernel.  The program is attached when the first endpoint
  * opens (native mode, falling back to SKB mode; $CRAM_XDP_MODE=skb|drv
- * forces one) and detached when it closes, so one process per interface.
+ * forces one) and detached when the last closes: one process per interface.
  * The peer must be another host (or namespace): AF_XDP cannot loop back.
  *
  * Polling: the socket fd is always in the loop's epoll set, so an idle
@@ -46,6 +50,7 @@ struct tp_xdp_stats {
     uint64_t fault_reorders;    /* packets delayed by the fault hook */
     uint64_t rx_frames, tx_frames, rx_bad;
     char mode[24];              /* "drv/copy", "skb/copy", "drv/zerocopy", ... */
+    uint32_t slot;              /* this endpoint's socket among those sharing the UMEM */
 };
 
 /* Counters of the endpoint under an xdp: session or listener.

@@ -2,9 +2,10 @@
  * xdp_cram.bpf.c -- the XDP program of the xdp: transport.
  *
  * Sends IPv4 UDP packets whose destination port is in cram_ports to the
- * AF_XDP socket of the receiving queue (cram_xsks[rx_queue_index]); every
- * other packet (ARP, other UDP ports, TCP, fragments) goes on to the kernel
- * stack untouched, so the interface stays usable.
+ * AF_XDP socket that owns the port (cram_ports value: XSKMAP slot in the low
+ * 16 bits, the queue the socket is bound to above), if the packet arrived on
+ * that queue; every other packet (ARP, other UDP ports, TCP, fragments) goes
+ * on to the kernel stack untouched, so the interface stays usable.
  *
  * Build: clang -O2 -g -target bpf -I/usr/include/x86_64-linux-gnu -c (CMake
  * does it and embeds the object in the transport).
@@ -24,7 +25,7 @@ struct {
     __type(value, __u32);
 } cram_xsks SEC(".maps");
 
-/* UDP destination ports (network byte order) owned by cram on this host. */
+/* UDP destination port (network byte order) -> slot | queue << 16. */
 struct {
     __uint(type, BPF_MAP_TYPE_HASH);
     __uint(max_entries, 256);
@@ -49,9 +50,10 @@ int cram_xdp(struct xdp_md *ctx)
     if ((void *)(udp + 1) > end)
         return XDP_PASS;
     __u16 dport = udp->dest;
-    if (bpf_map_lookup_elem(&cram_ports, &dport) == NULL)
+    __u32 *v = bpf_map_lookup_elem(&cram_ports, &dport);
+    if (v == NULL || (*v >> 16) != ctx->rx_queue_index)
         return XDP_PASS;
-    return bpf_redirect_map(&cram_xsks, ctx->rx_queue_index, XDP_PASS);
+    return bpf_redirect_map(&cram_xsks, *v & 0xffff, XDP_PASS);
 }
 
 char _license[] SEC("license") = "GPL";

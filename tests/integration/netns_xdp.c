@@ -18,6 +18,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <libgen.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdio.h>
@@ -373,6 +374,87 @@ static void test_many_sessions(void)
         tp_session_close(s[i]);
 }
 
+/* Two loops of one process, each on its own thread, share one UMEM: two
+ * sockets (slots) on it, both busy at once. */
+struct loop_job {
+    tp_loop *l;
+    const char *loc;
+    int n, bad, calls;
+    uint32_t slot;
+    int slot_ok;
+};
+
+static void job_resp(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    int *ok = arg;
+    (void)resp;
+    *ok = st == CRAM_OK && len > 0 ? 1 : -1;
+}
+
+static void *loop_job_run(void *arg)
+{
+    struct loop_job *j = arg;
+    cram_status st;
+    tp_session *s = tp_session_open(j->l, j->loc, &st);
+    if (s == NULL) {
+        j->bad = j->n;
+        return NULL;
+    }
+    struct tp_xdp_stats xs;
+    j->slot_ok = tp_xdp_session_stats(s, &xs) == 0;
+    j->slot = xs.slot;
+    static __thread uint8_t buf[100000];
+    for (int i = 0; i < j->n; i++) {
+        uint32_t len = 8 + (uint32_t)(i * 7919) % (sizeof buf - 8);
+        memset(buf, i, len);
+        uint64_t tag = __atomic_fetch_add(&run_tag, 1, __ATOMIC_RELAXED);
+        memcpy(buf, &tag, 8);
+        int ok = 0;
+        struct iovec iov = { buf, len };
+        if (tp_send(s, &iov, 1, 10000, job_resp, &ok) != CRAM_OK) {
+            j->bad++;
+            continue;
+        }
+        while (ok == 0)
+            tp_loop_poll(j->l, 100);
+        j->calls++;
+        j->bad += ok != 1;
+    }
+    tp_session_close(s);
+    return NULL;
+}
+
+static void test_two_loops_share_umem(void)
+{
+    struct loop_job a = { tp_loop_create(), srv_loc[1], 150, 0, 0, 0, 0 };
+    struct loop_job b = { tp_loop_create(), srv_loc[4], 150, 0, 0, 0, 0 };
+    /* hold a session on the main loop too, so three sockets share the UMEM */
+    tp_session *m = open_session(srv_loc[1]);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(m);
+    pthread_t ta, tb;
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&ta, NULL, loop_job_run, &a), 0);
+    CU_ASSERT_EQUAL_FATAL(pthread_create(&tb, NULL, loop_job_run, &b), 0);
+    uint32_t sizes[20];
+    for (int i = 0; i < 20; i++)
+        sizes[i] = 8 + (uint32_t)i * 3000;
+    CU_ASSERT_EQUAL(echo_batch(m, sizes, 20, 4, 10000), 0);
+    pthread_join(ta, NULL);
+    pthread_join(tb, NULL);
+    CU_ASSERT_EQUAL(a.bad, 0);
+    CU_ASSERT_EQUAL(b.bad, 0);
+    CU_ASSERT_EQUAL(a.calls, a.n);
+    CU_ASSERT_EQUAL(b.calls, b.n);
+    struct tp_xdp_stats ms;
+    CU_ASSERT_EQUAL(tp_xdp_session_stats(m, &ms), 0);
+    CU_ASSERT_TRUE(a.slot_ok && b.slot_ok);
+    /* three sockets, three different slots of one shared UMEM */
+    CU_ASSERT(a.slot != b.slot && a.slot != ms.slot && b.slot != ms.slot);
+    printf("\n    sockets on one UMEM: slots %u (main), %u, %u\n", ms.slot, a.slot, b.slot);
+    tp_session_close(m);
+    tp_loop_destroy(a.l);
+    tp_loop_destroy(b.l);
+}
+
 /* 1% loss + 1% reordering each way (server-side seeded hook): every RPC
  * completes exactly once, and the server proves it dropped packets. */
 static void test_lossy(void)
@@ -530,6 +612,7 @@ int main(int argc, char **argv)
     CU_add_test(s, "1 B .. 1 MiB one at a time", test_sizes_sequential);
     CU_add_test(s, "1 B .. 1 MiB all at once", test_sizes_concurrent);
     CU_add_test(s, "8 sessions, one endpoint, two servers", test_many_sessions);
+    CU_add_test(s, "two loops on two threads share one UMEM", test_two_loops_share_umem);
     CU_add_test(s, "1% loss + reordering: exactly once", test_lossy);
     CU_add_test(s, "echo latency xdp vs tcp", test_latency);
     CU_add_test(s, "idle server uses no CPU", test_idle_cpu);
