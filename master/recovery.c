@@ -69,7 +69,7 @@ struct rec_job {
     char err[160];
     uint64_t start_ms, replay_ms;
     tp_session *coord;
-    uint32_t finish_tries;
+    uint32_t finish_tries;     /* reports sent without a definitive answer */
     bool reported_ok;          /* what RECOVERY_MASTER_FINISHED said */
     uint64_t timer;            /* pending timer (retry / reap / no-R durable), 0 = none */
 };
@@ -206,6 +206,24 @@ static bool fault_armed(const char *name)
 /* ---- reporting ---------------------------------------------------------- */
 
 static void report(struct rec_job *j);
+static void finish_retry_cb(void *arg);
+
+/* No definitive answer to the report yet: send it again later. */
+static void report_later(struct rec_job *j, cram_status why)
+{
+    rec_mgr *m = j->mgr;
+    uint64_t delay = REC_FINISH_RETRY_MS;
+    for (uint32_t i = 0; i < j->finish_tries && delay < REC_FINISH_RETRY_MAX_MS; i++)
+        delay *= 2;
+    if (delay > REC_FINISH_RETRY_MAX_MS)
+        delay = REC_FINISH_RETRY_MAX_MS;
+    j->finish_tries++;
+    if (j->finish_tries <= 3 || j->finish_tries % 20 == 0)
+        CRAM_WARN("recovery %llu partition %u: RECOVERY_MASTER_FINISHED to %s: %s (try %u); "
+                  "sending it again", (unsigned long long)j->recovery_id, j->partition_id,
+                  m->coord, cram_status_name(why), j->finish_tries);
+    j->timer = tp_timer_add(m->loop, clock_test_scaled_ms(delay) * 1000, finish_retry_cb, j);
+}
 
 static void finish_retry_cb(void *arg)
 {
@@ -232,11 +250,9 @@ static void on_finished(void *arg, cram_status st, const uint8_t *resp, uint32_t
             memcpy(&h, resp, sizeof h);
             st = (cram_status)h.status;
         }
-    } else if (++j->finish_tries < REC_FINISH_TRIES) {
-        CRAM_WARN("recovery %llu partition %u: RECOVERY_MASTER_FINISHED to %s: %s; retrying",
-                  (unsigned long long)j->recovery_id, j->partition_id, m->coord,
-                  cram_status_name(st));
-        j->timer = tp_timer_add(m->loop, clock_test_scaled_ms(200) * 1000, finish_retry_cb, j);
+    }
+    if (st == CRAM_TRANSPORT_ERROR || st == CRAM_TIMEOUT || st == CRAM_RETRY) {
+        report_later(j, st);
         return;
     }
     if (!j->reported_ok) {
@@ -301,18 +317,12 @@ static void report(struct rec_job *j)
         free(buf);
     }
     if (st != CRAM_OK) {
-        /* count it as a failed try and go through the same path */
-        if (++j->finish_tries < REC_FINISH_TRIES) {
-            j->timer = tp_timer_add(m->loop, clock_test_scaled_ms(200) * 1000, finish_retry_cb, j);
-            return;
+        /* not sent (no session, out of memory): the same as no answer */
+        if (j->coord != NULL && !tp_session_alive(j->coord)) {
+            tp_session_close(j->coord);
+            j->coord = NULL;
         }
-        CRAM_ERROR("recovery %llu partition %u: cannot reach the coordinator at %s (%s); "
-                   "dropping the replayed tablets", (unsigned long long)j->recovery_id,
-                   j->partition_id, m->coord, cram_status_name(st));
-        if (j->reported_ok)
-            om_replay_abort(m->om, &j->rp, j->tablets, j->ntablets);
-        m->st.failed++;
-        job_reap(j);
+        report_later(j, st);
     }
 }
 

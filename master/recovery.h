@@ -22,6 +22,13 @@
  *      and, when it answers CRAM_OK, makes the tablets NORMAL.  If the
  *      coordinator answers an error, or the replay fails, what was replayed
  *      for those tablets is dropped (and a failure is still reported).
+ *      A transport error, a timeout or CRAM_RETRY (the coordinator could
+ *      not record the result yet, or its leader changes) is not an answer:
+ *      the report is re-sent (backing off up to REC_FINISH_RETRY_MAX_MS, to
+ *      the locator last given to rec_set_coordinator) until one comes --
+ *      dropping the data then could lose it if the coordinator had already
+ *      recorded this master as the owner.  Meanwhile the tablets stay
+ *      RECOVERING (clients get CRAM_RETRY).
  *
  * Where the work runs (the choice DESIGN.md §9 asks to document): on the
  * dispatch thread, in slices.  Each GET_RECOVERY_DATA response (at most
@@ -50,7 +57,8 @@
 #define REC_CHUNK_BYTES    (1u << 20)          /* max_bytes asked per GET_RECOVERY_DATA */
 #define REC_RPC_TIMEOUT_MS 10000u              /* per GET_RECOVERY_DATA (test-scaled) */
 #define REC_FINISH_TIMEOUT_MS 30000u           /* RECOVERY_MASTER_FINISHED (test-scaled) */
-#define REC_FINISH_TRIES   3u                  /* on a transport error / timeout */
+#define REC_FINISH_RETRY_MS 200u               /* first delay before re-sending the report ... */
+#define REC_FINISH_RETRY_MAX_MS 2000u          /* ... doubling up to this (test-scaled) */
 
 struct objmgr;
 struct replica_mgr;

@@ -380,6 +380,7 @@ struct fake_backup {
 static struct fake_backup fb[2];
 static tp_listener *coord_ls;
 static int coord_st;
+static int coord_retries;               /* answer CRAM_RETRY this many times first */
 static int finished_calls;
 static bool finished_ok;
 static uint64_t finished_objects;
@@ -448,6 +449,10 @@ static void coord_req(void *arg, tp_rpc *rpc)
     CU_ASSERT_EQUAL(f->server_id, 42);
     cram__recovery_master_finished__free_unpacked(f, NULL);
     struct wire_resp_hdr r = { coord_st };
+    if (coord_retries > 0) {
+        coord_retries--;
+        r.status = CRAM_RETRY;
+    }
     struct iovec iov = { &r, sizeof r };
     tp_rpc_reply(rpc, &iov, 1);
 }
@@ -524,7 +529,7 @@ static void master_req(void *arg, tp_rpc *rpc)
     master_handle(rm_master, rpc, req, len);
 }
 
-static void run_recovery(int cst, bool expect_served)
+static void run_recovery(int cst, int retries, bool expect_served)
 {
     char err[256];
     (void)fake_rpc;
@@ -562,6 +567,7 @@ static void run_recovery(int cst, bool expect_served)
     coord_ls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", coord_req, NULL, err, sizeof err);
     CU_ASSERT_FATAL(coord_ls != NULL);
     coord_st = cst;
+    coord_retries = retries;
     finished_calls = 0;
 
     struct master_config mc = { .memory_bytes = 64ull * SEGSZ, .segment_bytes = SEGSZ };
@@ -587,8 +593,8 @@ static void run_recovery(int cst, bool expect_served)
     /* re-sent: still one recovery */
     CU_ASSERT_EQUAL(send_recover(rm_master, ms, req, n), CRAM_OK);
     CU_ASSERT_EQUAL(rec_active(master_recovery(rm_master)), 1);
-    poll_until(&finished_calls, 1, 10000);
-    CU_ASSERT_EQUAL(finished_calls, 1);
+    poll_until(&finished_calls, 1 + retries, 20000);
+    CU_ASSERT_EQUAL(finished_calls, 1 + retries);
     CU_ASSERT(finished_ok);
     for (int i = 0; i < 200 && rec_active(master_recovery(rm_master)) > 0; i++)
         tp_loop_poll(loop, 10);
@@ -634,7 +640,8 @@ static void run_recovery(int cst, bool expect_served)
     free(s2);
 }
 
-static void test_recovery_master_ok(void) { run_recovery(CRAM_OK, true); }
+static void test_recovery_master_ok(void) { run_recovery(CRAM_OK, 0, true); }
+static void test_recovery_master_retry(void) { run_recovery(CRAM_OK, 2, true); }
 
 /* CRAM_FAULT=master.recovery.mid_replay:exit: the process says so on stderr
  * and exits 99 right after the first replayed chunk (in a child). */
@@ -650,7 +657,7 @@ static void test_fault_mid_replay(void)
         dup2(fds[1], 2);
         close(fds[0]);
         setenv("CRAM_FAULT", "other.point:exit,master.recovery.mid_replay:exit", 1);
-        run_recovery(CRAM_OK, true);
+        run_recovery(CRAM_OK, 0, true);
         _exit(0);                       /* the fault point did not fire */
     }
     close(fds[1]);
@@ -666,7 +673,7 @@ static void test_fault_mid_replay(void)
     CU_ASSERT(WIFEXITED(status) && WEXITSTATUS(status) == 99);
     CU_ASSERT(strstr(out, "FAULT master.recovery.mid_replay hit") != NULL);
 }
-static void test_recovery_master_refused(void) { run_recovery(CRAM_INTERNAL_ERROR, false); }
+static void test_recovery_master_refused(void) { run_recovery(CRAM_NOT_FOUND, 0, false); }
 
 int main(void)
 {
@@ -681,6 +688,8 @@ int main(void)
     CU_add_test(s, "partition ranges and concurrent ops", test_partition_and_concurrent_ops);
     CU_add_test(s, "recovery master: fake backups, corrupt primary, coordinator OK",
                 test_recovery_master_ok);
+    CU_add_test(s, "recovery master: coordinator answers RETRY twice, then OK",
+                test_recovery_master_retry);
     CU_add_test(s, "recovery master: coordinator refuses, tablets dropped",
                 test_recovery_master_refused);
     CU_add_test(s, "fault point master.recovery.mid_replay", test_fault_mid_replay);
