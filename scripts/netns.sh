@@ -14,7 +14,7 @@
 # that bridge; nothing is routed anywhere else.  --subnet defaults to a free
 # 10.199.x.0/24 (x derived from P).  --netem adds a netem qdisc on each
 # bridge port (the namespaces' receive direction); `tc -s qdisc show dev
-# <port>` then proves drops.
+# <port>` then proves drops (needs sch_netem in the kernel).
 #
 # It prints shell assignments (NS1=..., IP1=..., MAC1=..., IF=xeth0,
 # BRIDGE=..., SUBNET=...), also saved in /run/cramx/P.env for `down`.
