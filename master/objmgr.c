@@ -713,10 +713,31 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
     } else if (ht_reserve(om->ht) != 0) {
         return CRAM_NO_MEMORY;
     }
-    /* copy the body straight from the received buffer into the side segment */
-    struct iovec iov = { (void *)e->body, e->length };
+    /* Objects: the body straight from the received buffer into the side
+     * segment.  Tombstones: the segment id they carry must name the
+     * segment of THIS log holding the object they kill (the cleaner keeps a
+     * tombstone while that segment is in the log, so a later recovery of
+     * this master cannot resurrect it): the side segment of the object
+     * superseded here, that of the tombstone superseded (which may cover
+     * one), or 0 when no object of the key is in this log. */
+    struct iovec iov[2] = { { (void *)e->body, e->length }, { NULL, 0 } };
+    int niov = 1;
+    struct seg_tombstone ts;
+    if (e->type == SEG_ENTRY_TOMBSTONE) {
+        memcpy(&ts, e->body, sizeof ts);
+        ts.segment_id = 0;
+        if (oh != NULL && oh->type == SEG_ENTRY_OBJECT) {
+            ts.segment_id = log_segment_id_of(om->log, old);
+        } else if (oh != NULL) {
+            const struct seg_tombstone *ots = (const struct seg_tombstone *)log_entry_body(oh);
+            ts.segment_id = ots->segment_id;
+        }
+        iov[0] = (struct iovec){ &ts, sizeof ts };
+        iov[1] = (struct iovec){ (void *)key, key_len };
+        niov = 2;
+    }
     log_ref ref;
-    cram_status st = replay_append(om, rp, e->type, &iov, 1, &ref);
+    cram_status st = replay_append(om, rp, e->type, iov, niov, &ref);
     if (st != CRAM_OK)
         return st;
     uint32_t sz = (uint32_t)seg_entry_size(e->length);

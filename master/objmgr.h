@@ -149,6 +149,11 @@ void om_get_stats(const objmgr *om, struct om_stats *st);
  * rejected the same way).  Entries are appended to side segments (log.h),
  * which join the log at om_replay_commit.
  *
+ * A replayed tombstone's segment_id is rewritten to name the side segment
+ * holding the object it kills in this log (0 if none is here), so the
+ * cleaner's rule "a tombstone stays while the segment it refers to is in
+ * the log" holds for this master's log.
+ *
  * During a replay the hash table may hold TOMBSTONE references for
  * RECOVERING tablets: every hash-table walker must check the entry type
  * (the objmgr's own do).  om_replay_end removes them again.

@@ -138,6 +138,27 @@ static void test_ordering(void)
     CU_ASSERT_EQUAL(rp.objects, 4);      /* a5 b2 d7 e9 */
     CU_ASSERT_EQUAL(rp.tombstones, 3);   /* b c d */
     CU_ASSERT_EQUAL(rp.ignored, 5);      /* a3 b1 c4 c3, tombstone e3 */
+    /* tombstones name the segment of this log holding what they kill */
+    int seen = 0;
+    for (uint32_t i = 0; i < rp.nslots; i++) {
+        const struct log_segment *ls = log_segment(om_log(om), rp.slots[i]);
+        struct seg_iter it;
+        struct seg_entry en;
+        seg_iter_init(&it, log_segment_base(om_log(om), rp.slots[i]), ls->w.used);
+        while (seg_iter_next(&it, &en) == SEG_ITER_OK) {
+            const struct seg_tombstone *t;
+            const uint8_t *key;
+            if (en.type != SEG_ENTRY_TOMBSTONE || !seg_parse_tombstone(&en, &t, &key))
+                continue;
+            seen++;
+            if (key[0] == 'b') {                /* killed b2, replayed into this log */
+                CU_ASSERT_EQUAL(t->segment_id, log_segment(om_log(om), rp.slots[0])->id);
+            } else {                            /* c, d: no object of theirs here */
+                CU_ASSERT_EQUAL(t->segment_id, 0);
+            }
+        }
+    }
+    CU_ASSERT_EQUAL(seen, 3);
     /* the tablet answers RETRY while recovering */
     char buf[64];
     uint64_t v;
