@@ -1626,6 +1626,9 @@ static int recovery_step(coord *c, struct coord_recovery *r, uint64_t now)
                 owns = c->tables[ti]->tablets[i]->server_id == r->crashed;
         if (!owns)
             return recovery_finish(c, r) == 0;
+        /* its tablets show RECOVERING from the start (retried until written) */
+        if (!r->tables_applied)
+            apply_tablets(c, r);
         Cram__RecoveryPhase was = r->phase;
         char old_note[sizeof(r->note)];
         memcpy(old_note, r->note, sizeof(old_note));
@@ -1758,7 +1761,7 @@ static void recovery_scan(coord *c)
         r->started_at_ms = clock_wall_ms();
         r->detected_at_ms = c->servers[i].crashed_at_ms ? c->servers[i].crashed_at_ms : r->started_at_ms;
         r->t0_ms = clock_mono_ms();
-        r->tables_applied = true;
+        r->tables_applied = false;
         c->recs[c->n_recs++] = r;
         CRAM_INFO("recovery %lu of master %lu starts", (unsigned long)r->id, (unsigned long)r->crashed);
     }
@@ -1946,7 +1949,7 @@ static int load_recoveries(coord *c)
         }
         if (r->phase == CRAM__RECOVERY_PHASE__RECOVERY_WAITING_LOG)
             r->phase = CRAM__RECOVERY_PHASE__RECOVERY_STARTING;
-        r->tables_applied = r->phase != CRAM__RECOVERY_PHASE__RECOVERY_REPLAYING;
+        r->tables_applied = false;       /* rewritten from the record (idempotent) */
         c->recs[c->n_recs++] = r;
         CRAM_INFO("resuming recovery %lu of master %lu (%s, %zu partitions)", (unsigned long)r->id,
                   (unsigned long)r->crashed, phase_name(r->phase), r->nparts);
@@ -2752,7 +2755,8 @@ static int startup(coord *c)
     if (rc != ZOK) {
         if (rc != ZCLOSING)
             CRAM_ERROR("cannot become leader under %s: %s", zks_root(c->zk), zerror(rc));
-        if (rc == ZSESSIONEXPIRED || rc == ZNONODE || rc == ZINVALIDSTATE)
+        if (rc == ZSESSIONEXPIRED || rc == ZNONODE || rc == ZINVALIDSTATE || rc == ZCONNECTIONLOSS ||
+            rc == ZOPERATIONTIMEOUT)
             atomic_store(&c->lost, 1);  /* a standby whose session ended: may join again */
         return -1;
     }

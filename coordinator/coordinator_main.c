@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/locator.h"
 #include "common/log.h"
@@ -298,8 +299,21 @@ int main(int argc, char **argv)
         bool stopped = sc.stopped != 0;
         pthread_mutex_unlock(&sc.mu);
         coord_destroy(c);
-        if (!lost || stopped)
+        if (stopped || (!lost && (rc == 0 || term == 0)))
             break;
+        if (!lost) {
+            /* a later term (a standby joining again) failed on ZooKeeper
+             * trouble: keep trying, once a second */
+            CRAM_WARN("could not join the election again; retrying in 1 s");
+            struct timespec ts = { 1, 0 };
+            nanosleep(&ts, NULL);
+            pthread_mutex_lock(&sc.mu);
+            stopped = sc.stopped != 0;
+            pthread_mutex_unlock(&sc.mu);
+            if (stopped)
+                break;
+            continue;
+        }
         if (exit_on_loss) {
             CRAM_INFO("cram-coordinator exiting: leadership lost (--exit-on-loss)");
             return 3;

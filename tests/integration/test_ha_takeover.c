@@ -1,0 +1,311 @@
+/*
+ * test_ha_takeover.c -- coordinator high availability: standbys take over.
+ *
+ *  - two coordinators started at the same moment: exactly one leads (three
+ *    rounds, each on a fresh cluster root);
+ *  - kill -9 of the idle leader: a standby leads within the ZooKeeper
+ *    session timeout (3 s) + 2 s (the take-over time is printed), and a
+ *    client using the library sees no error;
+ *  - kill -9 of the leader at coordinator.create_table.after_intent: the
+ *    next leader finishes the intent, the client's create returns the table;
+ *  - kill -9 of the leader at coordinator.enlist.after_write: the server
+ *    enlists with the next leader (under a new id; the entry the dead
+ *    leader wrote is verified and declared crashed: it never served);
+ *  every object written stays readable throughout.
+ *
+ * Every coordinator runs with CRAM_TEST_NO_PID_CHECK, so a standby must wait
+ * for the dead leader's session to expire (as across hosts).
+ */
+#include <CUnit/Basic.h>
+
+#include "test_ha_util.h"
+
+#define NKEYS 200
+#define MAX_CO 10
+
+static struct h_cluster C;
+static zhandle_t *zh;
+static cram_client *cl;
+static uint64_t tid;
+static struct h_proc co[MAX_CO];    /* every coordinator instance started */
+static int n_co;
+static int co_port[MAX_CO];
+static const char *zk_hosts;        /* "127.0.0.1:PORT" */
+
+/* Ports for coordinators: base, base+4, base+5 (servers use base+1..+3). */
+static int free_port(void)
+{
+    int ports[3] = { C.port_base, C.port_base + 4, C.port_base + 5 };
+    for (int k = 0; k < 3; k++) {
+        int used = 0;
+        for (int i = 0; i < n_co; i++)
+            used |= co_port[i] == ports[k] && ha_alive(&co[i]);
+        if (!used)
+            return ports[k];
+    }
+    return 0;
+}
+
+/* Start coordinator instance n_co (returns its index, or -1). */
+static int start_co(int reset, const char *fault)
+{
+    if (n_co >= MAX_CO)
+        return -1;
+    int i = n_co++;
+    snprintf(co[i].name, sizeof(co[i].name), "coord-%d", i);
+    co_port[i] = free_port();
+    if (ha_start_coord(&C, &co[i], C.zk, co_port[i], reset, fault) != 0)
+        return -1;
+    return i;
+}
+
+static int suite_init(void)
+{
+    if (h_init(&C) != 0)
+        return -1;
+    zk_hosts = C.zk + 3;
+    zh = ha_zk_open(zk_hosts);
+    return zh ? 0 : -1;
+}
+
+static int suite_clean(void)
+{
+    if (cl)
+        cram_disconnect(cl);
+    if (zh)
+        zookeeper_close(zh);
+    return 0;
+}
+
+/* Two coordinators forked back to back on a fresh root: one leads, the other
+ * waits as standby, the epoch was bumped once. */
+static void test_simultaneous_start(void)
+{
+    char saved[sizeof(C.cluster)];
+    snprintf(saved, sizeof(saved), "%s", C.cluster);
+    CU_ASSERT_FATAL(strlen(saved) < sizeof(saved) - 8);
+    for (int round = 0; round < 3; round++) {
+        snprintf(C.cluster, sizeof(C.cluster), "%.50s-twin%d", saved, round);
+        char root[128];
+        snprintf(root, sizeof(root), "/cram/%s", C.cluster);
+        CU_ASSERT_EQUAL_FATAL(ha_zk_wipe(zh, root), ZOK);   /* left by an earlier run */
+        struct h_proc a = { 0 }, b = { 0 };
+        snprintf(a.name, sizeof(a.name), "twin%d-a", round);
+        snprintf(b.name, sizeof(b.name), "twin%d-b", round);
+        CU_ASSERT_EQUAL_FATAL(ha_start_coord(&C, &a, C.zk, 0, 0, NULL), 0);
+        CU_ASSERT_EQUAL_FATAL(ha_start_coord(&C, &b, C.zk, 0, 0, NULL), 0);
+        int led = 0;
+        uint64_t deadline = h_now_ms() + h_ms(10000);
+        while (h_now_ms() < deadline && ha_log_count(a.log, "coordinator leads") +
+                                        ha_log_count(b.log, "coordinator leads") == 0)
+            ha_sleep_ms(20);
+        ha_sleep_ms(h_ms(1000));        /* a second leader would show up by now */
+        led = ha_log_count(a.log, "coordinator leads") + ha_log_count(b.log, "coordinator leads");
+        CU_ASSERT_EQUAL(led, 1);
+        struct ha_leader l;
+        CU_ASSERT_EQUAL(ha_leader_get(zh, C.cluster, &l), 0);
+        CU_ASSERT(l.pid == (uint32_t)a.pid || l.pid == (uint32_t)b.pid);
+        CU_ASSERT_EQUAL(l.epoch, 1);
+        char path[160];
+        snprintf(path, sizeof(path), "%s/election", root);
+        CU_ASSERT_EQUAL(ha_children(zh, path), 2);
+        struct h_proc *standby = l.pid == (uint32_t)a.pid ? &b : &a;
+        CU_ASSERT(ha_log_has(standby->log, "standby: election node"));
+        CU_ASSERT(ha_alive(&a) && ha_alive(&b));
+        CU_ASSERT_EQUAL(ha_stop(&a), 0);
+        CU_ASSERT_EQUAL(ha_stop(&b), 0);
+        if (led != 1) {
+            ha_dump(&a);
+            ha_dump(&b);
+        }
+    }
+    snprintf(C.cluster, sizeof(C.cluster), "%s", saved);
+}
+
+static void test_setup_cluster(void)
+{
+    C.replicas = 1;
+    int a = start_co(1, NULL);
+    CU_ASSERT_FATAL(a >= 0);
+    CU_ASSERT_FATAL(ha_wait_leader(zh, C.cluster, co[a].pid, 15000) >= 0);
+    int b = start_co(0, NULL);
+    CU_ASSERT_FATAL(b >= 0);
+    CU_ASSERT_EQUAL_FATAL(ha_wait_log(co[b].log, "standby: election node", 15000), 0);
+    for (int i = 0; i < 2; i++)
+        CU_ASSERT_EQUAL_FATAL(h_start_server(&C, i), 0);
+    CU_ASSERT_EQUAL_FATAL(h_wait_servers(&C, 2, 30000), 0);
+    cl = h_connect(&C);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(cl);
+    CU_ASSERT_EQUAL_FATAL(cram_create_table(cl, "ha", 2, &tid), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_write_keys(cl, tid, "k", NKEYS), 0);
+}
+
+/* The leading instance (from the leader record), or -1. */
+static int leader_index(void)
+{
+    struct ha_leader l;
+    if (ha_leader_get(zh, C.cluster, &l) != 0)
+        return -1;
+    for (int i = 0; i < n_co; i++)
+        if (co[i].pid > 0 && (uint32_t)co[i].pid == l.pid)
+            return i;
+    return -1;
+}
+
+static void test_kill_idle_leader(void)
+{
+    int a = leader_index();
+    CU_ASSERT_FATAL(a >= 0);
+    int b = a == 0 ? 1 : 0;
+    CU_ASSERT_FATAL(ha_alive(&co[b]));
+    uint64_t t0 = h_now_ms();
+    int st = ha_kill(&co[a], SIGKILL);
+    CU_ASSERT(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+    int64_t took = ha_wait_leader(zh, C.cluster, co[b].pid, HA_SESSION_MS + 10000);
+    CU_ASSERT_FATAL(took >= 0);
+    uint64_t ms = h_now_ms() - t0;
+    fprintf(stderr, "\ntake-over after kill -9 of the idle leader: %llu ms (session %llu ms; limit %llu ms)\n",
+            (unsigned long long)ms, (unsigned long long)h_ms(HA_SESSION_MS),
+            (unsigned long long)(h_ms(HA_SESSION_MS) + 2000));
+    CU_ASSERT(ms <= h_ms(HA_SESSION_MS) + 2000);
+    CU_ASSERT_EQUAL(ha_wait_log(co[b].log, "coordinator leads", 10000), 0);
+
+    /* the same handle carries on: data and metadata calls succeed */
+    CU_ASSERT_EQUAL(ha_check_keys(cl, tid, "k", NKEYS), 0);
+    uint64_t id = 0;
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "ha", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(id, tid);
+    uint64_t t2 = 0;
+    CU_ASSERT_EQUAL(cram_create_table(cl, "after-idle", 2, &t2), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_write_keys(cl, t2, "a", 20), 0);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, t2, "a", 20), 0);
+    cram_server_info *sv = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(cram_list_servers(cl, &sv, &n), CRAM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    cram_free(sv);
+}
+
+/* Make the instance armed with `fault` the leader: start it as standby, kill
+ * the current leader, wait.  Then start a clean standby behind it.  Returns
+ * the armed instance's index, or -1. */
+static int lead_with_fault(const char *fault, int *next)
+{
+    int f = start_co(0, fault);
+    if (f < 0 || ha_wait_log(co[f].log, "standby: election node", 15000) != 0)
+        return -1;
+    int old = leader_index();
+    if (old < 0)
+        return -1;
+    ha_kill(&co[old], SIGKILL);
+    if (ha_wait_leader(zh, C.cluster, co[f].pid, HA_SESSION_MS + 10000) < 0 ||
+        ha_wait_log(co[f].log, "coordinator leads", 10000) != 0)
+        return -1;
+    *next = start_co(0, NULL);
+    if (*next < 0 || ha_wait_log(co[*next].log, "standby: election node", 15000) != 0)
+        return -1;
+    return f;
+}
+
+static void test_kill_during_create_table(void)
+{
+    int next = -1;
+    int f = lead_with_fault("coordinator.create_table.after_intent:exit", &next);
+    CU_ASSERT_FATAL(f >= 0);
+    uint64_t t3 = 0;
+    /* the armed leader writes the intent and dies; the client's retry
+     * reaches the next leader, which has finished the table */
+    CU_ASSERT_EQUAL(cram_create_table(cl, "mid-create", 2, &t3), CRAM_OK);
+    CU_ASSERT(t3 != 0);
+    int st = ha_wait_exit(&co[f], 5000);
+    CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 99);
+    CU_ASSERT(ha_log_has(co[f].log, "FAULT coordinator.create_table.after_intent hit"));
+    CU_ASSERT(ha_wait_leader(zh, C.cluster, co[next].pid, 10000) >= 0);
+    CU_ASSERT(ha_log_has(co[next].log, "finished creating"));
+    char path[160];
+    snprintf(path, sizeof(path), "/cram/%s/intents", C.cluster);
+    CU_ASSERT_EQUAL(ha_children(zh, path), 0);
+    uint64_t id = 0;
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "mid-create", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(id, t3);
+    CU_ASSERT_EQUAL(ha_write_keys(cl, t3, "m", 50), 0);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, t3, "m", 50), 0);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, tid, "k", NKEYS), 0);
+    cram_tablet_info *tt = NULL;
+    size_t n = 0;
+    CU_ASSERT_EQUAL(cram_get_tablets(cl, "mid-create", &tt, &n), CRAM_OK);
+    CU_ASSERT_EQUAL(n, 2);
+    cram_free(tt);
+}
+
+static void test_kill_during_enlist(void)
+{
+    int next = -1;
+    int f = lead_with_fault("coordinator.enlist.after_write:exit", &next);
+    CU_ASSERT_FATAL(f >= 0);
+    CU_ASSERT_EQUAL_FATAL(h_start_server(&C, 2), 0);
+    int st = ha_wait_exit(&co[f], 20000);
+    CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 99);
+    CU_ASSERT(ha_log_has(co[f].log, "FAULT coordinator.enlist.after_write hit"));
+    CU_ASSERT(ha_wait_leader(zh, C.cluster, co[next].pid, HA_SESSION_MS + 10000) >= 0);
+    /* The server retries and is enlisted by the next leader, under a new
+     * id: the entry the dead leader wrote names the same locator, so the new
+     * leader verifies that id and declares it crashed (it never served). */
+    CU_ASSERT_EQUAL(ha_wait_log(C.servers[2].log, "serving as server", 30000), 0);
+    int up = 0, crashed = 0;
+    uint64_t deadline = h_now_ms() + h_ms(15000);
+    while (h_now_ms() < deadline) {
+        cram_server_info *sv = NULL;
+        size_t n = 0;
+        up = crashed = 0;
+        if (cram_list_servers(cl, &sv, &n) == CRAM_OK) {
+            for (size_t i = 0; i < n; i++) {
+                up += sv[i].status == CRAM_SERVER_UP;
+                crashed += sv[i].status == CRAM_SERVER_CRASHED;
+            }
+            cram_free(sv);
+        }
+        if (up == 3 && crashed == 1)
+            break;
+        ha_sleep_ms(50);
+    }
+    CU_ASSERT_EQUAL(up, 3);
+    CU_ASSERT_EQUAL(crashed, 1);
+    CU_ASSERT_EQUAL(h_wait_servers(&C, 3, 30000), 0);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, tid, "k", NKEYS), 0);
+    uint64_t t4 = 0;
+    CU_ASSERT_EQUAL(cram_create_table(cl, "after-enlist", 3, &t4), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_write_keys(cl, t4, "e", 60), 0);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, t4, "e", 60), 0);
+    uint64_t id = 0;
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "mid-create", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, id, "m", 50), 0);
+}
+
+int main(void)
+{
+    if (CU_initialize_registry() != CUE_SUCCESS)
+        return 1;
+    CU_pSuite s = CU_add_suite("coordinator take-over", suite_init, suite_clean);
+    CU_add_test(s, "two coordinators started at once: one leads", test_simultaneous_start);
+    CU_add_test(s, "leader, standby, two servers, a table", test_setup_cluster);
+    CU_add_test(s, "kill -9 of the idle leader", test_kill_idle_leader);
+    CU_add_test(s, "kill -9 at create_table.after_intent", test_kill_during_create_table);
+    CU_add_test(s, "kill -9 at enlist.after_write", test_kill_during_enlist);
+    CU_basic_set_mode(CU_BRM_VERBOSE);
+    CU_basic_run_tests();
+    int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error() ||
+              CU_get_number_of_suites_failed();
+    CU_cleanup_registry();
+    /* coordinators: a clean stop must be clean (sanitizer reports fail it) */
+    for (int i = 0; i < n_co; i++) {
+        if (co[i].pid > 0 && ha_stop(&co[i]) != 0) {
+            fprintf(stderr, "%s did not stop cleanly\n", co[i].name);
+            bad = 1;
+        }
+    }
+    if (bad)
+        for (int i = 0; i < n_co; i++)
+            ha_dump(&co[i]);
+    return h_finish(&C, bad);
+}
