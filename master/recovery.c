@@ -686,6 +686,18 @@ static cram_status validate(const Cram__RecoverRequest *rq)
     return CRAM_OK;
 }
 
+/* Does om hold exactly t's range in state RECOVERING? */
+static bool holds_recovering(const objmgr *om, const struct om_tablet *t)
+{
+    for (uint32_t i = 0; i < om_tablet_count(om); i++) {
+        const struct om_tablet *o = om_tablet_get(om, i);
+        if (o->table_id == t->table_id && o->start_hash == t->start_hash &&
+            o->end_hash == t->end_hash)
+            return o->state == OM_TABLET_RECOVERING;
+    }
+    return false;
+}
+
 cram_status rec_start(rec_mgr *m, const uint8_t *body, size_t len)
 {
     Cram__RecoverRequest *rq = cram__recover_request__unpack(NULL, len, body);
@@ -700,7 +712,7 @@ cram_status rec_start(rec_mgr *m, const uint8_t *body, size_t len)
     }
     for (struct rec_job *o = m->jobs; o != NULL; o = o->next) {
         if (o->recovery_id == rq->recovery_id && o->partition_id == rq->partition_id &&
-            o->crashed_id == rq->crashed_master_id && o->phase != PH_DONE) {
+            o->crashed_id == rq->crashed_master_id && o->phase != PH_DONE && !o->failed) {
             st = CRAM_OK;           /* a re-sent RECOVER: already running */
             goto out_free_rq;
         }
@@ -710,13 +722,29 @@ cram_status rec_start(rec_mgr *m, const uint8_t *body, size_t len)
         st = CRAM_NO_MEMORY;
         goto out_free_rq;
     }
+    /* no tablet may be part of another recovery running here */
+    for (struct rec_job *o = m->jobs; o != NULL; o = o->next) {
+        for (uint32_t a = 0; o->phase != PH_DONE && !o->failed && a < o->ntablets; a++) {
+            for (uint32_t b = 0; b < j->ntablets; b++) {
+                const struct om_tablet *x = &o->tablets[a], *y = &j->tablets[b];
+                if (x->table_id == y->table_id && x->start_hash <= y->end_hash &&
+                    y->start_hash <= x->end_hash) {
+                    job_free(j);
+                    st = CRAM_INVALID_ARGUMENT;
+                    goto out_free_rq;
+                }
+            }
+        }
+    }
     for (uint32_t i = 0; i < j->ntablets; i++) {
         const struct om_tablet *t = &j->tablets[i];
+        /* the partition's tablets must be new to this master, or already
+         * held RECOVERING with exactly this range (a TAKE_TABLET came first) */
         st = om_check_tablet(m->om, t->table_id, t->start_hash);
-        /* the partition's tablets must be new to this master */
-        st = st == CRAM_UNKNOWN_TABLET
-                 ? om_take_tablet(m->om, t->table_id, t->start_hash, t->end_hash, OM_TABLET_RECOVERING)
-                 : CRAM_INVALID_ARGUMENT;
+        if (st == CRAM_UNKNOWN_TABLET)
+            st = om_take_tablet(m->om, t->table_id, t->start_hash, t->end_hash, OM_TABLET_RECOVERING);
+        else
+            st = holds_recovering(m->om, t) ? CRAM_OK : CRAM_INVALID_ARGUMENT;
         if (st != CRAM_OK) {
             for (uint32_t k = 0; k < i; k++)
                 om_drop_tablet(m->om, j->tablets[k].table_id, j->tablets[k].start_hash,
