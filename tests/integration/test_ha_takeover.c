@@ -32,10 +32,11 @@ static int n_co;
 static int co_port[MAX_CO];
 static const char *zk_hosts;        /* "127.0.0.1:PORT" */
 
-/* Ports for coordinators: base, base+4, base+5 (servers use base+1..+3). */
+/* Ports for coordinators: base, base+7, base+8 (servers use base+1..+3;
+ * harness.h: standbys use the slot's ports after the servers'). */
 static int free_port(void)
 {
-    int ports[3] = { C.port_base, C.port_base + 4, C.port_base + 5 };
+    int ports[3] = { C.port_base, C.port_base + 7, C.port_base + 8 };
     for (int k = 0; k < 3; k++) {
         int used = 0;
         for (int i = 0; i < n_co; i++)

@@ -6,7 +6,7 @@
  *    nothing in ZooKeeper (every node's mzxid and version, the epoch node's
  *    included, is as before), stops leading and joins again as a standby;
  *  - the ZooKeeper server is stopped and restarted under a running client
- *    load (on a ZooKeeper of the test's own, on port base+5): every read and
+ *    load (on a ZooKeeper of the test's own, on port base+9): every read and
  *    write succeeds throughout, and metadata calls work again afterwards.
  */
 #include <CUnit/Basic.h>
@@ -42,7 +42,7 @@ static void test_paused_leader(void)
 {
     CU_ASSERT_EQUAL_FATAL(ha_start_coord(&C, &A, C.zk, C.port_base, 1, NULL), 0);
     CU_ASSERT_FATAL(ha_wait_leader(zh, C.cluster, A.pid, 15000) >= 0);
-    CU_ASSERT_EQUAL_FATAL(ha_start_coord(&C, &B, C.zk, C.port_base + 3, 0, NULL), 0);
+    CU_ASSERT_EQUAL_FATAL(ha_start_coord(&C, &B, C.zk, C.port_base + 7, 0, NULL), 0);
     CU_ASSERT_EQUAL_FATAL(ha_wait_log(B.log, "standby: election node", 15000), 0);
     for (int i = 0; i < 2; i++)
         CU_ASSERT_EQUAL_FATAL(h_start_server(&C, i), 0);
@@ -147,7 +147,7 @@ static int zk_script(struct h_proc *p, const char *name, const char *cmd, const 
 
 static void test_zk_restart_under_load(void)
 {
-    int zport = C.port_base + 5;
+    int zport = C.port_base + 9;      /* the last port of the test's slot */
     char zdir[300];
     snprintf(zdir, sizeof(zdir), "%s/zk", C.dir);
     struct h_proc zs = { 0 };
