@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# test_install.sh BUILD_DIR -- `cmake --install` gives a usable library:
+# test_install.sh BUILD_DIR [EXTRA_CFLAGS] -- `cmake --install` gives a usable library:
 # cram.h, libcram.a, libcram.so and a cram.pc with which
 # `cc app.c $(pkg-config --cflags --libs cram)` builds a client program,
 # dynamically and statically linked.  The program is the README's example.
 set -euo pipefail
 build="$1"
+extra="${2:-}"     # e.g. the sanitizer flags of an instrumented build
 src="$(cd "$(dirname "$0")/../.." && pwd)"
 tmp=$(mktemp -d /tmp/cram-install.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
@@ -19,11 +20,11 @@ awk '/^```c$/ { on = 1; next } /^```$/ { if (on) exit } on' "$src/README.md" > "
 grep -q cram_connect "$tmp/app.c" || { echo "FAIL: no C example found in README.md"; exit 1; }
 
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
-cc -Wall -Wextra -Werror "$tmp/app.c" $(pkg-config --cflags --libs cram) -o "$tmp/app_dyn"
+cc $extra -Wall -Wextra -Werror "$tmp/app.c" $(pkg-config --cflags --libs cram) -o "$tmp/app_dyn"
 LD_LIBRARY_PATH="$tmp/prefix/lib" ldd "$tmp/app_dyn" | grep -q "libcram.so.0 => $tmp/prefix/lib" ||
   { echo "FAIL: app does not link the installed libcram.so"; exit 1; }
 static_libs=$(pkg-config --static --libs-only-l cram | sed 's/-lcram //')
-cc -Wall -Wextra -Werror "$tmp/app.c" -o "$tmp/app_static" $(pkg-config --cflags cram) \
+cc $extra -Wall -Wextra -Werror "$tmp/app.c" -o "$tmp/app_static" $(pkg-config --cflags cram) \
   "$tmp/prefix/lib/libcram.a" $static_libs
 if ldd "$tmp/app_static" | grep -q libcram; then
   echo "FAIL: static build still needs libcram.so"; exit 1
