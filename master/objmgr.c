@@ -751,6 +751,20 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
         rp->tombstones++;
         rp->tomb_bytes += sz;
     }
+    if (e->type == SEG_ENTRY_TOMBSTONE && !rp->tombs_lost) {
+        if (rp->ntombs == rp->captombs) {
+            uint32_t cap = rp->captombs ? rp->captombs * 2 : 256;
+            struct om_tomb_ref *nt = realloc(rp->tombs, cap * sizeof *nt);
+            if (nt == NULL) {
+                rp->tombs_lost = true;
+            } else {
+                rp->tombs = nt;
+                rp->captombs = cap;
+            }
+        }
+        if (!rp->tombs_lost)
+            rp->tombs[rp->ntombs++] = (struct om_tomb_ref){ hash, ref };
+    }
     if (old != LOG_REF_NULL) {
         uint32_t osz = (uint32_t)seg_entry_size(oh->length);
         om->live_bytes -= osz;
@@ -792,8 +806,27 @@ static bool tomb_visit(void *vctx, log_ref ref, bool *stop)
     return hash >= c->t->start_hash && hash <= c->t->end_hash;
 }
 
+/* The hash-table entry that still refers to exactly this reference. */
+static bool ref_match(void *ctx, log_ref ref)
+{
+    return ref == *(const log_ref *)ctx;
+}
+
 void om_replay_end(objmgr *om, struct om_replay *rp, const struct om_tablet *tablets, uint32_t n)
 {
+    if (!rp->tombs_lost) {
+        /* each tombstone recorded is still indexed unless something newer
+         * replaced its entry */
+        for (uint32_t i = 0; i < rp->ntombs; i++) {
+            uint64_t *slot = NULL;
+            if (ht_lookup(om->ht, rp->tombs[i].hash, ref_match, &rp->tombs[i].ref, &slot) != LOG_REF_NULL)
+                ht_remove(om->ht, slot);
+        }
+        n = 0;
+    }
+    free(rp->tombs);
+    rp->tombs = NULL;
+    rp->ntombs = rp->captombs = 0;
     for (uint32_t i = 0; i < n; i++) {
         struct om_tomb_ctx c = { om, &tablets[i] };
         uint64_t b0 = ht_bucket_index(om->ht, tablets[i].start_hash);
@@ -836,6 +869,9 @@ void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *t
 
 void om_replay_free(struct om_replay *rp)
 {
+    free(rp->tombs);
+    rp->tombs = NULL;
+    rp->ntombs = rp->captombs = 0;
     free(rp->slots);
     rp->slots = NULL;
     rp->nslots = rp->capslots = 0;

@@ -167,6 +167,11 @@ struct om_replay {
     bool committed;            /* slots joined the log */
     bool ended;                /* om_replay_end ran: tombstones left the hash table */
     uint64_t tomb_bytes;       /* live bytes of the tombstones appended and kept */
+    /* tombstones put into the hash table, so om_replay_end removes them in
+     * O(tombstones) instead of walking the tablets' buckets */
+    struct om_tomb_ref { uint64_t hash; log_ref ref; } *tombs;
+    uint32_t ntombs, captombs;
+    bool tombs_lost;           /* out of memory recording one: walk instead */
     uint64_t max_version;      /* highest safe version / version seen */
     uint64_t objects, tombstones;          /* entries appended */
     uint64_t ignored;          /* older / duplicate entries dropped */
