@@ -254,6 +254,41 @@ int cl_sess_slot(cram_client *c, const char *locator)
     return (int)c->nsess++;
 }
 
+/* A session on the first of the ';'-joined locators (cl_pick_locator's
+ * order) that opens: a protocol this build lacks (CRAM_INVALID_ARGUMENT) or
+ * one that cannot be used here (CRAM_TRANSPORT_ERROR: rdma without a device,
+ * xdp without root or with the interface taken by another process) falls
+ * through to the next.  *st is CRAM_TRANSPORT_ERROR if any candidate was
+ * usable in principle, so callers retry, else CRAM_INVALID_ARGUMENT. */
+static tp_session *cl_open_first(tp_loop *loop, const char *locators, cram_status *st)
+{
+    cram_status best = CRAM_INVALID_ARGUMENT;
+    const char *p = locators;
+
+    while (*p) {
+        const char *end = strchr(p, ';');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        char one[CL_LOC_MAX];
+        if (len > 0 && len < sizeof one) {
+            cram_status s1 = CRAM_INVALID_ARGUMENT;
+            memcpy(one, p, len);
+            one[len] = '\0';
+            tp_session *s = tp_session_open(loop, one, &s1);
+            if (s) {
+                *st = CRAM_OK;
+                return s;
+            }
+            if (s1 != CRAM_INVALID_ARGUMENT)
+                best = s1;
+        }
+        if (!end)
+            break;
+        p = end + 1;
+    }
+    *st = best;
+    return NULL;
+}
+
 tp_session *cl_sess_get(cram_client *c, int slot, cram_status *st)
 {
     struct cl_sess *s;
@@ -268,7 +303,7 @@ tp_session *cl_sess_get(cram_client *c, int slot, cram_status *st)
         s->s = NULL;
     }
     if (!s->s)
-        s->s = tp_session_open(c->loop, s->locator, st);
+        s->s = cl_open_first(c->loop, s->locator, st);
     return s->s;
 }
 

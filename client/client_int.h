@@ -133,8 +133,11 @@ int         cl_status_is_reroute(cram_status st);
 int  cl_route(const struct cl_table *t, uint64_t hash);
 /* Sort tablets by start and check they do not overlap.  0 or -1. */
 int  cl_table_normalize(struct cl_table *t);
-/* Pick a locator this library can use (tcp first) out of a server's list;
- * each element may itself hold several locators joined by ';'.  0 or -1. */
+/* Order a server's locators for use: out gets them joined by ';', the
+ * preferred first (the protocols named in the environment variable
+ * CRAM_TRANSPORT, e.g. "xdp", then tcp, then the rest as advertised), as many
+ * whole locators as fit.  Each element of locs may itself hold several
+ * locators joined by ';'.  cl_sess_get opens the first that opens.  0 or -1. */
 int  cl_pick_locator(char *const *locs, size_t n, char *out, size_t outlen);
 void cl_rules_to_wire(const cram_reject_rules *in, struct wire_reject_rules *out);
 

@@ -51,10 +51,37 @@ int cl_table_normalize(struct cl_table *t)
     return 0;
 }
 
+/* Preference rank of a locator (smaller = tried first): the protocols named
+ * in CRAM_TRANSPORT ("xdp", or a list such as "rdma,xdp"), in that order;
+ * then tcp, which works everywhere; then every other, as advertised. */
+static int cl_loc_rank(const char *p, size_t len, const char *pref)
+{
+    const char *colon = memchr(p, ':', len);
+    size_t plen = colon ? (size_t)(colon - p) : len;
+    int rank = 0;
+
+    while (pref && *pref) {
+        const char *end = strchr(pref, ',');
+        size_t n = end ? (size_t)(end - pref) : strlen(pref);
+        if (n > 0 && n == plen && strncmp(pref, p, n) == 0)
+            return rank;
+        rank++;
+        if (!end)
+            break;
+        pref = end + 1;
+    }
+    if (plen == 3 && strncmp(p, "tcp", 3) == 0)
+        return 100;
+    return 101;
+}
+
+#define CL_MAX_CANDIDATES 16
+
 int cl_pick_locator(char *const *locs, size_t n, char *out, size_t outlen)
 {
-    const char *fallback = NULL;
-    size_t fallback_len = 0;
+    struct { const char *p; size_t len; int rank; } c[CL_MAX_CANDIDATES];
+    size_t nc = 0;
+    const char *pref = getenv("CRAM_TRANSPORT");
 
     for (size_t i = 0; i < n; i++) {
         const char *p = locs[i];
@@ -67,26 +94,37 @@ int cl_pick_locator(char *const *locs, size_t n, char *out, size_t outlen)
                 p++;
                 len--;
             }
-            if (len > 0 && len < outlen) {
-                if (len > 4 && strncmp(p, "tcp:", 4) == 0) {
-                    memcpy(out, p, len);
-                    out[len] = '\0';
-                    return 0;
+            if (len > 0 && len < outlen && nc < CL_MAX_CANDIDATES) {
+                /* stable insertion by rank: equal ranks keep the advertised order */
+                int rank = cl_loc_rank(p, len, pref);
+                size_t k = nc++;
+                while (k > 0 && c[k - 1].rank > rank) {
+                    c[k] = c[k - 1];
+                    k--;
                 }
-                if (!fallback) {
-                    fallback = p;
-                    fallback_len = len;
-                }
+                c[k].p = p;
+                c[k].len = len;
+                c[k].rank = rank;
             }
             if (!end)
                 break;
             p = end + 1;
         }
     }
-    if (!fallback)
+    if (nc == 0)
         return -1;
-    memcpy(out, fallback, fallback_len);
-    out[fallback_len] = '\0';
+    /* as many whole locators as fit, the preferred one first */
+    size_t off = 0;
+    for (size_t i = 0; i < nc; i++) {
+        size_t need = (off ? 1 : 0) + c[i].len;
+        if (off + need >= outlen)
+            break;
+        if (off)
+            out[off++] = ';';
+        memcpy(out + off, c[i].p, c[i].len);
+        off += c[i].len;
+    }
+    out[off] = '\0';
     return 0;
 }
 

@@ -43,6 +43,8 @@
 #define SRV_SVC_MASTER 1u
 #define SRV_SVC_BACKUP 2u
 
+#define SRV_MAX_LISTEN 8            /* --listen locators (one per transport) */
+
 struct server {
     /* set up by main, then read-only */
     const char *coordinator;
@@ -53,10 +55,11 @@ struct server {
 
     /* main (loop) thread only */
     tp_loop *loop;
-    tp_listener *listener;
+    tp_listener *listeners[SRV_MAX_LISTEN];    /* one per --listen locator, same loop */
+    int nlisteners;
     master_service *master;
     backup_service *backup;
-    char locator[512];
+    char locator[512];              /* the listeners' locators joined by ';' (advertised) */
     tp_session *csess;              /* to the coordinator (enlistment, then crash hints) */
     uint32_t backoff_ms;
     uint32_t attempts;
@@ -351,13 +354,15 @@ static void enlist_located(void *arg)
         return;
     }
     Cram__EnlistServerRequest rq = CRAM__ENLIST_SERVER_REQUEST__INIT;
-    char *locs[1] = { s->locator };
-    rq.n_locators = 1;
+    char *locs[SRV_MAX_LISTEN];
+    for (int i = 0; i < s->nlisteners; i++)
+        locs[i] = (char *)tp_listener_locator(s->listeners[i]);
+    rq.n_locators = (size_t)s->nlisteners;
     rq.locators = locs;
     rq.services = s->services;
     rq.failure_domain = (char *)s->failure_domain;
     rq.memory_bytes = s->memory_bytes;
-    uint8_t buf[1024];
+    uint8_t buf[4096];
     size_t len = cram__enlist_server_request__get_packed_size(&rq);
     CRAM_ASSERT(len <= sizeof(buf));
     cram__enlist_server_request__pack(&rq, buf);
@@ -429,7 +434,11 @@ static void usage(FILE *f)
 "\n"
 "  --coordinator LOCATOR   zk:H:P[,H:P] (read the leader record) or tcp:host=H,port=P (required)\n"
 "  --cluster NAME          cluster name (default: main)\n"
-"  --listen LOCATOR        where to listen (default: tcp:host=127.0.0.1,port=0 = a free port)\n"
+"  --listen LOCATORS       where to listen: one locator or several joined by ';', one per\n"
+"                          transport, e.g. \"tcp:host=10.0.0.1,port=0;xdp:host=10.0.0.1,port=24001\";\n"
+"                          all are advertised, in this order (clients use tcp unless told\n"
+"                          otherwise, e.g. CRAM_TRANSPORT=xdp; servers talk to each other over tcp)\n"
+"                          (default: tcp:host=127.0.0.1,port=0 = a free port)\n"
 "  --memory SIZE           log memory, e.g. 64M, 1G (default: 1G)\n"
 "  --segment-size SIZE     log segment size, a power of two >= 64K (default: 8M)\n"
 "  --poll-us N             dispatch thread spins N us after activity, then sleeps;\n"
@@ -701,12 +710,43 @@ int main(int argc, char **argv)
         CRAM_INFO("backup service: %s, %lu MB of storage, %zu replicas found", backup_dir,
                   (unsigned long)(backup_storage >> 20), backup_replica_count(s->backup));
     }
-    s->listener = tp_listen(s->loop, listen, on_request, s, err, sizeof(err));
-    if (s->listener == NULL) {
-        CRAM_ERROR("cannot listen on %s: %s", listen, err);
-        goto out_backup;
+    /* one listener per ';'-separated locator, all on this loop */
+    size_t off = 0;
+    for (const char *p = listen; *p != '\0';) {
+        const char *end = strchr(p, ';');
+        size_t n = end ? (size_t)(end - p) : strlen(p);
+        char one[512];
+        if (n >= sizeof(one)) {
+            CRAM_ERROR("--listen: locator too long: %.*s", (int)n, p);
+            goto out_listener;
+        }
+        memcpy(one, p, n);
+        one[n] = '\0';
+        p = end ? end + 1 : p + n;
+        if (n == 0)
+            continue;
+        if (s->nlisteners == SRV_MAX_LISTEN) {
+            CRAM_ERROR("--listen: more than %d locators", SRV_MAX_LISTEN);
+            goto out_listener;
+        }
+        tp_listener *ls = tp_listen(s->loop, one, on_request, s, err, sizeof(err));
+        if (ls == NULL) {
+            CRAM_ERROR("cannot listen on %s: %s", one, err);
+            goto out_listener;
+        }
+        s->listeners[s->nlisteners++] = ls;
+        int w = snprintf(s->locator + off, sizeof(s->locator) - off, "%s%s", off ? ";" : "",
+                         tp_listener_locator(ls));
+        if (w < 0 || (size_t)w >= sizeof(s->locator) - off) {
+            CRAM_ERROR("--listen: the advertised locators exceed %zu bytes", sizeof(s->locator) - 1);
+            goto out_listener;
+        }
+        off += (size_t)w;
     }
-    snprintf(s->locator, sizeof(s->locator), "%s", tp_listener_locator(s->listener));
+    if (s->nlisteners == 0) {
+        CRAM_ERROR("--listen: no locator in '%s'", listen);
+        goto out_listener;
+    }
     CRAM_INFO("listening on %s (memory %lu MB, segments %lu KB, poll %lu us); enlisting via %s",
               s->locator, (unsigned long)(s->memory_bytes >> 20), (unsigned long)(seg >> 10),
               (unsigned long)poll_us, s->coordinator);
@@ -736,8 +776,8 @@ int main(int argc, char **argv)
     while (tp_loop_poll(s->loop, 0) > 0)    /* run what was posted meanwhile */
         ;
 out_listener:
-    tp_listener_close(s->listener);
-out_backup:
+    for (int i = 0; i < s->nlisteners; i++)
+        tp_listener_close(s->listeners[i]);
     /* flushes replicas to disk and answers what waits; before the loop goes */
     if (s->backup != NULL)
         backup_destroy(s->backup);

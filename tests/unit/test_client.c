@@ -134,15 +134,29 @@ static void test_pick_locator(void)
     char *c[] = { "xdp:if=veth0" };
     char *d[] = { "" };
 
+    /* all candidates, tcp first unless CRAM_TRANSPORT names another */
+    unsetenv("CRAM_TRANSPORT");
     CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, sizeof out), 0);
-    CU_ASSERT_STRING_EQUAL(out, "tcp:host=1.2.3.4,port=5");
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=1.2.3.4,port=5;rdma:dev=mlx5_0");
     CU_ASSERT_EQUAL(cl_pick_locator(b, 2, out, sizeof out), 0);
-    CU_ASSERT_STRING_EQUAL(out, "tcp:host=h,port=9");
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=h,port=9;xdp:if=veth0");
     CU_ASSERT_EQUAL(cl_pick_locator(c, 1, out, sizeof out), 0);
     CU_ASSERT_STRING_EQUAL(out, "xdp:if=veth0");
     CU_ASSERT_EQUAL(cl_pick_locator(d, 1, out, sizeof out), -1);
     CU_ASSERT_EQUAL(cl_pick_locator(NULL, 0, out, sizeof out), -1);
     CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, 8), -1);     /* does not fit */
+    CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, 24), 0);     /* only the tcp one fits */
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=1.2.3.4,port=5");
+    setenv("CRAM_TRANSPORT", "xdp", 1);
+    CU_ASSERT_EQUAL(cl_pick_locator(b, 2, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "xdp:if=veth0;tcp:host=h,port=9");
+    CU_ASSERT_EQUAL(cl_pick_locator(a, 1, out, sizeof out), 0);     /* no xdp: tcp first */
+    CU_ASSERT_STRING_EQUAL(out, "tcp:host=1.2.3.4,port=5;rdma:dev=mlx5_0");
+    setenv("CRAM_TRANSPORT", "rdma,xdp", 1);
+    char *e[] = { "xdp:host=h,port=1;tcp:host=h,port=2;rdma:host=h,port=3" };
+    CU_ASSERT_EQUAL(cl_pick_locator(e, 1, out, sizeof out), 0);
+    CU_ASSERT_STRING_EQUAL(out, "rdma:host=h,port=3;xdp:host=h,port=1;tcp:host=h,port=2");
+    unsetenv("CRAM_TRANSPORT");
 }
 
 /* ---- multi-op planning -------------------------------------------------- */
