@@ -6,8 +6,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <zookeeper/zookeeper.h>
 
 #include "client/client_int.h"
+#include "common/coordloc.h"
+#include "common/locator.h"
 #include "cram.pb-c.h"
 
 static int cl_name_ok(const char *name)
@@ -449,4 +453,125 @@ cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *l
     *replicas = out;
     cram__replica_list__free_unpacked(l, NULL);
     return CRAM_OK;
+}
+
+/* ---- coordinators (read from ZooKeeper) ---------------------------------- */
+
+/* Fill *ci from a packed LeaderRecord; 0, or -1 if it is malformed. */
+static int cl_coord_info(const char *buf, int len, int leader, cram_coordinator_info *ci)
+{
+    Cram__LeaderRecord *r;
+
+    if (len <= 0)
+        return -1;
+    r = cram__leader_record__unpack(NULL, (size_t)len, (const uint8_t *)buf);
+    if (!r)
+        return -1;
+    memset(ci, 0, sizeof *ci);
+    snprintf(ci->locator, sizeof ci->locator, "%.255s", r->locator);
+    snprintf(ci->host, sizeof ci->host, "%.63s", r->host);
+    ci->pid = r->pid;
+    ci->leader = leader;
+    ci->epoch = leader ? r->epoch : 0;
+    cram__leader_record__free_unpacked(r, NULL);
+    return 0;
+}
+
+static int cl_seq_cmp(const void *a, const void *b)
+{
+    /* election nodes "n-<10 digits>": equal widths sort as numbers */
+    const char *x = *(const char *const *)a, *y = *(const char *const *)b;
+    size_t lx = strlen(x), ly = strlen(y);
+    return lx != ly ? (lx < ly ? -1 : 1) : strcmp(x, y);
+}
+
+cram_status cram_list_coordinators(cram_client *c, cram_coordinator_info **coords, size_t *n)
+{
+    struct locator l;
+    char err[128], root[300], path[600], buf[1024];
+    cram_coordinator_info *out = NULL, leader;
+    struct String_vector kids = { 0, NULL };
+    zhandle_t *zh;
+    size_t cnt = 0;
+    int have_leader = 0, len, rc;
+    struct Stat st;
+    cram_status ret = CRAM_OK;
+
+    if (!c || !coords || !n)
+        return CRAM_INVALID_ARGUMENT;
+    *coords = NULL;
+    *n = 0;
+    if (loc_parse(c->spec, &l, err, sizeof err) != 0)
+        return CRAM_INVALID_ARGUMENT;
+    if (strcmp(l.proto, "zk") != 0) {
+        out = calloc(1, sizeof *out);
+        if (!out)
+            return CRAM_NO_MEMORY;
+        snprintf(out->locator, sizeof out->locator, "%.255s", c->spec);
+        out->leader = 1;
+        *coords = out;
+        *n = 1;
+        return CRAM_OK;
+    }
+    zoo_set_debug_level((ZooLogLevel)0);
+    zh = zookeeper_init(l.zk_hosts, NULL, 10000, NULL, NULL, 0);
+    if (!zh)
+        return CRAM_COORDINATOR_UNAVAILABLE;
+    /* a rare admin call: poll the connection state for up to 5 s */
+    for (int i = 0; i < 500 && zoo_state(zh) != ZOO_CONNECTED_STATE; i++) {
+        struct timespec ts = { 0, 10 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+    }
+    if (zoo_state(zh) != ZOO_CONNECTED_STATE) {
+        ret = CRAM_COORDINATOR_UNAVAILABLE;
+        goto out_close;
+    }
+    coordloc_root(c->cluster, root, sizeof root);
+    snprintf(path, sizeof path, "%s/coordinator", root);
+    len = (int)sizeof buf;
+    rc = zoo_get(zh, path, 0, buf, &len, &st);
+    if (rc == ZOK && len < (int)sizeof buf && cl_coord_info(buf, len, 1, &leader) == 0)
+        have_leader = 1;
+    else if (rc != ZOK && rc != ZNONODE) {
+        ret = CRAM_COORDINATOR_UNAVAILABLE;
+        goto out_close;
+    }
+    snprintf(path, sizeof path, "%s/election", root);
+    rc = zoo_get_children(zh, path, 0, &kids);
+    if (rc != ZOK && rc != ZNONODE) {
+        ret = CRAM_COORDINATOR_UNAVAILABLE;
+        goto out_close;
+    }
+    out = calloc((size_t)kids.count + 1, sizeof *out);
+    if (!out) {
+        ret = CRAM_NO_MEMORY;
+        goto out_free_kids;
+    }
+    if (have_leader)
+        out[cnt++] = leader;
+    if (kids.count > 1)
+        qsort(kids.data, (size_t)kids.count, sizeof kids.data[0], cl_seq_cmp);
+    for (int i = 0; i < kids.count; i++) {
+        cram_coordinator_info ci;
+        snprintf(path, sizeof path, "%s/election/%.100s", root, kids.data[i]);
+        len = (int)sizeof buf;
+        if (zoo_get(zh, path, 0, buf, &len, &st) != ZOK || len >= (int)sizeof buf ||
+            cl_coord_info(buf, len, 0, &ci) != 0)
+            continue;           /* gone meanwhile, or not a coordinator's */
+        if (have_leader && ci.pid == leader.pid && !strcmp(ci.host, leader.host) &&
+            !strcmp(ci.locator, leader.locator))
+            continue;           /* the leader's own election node */
+        out[cnt++] = ci;
+    }
+    if (cnt == 0) {
+        free(out);
+        out = NULL;
+    }
+    *coords = out;
+    *n = cnt;
+out_free_kids:
+    deallocate_String_vector(&kids);
+out_close:
+    zookeeper_close(zh);
+    return ret;
 }

@@ -431,6 +431,26 @@ cram_status cram_recovery_status(cram_client *c, cram_recovery_info **recoveries
 cram_status cram_get_cluster_settings(cram_client *c, uint32_t *replicas, char *durability,
                                       size_t durability_len);
 
+/* One coordinator process of the cluster, as ZooKeeper knows it. */
+typedef struct cram_coordinator_info {
+    char locator[256];          /* where it listens */
+    char host[64];              /* host name it runs on ("" if unknown) */
+    uint32_t pid;               /* its process id (0 if unknown) */
+    int leader;                 /* 1 for the leader, 0 for a standby */
+    uint64_t epoch;             /* the leader's epoch (0 for standbys) */
+} cram_coordinator_info;
+
+/*
+ * The cluster's coordinators: the leader first (from its leader record),
+ * then the standbys in election order.  With a zk: locator they are read
+ * from ZooKeeper (a short-lived handle); with a tcp: locator the one entry
+ * is that locator as leader (pid 0).  On CRAM_OK *coords is a new array of
+ * *n entries (NULL when n is 0; n is 0 when no coordinator runs), freed
+ * with cram_free.  Returns CRAM_OK, CRAM_INVALID_ARGUMENT,
+ * CRAM_COORDINATOR_UNAVAILABLE (ZooKeeper unreachable), CRAM_NO_MEMORY.
+ */
+cram_status cram_list_coordinators(cram_client *c, cram_coordinator_info **coords, size_t *n);
+
 /* ---- additions: asynchronous operations ------------------------------- */
 
 /*

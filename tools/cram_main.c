@@ -32,7 +32,8 @@ static void usage(FILE *f)
         "  drop-table NAME               drop a table and all its objects\n"
         "  tables                        list tables (id, tablets, name)\n"
         "  servers                       list servers (id, status, services, locators) and the\n"
-        "                                cluster settings (replicas, durability)\n"
+        "                                cluster settings (replicas, durability), then the\n"
+        "                                coordinators: the leader (pid, host, epoch) and standbys\n"
         "  tablets NAME                  list a table's tablets (hash range, owner)\n"
         "  put TABLE KEY VALUE           write an object\n"
         "  get TABLE KEY                 print an object's value (raw bytes, no newline)\n"
@@ -239,6 +240,21 @@ static int cmd_servers(cram_client *c, int argc)
         return fail("servers", st);
     printf("cluster settings: replicas %u, durability %s\n", replicas,
            durability[0] ? durability : "-");
+    /* which coordinator leads, and the standbys (from ZooKeeper) */
+    cram_coordinator_info *co;
+    size_t nco;
+    st = cram_list_coordinators(c, &co, &nco);
+    if (st != CRAM_OK)
+        return fail("servers", st);
+    for (size_t i = 0; i < nco; i++) {
+        printf("coordinator %-7s %s", co[i].leader ? "leader" : "standby", co[i].locator);
+        if (co[i].pid)
+            printf(" (pid %u on %s", co[i].pid, co[i].host[0] ? co[i].host : "?");
+        if (co[i].pid && co[i].leader)
+            printf(", epoch %" PRIu64, co[i].epoch);
+        printf("%s\n", co[i].pid ? ")" : "");
+    }
+    cram_free(co);
     return 0;
 }
 

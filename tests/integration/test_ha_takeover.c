@@ -139,6 +139,20 @@ static void test_setup_cluster(void)
     CU_ASSERT_PTR_NOT_NULL_FATAL(cl);
     CU_ASSERT_EQUAL_FATAL(cram_create_table(cl, "ha", 2, &tid), CRAM_OK);
     CU_ASSERT_EQUAL(ha_write_keys(cl, tid, "k", NKEYS), 0);
+
+    /* `cram servers` names the leader and the standby */
+    char bin[512], out[4096], want[128];
+    char *argv[] = { (char *)h_bin("cram", bin, sizeof(bin)), "-C", C.zk, "--cluster", C.cluster,
+                     "servers", NULL };
+    CU_ASSERT_EQUAL(h_run(argv, out, sizeof(out), 10000), 0);
+    snprintf(want, sizeof(want), "coordinator leader  tcp:host=127.0.0.1,port=%d (pid %d ", co_port[a],
+             (int)co[a].pid);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    snprintf(want, sizeof(want), "coordinator standby tcp:host=127.0.0.1,port=%d (pid %d ", co_port[b],
+             (int)co[b].pid);
+    CU_ASSERT_PTR_NOT_NULL(strstr(out, want));
+    if (strstr(out, want) == NULL)
+        fprintf(stderr, "cram servers printed:\n%s", out);
 }
 
 /* The leading instance (from the leader record), or -1. */
