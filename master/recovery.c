@@ -251,7 +251,8 @@ static void on_finished(void *arg, cram_status st, const uint8_t *resp, uint32_t
             st = (cram_status)h.status;
         }
     }
-    if (st == CRAM_TRANSPORT_ERROR || st == CRAM_TIMEOUT || st == CRAM_RETRY) {
+    if (st == CRAM_TRANSPORT_ERROR || st == CRAM_TIMEOUT || st == CRAM_RETRY ||
+        st == CRAM_COORDINATOR_UNAVAILABLE) {
         report_later(j, st);
         return;
     }
