@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
 
@@ -28,10 +29,10 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     uint64_t n = cfg->memory_bytes / sb;
-    if (n < 2 || n >= LOG_MAX_SEGMENTS) {
+    if (n < 2 || n >= LOG_MAX_SEGMENTS / 2) {
         snprintf(err, errlen, "memory %llu bytes gives %llu segments of %u bytes: need 2..%u",
                  (unsigned long long)cfg->memory_bytes, (unsigned long long)n, sb,
-                 LOG_MAX_SEGMENTS - 1);
+                 LOG_MAX_SEGMENTS / 2 - 1);
         return NULL;
     }
     /* The digest of a new head lists every segment; keep it to a quarter of
@@ -41,22 +42,29 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
                  "use larger segments", (unsigned long long)n, sb);
         return NULL;
     }
+    /* Slots: up to twice the budget (compacted segments are smaller than a
+     * slot), as many as the digest can list. */
+    uint64_t slots = 2 * n;
+    while (slots > n && seg_entry_size(sizeof(struct seg_log_digest) + 8 * slots) > sb / 4)
+        slots--;
 
     mlog *l = calloc(1, sizeof *l);
     if (l == NULL) {
         snprintf(err, errlen, "out of memory");
         return NULL;
     }
-    l->segs = calloc(n, sizeof *l->segs);
-    l->digest_scratch = calloc(n, sizeof *l->digest_scratch);
+    l->segs = calloc(slots, sizeof *l->segs);
+    l->digest_scratch = calloc(slots, sizeof *l->digest_scratch);
     if (l->segs == NULL || l->digest_scratch == NULL) {
         snprintf(err, errlen, "out of memory");
         goto free_meta;
     }
 
-    size_t arena = (size_t)n * sb;
+    /* address space only: pages are touched (and counted) as segments fill */
+    size_t arena = (size_t)slots * sb;
     l->map_bytes = arena + LOG_ARENA_ALIGN;
-    void *m = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *m = mmap(NULL, l->map_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (m == MAP_FAILED) {
         snprintf(err, errlen, "mmap of %zu bytes for the log: %s", l->map_bytes, strerror(errno));
         goto free_meta;
@@ -69,7 +77,9 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
 
     l->segment_bytes = sb;
     l->seg_shift = (uint32_t)__builtin_ctz(sb);
-    l->nsegs = (uint32_t)n;
+    l->nsegs = (uint32_t)slots;
+    l->seglet_bytes = sb / 64 > 4096 ? sb / 64 : 4096;
+    l->budget = n * sb;
     l->head = LOG_NO_SLOT;
     l->master_id = cfg->master_id;
     l->next_segment_id = 1;
@@ -105,21 +115,54 @@ uint32_t log_max_entry_body(const mlog *l)
     return l->segment_bytes - head_overhead(l) - (uint32_t)sizeof(struct seg_entry_hdr);
 }
 
-/* Take a free segment and write its segment header. */
-static uint32_t seg_open(mlog *l, uint8_t state)
+uint64_t log_free_bytes(const mlog *l, bool cleaner)
+{
+    uint64_t lim = l->budget;
+    if (!cleaner)
+        lim = lim > l->reserve ? lim - l->reserve : 0;
+    return l->charged < lim ? lim - l->charged : 0;
+}
+
+/* Take a free slot charged `charge` bytes of the budget (the reserve only for
+ * the cleaner); its writer gets capacity `charge`.  Nothing is written. */
+static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, bool cleaner)
 {
     uint32_t slot = l->free_head;
-    if (slot == LOG_NO_SLOT)
+    if (slot == LOG_NO_SLOT || log_free_bytes(l, cleaner) < charge)
         return LOG_NO_SLOT;
     struct log_segment *s = &l->segs[slot];
     l->free_head = s->next_free;
     l->nfree--;
     s->next_free = LOG_NO_SLOT;
     s->state = state;
-    s->id = l->next_segment_id++;
+    s->id = 0;
     s->epoch = l->epoch;
     s->live_bytes = 0;
-    seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes);
+    s->created_ms = clock_mono_ms();
+    s->charged = charge;
+    l->charged += charge;
+    seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), charge);
+    return slot;
+}
+
+/* A segment stopped growing: its charge shrinks to its fill level. */
+static void charge_shrink(mlog *l, struct log_segment *s)
+{
+    uint32_t c = log_seglet_round(l, s->w.used);
+    if (c < s->charged) {
+        l->charged -= s->charged - c;
+        s->charged = c;
+    }
+}
+
+/* Take a free segment and write its segment header. */
+static uint32_t seg_open(mlog *l, uint8_t state, bool cleaner)
+{
+    uint32_t slot = slot_take(l, state, l->segment_bytes, cleaner);
+    if (slot == LOG_NO_SLOT)
+        return LOG_NO_SLOT;
+    struct log_segment *s = &l->segs[slot];
+    s->id = l->next_segment_id++;
     struct seg_header_body hb = {
         .magic = SEG_MAGIC, .format = SEG_FORMAT_VERSION, .master_id = l->master_id,
         .segment_id = s->id, .epoch = s->epoch, .capacity = l->segment_bytes,
@@ -137,23 +180,31 @@ static void seg_release(mlog *l, uint32_t slot)
     struct log_segment *s = &l->segs[slot];
     if (s->state != LOG_SEG_SIDE)
         l->bytes_used -= s->w.used;
+    l->charged -= s->charged;
+    s->charged = 0;
+    /* give the pages back: a free slot holds no memory */
+    if (s->w.used > 0)
+        (void)madvise(l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes, MADV_DONTNEED);
     s->state = LOG_SEG_FREE;
     s->id = 0;
     s->w.used = 0;
+    s->live_bytes = 0;
     s->next_free = l->free_head;
     l->free_head = slot;
     l->nfree++;
 }
 
-int log_roll(mlog *l)
+static int roll(mlog *l, bool cleaner)
 {
-    uint32_t slot = seg_open(l, LOG_SEG_HEAD);
+    uint32_t slot = seg_open(l, LOG_SEG_HEAD, cleaner);
     if (slot == LOG_NO_SLOT)
         return -1;
     struct log_segment *s = &l->segs[slot];
     uint32_t old = l->head;
-    if (old != LOG_NO_SLOT)
+    if (old != LOG_NO_SLOT) {
         l->segs[old].state = LOG_SEG_CLOSED;
+        charge_shrink(l, &l->segs[old]);
+    }
     l->head = slot;
 
     /* digest: every segment now in the log, the new head included */
@@ -174,6 +225,11 @@ int log_roll(mlog *l)
     if (l->hook != NULL)
         l->hook(l->hook_arg, LOG_EV_HEAD_OPENED, slot, old);
     return 0;
+}
+
+int log_roll(mlog *l)
+{
+    return roll(l, false);
 }
 
 void log_head_set_epoch(mlog *l, uint64_t epoch)
@@ -239,7 +295,7 @@ void log_safe_version_raise(mlog *l, uint64_t v)
 
 uint32_t log_side_open(mlog *l)
 {
-    return seg_open(l, LOG_SEG_SIDE);
+    return seg_open(l, LOG_SEG_SIDE, false);
 }
 
 int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
@@ -256,11 +312,16 @@ int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *pa
 
 int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n)
 {
-    if (l->free_head == LOG_NO_SLOT)
+    /* room for the new head once the side segments shrink to their fill */
+    uint64_t shrink = 0;
+    for (uint32_t i = 0; i < n; i++)
+        shrink += l->segs[slots[i]].charged - log_seglet_round(l, l->segs[slots[i]].w.used);
+    if (l->free_head == LOG_NO_SLOT || log_free_bytes(l, false) + shrink < l->segment_bytes)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         CRAM_ASSERT(slots[i] < l->nsegs && l->segs[slots[i]].state == LOG_SEG_SIDE);
         l->segs[slots[i]].state = LOG_SEG_CLOSED;
+        charge_shrink(l, &l->segs[slots[i]]);
         l->bytes_used += l->segs[slots[i]].w.used;
         if (l->hook != NULL)
             l->hook(l->hook_arg, LOG_EV_JOINED, slots[i], LOG_NO_SLOT);
@@ -278,8 +339,72 @@ void log_side_abort(mlog *l, uint32_t slot)
 
 void log_segment_free(mlog *l, uint32_t slot)
 {
-    CRAM_ASSERT(slot < l->nsegs && l->segs[slot].state == LOG_SEG_CLOSED);
+    CRAM_ASSERT(slot < l->nsegs && (l->segs[slot].state == LOG_SEG_CLOSED ||
+                                    l->segs[slot].state == LOG_SEG_CLEANED));
     seg_release(l, slot);
+}
+
+/* ---- cleaner ------------------------------------------------------------ */
+
+uint32_t log_cleaner_open(mlog *l)
+{
+    return seg_open(l, LOG_SEG_SIDE, true);
+}
+
+int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
+                       const uint32_t *cleaned, uint32_t nc)
+{
+    uint32_t hdr = (uint32_t)seg_entry_size(sizeof(struct seg_header_body));
+    uint64_t shrink = 0;
+    for (uint32_t i = 0; i < ns; i++) {
+        const struct log_segment *s = &l->segs[survivors[i]];
+        CRAM_ASSERT(survivors[i] < l->nsegs && s->state == LOG_SEG_SIDE);
+        shrink += s->charged - (s->w.used <= hdr ? 0 : log_seglet_round(l, s->w.used));
+    }
+    if (l->free_head == LOG_NO_SLOT || log_free_bytes(l, true) + shrink < l->segment_bytes)
+        return -1;
+    for (uint32_t i = 0; i < ns; i++) {
+        struct log_segment *s = &l->segs[survivors[i]];
+        if (s->w.used <= hdr) {         /* nothing was copied into it */
+            seg_release(l, survivors[i]);
+            continue;
+        }
+        s->state = LOG_SEG_CLOSED;
+        charge_shrink(l, s);
+        l->bytes_used += s->w.used;
+        if (l->hook != NULL)
+            l->hook(l->hook_arg, LOG_EV_JOINED, survivors[i], LOG_NO_SLOT);
+    }
+    for (uint32_t i = 0; i < nc; i++) {
+        CRAM_ASSERT(cleaned[i] < l->nsegs && l->segs[cleaned[i]].state == LOG_SEG_CLOSED);
+        l->segs[cleaned[i]].state = LOG_SEG_CLEANED;
+    }
+    int rc = roll(l, true);
+    CRAM_ASSERT(rc == 0);    /* room was checked above */
+    return 0;
+}
+
+uint32_t log_compact_open(mlog *l, uint32_t src, uint32_t bytes)
+{
+    CRAM_ASSERT(src < l->nsegs && l->segs[src].state == LOG_SEG_CLOSED);
+    uint32_t c = log_seglet_round(l, bytes);
+    if (c > l->segment_bytes)
+        c = l->segment_bytes;
+    return slot_take(l, LOG_SEG_SIDE, c, true);
+}
+
+void log_compact_commit(mlog *l, uint32_t src, uint32_t dst, uint32_t live_bytes)
+{
+    struct log_segment *s = &l->segs[src], *d = &l->segs[dst];
+    CRAM_ASSERT(s->state == LOG_SEG_CLOSED && d->state == LOG_SEG_SIDE);
+    d->id = s->id;
+    d->epoch = s->epoch;
+    d->created_ms = s->created_ms;
+    d->live_bytes = live_bytes;
+    d->state = LOG_SEG_CLOSED;
+    charge_shrink(l, d);
+    l->bytes_used += d->w.used;
+    s->state = LOG_SEG_CLEANED;
 }
 
 struct seg_certificate log_segment_certificate(const mlog *l, uint32_t slot)
@@ -289,10 +414,15 @@ struct seg_certificate log_segment_certificate(const mlog *l, uint32_t slot)
 
 void log_get_stats(const mlog *l, struct log_stats *st)
 {
-    st->memory_bytes = (uint64_t)l->nsegs * l->segment_bytes;
+    st->memory_bytes = l->budget;
+    st->charged_bytes = l->charged;
     st->bytes_used = l->bytes_used;
     st->segment_bytes = l->segment_bytes;
-    st->segments_total = l->nsegs;
-    st->segments_free = l->nfree;
+    st->segments_total = (uint32_t)(l->budget / l->segment_bytes);
     st->segments_in_use = l->nsegs - l->nfree;
+    st->segments_free = (uint32_t)((l->budget - l->charged) / l->segment_bytes);
+    st->live_bytes = 0;
+    for (uint32_t i = 0; i < l->nsegs; i++)
+        if (l->segs[i].state == LOG_SEG_HEAD || l->segs[i].state == LOG_SEG_CLOSED)
+            st->live_bytes += l->segs[i].live_bytes;
 }

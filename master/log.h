@@ -61,7 +61,12 @@ static inline log_ref log_ref_make(uint32_t slot, uint32_t offset)
 static inline uint32_t log_ref_slot(log_ref r) { return (uint32_t)(r >> LOG_REF_OFFSET_BITS); }
 static inline uint32_t log_ref_offset(log_ref r) { return (uint32_t)(r & ((1u << LOG_REF_OFFSET_BITS) - 1)); }
 
-enum log_seg_state { LOG_SEG_FREE = 0, LOG_SEG_HEAD, LOG_SEG_CLOSED, LOG_SEG_SIDE };
+/* LOG_SEG_CLEANED: the cleaner took the segment out of the log (its live
+ * entries were copied elsewhere, it is no longer in any new digest); its memory
+ * stays untouched until log_segment_free, which the cleaner calls once no
+ * in-flight reader can still point into it (epochs, logcleaner/lc_epoch.h). */
+enum log_seg_state { LOG_SEG_FREE = 0, LOG_SEG_HEAD, LOG_SEG_CLOSED, LOG_SEG_SIDE,
+                     LOG_SEG_CLEANED };
 
 struct log_config {
     uint64_t memory_bytes;   /* rounded down to whole segments; >= 2 segments */
@@ -79,7 +84,13 @@ struct log_segment {
                               * hash table, tombstones); kept by the object
                               * manager through log_live_add/sub, read by the
                               * cleaner's segment selection */
+    uint64_t created_ms;     /* monotonic ms the segment's data was written
+                              * (survivors and compacted segments: of their
+                              * oldest source): the cleaner's age */
     uint32_t next_free;      /* free list link (slot) */
+    uint32_t charged;        /* bytes of the memory budget this slot holds:
+                              * HEAD / SIDE the capacity, CLOSED / CLEANED
+                              * the fill level rounded up to seglets */
     uint8_t  state;          /* enum log_seg_state */
 };
 
@@ -102,7 +113,11 @@ typedef struct mlog {
     uint8_t *map_base;
     uint32_t seg_shift;      /* log2(segment_bytes) */
     uint32_t segment_bytes;
-    uint32_t nsegs;
+    uint32_t nsegs;          /* slots (virtual: more than the budget holds) */
+    uint32_t seglet_bytes;   /* accounting / give-back granule */
+    uint64_t budget;         /* memory_bytes rounded down to whole segments */
+    uint64_t charged;        /* sum of the slots' `charged` (<= budget) */
+    uint64_t reserve;        /* budget kept for the cleaner (log_set_reserve) */
     uint32_t head;           /* slot of the head, LOG_NO_SLOT before the first append */
     uint32_t free_head;      /* free list */
     uint32_t nfree;
@@ -117,7 +132,19 @@ typedef struct mlog {
     void    *hook_arg;
 } mlog;
 
-/* Returns NULL with a message in err on bad config or out of memory. */
+/*
+ * Memory: the arena is address space for more slots than the budget
+ * (memory_bytes) can hold, up to twice as many; what counts -- and what is
+ * resident -- is each slot's `charged` bytes: a head or side segment holds a
+ * whole segment, a closed one its fill level rounded up to seglets
+ * (segment_bytes / 64, >= 4 KiB).  A freed slot's pages go back to the OS
+ * (MADV_DONTNEED).  So a segment compacted into a new, smaller allocation
+ * (log_compact_open/commit) really gives memory back, and the sum of the
+ * charges never exceeds memory_bytes.  `reserve` bytes of the budget are
+ * usable only by the cleaner (survivor and compaction targets, and the head
+ * its commit opens), so cleaning can always make progress.
+ *
+ * Returns NULL with a message in err on bad config or out of memory. */
 mlog *log_create(const struct log_config *cfg, char *err, size_t errlen);
 void  log_destroy(mlog *l);
 
@@ -200,10 +227,49 @@ int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n);
 /* Give a side segment back unused. */
 void log_side_abort(mlog *l, uint32_t slot);
 
+/* ---- cleaner (logcleaner/) ---------------------------------------------- */
+/* All on the dispatch thread.  The slots opened here are handed to one cleaner
+ * worker which alone writes into them (through their seg_writer) until it
+ * hands them back; their memory comes from the reserve if need be. */
+
+/* Budget bytes kept for the cleaner (default 0). */
+static inline void log_set_reserve(mlog *l, uint64_t bytes) { l->reserve = bytes; }
+/* Budget bytes still free for ordinary appends / for the cleaner. */
+uint64_t log_free_bytes(const mlog *l, bool cleaner);
+/* Round up to whole seglets. */
+static inline uint32_t log_seglet_round(const mlog *l, uint32_t bytes)
+{
+    return (bytes + l->seglet_bytes - 1) / l->seglet_bytes * l->seglet_bytes;
+}
+/* A survivor segment (state SIDE) with a fresh id and a segment header.
+ * LOG_NO_SLOT if no slot or budget is left. */
+uint32_t log_cleaner_open(mlog *l);
+/* Combined cleaning: survivors (SIDE, from log_cleaner_open) join the log,
+ * cleaned (CLOSED) segments leave it (CLEANED: out of every new digest, memory
+ * kept), and a new head whose digest says so is opened.  Hook events:
+ * LOG_EV_JOINED per survivor, then LOG_EV_HEAD_OPENED.  A survivor holding
+ * nothing but its header is given back instead.  0, or -1 (nothing changed)
+ * if no slot is free for the new head. */
+int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
+                       const uint32_t *cleaned, uint32_t nc);
+/* In-memory compaction of CLOSED segment src: a slot (state SIDE, charged
+ * `bytes` rounded up to seglets, writer capacity the same) that will take
+ * src's identity; nothing is written into it.  LOG_NO_SLOT if none. */
+uint32_t log_compact_open(mlog *l, uint32_t src, uint32_t bytes);
+/* dst (filled by the worker: src's segment header first, then live entries)
+ * takes src's place: id, epoch, live_bytes (the caller's figure), state
+ * CLOSED, charge shrunk to its fill level; src becomes CLEANED. */
+void log_compact_commit(mlog *l, uint32_t src, uint32_t dst, uint32_t live_bytes);
+/* A survivor's age (before log_cleaner_commit). */
+static inline void log_segment_set_created(mlog *l, uint32_t slot, uint64_t ms)
+{
+    l->segs[slot].created_ms = ms;
+}
+
 /* ---- segments ---------------------------------------------------------- */
 
-/* Return a CLOSED segment to the free list (cleaner).  The caller guarantees
- * nothing references it any more. */
+/* Return a CLOSED or CLEANED segment to the free list (cleaner); its pages go
+ * back to the OS.  The caller guarantees nothing references it any more. */
 void log_segment_free(mlog *l, uint32_t slot);
 
 static inline uint32_t log_head_slot(const mlog *l) { return l->head; }
@@ -216,7 +282,9 @@ static inline const uint8_t *log_segment_base(const mlog *l, uint32_t slot)
 struct seg_certificate log_segment_certificate(const mlog *l, uint32_t slot);
 
 struct log_stats {
-    uint64_t memory_bytes;
+    uint64_t memory_bytes;   /* the budget */
+    uint64_t charged_bytes;  /* budget in use (seglet-rounded; <= memory_bytes) */
+    uint64_t live_bytes;     /* sum of live_bytes of the segments in the log */
     uint64_t bytes_used;
     uint32_t segment_bytes;
     uint32_t segments_total;

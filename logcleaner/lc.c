@@ -1,0 +1,905 @@
+/* lc.c -- the log cleaner: compaction, combined cleaning, epochs (see lc.h). */
+#include "logcleaner/lc.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "common/clock.h"
+#include "common/keyhash.h"
+#include "common/log.h"
+#include "master/replica_mgr.h"
+
+#define LC_MAX_SRC      64      /* segments per combined pass */
+#define LC_MAX_DST      17      /* survivors per pass (+1 for late tombstones) */
+#define LC_RECLAIM_US   1000    /* retry period while freed memory waits for readers */
+#define LC_HDR_BYTES    ((uint32_t)seg_entry_size(sizeof(struct seg_header_body)))
+
+enum { JOB_COMPACT = 1, JOB_CLEAN = 2 };
+
+/* One live entry copied by the worker.  hash is 0 for tombstones. */
+struct lc_reloc {
+    log_ref  old_ref, new_ref;
+    uint64_t hash;
+    uint64_t *slot;             /* dispatch: the hash-table entry (NULL: moved on) */
+    uint32_t size;              /* whole entry */
+    uint8_t  type;
+};
+
+/* A live entry found while scanning (worker). */
+struct lc_live {
+    log_ref  ref;
+    uint64_t hash;
+    uint32_t ts;                /* object / tombstone timestamp: age order */
+    uint32_t size;
+    uint8_t  type;
+};
+
+/*
+ * One pass.  The dispatch thread fills the inputs and hands the job to the
+ * worker (under mu); the worker fills the outputs and posts on_job_done,
+ * after which only the dispatch thread touches it.
+ */
+struct lc_job {
+    int kind;
+    uint32_t src[LC_MAX_SRC];
+    uint32_t src_used[LC_MAX_SRC];  /* fill levels (closed: never change) */
+    uint32_t nsrc;
+    uint32_t dst[LC_MAX_DST];
+    uint32_t ndst;
+    uint64_t *ids;                  /* sorted ids of the segments in the log */
+    size_t nids;
+    /* outputs */
+    struct lc_reloc *rel;
+    size_t nrel;
+    uint64_t copied;
+    uint64_t ts_dropped;
+    uint64_t needed;                /* compaction: bytes the live entries need */
+    uint64_t ns;
+    int failed;
+};
+
+/* Cleaned segments waiting until their replacement is durable. */
+struct lc_wait {
+    struct lc_wait *next;
+    lc_cleaner *c;
+    uint32_t n;
+    uint32_t slots[LC_MAX_SRC];
+};
+
+struct lc_retired {
+    uint32_t slot;
+    uint64_t tag;
+};
+
+/* Thread rule: everything below belongs to the dispatch thread except `mu`,
+ * `cv`, `todo` and `stop` (shared with the worker under mu) and the job
+ * handed over through them, and `ep` (atomics, see lc_epoch.h). */
+struct lc_cleaner {
+    tp_loop *loop;
+    mlog *log;
+    ht *ht;
+    replica_mgr *rm;
+    struct lc_config cfg;
+    log_event_fn prev_hook;
+    void *prev_arg;
+    lc_epoch ep;
+
+    pthread_t th;
+    bool th_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    struct lc_job *todo;            /* under mu */
+    bool stop;                      /* under mu */
+
+    struct lc_job *job;             /* the pass out at the worker (dispatch view) */
+    uint64_t kick_timer;
+    uint64_t reclaim_timer;
+    struct lc_wait *waits;
+    struct lc_retired *ret;
+    size_t nret, capret;
+    uint64_t *ids_scratch;
+    struct lc_stats st;
+};
+
+static void on_job_done(void *arg);
+static void try_reclaim(lc_cleaner *c);
+
+/* ---- pure parts ---------------------------------------------------------- */
+
+double lc_cost_benefit(uint32_t live_bytes, uint32_t size, uint64_t age_ms)
+{
+    double u = size ? (double)live_bytes / size : 1.0;
+    if (u > 1.0)
+        u = 1.0;
+    return (1.0 - u) * (double)(age_ms + 1) / (1.0 + u);
+}
+
+static bool match_ref(void *ctx, log_ref ref)
+{
+    return ref == *(const log_ref *)ctx;
+}
+
+static bool id_in(const uint64_t *ids, size_t n, uint64_t id)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] == id)
+            return true;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return false;
+}
+
+/* Object: live iff the hash table refers to exactly this entry. */
+static bool object_live(const ht *t, const struct seg_entry_hdr *h, log_ref ref, uint64_t *hash)
+{
+    if (h->length < sizeof(struct seg_object))
+        return false;
+    const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+    if (sizeof *o + (uint64_t)o->key_len > h->length)
+        return false;
+    *hash = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
+    log_ref want = ref;
+    return ht_lookup(t, *hash, match_ref, &want, NULL) == ref;
+}
+
+/* Tombstone: live while the segment of the object it removed is in the log. */
+static bool tombstone_live(const struct seg_entry_hdr *h, const uint64_t *ids, size_t nids)
+{
+    if (h->length < sizeof(struct seg_tombstone))
+        return false;
+    const struct seg_tombstone *ts = (const struct seg_tombstone *)log_entry_body(h);
+    return id_in(ids, nids, ts->segment_id);
+}
+
+bool lc_entry_live(const mlog *l, const ht *t, log_ref ref, const uint64_t *log_ids, size_t nids)
+{
+    const struct seg_entry_hdr *h = log_entry_get(l, ref);
+    uint64_t hash;
+    switch (h->type) {
+    case SEG_ENTRY_OBJECT:    return object_live(t, h, ref, &hash);
+    case SEG_ENTRY_TOMBSTONE: return tombstone_live(h, log_ids, nids);
+    default:                  return false;
+    }
+}
+
+static uint32_t entry_ts(const struct seg_entry_hdr *h)
+{
+    if (h->type == SEG_ENTRY_OBJECT)
+        return ((const struct seg_object *)log_entry_body(h))->timestamp;
+    return ((const struct seg_tombstone *)log_entry_body(h))->timestamp;
+}
+
+static int live_cmp_age(const void *a, const void *b)
+{
+    const struct lc_live *x = a, *y = b;
+    if (x->ts != y->ts)
+        return x->ts < y->ts ? -1 : 1;
+    return x->ref < y->ref ? -1 : x->ref > y->ref;
+}
+
+/* ---- worker -------------------------------------------------------------- */
+
+/* Scan the sources, copy live entries into the destinations.  Touches only
+ * closed sources (read), the hash table (atomic reads) and the job's
+ * destination segments (write). */
+static void run_job(lc_cleaner *c, struct lc_job *j)
+{
+    mlog *l = c->log;
+    size_t cap = 0, n = 0;
+    struct lc_live *live = NULL;
+    for (uint32_t s = 0; s < j->nsrc; s++) {
+        const uint8_t *base = log_segment_base(l, j->src[s]);
+        uint32_t used = j->src_used[s];
+        for (uint32_t pos = 0; pos + sizeof(struct seg_entry_hdr) <= used;) {
+            const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)(base + pos);
+            uint32_t size = (uint32_t)seg_entry_size(h->length);
+            log_ref ref = log_ref_make(j->src[s], pos);
+            pos += size;
+            uint64_t hash = 0;
+            bool keep;
+            if (h->type == SEG_ENTRY_OBJECT)
+                keep = object_live(c->ht, h, ref, &hash);
+            else if (h->type == SEG_ENTRY_TOMBSTONE) {
+                keep = tombstone_live(h, j->ids, j->nids);
+                if (!keep)
+                    j->ts_dropped++;
+            } else
+                keep = false;
+            if (!keep)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 4096;
+                struct lc_live *nl = realloc(live, cap * sizeof *nl);
+                if (nl == NULL) {
+                    j->failed = ENOMEM;
+                    goto free_live;
+                }
+                live = nl;
+            }
+            live[n++] = (struct lc_live){ ref, hash, entry_ts(h), size, h->type };
+            j->needed += size;
+        }
+    }
+    /* combined cleaning writes the oldest data first, so survivors hold
+     * data of similar age (cold data ends up together) */
+    if (j->kind == JOB_CLEAN && n > 1)
+        qsort(live, n, sizeof *live, live_cmp_age);
+    j->rel = malloc((n ? n : 1) * sizeof *j->rel);
+    if (j->rel == NULL) {
+        j->failed = ENOMEM;
+        goto free_live;
+    }
+    uint32_t d = 0;
+    if (j->kind == JOB_COMPACT) {
+        /* the compacted segment keeps the source's header (id, epoch) */
+        const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, j->src[0]);
+        struct iovec iov = { (void *)log_entry_body(h), h->length };
+        log_ref r;
+        if (h->type != SEG_ENTRY_SEGHDR ||
+            log_side_append(l, j->dst[0], SEG_ENTRY_SEGHDR, &iov, 1, &r) != 0) {
+            j->failed = ENOSPC;
+            goto free_live;
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        const struct seg_entry_hdr *h = log_entry_get(l, live[i].ref);
+        struct iovec iov = { (void *)log_entry_body(h), h->length };
+        log_ref nr;
+        while (log_side_append(l, j->dst[d], h->type, &iov, 1, &nr) != 0) {
+            if (j->kind == JOB_COMPACT || d + 1 >= j->ndst) {
+                j->failed = ENOSPC;
+                goto free_live;
+            }
+            d++;
+        }
+        j->rel[j->nrel++] = (struct lc_reloc){ .old_ref = live[i].ref, .new_ref = nr,
+                                               .hash = live[i].hash, .size = live[i].size,
+                                               .type = live[i].type };
+        j->copied += live[i].size;
+    }
+free_live:
+    free(live);
+}
+
+static void *worker_main(void *arg)
+{
+    lc_cleaner *c = arg;
+    int r = lc_epoch_register(&c->ep);
+    pthread_mutex_lock(&c->mu);
+    for (;;) {
+        while (!c->stop && c->todo == NULL)
+            pthread_cond_wait(&c->cv, &c->mu);
+        if (c->stop)
+            break;
+        struct lc_job *j = c->todo;
+        c->todo = NULL;
+        pthread_mutex_unlock(&c->mu);
+        if (r >= 0)
+            lc_epoch_enter(&c->ep, r);
+        uint64_t t0 = clock_mono_ns();
+        run_job(c, j);
+        j->ns = clock_mono_ns() - t0;
+        if (r >= 0)
+            lc_epoch_exit(&c->ep, r);
+        while (tp_loop_post(c->loop, on_job_done, c) != 0) {
+            struct timespec ts = { 0, 1000000 };    /* out of memory: try again */
+            nanosleep(&ts, NULL);
+        }
+        pthread_mutex_lock(&c->mu);
+    }
+    pthread_mutex_unlock(&c->mu);
+    return NULL;
+}
+
+/* ---- dispatch side: starting passes ------------------------------------ */
+
+static void job_free(struct lc_job *j)
+{
+    if (j == NULL)
+        return;
+    free(j->rel);
+    free(j);
+}
+
+static void hand_to_worker(lc_cleaner *c, struct lc_job *j)
+{
+    c->job = j;
+    c->st.passes++;
+    pthread_mutex_lock(&c->mu);
+    c->todo = j;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+}
+
+static int u64_cmp(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+/* Sorted ids of every segment in the log (into the job, from scratch). */
+static int snapshot_ids(lc_cleaner *c, struct lc_job *j)
+{
+    mlog *l = c->log;
+    size_t n = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED)
+            c->ids_scratch[n++] = s->id;
+    }
+    qsort(c->ids_scratch, n, sizeof *c->ids_scratch, u64_cmp);
+    j->ids = c->ids_scratch;
+    j->nids = n;
+    return 0;
+}
+
+/* A closed segment the cleaner may take (its replicas complete). */
+static bool candidate(const lc_cleaner *c, uint32_t slot)
+{
+    const struct log_segment *s = log_segment(c->log, slot);
+    if (s->state != LOG_SEG_CLOSED)
+        return false;
+    return c->rm == NULL || rm_segment_done(c->rm, slot);
+}
+
+/* Memory compaction would give back from a segment. */
+static uint64_t compact_gain(const mlog *l, const struct log_segment *s)
+{
+    uint64_t need = (uint64_t)s->live_bytes + LC_HDR_BYTES;
+    if (need > l->segment_bytes)
+        return 0;
+    uint32_t after = log_seglet_round(l, (uint32_t)need);
+    return s->charged > after ? s->charged - after : 0;
+}
+
+static uint64_t min_gain(const mlog *l)
+{
+    return 2ull * l->seglet_bytes;
+}
+
+static bool start_compact(lc_cleaner *c)
+{
+    mlog *l = c->log;
+    uint32_t best = LOG_NO_SLOT;
+    double best_score = 0;
+    if (l->nfree < 4)       /* keep slots for combined cleaning (survivor + head) */
+        return false;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        if (!candidate(c, i))
+            continue;
+        const struct log_segment *s = log_segment(l, i);
+        uint64_t gain = compact_gain(l, s);
+        if (gain < min_gain(l))
+            continue;
+        /* greedy: memory freed per byte copied */
+        double score = (double)gain / ((double)s->live_bytes + 1);
+        if (best == LOG_NO_SLOT || score > best_score) {
+            best = i;
+            best_score = score;
+        }
+    }
+    if (best == LOG_NO_SLOT)
+        return false;
+    const struct log_segment *s = log_segment(l, best);
+    uint32_t dst = log_compact_open(l, best, s->live_bytes + LC_HDR_BYTES);
+    if (dst == LOG_NO_SLOT)
+        return false;
+    struct lc_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        log_side_abort(l, dst);
+        return false;
+    }
+    j->kind = JOB_COMPACT;
+    j->src[0] = best;
+    j->src_used[0] = s->w.used;
+    j->nsrc = 1;
+    j->dst[0] = dst;
+    j->ndst = 1;
+    snapshot_ids(c, j);
+    hand_to_worker(c, j);
+    return true;
+}
+
+struct lc_cand {
+    uint32_t slot;
+    double score;
+};
+
+static int cand_cmp(const void *a, const void *b)
+{
+    const struct lc_cand *x = a, *y = b;
+    return x->score > y->score ? -1 : x->score < y->score;
+}
+
+static bool start_clean(lc_cleaner *c, bool for_disk)
+{
+    mlog *l = c->log;
+    uint32_t S = l->segment_bytes;
+    uint64_t room = log_free_bytes(l, true) / S;
+    if (room < 2)                        /* a survivor and the commit's new head */
+        return false;
+    uint32_t maxs = c->cfg.max_survivors;
+    if (room - 1 < maxs)
+        maxs = (uint32_t)(room - 1);
+    uint32_t per = S - LC_HDR_BYTES - l->seglet_bytes;   /* packing slack */
+    struct lc_cand *cand = malloc(log_nsegments(l) * sizeof *cand);
+    if (cand == NULL)
+        return false;
+    uint32_t nc = 0;
+    uint64_t now = clock_mono_ms();
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        if (!candidate(c, i))
+            continue;
+        const struct log_segment *s = log_segment(l, i);
+        uint64_t age = now > s->created_ms ? now - s->created_ms : 0;
+        cand[nc++] = (struct lc_cand){ i, lc_cost_benefit(s->live_bytes, S, age) };
+    }
+    qsort(cand, nc, sizeof *cand, cand_cmp);
+    struct lc_job *j = calloc(1, sizeof *j);
+    if (j == NULL) {
+        free(cand);
+        return false;
+    }
+    uint64_t live = 0, charged = 0, oldest = UINT64_MAX;
+    for (uint32_t k = 0; k < nc && j->nsrc < LC_MAX_SRC; k++) {
+        const struct log_segment *s = log_segment(l, cand[k].slot);
+        if (live + s->live_bytes > (uint64_t)maxs * per)
+            continue;
+        live += s->live_bytes;
+        charged += s->charged;
+        if (s->created_ms < oldest)
+            oldest = s->created_ms;
+        j->src_used[j->nsrc] = s->w.used;
+        j->src[j->nsrc++] = cand[k].slot;
+    }
+    free(cand);
+    uint32_t need = (uint32_t)((live + per - 1) / per);
+    if (need == 0)
+        need = 1;
+    /* worth it: fewer segments afterwards (disk), and memory given back */
+    uint64_t after = (uint64_t)need * S;
+    if (j->nsrc < 2 || need >= j->nsrc || (!for_disk && after + min_gain(l) > charged)) {
+        free(j);
+        return false;
+    }
+    if (need < maxs)
+        need++;                          /* slack for packing; released if unused */
+    for (uint32_t k = 0; k < need; k++) {
+        uint32_t d = log_cleaner_open(l);
+        if (d == LOG_NO_SLOT)
+            break;
+        log_segment_set_created(l, d, oldest);
+        j->dst[j->ndst++] = d;
+    }
+    if (j->ndst == 0) {
+        free(j);
+        return false;
+    }
+    j->kind = JOB_CLEAN;
+    snapshot_ids(c, j);
+    hand_to_worker(c, j);
+    return true;
+}
+
+static uint32_t segments_in_log(const mlog *l)
+{
+    return log_nsegments(l) - l->nfree;
+}
+
+void lc_kick(lc_cleaner *c)
+{
+    if (c->cfg.disabled || c->job != NULL)
+        return;
+    try_reclaim(c);
+    mlog *l = c->log;
+    uint64_t budget = l->budget;
+    uint32_t nseg_budget = (uint32_t)(budget / l->segment_bytes);
+    uint32_t low = log_nsegments(l) / 16 > 4 ? log_nsegments(l) / 16 : 4;
+    bool disk = segments_in_log(l) > c->cfg.disk_factor * nseg_budget || l->nfree < low;
+    bool mem = (double)l->charged >= c->cfg.threshold * (double)budget ||
+               log_free_bytes(l, false) < l->segment_bytes;
+    if (disk && start_clean(c, true))
+        return;
+    if (!mem)
+        return;
+    if (!c->cfg.combined_only && start_compact(c))
+        return;
+    (void)start_clean(c, false);
+}
+
+static void kick_cb(void *arg)
+{
+    lc_cleaner *c = arg;
+    c->kick_timer = 0;
+    lc_kick(c);
+}
+
+static void kick_later(lc_cleaner *c)
+{
+    if (c->kick_timer == 0 && !c->cfg.disabled)
+        c->kick_timer = tp_timer_add(c->loop, 0, kick_cb, c);
+}
+
+/* Log events: forwarded to the replica manager's hook; a new head may mean
+ * memory ran short. */
+static void on_log_event(void *arg, int ev, uint32_t slot, uint32_t old_slot)
+{
+    lc_cleaner *c = arg;
+    if (c->prev_hook != NULL)
+        c->prev_hook(c->prev_arg, ev, slot, old_slot);
+    if (ev == LOG_EV_HEAD_OPENED)
+        kick_later(c);
+}
+
+/* ---- dispatch side: finishing passes ----------------------------------- */
+
+static void retire(lc_cleaner *c, uint32_t slot)
+{
+    if (c->nret == c->capret) {
+        size_t cap = c->capret ? c->capret * 2 : 64;
+        struct lc_retired *nr = realloc(c->ret, cap * sizeof *nr);
+        if (nr == NULL) {
+            /* keep the segment out of use forever rather than risk a reader */
+            CRAM_WARN("log cleaner: out of memory; segment slot %u stays unusable", slot);
+            return;
+        }
+        c->ret = nr;
+        c->capret = cap;
+    }
+    c->ret[c->nret++] = (struct lc_retired){ slot, lc_epoch_retire(&c->ep) };
+}
+
+static void reclaim_cb(void *arg)
+{
+    lc_cleaner *c = arg;
+    c->reclaim_timer = 0;
+    try_reclaim(c);
+    kick_later(c);
+}
+
+static void try_reclaim(lc_cleaner *c)
+{
+    size_t w = 0;
+    for (size_t i = 0; i < c->nret; i++) {
+        if (lc_epoch_safe(&c->ep, c->ret[i].tag))
+            log_segment_free(c->log, c->ret[i].slot);
+        else
+            c->ret[w++] = c->ret[i];
+    }
+    c->nret = w;
+    /* a reader still inside: look again shortly (only while something waits) */
+    if (c->nret > 0 && c->reclaim_timer == 0)
+        c->reclaim_timer = tp_timer_add(c->loop, LC_RECLAIM_US, reclaim_cb, c);
+}
+
+/* Survivors and the head that lists them are durable: the cleaned segments'
+ * replicas go, then (after the readers) their memory. */
+static void on_durable(void *arg)
+{
+    struct lc_wait *w = arg;
+    lc_cleaner *c = w->c;
+    for (struct lc_wait **p = &c->waits; *p != NULL; p = &(*p)->next)
+        if (*p == w) {
+            *p = w->next;
+            break;
+        }
+    for (uint32_t i = 0; i < w->n; i++) {
+        if (c->rm != NULL)
+            rm_free_segment(c->rm, w->slots[i]);
+        retire(c, w->slots[i]);
+    }
+    free(w);
+    try_reclaim(c);
+    kick_later(c);
+}
+
+static void abort_dsts(lc_cleaner *c, struct lc_job *j)
+{
+    for (uint32_t i = 0; i < j->ndst; i++)
+        log_side_abort(c->log, j->dst[i]);
+}
+
+static void finish_compact(lc_cleaner *c, struct lc_job *j)
+{
+    mlog *l = c->log;
+    uint32_t src = j->src[0], dst = j->dst[0];
+    if (c->rm != NULL && !rm_segment_done(c->rm, src)) {
+        abort_dsts(c, j);           /* a replica is being re-created: later */
+        return;
+    }
+    uint64_t live = 0;
+    for (size_t i = 0; i < j->nrel; i++) {
+        struct lc_reloc *r = &j->rel[i];
+        if (r->type == SEG_ENTRY_OBJECT) {
+            uint64_t *slot = NULL;
+            log_ref want = r->old_ref;
+            if (ht_lookup(c->ht, r->hash, match_ref, &want, &slot) != r->old_ref ||
+                !ht_replace_if(slot, r->old_ref, r->new_ref)) {
+                c->st.relocations_lost++;   /* overwritten meanwhile: a dead copy */
+                continue;
+            }
+        }
+        live += r->size;
+    }
+    uint32_t before = log_segment(l, src)->charged;
+    log_compact_commit(l, src, dst, (uint32_t)live);
+    if (c->rm != NULL && rm_move_segment(c->rm, src, dst) != 0)
+        CRAM_WARN("log cleaner: replica manager refused the move of segment %llu",
+                  (unsigned long long)log_segment(l, dst)->id);
+    c->st.bytes_freed += before - log_segment(l, dst)->charged;
+    c->st.segments_compacted++;
+    retire(c, src);
+}
+
+/* A copy whose relocation failed (the object changed during the pass) stays
+ * in a survivor under a new segment id; a tombstone next to it keeps a
+ * crash recovery from bringing it back once the object's own tombstone is
+ * gone. */
+static void bury_copy(lc_cleaner *c, struct lc_job *j, const struct lc_reloc *r)
+{
+    mlog *l = c->log;
+    const struct seg_entry_hdr *h = log_entry_get(l, r->new_ref);
+    const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+    struct seg_tombstone ts = { .table_id = o->table_id, .version = o->version,
+                                .segment_id = log_segment(l, log_ref_slot(r->new_ref))->id,
+                                .timestamp = o->timestamp, .key_len = o->key_len, .reserved = 0 };
+    struct iovec iov[2] = { { &ts, sizeof ts }, { (void *)((const uint8_t *)o + sizeof *o), o->key_len } };
+    log_ref tref;
+    for (uint32_t d = j->ndst; d-- > 0;)
+        if (log_side_append(l, j->dst[d], SEG_ENTRY_TOMBSTONE, iov, 2, &tref) == 0)
+            goto added;
+    if (j->ndst < LC_MAX_DST) {
+        uint32_t d = log_cleaner_open(l);
+        if (d != LOG_NO_SLOT) {
+            j->dst[j->ndst++] = d;
+            if (log_side_append(l, d, SEG_ENTRY_TOMBSTONE, iov, 2, &tref) == 0)
+                goto added;
+        }
+    }
+    CRAM_WARN("log cleaner: no room for the tombstone of a stale copy (table %llu)",
+              (unsigned long long)o->table_id);
+    return;
+added:
+    log_live_add(l, tref, (uint32_t)seg_entry_size(sizeof ts + o->key_len));
+}
+
+static void finish_clean(lc_cleaner *c, struct lc_job *j)
+{
+    mlog *l = c->log;
+    struct lc_wait *w = calloc(1, sizeof *w);
+    if (w == NULL) {
+        abort_dsts(c, j);
+        return;
+    }
+    /* which relocations still hold (nothing runs between here and the
+     * replacement below: this is the dispatch thread) */
+    for (size_t i = 0; i < j->nrel; i++) {
+        struct lc_reloc *r = &j->rel[i];
+        r->slot = NULL;
+        if (r->type != SEG_ENTRY_OBJECT)
+            continue;
+        log_ref want = r->old_ref;
+        uint64_t *slot = NULL;
+        if (ht_lookup(c->ht, r->hash, match_ref, &want, &slot) == r->old_ref)
+            r->slot = slot;
+        else {
+            c->st.relocations_lost++;
+            bury_copy(c, j, r);
+        }
+    }
+    uint64_t before = 0;
+    for (uint32_t i = 0; i < j->nsrc; i++)
+        before += log_segment(l, j->src[i])->charged;
+    if (log_cleaner_commit(l, j->dst, j->ndst, j->src, j->nsrc) != 0) {
+        abort_dsts(c, j);
+        free(w);
+        return;
+    }
+    for (size_t i = 0; i < j->nrel; i++) {
+        struct lc_reloc *r = &j->rel[i];
+        if (r->type == SEG_ENTRY_OBJECT) {
+            if (r->slot == NULL)
+                continue;
+            bool ok = ht_replace_if(r->slot, r->old_ref, r->new_ref);
+            CRAM_ASSERT(ok);
+        }
+        log_live_add(l, r->new_ref, r->size);
+    }
+    uint64_t after = 0;
+    for (uint32_t i = 0; i < j->ndst; i++) {
+        const struct log_segment *s = log_segment(l, j->dst[i]);
+        if (s->state == LOG_SEG_CLOSED) {
+            after += s->charged;
+            c->st.survivors++;
+        }
+    }
+    c->st.bytes_freed += before > after ? before - after : 0;
+    c->st.segments_cleaned += j->nsrc;
+    w->c = c;
+    w->n = j->nsrc;
+    memcpy(w->slots, j->src, j->nsrc * sizeof *j->src);
+    w->next = c->waits;
+    c->waits = w;
+    /* replicas of the cleaned segments go once the survivors and the new
+     * head (whose digest no longer lists them) are on R backups */
+    if (c->rm == NULL || rm_when_durable(c->rm, on_durable, w) != 0)
+        on_durable(w);
+}
+
+static void on_job_done(void *arg)
+{
+    lc_cleaner *c = arg;
+    struct lc_job *j = c->job;
+    c->job = NULL;
+    if (j == NULL)
+        return;
+    c->st.time_ns += j->ns;
+    c->st.bytes_copied += j->copied;
+    c->st.tombstones_dropped += j->ts_dropped;
+    if (j->failed) {
+        if (j->kind == JOB_COMPACT && j->needed + LC_HDR_BYTES > log_segment(c->log, j->src[0])->live_bytes) {
+            /* the live count was short: correct it, or it would be picked again */
+            log_live_add(c->log, log_ref_make(j->src[0], 0),
+                         (uint32_t)(j->needed + LC_HDR_BYTES - log_segment(c->log, j->src[0])->live_bytes));
+        }
+        CRAM_DEBUG("log cleaner: pass failed (%s)", strerror(j->failed));
+        abort_dsts(c, j);
+    } else if (j->kind == JOB_COMPACT) {
+        finish_compact(c, j);
+    } else {
+        finish_clean(c, j);
+    }
+    job_free(j);
+    try_reclaim(c);
+    kick_later(c);
+}
+
+/* ---- life cycle, queries ------------------------------------------------ */
+
+lc_cleaner *lc_create(tp_loop *loop, mlog *l, ht *t, struct replica_mgr *rm,
+                      const struct lc_config *cfg, char *err, size_t errlen)
+{
+    lc_cleaner *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    c->loop = loop;
+    c->log = l;
+    c->ht = t;
+    c->rm = rm;
+    c->cfg = cfg ? *cfg : (struct lc_config){ 0 };
+    if (c->cfg.threshold <= 0 || c->cfg.threshold > 1)
+        c->cfg.threshold = 0.90;
+    if (c->cfg.disk_factor < 1.0)
+        c->cfg.disk_factor = 1.5;
+    if (c->cfg.reserve_segments == 0)
+        c->cfg.reserve_segments = 2;
+    if (c->cfg.max_survivors == 0 || c->cfg.max_survivors > LC_MAX_DST - 1)
+        c->cfg.max_survivors = 4;
+    lc_epoch_init(&c->ep);
+    c->ids_scratch = calloc(log_nsegments(l), sizeof *c->ids_scratch);
+    if (c->ids_scratch == NULL) {
+        snprintf(err, errlen, "out of memory");
+        goto free_c;
+    }
+    if (pthread_mutex_init(&c->mu, NULL) != 0)
+        goto free_ids;
+    if (pthread_cond_init(&c->cv, NULL) != 0)
+        goto destroy_mu;
+    if (!c->cfg.disabled) {
+        int rc = pthread_create(&c->th, NULL, worker_main, c);
+        if (rc != 0) {
+            snprintf(err, errlen, "cleaner thread: %s", strerror(rc));
+            goto destroy_cv;
+        }
+        c->th_started = true;
+        log_set_reserve(l, (uint64_t)c->cfg.reserve_segments * l->segment_bytes);
+    }
+    c->prev_hook = l->hook;
+    c->prev_arg = l->hook_arg;
+    log_set_hook(l, on_log_event, c);
+    return c;
+
+destroy_cv:
+    pthread_cond_destroy(&c->cv);
+destroy_mu:
+    pthread_mutex_destroy(&c->mu);
+free_ids:
+    free(c->ids_scratch);
+free_c:
+    if (err[0] == '\0')
+        snprintf(err, errlen, "cannot start the log cleaner");
+    free(c);
+    return NULL;
+}
+
+void lc_destroy(lc_cleaner *c)
+{
+    if (c == NULL)
+        return;
+    if (c->th_started) {
+        pthread_mutex_lock(&c->mu);
+        c->stop = true;
+        pthread_cond_signal(&c->cv);
+        pthread_mutex_unlock(&c->mu);
+        pthread_join(c->th, NULL);
+    }
+    /* a pass handed out and not finished: its segments go back */
+    if (c->job != NULL) {
+        abort_dsts(c, c->job);
+        job_free(c->job);
+    }
+    while (c->waits != NULL) {
+        struct lc_wait *w = c->waits;
+        c->waits = w->next;
+        free(w);
+    }
+    if (c->kick_timer)
+        tp_timer_cancel(c->loop, c->kick_timer);
+    if (c->reclaim_timer)
+        tp_timer_cancel(c->loop, c->reclaim_timer);
+    if (c->log->hook == on_log_event && c->log->hook_arg == c)
+        log_set_hook(c->log, c->prev_hook, c->prev_arg);
+    log_set_reserve(c->log, 0);
+    pthread_cond_destroy(&c->cv);
+    pthread_mutex_destroy(&c->mu);
+    free(c->ret);
+    free(c->ids_scratch);
+    free(c);
+}
+
+bool lc_can_free(lc_cleaner *c)
+{
+    if (c->cfg.disabled)
+        return false;
+    mlog *l = c->log;
+    /* what compaction can give back, plus what already waits to be freed */
+    uint64_t can = log_free_bytes(l, false);
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state == LOG_SEG_CLEANED)
+            can += s->charged;
+        else if (s->state == LOG_SEG_CLOSED) {
+            uint64_t g = compact_gain(l, s);
+            if (g >= min_gain(l))
+                can += g;
+        }
+    }
+    bool yes = can >= l->segment_bytes;
+    if (yes) {
+        c->st.retries++;
+        lc_kick(c);
+    }
+    return yes;
+}
+
+bool lc_busy(const lc_cleaner *c)
+{
+    return c->job != NULL || c->nret > 0 || c->waits != NULL;
+}
+
+lc_epoch *lc_epochs(lc_cleaner *c) { return &c->ep; }
+
+void lc_get_stats(const lc_cleaner *c, struct lc_stats *st)
+{
+    *st = c->st;
+    const mlog *l = c->log;
+    st->memory_bytes = l->budget;
+    st->charged_bytes = l->charged;
+    st->live_bytes = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED)
+            st->live_bytes += s->live_bytes;
+    }
+    st->segments_in_log = segments_in_log(l);
+}
