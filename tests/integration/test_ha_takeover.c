@@ -11,6 +11,8 @@
  *  - kill -9 of the leader at coordinator.enlist.after_write: the server
  *    enlists with the next leader (under a new id; the entry the dead
  *    leader wrote is verified and declared crashed: it never served);
+ *  - kill -9 of the leader at coordinator.recovery.after_assign (a master
+ *    was killed): the next leader resumes the recovery to its end;
  *  every object written stays readable throughout.
  *
  * Every coordinator runs with CRAM_TEST_NO_PID_CHECK, so a standby must wait
@@ -297,6 +299,67 @@ static void test_kill_during_enlist(void)
     CU_ASSERT_EQUAL(ha_check_keys(cl, id, "m", 50), 0);
 }
 
+/* Id of the up server listening on port, or 0. */
+static uint64_t server_id_at(int port)
+{
+    cram_server_info *sv = NULL;
+    size_t n = 0;
+    uint64_t id = 0;
+    char want[64];
+    snprintf(want, sizeof(want), "port=%d", port);
+    if (cram_list_servers(cl, &sv, &n) != CRAM_OK)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        const char *p = strstr(sv[i].locators, want);
+        if (sv[i].status == CRAM_SERVER_UP && p != NULL && (p[strlen(want)] < '0' || p[strlen(want)] > '9'))
+            id = sv[i].server_id;
+    }
+    cram_free(sv);
+    return id;
+}
+
+static void test_kill_during_recovery(void)
+{
+    int next = -1;
+    int f = lead_with_fault("coordinator.recovery.after_assign:exit", &next);
+    CU_ASSERT_FATAL(f >= 0);
+    uint64_t vid = server_id_at(C.port_base + 1);
+    CU_ASSERT_FATAL(vid != 0);
+    /* a master dies: the armed leader starts its recovery and dies once the
+     * partitions are assigned; the next leader resumes the recovery */
+    h_kill(&C.servers[0], SIGKILL);
+    int st = ha_wait_exit(&co[f], 30000);
+    CU_ASSERT(st != -1 && WIFEXITED(st) && WEXITSTATUS(st) == 99);
+    CU_ASSERT(ha_log_has(co[f].log, "FAULT coordinator.recovery.after_assign hit"));
+    CU_ASSERT(ha_wait_leader(zh, C.cluster, co[next].pid, HA_SESSION_MS + 10000) >= 0);
+    int done = 0;
+    uint64_t deadline = h_now_ms() + h_ms(60000);
+    while (!done && h_now_ms() < deadline) {
+        cram_recovery_info *r = NULL;
+        size_t n = 0;
+        if (cram_recovery_status(cl, &r, &n) == CRAM_OK) {
+            for (size_t i = 0; i < n; i++)
+                done |= r[i].crashed_master_id == vid && r[i].phase == CRAM_RECOVERY_DONE;
+            cram_free(r);
+        }
+        if (!done)
+            ha_sleep_ms(100);
+    }
+    CU_ASSERT(done);
+    /* every object of every table is still readable */
+    uint64_t id = 0;
+    CU_ASSERT_EQUAL(ha_check_keys(cl, tid, "k", NKEYS), 0);
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "after-idle", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, id, "a", 20), 0);
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "mid-create", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, id, "m", 50), 0);
+    CU_ASSERT_EQUAL(cram_get_table_id(cl, "after-enlist", &id), CRAM_OK);
+    CU_ASSERT_EQUAL(ha_check_keys(cl, id, "e", 60), 0);
+    char path[160];
+    snprintf(path, sizeof(path), "/cram/%s/recoveries", C.cluster);
+    CU_ASSERT_EQUAL(ha_children(zh, path), 0);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -307,6 +370,7 @@ int main(void)
     CU_add_test(s, "kill -9 of the idle leader", test_kill_idle_leader);
     CU_add_test(s, "kill -9 at create_table.after_intent", test_kill_during_create_table);
     CU_add_test(s, "kill -9 at enlist.after_write", test_kill_during_enlist);
+    CU_add_test(s, "kill -9 at recovery.after_assign", test_kill_during_recovery);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error() ||
