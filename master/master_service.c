@@ -36,6 +36,7 @@
 #include "master/master_wire.h"
 #include "master/objmgr.h"
 #include "master/recovery.h"
+#include "logcleaner/lc.h"
 #include "master/replica_mgr.h"
 
 #define MASTER_DEFAULT_SEGMENT   (8u * 1024 * 1024)
@@ -54,6 +55,8 @@ struct master_service {
     replica_mgr *rm;                /* NULL: R = 0, replies at once */
     server_list *sl;                /* not owned; NULL until set */
     rec_mgr *rec;                   /* recovery-master side (RECOVER) */
+    lc_cleaner *lc;                 /* log cleaner; NULL until master_set_replication */
+    struct lc_config lc_cfg;
     char coord_loc[512];            /* coordinator locator for the replica manager */
 };
 
@@ -90,6 +93,9 @@ master_service *master_create(const struct master_config *cfg, char *err, size_t
     }
     m->max_value = om_max_value_bytes(m->om);
     m->created_ms = clock_mono_ms();
+    m->lc_cfg.threshold = cfg->cleaner_threshold > 0 ? cfg->cleaner_threshold : 0;
+    m->lc_cfg.disabled = cfg->cleaner_threshold < 0;
+    m->lc_cfg.disk_factor = cfg->cleaner_disk_factor;
     return m;
 }
 
@@ -97,6 +103,7 @@ void master_destroy(master_service *m)
 {
     if (m == NULL)
         return;
+    lc_destroy(m->lc);              /* its worker first; it uses the log and rm */
     rec_destroy(m->rec);            /* before the replica manager it waits on */
     rm_destroy(m->rm);
     om_destroy(m->om);
@@ -113,13 +120,35 @@ void master_set_server_id(master_service *m, uint64_t server_id)
         rm_set_server_id(m->rm, server_id);
 }
 
+/* The log cleaner runs once the loop (and the replica manager, whose log
+ * hook it chains) exist. */
+static int start_cleaner(master_service *m, tp_loop *loop)
+{
+    char err[256] = "";
+    m->lc = lc_create(loop, om_log(m->om), om_hashtable(m->om), m->rm, &m->lc_cfg, err, sizeof err);
+    if (m->lc == NULL) {
+        CRAM_ERROR("log cleaner: %s", err);
+        return -1;
+    }
+    return 0;
+}
+
+/* A write that found the log full: RETRY (the client retries) while the
+ * cleaner can still make room, else CRAM_NO_TABLE_SPACE at once. */
+static cram_status space(master_service *m, cram_status st)
+{
+    if (st == CRAM_NO_TABLE_SPACE && m->lc != NULL && lc_can_free(m->lc))
+        return CRAM_RETRY;
+    return st;
+}
+
 int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, int sync)
 {
     if (m->rm != NULL || replicas > RM_MAX_REPLICAS)
         return -1;
     rec_set_loop(m->rec, loop);     /* recovery RPCs run on the dispatch loop */
     if (replicas == 0)
-        return 0;
+        return start_cleaner(m, loop);
     struct rm_config rc = { .replicas = replicas, .sync = sync != 0 };
     m->rm = rm_create(loop, om_log(m->om), &rc);
     if (m->rm == NULL)
@@ -135,7 +164,7 @@ int master_set_replication(master_service *m, tp_loop *loop, uint32_t replicas, 
     rec_set_replica_mgr(m->rec, m->rm);
     CRAM_INFO("replication: %u replicas per segment, durability %s", replicas,
               sync ? "sync" : "buffered");
-    return 0;
+    return start_cleaner(m, loop);
 }
 
 int master_set_server_list(master_service *m, server_list *sl)
@@ -261,8 +290,8 @@ static void handle_write(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
         st = check_writable(m);
     bool attempted = st == CRAM_OK;
     if (attempted)
-        st = om_write(m->om, op.table_id, op.key, op.key_len, op.value, op.value_len,
-                      &op.rules, &version);
+        st = space(m, om_write(m->om, op.table_id, op.key, op.key_len, op.value, op.value_len,
+                               &op.rules, &version));
     reply_write(m, rpc, st, version, attempted);
 }
 
@@ -280,7 +309,7 @@ static void handle_remove(master_service *m, tp_rpc *rpc, const uint8_t *req, ui
         st = check_writable(m);
     bool attempted = st == CRAM_OK;
     if (attempted)
-        st = om_remove(m->om, op.table_id, op.key, op.key_len, &op.rules, &version);
+        st = space(m, om_remove(m->om, op.table_id, op.key, op.key_len, &op.rules, &version));
     reply_write(m, rpc, st, version, attempted);
 }
 
@@ -300,8 +329,8 @@ static void handle_incr(master_service *m, tp_rpc *rpc, const uint8_t *req, uint
         st = check_writable(m);
     bool attempted = st == CRAM_OK;
     if (attempted)
-        st = om_increment(m->om, op.table_id, op.key, op.key_len, op.delta, &op.rules,
-                          &nv, &version);
+        st = space(m, om_increment(m->om, op.table_id, op.key, op.key_len, op.delta, &op.rules,
+                                   &nv, &version));
     r.hdr.status = (int32_t)st;
     r.new_value = nv;
     r.version = version;
@@ -366,11 +395,12 @@ static void handle_multi(master_service *m, tp_rpc *rpc, const uint8_t *req, uin
                 }
                 break;
             case WIRE_OP_MULTI_WRITE:
-                st = om_write(m->om, it.table_id, it.key, it.key_len, it.value, it.value_len,
-                              &it.rules, &version);
+                st = space(m, om_write(m->om, it.table_id, it.key, it.key_len, it.value,
+                                       it.value_len, &it.rules, &version));
                 break;
             default:
-                st = om_remove(m->om, it.table_id, it.key, it.key_len, &it.rules, &version);
+                st = space(m, om_remove(m->om, it.table_id, it.key, it.key_len, &it.rules,
+                                        &version));
                 break;
             }
             ri.status = (int32_t)st;
@@ -514,6 +544,20 @@ static void handle_stats(master_service *m, tp_rpc *rpc)
     s.tablets = os.tablets;
     s.hash_buckets = os.hash_buckets;
     s.uptime_ms = clock_mono_ms() - m->created_ms;
+    s.memory_in_use = os.log.charged_bytes;
+    if (m->lc != NULL) {
+        struct lc_stats ls;
+        lc_get_stats(m->lc, &ls);
+        s.live_bytes = ls.live_bytes;        /* tombstones the cleaner dropped are gone */
+        s.cleaner_bytes_copied = ls.bytes_copied;
+        s.cleaner_bytes_freed = ls.bytes_freed;
+        s.cleaner_time_ms = ls.time_ns / 1000000;
+        s.segments_compacted = ls.segments_compacted;
+        s.segments_cleaned = ls.segments_cleaned;
+        s.cleaner_survivors = ls.survivors;
+        s.cleaner_retries = ls.retries;
+        s.segments_in_log = ls.segments_in_log;
+    }
     if (m->rm != NULL) {
         struct rm_stats rs;
         rm_get_stats(m->rm, &rs);

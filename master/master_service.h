@@ -20,6 +20,10 @@ struct master_config {
     uint32_t max_value_bytes;  /* default CRAM_MAX_VALUE_LEN; <= segment_bytes / 2 */
     uint64_t hash_buckets;     /* 0 = derived from memory_bytes */
     int      hugepages;        /* madvise(MADV_HUGEPAGE) on the arena */
+    /* log cleaner (logcleaner/lc.h), started by master_set_replication: */
+    double   cleaner_threshold;   /* 0 = 0.90 of memory in use; < 0 = no cleaner */
+    double   cleaner_disk_factor; /* 0 = 1.5: combined cleaning above this x
+                                   * memory / segment size segments in the log */
 };
 
 /* Allocates the arena and the hash table.  NULL with a message in err. */
