@@ -53,6 +53,16 @@ static inline bool key_match(void *vctx, log_ref ref)
            memcmp((const uint8_t *)o + sizeof *o, c->key, c->key_len) == 0;
 }
 
+/* Is the entry counted in the live bytes?  Objects always; a replay's
+ * tombstone only when it names a segment of this log (objmgr.h). */
+static inline bool entry_counted(const struct seg_entry_hdr *h)
+{
+    if (h->type != SEG_ENTRY_TOMBSTONE)
+        return true;
+    const struct seg_tombstone *t = (const struct seg_tombstone *)log_entry_body(h);
+    return t->segment_id != 0;
+}
+
 /* Table id, key and version of an object or tombstone entry. */
 static inline void entry_key(const struct seg_entry_hdr *h, uint64_t *table, const uint8_t **key,
                              uint16_t *key_len, uint64_t *version)
@@ -248,9 +258,11 @@ static bool drop_visit(void *vctx, log_ref ref, bool *stop)
     /* A later re-create must get a higher version than the dropped object
      * (or than a replay's tombstone). */
     log_safe_version_raise(om->log, version);
-    uint32_t sz = entry_total(om->log, ref);
-    om->live_bytes -= sz;
-    log_live_sub(om->log, ref, sz);
+    if (entry_counted(log_entry_get(om->log, ref))) {
+        uint32_t sz = entry_total(om->log, ref);
+        om->live_bytes -= sz;
+        log_live_sub(om->log, ref, sz);
+    }
     return true;
 }
 
@@ -741,15 +753,19 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
     if (st != CRAM_OK)
         return st;
     uint32_t sz = (uint32_t)seg_entry_size(e->length);
-    om->live_bytes += sz;
-    log_live_add(om->log, ref, sz);
     if (e->type == SEG_ENTRY_OBJECT) {
+        om->live_bytes += sz;
+        log_live_add(om->log, ref, sz);
         tab->bytes += sz;
         tab->objects++;
         rp->objects++;
     } else {
         rp->tombstones++;
-        rp->tomb_bytes += sz;
+        if (ts.segment_id != 0) {      /* else nothing in this log needs it */
+            om->live_bytes += sz;
+            log_live_add(om->log, ref, sz);
+            rp->tomb_bytes += sz;
+        }
     }
     if (e->type == SEG_ENTRY_TOMBSTONE && !rp->tombs_lost) {
         if (rp->ntombs == rp->captombs) {
@@ -767,12 +783,14 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
     }
     if (old != LOG_REF_NULL) {
         uint32_t osz = (uint32_t)seg_entry_size(oh->length);
-        om->live_bytes -= osz;
-        log_live_sub(om->log, old, osz);
+        if (entry_counted(oh)) {
+            om->live_bytes -= osz;
+            log_live_sub(om->log, old, osz);
+        }
         if (oh->type == SEG_ENTRY_OBJECT) {
             tab->bytes -= osz;
             tab->objects--;
-        } else {
+        } else if (entry_counted(oh)) {
             rp->tomb_bytes -= osz;
         }
         ht_replace(slot, hash, ref);

@@ -610,9 +610,19 @@ static void test_end_to_end(void)
         breps += (uint32_t)l->n_replicas;
         cram__replica_list__free_unpacked(l, NULL);
     }
-    struct om_stats bs;
-    om_get_stats(om, &bs);
-    CU_ASSERT(breps >= 2 * bs.log.segments_in_use);
+    /* every segment of B's log (the replayed ones joined it) on 2 backups */
+    mlog *lg = om_log(om);
+    uint32_t nlog = 0;
+    for (uint32_t slot = 0; slot < log_nsegments(lg); slot++) {
+        const struct log_segment *g = log_segment(lg, slot);
+        if (g->state != LOG_SEG_HEAD && g->state != LOG_SEG_CLOSED)
+            continue;
+        nlog++;
+        uint64_t ids[8];
+        CU_ASSERT_EQUAL(rm_segment_backups(master_replica_mgr(mb.m), slot, ids, 8), 2);
+    }
+    CU_ASSERT(nlog >= 8);
+    CU_ASSERT_EQUAL(breps, 2 * nlog);
 
     free(req);
     if (finished != NULL)
