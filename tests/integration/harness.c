@@ -3,6 +3,7 @@
  * asks the coordinator through libcram (cram_list_servers) when they serve.
  */
 #include "harness.h"
+#include "transport/xdp.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -13,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -64,6 +66,83 @@ static void h_untrack(pid_t pid)
             h_tracked[i] = 0;
 }
 
+/* xdp mode (CRAM_TEST_TRANSPORT=xdp), set once by h_init: which namespace
+ * holds the process on each port (h_host_of_port). */
+static struct {
+    int on;
+    char prefix[64];            /* namespaces <prefix>-1 .. -(H_MAX_SERVERS + 1) */
+    char subnet[24];            /* 10.A.B */
+    int port_base;
+} h_xdp;
+
+#define H_XDP_CLIENT_NS (H_MAX_SERVERS + 1)     /* the test process's namespace */
+
+const char *h_host_of_port(int port)
+{
+    static char buf[32];
+    if (!h_xdp.on)
+        return "127.0.0.1";
+    int i = port - h_xdp.port_base - 1;
+    int ns = i >= 0 && i < H_MAX_SERVERS ? i + 1 : H_XDP_CLIENT_NS;
+    snprintf(buf, sizeof(buf), "%s.%d", h_xdp.subnet, ns);
+    return buf;
+}
+
+/* Built with the xdp: transport?  (A weak reference: cram_all holds it only
+ * when libxdp/libbpf/clang were found.) */
+#pragma weak tp_xdp_session_stats
+
+/* CRAM_TEST_TRANSPORT=xdp: check we can, enter the client namespace, prefer
+ * xdp: in every client.  Exits H_SKIP_CODE when the run cannot happen here
+ * (not root, no AF_XDP in this build); returns -1 when it should but the
+ * fixture's namespaces are missing. */
+static int h_xdp_init(struct h_cluster *c)
+{
+    const char *prefix = getenv("CRAM_TEST_NETNS");
+    const char *subnet = getenv("CRAM_TEST_NETNS_SUBNET");
+    if (geteuid() != 0) {
+        printf("harness: SKIP: CRAM_TEST_TRANSPORT=xdp needs root (network namespaces, XDP programs)\n");
+        exit(H_SKIP_CODE);
+    }
+    if (tp_xdp_session_stats == NULL) {
+        printf("harness: SKIP: CRAM_TEST_TRANSPORT=xdp but built without AF_XDP (libxdp/libbpf/clang missing)\n");
+        exit(H_SKIP_CODE);
+    }
+    if (!prefix || !*prefix || !subnet || !*subnet || strlen(prefix) >= sizeof(h_xdp.prefix) ||
+        strlen(subnet) >= sizeof(h_xdp.subnet)) {
+        fprintf(stderr, "harness: CRAM_TEST_TRANSPORT=xdp needs CRAM_TEST_NETNS and CRAM_TEST_NETNS_SUBNET "
+                        "(run through ctest: the netns_it fixture makes them)\n");
+        return -1;
+    }
+    snprintf(h_xdp.prefix, sizeof(h_xdp.prefix), "%s", prefix);
+    snprintf(h_xdp.subnet, sizeof(h_xdp.subnet), "%s", subnet);
+    h_xdp.port_base = c->port_base;
+    for (int i = 1; i <= H_XDP_CLIENT_NS; i++) {
+        char path[128];
+        snprintf(path, sizeof(path), "/run/netns/%s-%d", prefix, i);
+        if (access(path, F_OK) != 0) {
+            fprintf(stderr, "harness: namespace %s-%d missing (%s); did the netns_it fixture run?\n",
+                    prefix, i, strerror(errno));
+            return -1;
+        }
+    }
+    char path[128];
+    snprintf(path, sizeof(path), "/run/netns/%s-%d", prefix, H_XDP_CLIENT_NS);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 || setns(fd, CLONE_NEWNET) != 0) {
+        fprintf(stderr, "harness: entering %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    close(fd);
+    h_xdp.on = 1;
+    c->xdp = 1;
+    snprintf(c->host, sizeof(c->host), "%s.%d", subnet, H_XDP_CLIENT_NS);
+    setenv("CRAM_TRANSPORT", "xdp", 1);   /* our clients (and `cram`) prefer xdp: locators */
+    return 0;
+}
+
 uint64_t h_now_ms(void)
 {
     struct timespec ts;
@@ -112,6 +191,16 @@ int h_init(struct h_cluster *c)
         return -1;
     }
     snprintf(c->cluster, sizeof(c->cluster), "%s", name && *name ? name : "it");
+    snprintf(c->host, sizeof(c->host), "127.0.0.1");
+    const char *tr = getenv("CRAM_TEST_TRANSPORT");
+    if (tr && *tr && strcmp(tr, "tcp") != 0) {
+        if (strcmp(tr, "xdp") != 0) {
+            fprintf(stderr, "harness: CRAM_TEST_TRANSPORT '%s': only tcp and xdp are known\n", tr);
+            return -1;
+        }
+        if (h_xdp_init(c) != 0)
+            return -1;
+    }
     snprintf(c->memory, sizeof(c->memory), "64M");
     snprintf(c->segment, sizeof(c->segment), "1M");
     c->replicas = -1;
@@ -123,15 +212,26 @@ int h_init(struct h_cluster *c)
     snprintf(c->coord.name, sizeof(c->coord.name), "coordinator");
     for (int i = 0; i < H_MAX_SERVERS; i++)
         snprintf(c->servers[i].name, sizeof(c->servers[i].name), "server-%d", i);
-    fprintf(stderr, "harness: cluster '%s', %s, ports %d.., logs in %s\n",
-            c->cluster, c->zk, c->port_base, c->dir);
+    fprintf(stderr, "harness: cluster '%s', %s, ports %d.., logs in %s%s\n",
+            c->cluster, c->zk, c->port_base, c->dir,
+            c->xdp ? ", servers in namespaces over xdp:" : "");
     return 0;
 }
 
 /* fork/exec argv with stdout+stderr appended to p->log.  The child dies with
  * us (PDEATHSIG) and gets its own process group so a terminal ^C reaches only
  * the test. */
+static int h_spawn_ns(struct h_proc *p, const char *dir, char *const argv[], int ns);
+
 static int h_spawn(struct h_proc *p, const char *dir, char *const argv[])
+{
+    return h_spawn_ns(p, dir, argv, 0);
+}
+
+/* h_spawn in namespace <prefix>-ns (xdp mode, ns > 0) through `ip netns
+ * exec`, which execs the program in place (same pid; it also mounts that
+ * namespace's /sys, which libxdp reads). */
+static int h_spawn_ns(struct h_proc *p, const char *dir, char *const argv[], int ns)
 {
     snprintf(p->log, sizeof(p->log), "%s/%s.log", dir, p->name);
     int fd = open(p->log, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0644);
@@ -161,6 +261,22 @@ static int h_spawn(struct h_proc *p, const char *dir, char *const argv[])
             dup2(devnull, 0);
         dup2(fd, 1);
         dup2(fd, 2);
+        if (ns > 0) {
+            char nsname[96];
+            char *nargv[64];
+            int k = 0;
+            snprintf(nsname, sizeof(nsname), "%s-%d", h_xdp.prefix, ns);
+            nargv[k++] = "ip";
+            nargv[k++] = "netns";
+            nargv[k++] = "exec";
+            nargv[k++] = nsname;
+            for (int i = 0; argv[i] && k < 63; i++)
+                nargv[k++] = argv[i];
+            nargv[k] = NULL;
+            execvp("ip", nargv);
+            dprintf(2, "harness: exec ip netns exec: %s\n", strerror(errno));
+            _exit(127);
+        }
         execv(argv[0], argv);
         dprintf(2, "harness: exec %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -188,14 +304,14 @@ int h_alive(struct h_proc *p)
     return 0;
 }
 
-/* 1 once 127.0.0.1:port accepts a TCP connection */
+/* 1 once h_host_of_port(port):port accepts a TCP connection */
 static int h_port_open(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return 0;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    inet_pton(AF_INET, h_host_of_port(port), &a.sin_addr);
     int ok = connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
     close(fd);
     return ok;
@@ -204,7 +320,7 @@ static int h_port_open(int port)
 int h_start_coordinator(struct h_cluster *c, int reset)
 {
     char bin[512], listen[128], level[16], repl[16];
-    snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base);
+    snprintf(listen, sizeof(listen), "tcp:host=%s,port=%d", c->host, c->port_base);
     snprintf(level, sizeof(level), "info");
     char *argv[16 + H_MAX_COORD_ARGS];
     int n = 0;
@@ -253,8 +369,13 @@ int h_start_server(struct h_cluster *c, int i)
 {
     if (i < 0 || i >= H_MAX_SERVERS)
         return -1;
-    char bin[512], listen[128], bdir[300];
-    snprintf(listen, sizeof(listen), "tcp:host=127.0.0.1,port=%d", c->port_base + 1 + i);
+    char bin[512], listen[256], bdir[300];
+    const char *host = h_host_of_port(c->port_base + 1 + i);
+    if (c->xdp)     /* tcp: first: the coordinator and the other servers use it */
+        snprintf(listen, sizeof(listen), "tcp:host=%s,port=%d;xdp:host=%s,port=%d", host,
+                 c->port_base + 1 + i, host, H_XDP_PORT + i);
+    else
+        snprintf(listen, sizeof(listen), "tcp:host=%s,port=%d", host, c->port_base + 1 + i);
     snprintf(bdir, sizeof(bdir), "%s/backup-%d", c->dir, i);
     char *argv[] = {
         (char *)h_bin("cram-server", bin, sizeof(bin)),
@@ -262,7 +383,7 @@ int h_start_server(struct h_cluster *c, int i)
         "--memory", c->memory, "--segment-size", c->segment, "--backup-dir", bdir,
         (c->backup_only >> i) & 1 ? "--backup-only" : NULL, NULL
     };
-    return h_spawn(&c->servers[i], c->dir, argv);
+    return h_spawn_ns(&c->servers[i], c->dir, argv, c->xdp ? i + 1 : 0);
 }
 
 /* The number of our first n server ports that the coordinator lists as an
@@ -571,7 +692,7 @@ int h_tcp_connect(int port)
     if (fd < 0)
         return -1;
     struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    inet_pton(AF_INET, h_host_of_port(port), &a.sin_addr);
     if (connect(fd, (struct sockaddr *)&a, sizeof(a)) != 0) {
         close(fd);
         return -1;

@@ -17,6 +17,18 @@
  *   CRAM_TEST_CLUSTER     this test's cluster name (default "it")
  *   CRAM_TEST_TIME_SCALE  multiplies every timeout (default 1; ASan runs use 3)
  *   CRAM_TEST_KEEP_LOGS   if set, keep the log dir also when the test passes
+ *   CRAM_TEST_TRANSPORT   "xdp": run the cluster between network namespaces
+ *                         (root only; h_init exits H_SKIP_CODE otherwise):
+ *                         server i runs in namespace CRAM_TEST_NETNS-(i+1)
+ *                         listening on "tcp:host=SUBNET.(i+1),port=P;xdp:host=
+ *                         SUBNET.(i+1),port=24001+i", the test process (and so
+ *                         the coordinator and `cram` it starts) enters
+ *                         CRAM_TEST_NETNS-7 (SUBNET.7) and sets CRAM_TRANSPORT=xdp,
+ *                         so its clients reach masters over xdp:; ZooKeeper
+ *                         (CRAM_TEST_ZK) listens on the bridge address
+ *                         SUBNET.254.  The namespaces and that ZooKeeper are
+ *                         made by tests/integration/netns_it.sh (a CTest fixture).
+ *   CRAM_TEST_NETNS, CRAM_TEST_NETNS_SUBNET   the namespaces' prefix and 10.A.B
  * Binaries come from CRAM_BIN_DIR, a compile definition naming the build dir.
  *
  * Threads: single-threaded, like the tests that use it.
@@ -30,6 +42,8 @@
 #include "cram.h"
 
 #define H_MAX_SERVERS 6
+#define H_SKIP_CODE 77          /* exit code of a skipped test (ctest SKIP_RETURN_CODE) */
+#define H_XDP_PORT 24001        /* xdp: server i listens on UDP port H_XDP_PORT + i */
 #define H_MAX_COORD_ARGS 8
 
 struct h_proc {
@@ -42,6 +56,8 @@ struct h_proc {
 struct h_cluster {
     char cluster[64];           /* cluster name */
     char zk[128];               /* "zk:127.0.0.1:PORT" */
+    char host[32];              /* the coordinator's address, "127.0.0.1" (xdp: SUBNET.7) */
+    int  xdp;                   /* CRAM_TEST_TRANSPORT=xdp: namespaces, see above */
     int  port_base;             /* coordinator port; server i on port_base+1+i */
     char dir[256];              /* temp dir holding the logs */
     char memory[32];            /* --memory of servers started next (default "64M") */
@@ -105,7 +121,11 @@ const char *h_bin(const char *prog, char *buf, size_t len);
  * timed out (then it is killed). */
 int  h_run(char *const argv[], char *out, size_t outlen, uint64_t timeout_ms);
 
-/* A blocking TCP connection to 127.0.0.1:port with 5 s (scaled) send and
+/* The address of the process listening on port: 127.0.0.1, or with xdp the
+ * namespace address of the server or coordinator that owns the port. */
+const char *h_host_of_port(int port);
+
+/* A blocking TCP connection to h_host_of_port(port):port with 5 s (scaled) send and
  * receive timeouts, or -1. */
 int  h_tcp_connect(int port);
 

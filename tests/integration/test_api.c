@@ -75,7 +75,7 @@ static void test_connect_errors(void)
 
     /* the coordinator's own tcp locator works too */
     char loc[128];
-    snprintf(loc, sizeof(loc), "tcp:host=127.0.0.1,port=%d", C.port_base);
+    snprintf(loc, sizeof(loc), "tcp:host=%s,port=%d", C.host, C.port_base);
     cram_client *d = NULL;
     CU_ASSERT_EQUAL_FATAL(cram_connect(loc, C.cluster, &d), CRAM_OK);
     uint64_t id = 0;
