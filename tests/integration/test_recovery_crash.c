@@ -591,6 +591,37 @@ static void test_full_restart(void)
     CU_ASSERT_EQUAL(verify(cl, t, ROBJ, 1, 2, 3), 0);
 }
 
+/* The coordinator dies right after assigning the partitions (fault point
+ * coordinator.recovery.after_assign); the restarted one resumes the
+ * recovery from its record and completes it. */
+static void test_coordinator_dies_after_assign(void)
+{
+    uint64_t t;
+    CU_ASSERT_FATAL(cram_get_table_id(cl, "r", &t) == CRAM_OK);
+    CU_ASSERT_FATAL(wait_idle() == 0);
+    CU_ASSERT_FATAL(fill(t, ROBJ, 3, 1) == 0);
+    h_stop(&C.coord);
+    setenv("CRAM_FAULT", "coordinator.recovery.after_assign:exit", 1);
+    int rc = h_start_coordinator(&C, 0);
+    unsetenv("CRAM_FAULT");
+    CU_ASSERT_FATAL(rc == 0);
+    CU_ASSERT_FATAL(wait_slots_up() == 0);
+    sleep_ms(1500);                                 /* fresh stats */
+    int victim = pick_slot(4, 1, -1, "r", NULL);
+    uint64_t vid = slot_id(victim);
+    CU_ASSERT_FATAL(vid != 0);
+    h_kill(&C.servers[victim], SIGKILL);
+    uint64_t deadline = h_now_ms() + h_ms(30000);
+    while (h_alive(&C.coord) && h_now_ms() < deadline)
+        sleep_ms(50);
+    CU_ASSERT_FATAL(!h_alive(&C.coord));
+    CU_ASSERT(log_has(C.coord.log, "FAULT coordinator.recovery.after_assign hit"));
+    CU_ASSERT_FATAL(h_start_coordinator(&C, 0) == 0);
+    CU_ASSERT(wait_recovered(vid, NULL, NULL, NULL) == 0);
+    CU_ASSERT(log_has(C.coord.log, "resuming recovery"));
+    CU_ASSERT_EQUAL(verify(cl, t, ROBJ, 3, 3, 1), 0);
+}
+
 /* ---- incomplete log ---- */
 
 #define MOBJ 2000
@@ -704,6 +735,7 @@ int main(void)
     CU_add_test(s, "two masters at once (6 servers)", test_two_masters);
     CU_pSuite r = CU_add_suite("restart", restart_init, suite_clean);
     CU_add_test(r, "full-cluster restart with durability sync", test_full_restart);
+    CU_add_test(r, "coordinator dies after assigning: resumed", test_coordinator_dies_after_assign);
     CU_pSuite m = CU_add_suite("incomplete log", incomplete_init, suite_clean);
     CU_add_test(m, "missing replicas: waits, serves nothing, then completes", test_incomplete_log);
     CU_basic_set_mode(CU_BRM_VERBOSE);
