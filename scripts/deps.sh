@@ -12,7 +12,7 @@ pkgs=(build-essential cmake pkg-config git
       libzookeeper-mt-dev zookeeperd default-jre-headless
       libxxhash-dev libisal-dev
       libibverbs-dev librdmacm-dev
-      libxdp-dev libbpf-dev clang
+      libxdp-dev libbpf-dev clang libclang-rt-14-dev
       iproute2 procps)
 if [ "${1:-}" = "--bench" ]; then
   pkgs+=(redis-server memcached gnuplot-nox)
