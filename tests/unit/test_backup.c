@@ -1376,6 +1376,23 @@ static void test_recovery_data(void)
     ri = list_find(l, 31, 3);
     CU_ASSERT(ri != NULL && ri->has_digest && ri->n_log_digest == 3);
     cram__replica_list__free_unpacked(l, NULL);
+    /* several requests while the disk copy is being loaded: all wait for
+     * the one load and are answered in order */
+    {
+        struct pend pd = { 0 };
+        struct wire_recovery_data_req q = { .hdr = { WIRE_OP_BACKUP_GET_RECOVERY_DATA, WIRE_SVC_BACKUP, 0 },
+                                            .master_id = 31, .segment_id = 4, .ntablets = 1 };
+        for (int k = 0; k < 6; k++) {
+            q.max_bytes = 1000u * (uint32_t)(k + 1);
+            struct iovec iov[2] = { { &q, sizeof q }, { whole1, sizeof whole1 } };
+            CU_ASSERT_EQUAL(tp_send(sess, iov, 2, 20000, on_resp, &pd), CRAM_OK);
+        }
+        uint64_t end = clock_mono_ms() + 10000;
+        while (pd.done < 6 && clock_mono_ms() < end)
+            tp_loop_poll(loop, 5);
+        CU_ASSERT_EQUAL(pd.done, 6);
+        CU_ASSERT_EQUAL(pd.ok, 6);
+    }
     check_rd(31, 4, c, part, 3, 2000);
     check_rd(31, 1, a, whole1, 1, 0);
 
