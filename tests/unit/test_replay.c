@@ -553,6 +553,8 @@ static void master_req(void *arg, tp_rpc *rpc)
     master_handle(rm_master, rpc, req, len);
 }
 
+static bool all_corrupt;                /* every replica of segment 1 is bad */
+
 static void run_recovery(int cst, int retries, bool expect_served)
 {
     char err[256];
@@ -584,6 +586,7 @@ static void run_recovery(int cst, int retries, bool expect_served)
     fb[0].corrupt = true;
     fb[1].seg[1] = s1;
     fb[1].seg[2] = s2;
+    fb[1].corrupt = all_corrupt;
     for (int i = 0; i < 2; i++) {
         fb[i].ls = tp_listen(loop, "tcp:host=127.0.0.1,port=0", fb_req, &fb[i], err, sizeof err);
         CU_ASSERT_FATAL(fb[i].ls != NULL);
@@ -623,7 +626,7 @@ static void run_recovery(int cst, int retries, bool expect_served)
     CU_ASSERT_EQUAL(rec_active(master_recovery(rm_master)), 1);
     poll_until(&finished_calls, 1 + retries, 20000);
     CU_ASSERT_EQUAL(finished_calls, 1 + retries);
-    CU_ASSERT(finished_ok);
+    CU_ASSERT(finished_ok == !all_corrupt);
     for (int i = 0; i < 200 && rec_active(master_recovery(rm_master)) > 0; i++)
         tp_loop_poll(loop, 10);
     CU_ASSERT_EQUAL(rec_active(master_recovery(rm_master)), 0);
@@ -653,7 +656,8 @@ static void run_recovery(int cst, int retries, bool expect_served)
     }
     /* seg 2's 15 new objects, the 30 odd keys, and whatever seg 1 brought
      * for even keys before seg 2's entries arrived */
-    CU_ASSERT(finished_objects >= 45 && finished_objects <= 75);
+    if (!all_corrupt)
+        CU_ASSERT(finished_objects >= 45 && finished_objects <= 75);
     if (!expect_served)
         CU_ASSERT_EQUAL(om_tablet_count(om), 0);
 
@@ -670,6 +674,15 @@ static void run_recovery(int cst, int retries, bool expect_served)
 
 static void test_recovery_master_ok(void) { run_recovery(CRAM_OK, 0, true); }
 static void test_recovery_master_retry(void) { run_recovery(CRAM_OK, 2, true); }
+
+/* No replica of a segment can be read: the failure is reported and the
+ * partial replay dropped (also when the coordinator acknowledges it). */
+static void test_recovery_master_unreadable(void)
+{
+    all_corrupt = true;
+    run_recovery(CRAM_OK, 0, false);
+    all_corrupt = false;
+}
 
 /* CRAM_FAULT=master.recovery.mid_replay:exit: the process says so on stderr
  * and exits 99 right after the first replayed chunk (in a child). */
@@ -718,6 +731,8 @@ int main(void)
                 test_recovery_master_ok);
     CU_add_test(s, "recovery master: coordinator answers RETRY twice, then OK",
                 test_recovery_master_retry);
+    CU_add_test(s, "recovery master: no readable replica, failure reported, tablets dropped",
+                test_recovery_master_unreadable);
     CU_add_test(s, "recovery master: coordinator refuses, tablets dropped",
                 test_recovery_master_refused);
     CU_add_test(s, "fault point master.recovery.mid_replay", test_fault_mid_replay);
