@@ -140,6 +140,8 @@ static void list_changed(void *arg, const struct sl_entry *e, int old_status)
                   (unsigned long)e->id, status_name(e->status), status_name(old_status));
 }
 
+static void relocate(struct server *s);
+
 /* SERVER_LIST_UPDATE (any service field): applied to the one server list.
  * A partial update that skips versions is refused with CRAM_RETRY, so the
  * coordinator sends the whole list instead; an old one is acknowledged and
@@ -161,6 +163,7 @@ static void handle_list_update(struct server *s, tp_rpc *rpc, const uint8_t *req
         snprintf(s->durability, sizeof(s->durability), "%s", l->settings->durability);
     }
     uint64_t version = l->version;
+    bool full = l->full;
     cram__server_list__free_unpacked(l, NULL);
     if (gap) {
         CRAM_DEBUG("server list update %lu skips versions after %lu: asking for the full list",
@@ -172,11 +175,14 @@ static void handle_list_update(struct server *s, tp_rpc *rpc, const uint8_t *req
     reply_status(rpc, st);
     if (st == CRAM_OK)
         check_self(s);
+    /* A new leader sends every server the full list when it takes over:
+     * read the leader record again, so the master service (recovery info,
+     * recovery results) and crash hints go to the new coordinator. */
+    if (st == CRAM_OK && full && s->server_id != 0)
+        relocate(s);
 }
 
 /* ---- crash hints ------------------------------------------------------------ */
-
-static void relocate(struct server *s);
 
 static void hint_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
 {
