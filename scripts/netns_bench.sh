@@ -1,0 +1,114 @@
+#!/usr/bin/env bash
+# netns_bench.sh -- read latency and throughput of cram over tcp: on
+# loopback, tcp: between network namespaces and xdp: between the same
+# namespaces, in one run (the numbers in docs/transports.md).  Needs root
+# and an xdp-enabled release build.
+#
+#   scripts/netns_bench.sh [--bin DIR] [--duration S] [--records N] [--polls "0 1000000"]
+#
+#   --bin DIR      release build directory [<repo>/build]
+#   --duration S   seconds per measurement [5]
+#   --records N    records loaded [10000]
+#   --polls LIST   polling policies to run, each a --poll-us value given to
+#                  BOTH the server (cram-server --poll-us) and the client
+#                  (cram-bench --poll-us) ["0 1000000": both block at once /
+#                  both spin while the run lasts]
+#
+# Layout (tests/integration/netns_it.sh: namespaces cramxbench-1..7 on one
+# bridge, ZooKeeper on the bridge address 10.198.90.254:24090): loopback --
+# coordinator, server and cram-bench all in cramxbench-3 on 127.0.0.1;
+# namespaces -- the server in cramxbench-1 listening on
+# "tcp:host=10.198.90.1,...;xdp:host=10.198.90.1,port=24001", the
+# coordinator in cramxbench-3, cram-bench in cramxbench-2 with CRAM_TRANSPORT
+# unset (tcp:) or =xdp.  Workload: uniform reads of 30-byte keys and 100-byte
+# values from one table on one server (R=0); latency with 1 client, throughput
+# with 16 client threads (one handle and loop each).  Everything it starts is
+# stopped and the namespaces removed at exit, also on failure or ^C.
+set -euo pipefail
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+repo="$(cd "$here/.." && pwd)"
+bin="$repo/build"; dur=5; records=10000; polls="0 1000000"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin) bin="$2"; shift 2;;
+    --duration) dur="$2"; shift 2;;
+    --records) records="$2"; shift 2;;
+    --polls) polls="$2"; shift 2;;
+    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    *) echo "netns_bench.sh: unknown option $1" >&2; exit 2;;
+  esac
+done
+[ "$(id -u)" = 0 ] || { echo "netns_bench.sh: needs root" >&2; exit 1; }
+for p in cram-bench cram-server cram-coordinator cram; do
+  [ -x "$bin/$p" ] || { echo "netns_bench.sh: $bin/$p missing" >&2; exit 1; }
+done
+prefix=cramxbench; sub=10.198.90; zkport=24090
+work=$(mktemp -d /tmp/cram-netns-bench.XXXXXX)
+fixture="$repo/tests/integration/netns_it.sh"
+pids=()
+stop_all() {
+  local p
+  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}"; do wait "$p" 2>/dev/null || true; done
+  pids=()
+}
+cleanup() {
+  stop_all
+  bash "$fixture" down $prefix $sub $zkport "$work/zk" >/dev/null 2>&1 || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+bash "$fixture" up $prefix $sub $zkport "$work/zk" >/dev/null
+zk="zk:$sub.254:$zkport"
+
+# start_cluster NAME POLL COORD_NS COORD_HOST SERVER_NS LISTEN
+start_cluster() {
+  local name=$1 poll=$2 cns=$3 chost=$4 sns=$5 listen=$6 i
+  ip netns exec $prefix-$cns "$bin/cram-coordinator" --zk "$zk" --cluster "$name" --reset \
+      --listen "tcp:host=$chost,port=25000" --replicas 0 >"$work/$name-coord.log" 2>&1 & pids+=($!)
+  ip netns exec $prefix-$sns "$bin/cram-server" --coordinator "$zk" --cluster "$name" \
+      --listen "$listen" --memory 1G --poll-us "$poll" >"$work/$name-server.log" 2>&1 & pids+=($!)
+  for i in $(seq 100); do
+    if ip netns exec $prefix-$cns "$bin/cram" -C "$zk" --cluster "$name" --timeout 1000 servers 2>/dev/null |
+        grep -q " up "; then
+      return 0
+    fi
+    sleep 0.1
+  done
+  echo "netns_bench.sh: cluster $name did not come up; logs:" >&2
+  tail -n 20 "$work/$name-"*.log >&2
+  exit 1
+}
+
+rows=()
+# measure LABEL NS POLL CLUSTER [env...]: read p50/p99 @1, read ops/s @16
+measure() {
+  local label=$1 ns=$2 poll=$3 name=$4; shift 4
+  local b=(ip netns exec $prefix-$ns env "$@" "$bin/cram-bench" -C "$zk" --cluster "$name"
+           --workload read --records "$records" --distribution uniform --duration "$dur"
+           --poll-us "$poll")
+  "${b[@]}" --clients 1 >"$work/r1.txt" 2>&1 || { cat "$work/r1.txt" >&2; exit 1; }
+  "${b[@]}" --clients 16 --no-load >"$work/r16.txt" 2>&1 || { cat "$work/r16.txt" >&2; exit 1; }
+  # op count ops/s mean p50 p99 p99.9 max errors
+  local r1 p50 p99 r16
+  p50=$(awk '$1=="READ"{print $5}' "$work/r1.txt")
+  p99=$(awk '$1=="READ"{print $6}' "$work/r1.txt")
+  r16=$(awk '$1=="READ"{print $3}' "$work/r16.txt")
+  rows+=("| $label | $poll | $p50 | $p99 | $r16 |")
+  echo "$label, --poll-us $poll: read p50 $p50 us, p99 $p99 us @1; $r16 reads/s @16" >&2
+}
+
+for poll in $polls; do
+  start_cluster "lo$poll" "$poll" 3 127.0.0.1 3 "tcp:host=127.0.0.1,port=25001"
+  measure "tcp: loopback (one namespace)" 3 "$poll" "lo$poll" CRAM_TRANSPORT=tcp
+  stop_all
+  start_cluster "ns$poll" "$poll" 3 $sub.3 1 "tcp:host=$sub.1,port=25001;xdp:host=$sub.1,port=24001"
+  measure "tcp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=tcp
+  measure "xdp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=xdp
+  grep -q "xdp: xeth0" "$work/r1.txt" ||
+    { echo "netns_bench.sh: the xdp run did not open an xdp socket" >&2; exit 1; }
+  stop_all
+done
+printf '%s\n' "| path | --poll-us (server and client) | read p50 (us), 1 client | read p99 (us), 1 client | reads/s, 16 clients |" \
+  "|---|---|---|---|---|" "${rows[@]}"
