@@ -92,8 +92,8 @@
 #define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
 #define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
-#define BK_RDATA_IDLE_MS  60000u     /* recovery copies of on-disk replicas unused this long are dropped */
-#define BK_RDATA_SWEEP_US 10000000u  /* how often they are looked at (while any exist) */
+#define BK_RDATA_IDLE_MS  15000u     /* recovery copies of on-disk replicas unused this long are dropped */
+#define BK_RDATA_SWEEP_US 5000000u   /* how often they are looked at (while any exist) */
 
 enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH, BK_JOB_RLOAD };
 
