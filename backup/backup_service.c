@@ -50,8 +50,9 @@
  *   - BACKUP_GET_RECOVERY_DATA: an in-memory replica is verified in place
  *     (cached); an on-disk one is read whole and verified once on the worker
  *     (BK_JOB_RLOAD; requests arriving meanwhile wait) and its bytes are kept
- *     until the replica is freed, so every recovery master's request after
- *     the first is served from memory.  Filtering (key hash per entry, one
+ *     until the replica is freed or BK_RDATA_IDLE_MS pass without a request,
+ *     so every recovery master's request after the first is served from
+ *     memory.  Filtering (key hash per entry, one
  *     binary search over the sorted, merged ranges) and the copy into the
  *     response run on the dispatch thread; a response holds at most
  *     max_bytes of entries, but always one entry when it fits a message.
@@ -157,7 +158,8 @@ struct bk_replica {
     uint8_t *buf;                   /* capacity rounded up, 4 KiB aligned; NULL: on disk only */
     /* recovery (dispatch thread only): the certified bytes of an on-disk
      * replica, read once by a BK_JOB_RLOAD and verified against the
-     * certificate there; kept until the replica is freed */
+     * certificate there; kept until the replica is freed or unused for
+     * BK_RDATA_IDLE_MS */
     uint8_t *rdata;
     uint32_t rdata_len;
     uint64_t rdata_used_ms;         /* last GET_RECOVERY_DATA served from it */
