@@ -110,6 +110,8 @@ struct coord {
     tp_loop *wloop;                 /* private loop for RPCs to masters */
     zks *zk;
     elect *el;                      /* this coordinator's election node */
+    uint64_t tick_ms;               /* the worker loop's last turn (freeze detection) */
+    bool confirm;                   /* a freeze was seen: confirm leadership before answering */
     Cram__ClusterSettings settings; /* replicas + durability (points at durability[]) */
     uint64_t next_table_id;
     uint32_t next_server_index;
@@ -2854,6 +2856,24 @@ static bool zk_away_too_long(coord *c)
     return d > 0 && d >= (s ? s : 6000);
 }
 
+/* The worker turns at least once a second; a longer gap means the process
+ * was frozen (SIGSTOP, a paused VM) or starved, or a job ran long.  Its
+ * session may have expired meanwhile and another coordinator may lead, even
+ * if ZooKeeper's client has not said so yet: before answering the next
+ * request it confirms with one read at ZooKeeper that the leader record is
+ * still its own (the read fails on an expired session). */
+#define COORD_FREEZE_MS 1500
+
+static int32_t confirm_leadership(coord *c)
+{
+    int rc = zks_check_leader(c->zk);
+    if (rc == ZOK) {
+        c->confirm = false;
+        return CRAM_OK;
+    }
+    return zk_failure(c, rc, "confirming leadership after a pause");
+}
+
 static void *worker_main(void *arg)
 {
     coord *c = arg;
@@ -2863,6 +2883,10 @@ static void *worker_main(void *arg)
         coord_stop(c);
     }
     for (;;) {
+        uint64_t now = clock_mono_ms();
+        if (c->tick_ms != 0 && now - c->tick_ms > COORD_FREEZE_MS)
+            c->confirm = true;
+        c->tick_ms = now;
         pthread_mutex_lock(&c->qmu);
         struct coord_job *j = c->qhead;
         if (j != NULL) {
@@ -2888,7 +2912,8 @@ static void *worker_main(void *arg)
             }
             continue;
         }
-        if (atomic_load(&c->stopping) || zk_away_too_long(c))
+        if (atomic_load(&c->stopping) || zk_away_too_long(c) ||
+            (c->confirm && confirm_leadership(c) != CRAM_OK))
             post_reply(c, j->rpc, CRAM_RETRY, NULL, 0);
         else
             handle_job(c, j);

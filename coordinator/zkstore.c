@@ -386,6 +386,20 @@ int zks_claim(zks *z, const char *locator, volatile int *stop)
     }
 }
 
+int zks_check_leader(zks *z)
+{
+    char leader[ZKS_PATH_MAX];
+    full_path(z, "coordinator", leader, sizeof(leader));
+    struct Stat st;
+    int rc = zoo_exists(z->zh, leader, 0, &st);
+    if (rc == ZNONODE)
+        return ZKS_FENCED;
+    if (rc != ZOK)
+        return rc;
+    const clientid_t *me = zoo_client_id(z->zh);
+    return me != NULL && st.ephemeralOwner == me->client_id && z->fence_version >= 0 ? ZOK : ZKS_FENCED;
+}
+
 int zks_commit(zks *z, struct zks_op *ops, int n)
 {
     if (n < 0 || n > ZKS_MAX_OPS || z->fence_version < 0)

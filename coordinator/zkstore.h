@@ -101,6 +101,11 @@ int zks_remove_if_gone(zks *z, const char *path);
 /* The epoch won by zks_claim (0 before). */
 uint64_t zks_epoch(const zks *z);
 
+/* Is this handle still the leader?  One read of the leader record: ZOK if
+ * it exists and belongs to this session, ZKS_FENCED if not, or the error
+ * (ZSESSIONEXPIRED after an expiry, ZCONNECTIONLOSS...). */
+int zks_check_leader(zks *z);
+
 /* THE fenced write: ops applied atomically iff this handle is still leader. */
 int zks_commit(zks *z, struct zks_op *ops, int n);
 
