@@ -781,8 +781,8 @@ lc_cleaner *lc_create(tp_loop *loop, mlog *l, ht *t, struct replica_mgr *rm,
         c->cfg.threshold = 0.90;
     if (c->cfg.disk_factor < 1.0)
         c->cfg.disk_factor = 1.5;
-    if (c->cfg.reserve_segments == 0)
-        c->cfg.reserve_segments = 2;
+    if (c->cfg.reserve_segments == 0)       /* tiny logs (tests) keep one */
+        c->cfg.reserve_segments = l->budget / l->segment_bytes >= 16 ? 2 : 1;
     if (c->cfg.max_survivors == 0 || c->cfg.max_survivors > LC_MAX_DST - 1)
         c->cfg.max_survivors = 4;
     lc_epoch_init(&c->ep);

@@ -55,7 +55,7 @@ struct lc_config {
     double   threshold;         /* 0 = 0.90: clean when this much of the memory is in use */
     double   disk_factor;       /* 0 = 1.5: combined cleaning when the log holds more
                                  * segments than this x memory / segment size */
-    uint32_t reserve_segments;  /* 0 = 2: memory only the cleaner may use (a
+    uint32_t reserve_segments;  /* 0 = 2 (1 below 16 segments): memory only the cleaner may use (a
                                  * survivor and the head its commit opens; or a
                                  * compaction target) */
     uint32_t max_survivors;     /* 0 = 4: survivor segments per combined pass */

@@ -419,8 +419,10 @@ void log_get_stats(const mlog *l, struct log_stats *st)
     st->bytes_used = l->bytes_used;
     st->segment_bytes = l->segment_bytes;
     st->segments_total = (uint32_t)(l->budget / l->segment_bytes);
-    st->segments_in_use = l->nsegs - l->nfree;
-    st->segments_free = (uint32_t)((l->budget - l->charged) / l->segment_bytes);
+    /* as writers see it: whole segments they could still open (the
+     * cleaner's reserve counts as in use) */
+    st->segments_free = (uint32_t)(log_free_bytes(l, false) / l->segment_bytes);
+    st->segments_in_use = st->segments_total - st->segments_free;
     st->live_bytes = 0;
     for (uint32_t i = 0; i < l->nsegs; i++)
         if (l->segs[i].state == LOG_SEG_HEAD || l->segs[i].state == LOG_SEG_CLOSED)

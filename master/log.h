@@ -287,9 +287,9 @@ struct log_stats {
     uint64_t live_bytes;     /* sum of live_bytes of the segments in the log */
     uint64_t bytes_used;
     uint32_t segment_bytes;
-    uint32_t segments_total;
-    uint32_t segments_in_use;
-    uint32_t segments_free;
+    uint32_t segments_total;   /* memory_bytes / segment_bytes */
+    uint32_t segments_in_use;  /* total - free */
+    uint32_t segments_free;    /* whole segments ordinary appends could still open */
 };
 void log_get_stats(const mlog *l, struct log_stats *st);
 
