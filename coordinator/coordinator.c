@@ -68,6 +68,11 @@ struct coord_srv {
     bool stats_busy;                /* a GET_SERVER_STATS is in flight */
     uint64_t stats_at_ms;           /* next poll */
     uint64_t crashed_at_ms;         /* wall clock of the declaration (this coordinator) */
+    /* This coordinator knows that the process at its locator is this
+     * server: it enlisted here, or answered a PING naming its id.  Until
+     * then (after a restart: a newcomer may listen at a dead server's
+     * address) it gets no TAKE_TABLET and no partition to recover. */
+    bool confirmed;
 };
 
 struct coord_recovery;
@@ -375,8 +380,8 @@ static void fan_cb(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
 static void send_one_tablet(coord *c, struct fan *f, uint16_t opcode, Cram__Tablet *tb)
 {
     struct coord_srv *s = find_server(c, tb->server_id);
-    if (s != NULL && s->e->status != CRAM__SERVER_STATUS__SERVER_UP)
-        return;         /* crashed: its tablets are recovered, never sent to its locator */
+    if (s != NULL && (s->e->status != CRAM__SERVER_STATUS__SERVER_UP || !s->confirmed))
+        return;         /* crashed (its tablets are recovered), or maybe not at its locator any more */
     tp_session *sess = s ? server_session(c, s) : NULL;
     if (sess == NULL) {
         CRAM_WARN("no session to server %lu for table %lu", (unsigned long)tb->server_id,
@@ -643,6 +648,9 @@ static void probe_result(struct coord_verify *v, bool alive, const char *what)
     }
     uint64_t now = clock_mono_ms();
     if (alive) {
+        struct coord_srv *s = find_server(c, v->id);
+        if (s != NULL)
+            s->confirmed = true;
         CRAM_INFO("server %lu answered probe %u after %lu ms: alive, not declared crashed (suspected: %s)",
                   (unsigned long)v->id, v->tries + 1, (unsigned long)(now - v->start_ms), v->why);
         verify_finish(v);
@@ -1328,7 +1336,7 @@ static bool usable_master(coord *c, uint64_t id, uint64_t crashed)
 {
     struct coord_srv *s = find_server(c, id);
     return s != NULL && id != crashed && s->e->status == CRAM__SERVER_STATUS__SERVER_UP &&
-           (s->e->services & COORD_SVC_MASTER);
+           (s->e->services & COORD_SVC_MASTER) && s->confirmed;
 }
 
 /* Partitions (not done) assigned to master id over all recoveries. */
@@ -2139,6 +2147,7 @@ static void do_enlist(coord *c, struct coord_job *j)
         post_reply(c, j->rpc, CRAM_NO_MEMORY, NULL, 0);
         return;
     }
+    find_server(c, copy->server_id)->confirmed = true;
     CRAM_INFO("enlisted server %lu at %s (services %u%s%s, %lu MB), server list version %lu",
               (unsigned long)copy->server_id, copy->locators[0], copy->services,
               copy->failure_domain[0] ? ", failure domain " : "", copy->failure_domain,
@@ -2722,6 +2731,61 @@ static int finish_intent(coord *c, const char *name)
     return rc;
 }
 
+struct confirm_arg {
+    coord *c;
+    uint64_t id;
+    int *pending;
+};
+
+static void confirm_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
+{
+    struct confirm_arg *a = arg;
+    struct coord_srv *s = a->c->closing ? NULL : find_server(a->c, a->id);
+    int32_t status = resp_status(st, resp, len);
+    /* any answer but "not that server" (WRONG_SERVER; RETRY: no id yet) */
+    if (s != NULL && st == CRAM_OK && status != CRAM_WRONG_SERVER && status != CRAM_RETRY)
+        s->confirmed = true;
+    (*a->pending)--;
+    free(a);
+}
+
+/* Start-up: one PING naming its id to every server listed as up, all at
+ * once; those that answer are confirmed, the others are verified (a server
+ * restarted with a new id answers CRAM_WRONG_SERVER, a dead one nothing). */
+static void confirm_servers(coord *c)
+{
+    int pending = 0;
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        if (s->e->status != CRAM__SERVER_STATUS__SERVER_UP)
+            continue;
+        tp_session *sess = server_session(c, s);
+        struct confirm_arg *a = malloc(sizeof(*a));
+        if (sess == NULL || a == NULL) {
+            free(a);
+            continue;
+        }
+        *a = (struct confirm_arg){ c, s->e->server_id, &pending };
+        struct {
+            struct wire_req_hdr h;
+            struct wire_target t;
+        } WIRE_PACKED req = { { .opcode = WIRE_OP_PING, .service = WIRE_SVC_PING }, { s->e->server_id } };
+        struct iovec iov = { &req, sizeof(req) };
+        if (tp_send(sess, &iov, 1, c->verify_timeout_ms, confirm_done, a) != CRAM_OK) {
+            free(a);
+            continue;
+        }
+        pending++;
+    }
+    while (pending > 0)
+        tp_loop_poll(c->wloop, 100);
+    for (size_t i = 0; i < c->n_servers; i++) {
+        struct coord_srv *s = &c->servers[i];
+        if (s->e->status == CRAM__SERVER_STATUS__SERVER_UP && !s->confirmed)
+            verify_start(c, s, "it did not answer the new coordinator's PING");
+    }
+}
+
 static int startup(coord *c)
 {
     char err[256];
@@ -2801,6 +2865,9 @@ static int startup(coord *c)
     CRAM_INFO("coordinator leads cluster '%s' (epoch %lu) at %s: %zu servers, %zu tables, "
               "replicas %u, durability %s", c->cluster, (unsigned long)zks_epoch(c->zk), c->locator,
               c->n_servers, c->n_tables, c->settings.replicas, c->settings.durability);
+    /* Which servers are still at their locators (a PING naming each id);
+     * only those get TAKE_TABLET, the others are verified. */
+    confirm_servers(c);
     /* Make the masters' ownership match ZooKeeper. */
     int failed = send_tablets_many(c, WIRE_OP_TAKE_TABLET, c->tables, c->n_tables);
     if (failed)
