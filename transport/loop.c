@@ -90,6 +90,7 @@ struct tp_loop {
 
     struct tp_poller *pollers;
     int npollers, cappollers;
+    unsigned spin_rounds;           /* spinning rounds since the last epoll_wait */
     uint64_t poller_seq;
 
     struct tp_cblist dfree;     /* run when depth returns to 0 */
@@ -527,7 +528,14 @@ static int posts_run(tp_loop *l)
 
 /* One round: wait up to wait_ns (UINT64_MAX = forever) for I/O, then run
  * I/O handlers, due timers, posted callbacks, pollers and flush hooks. */
-static int loop_round(tp_loop *l, uint64_t wait_ns)
+/* While spinning with pollers (a kernel-bypass transport with work), only
+ * every TP_SPIN_EPOLL-th round asks epoll: the pollers see their rings
+ * without a syscall, and an epoll_wait per round (~0.5 us) would otherwise
+ * be most of the time a spinning loop takes to notice a packet.  fd events
+ * then wait at most that many rounds (a few us). */
+#define TP_SPIN_EPOLL 16
+
+static int loop_round(tp_loop *l, uint64_t wait_ns, int spinning)
 {
     struct epoll_event evs[TP_MAX_EVENTS];
     int n = 0, nev;
@@ -536,7 +544,10 @@ static int loop_round(tp_loop *l, uint64_t wait_ns)
      * itself, e.g. tp_call) must leave before we block */
     if (l->flush.n > 0)
         cblist_run(&l->flush);
-    if (wait_ns == 0) {
+    if (spinning && wait_ns == 0 && l->npollers > 0 && ++l->spin_rounds < TP_SPIN_EPOLL) {
+        nev = 0;                    /* pollers only this round (see TP_SPIN_EPOLL) */
+    } else if (wait_ns == 0) {
+        l->spin_rounds = 0;
         nev = epoll_wait(l->epfd, evs, TP_MAX_EVENTS, 0);
     } else if (wait_ns == UINT64_MAX) {
         nev = epoll_wait(l->epfd, evs, TP_MAX_EVENTS, -1);
@@ -590,7 +601,7 @@ int tp_loop_poll(tp_loop *l, int timeout_ms)
                     wait = tw;
             }
         }
-        int n = loop_round(l, wait);
+        int n = loop_round(l, wait, spinning);
         now = clock_mono_ns();
         if (n > 0) {
             l->last_activity_ns = now;
