@@ -73,12 +73,14 @@ static void test_two_candidates(void)
     CU_ASSERT_EQUAL(elect_wait(ea, NULL), ZOK);
     CU_ASSERT_EQUAL(zks_claim(a, "tcp:host=127.0.0.1,port=1", NULL), ZOK);
     CU_ASSERT_EQUAL(zks_epoch(a), 1);
+    CU_ASSERT_EQUAL(zks_check_leader(a), ZOK);
 
     zks *b = open_zk();
     CU_ASSERT_PTR_NOT_NULL_FATAL(b);
     elect *eb = elect_join(b, "tcp:host=127.0.0.1,port=2", &rc);
     CU_ASSERT_PTR_NOT_NULL_FATAL(eb);
     CU_ASSERT(elect_seq(elect_node(eb)) > elect_seq(elect_node(ea)));
+    CU_ASSERT_EQUAL(zks_check_leader(b), ZKS_FENCED);     /* a leads, not b */
 
     /* b waits while a lives: a stop flag ends the wait */
     volatile int stop = 1;
@@ -91,6 +93,7 @@ static void test_two_candidates(void)
     CU_ASSERT_EQUAL(elect_wait(eb, &stop), ZOK);
     CU_ASSERT_EQUAL(zks_claim(b, "tcp:host=127.0.0.1,port=2", NULL), ZOK);
     CU_ASSERT_EQUAL(zks_epoch(b), 2);
+    CU_ASSERT_EQUAL(zks_check_leader(b), ZOK);
     struct zks_op op = { .kind = ZKS_CREATE, .path = "tables/t", .data = "x", .len = 1 };
     CU_ASSERT_EQUAL(zks_commit(b, &op, 1), ZOK);
     elect_free(eb, true);
