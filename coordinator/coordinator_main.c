@@ -1,5 +1,6 @@
 /*
- * coordinator_main.c -- cram-coordinator: flags, signals, then coord_run.
+ * coordinator_main.c -- cram-coordinator: flags, signals, then coord_run once
+ * per term (a coordinator that loses leadership starts again as a standby).
  */
 #include <errno.h>
 #include <getopt.h>
