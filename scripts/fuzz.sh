@@ -65,7 +65,7 @@ for t in "${targets[@]}"; do
          -artifact_prefix="$crashes/" "$work" "$repo/tests/fuzz/corpus/$t" >"$log" 2>&1
   rc=$?
   grep -E '^stat::number_of_executed_units|^stat::peak_rss_mb' "$log" | sed 's/^/   /'
-  grep -E '^#[0-9]+ +DONE' "$log" | tail -1 | sed 's/^/   /'
+  grep -E '^#[0-9]+[[:space:]]+DONE' "$log" | tail -1 | sed 's/^/   /'
   after=$(ls "$crashes" | wc -l)
   if [ "$rc" -ne 0 ] || [ "$after" -gt "$before" ]; then
     found=1

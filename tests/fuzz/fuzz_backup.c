@@ -58,6 +58,7 @@ static void fz_rm_dir(void)
 
 static void fz_init(void)
 {
+    fuzz_quiet();
     snprintf(fz_dir, sizeof fz_dir, "/tmp/cram-fuzz-backup-XXXXXX");
     if (mkdtemp(fz_dir) == NULL) {
         perror("fuzz_backup: mkdtemp");

@@ -14,13 +14,23 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
+#include "common/log.h"
 
 #define FUZZ_SEP "-FZ-"
 #define FUZZ_SEP_LEN 4u
 #define FUZZ_MAX_PARTS 64   /* later parts are ignored: bounds the work per input */
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+/* Service logs at WARN and below are noise at thousands of inputs a second
+ * (and slow the fuzzer down): keep errors only, unless FUZZ_VERBOSE is set. */
+static inline void fuzz_quiet(void)
+{
+    if (getenv("FUZZ_VERBOSE") == NULL)
+        log_level_current = LOG_LVL_ERROR;
+}
 
 typedef void (*fuzz_part_fn)(void *arg, const uint8_t *p, size_t n);
 

@@ -72,6 +72,7 @@ static void fz_on_request(void *arg, tp_rpc *rpc)
 
 static void fz_init(void)
 {
+    fuzz_quiet();
     char err[256] = "";
     fz_loop = tp_loop_create();
     fz_ls = fz_loop ? tp_listen(fz_loop, "tcp:host=127.0.0.1,port=0", fz_on_request, NULL,

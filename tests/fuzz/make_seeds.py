@@ -236,7 +236,12 @@ def seeds():
     drop = hdr(OP["DROP_TABLET"], SVC_MASTER) + pf_bytes(1, pb_tablet(3, 0, 2**64 - 1))
     slu = hdr(OP["SERVER_LIST_UPDATE"], SVC_MASTER) + pb_server_list(
         5, [pb_server_entry(7, [b"tcp:host=127.0.0.1,port=1"])], True)
+    recover = hdr(OP["RECOVER"], SVC_MASTER) + pf_int(1, 1) + pf_int(2, 500) + \
+        pf_bytes(4, pb_tablet(5, 0, 2**64 - 1)) + \
+        pf_bytes(5, pf_int(1, 1) + pf_int(2, 1) + pf_int(3, 9) + pf_bytes(4, b"tcp:host=127.0.0.1,port=1") +
+                 pf_int(5, 100) + pf_int(6, 1))
     s["master"] = {
+        "recover": SEP.join([recover, m_read(5, b"k")]),
         "kv": SEP.join([ms["write"], ms["read"], ms["incr"], m_incr(1, b"counter", 2), ms["remove"], ms["read"]]),
         "multi": SEP.join([ms["multi_write"], ms["multi_read"], ms["multi_remove"]]),
         "enum": SEP.join([m_write(2, b"e1", b"v"), m_enum(1), m_enum(2, 0, 2**63 - 1, 0, 64)]),
