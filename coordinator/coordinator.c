@@ -1908,7 +1908,12 @@ static void do_recovery_status(coord *c, struct coord_job *j)
     for (size_t i = c->n_done; i-- > 0;)
         if ((l.recoveries[l.n_recoveries] = rec_msg(c->done[i])) != NULL)
             l.n_recoveries++;
+    /* the answer fits one message: the oldest finished ones go first */
+    size_t keep = l.n_recoveries;
+    while (l.n_recoveries > 1 && cram__recovery_status_list__get_packed_size(&l) > WIRE_MAX_MESSAGE - 4096)
+        l.n_recoveries--;
     post_msg(c, j->rpc, &l.base);
+    l.n_recoveries = keep;
     for (size_t i = 0; i < l.n_recoveries; i++)
         rec_msg_free(l.recoveries[i]);
     free(l.recoveries);
