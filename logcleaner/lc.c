@@ -14,6 +14,7 @@
 
 #define LC_MAX_SRC      64      /* segments per combined pass */
 #define LC_MAX_DST      17      /* survivors per pass (+1 for late tombstones) */
+#define LC_MAX_COMPACT  4       /* segments compacted per pass (one target each) */
 #define LC_RECLAIM_US   1000    /* retry period while freed memory waits for readers */
 #define LC_HDR_BYTES    ((uint32_t)seg_entry_size(sizeof(struct seg_header_body)))
 
@@ -23,22 +24,26 @@ enum { JOB_COMPACT = 1, JOB_CLEAN = 2 };
 struct lc_reloc {
     log_ref  old_ref, new_ref;
     uint64_t hash;
-    uint64_t *slot;             /* dispatch: the hash-table entry (NULL: moved on) */
+    uint64_t *slot;             /* the hash-table entry (worker: a hint; dispatch:
+                                 * confirmed, or NULL: the object moved on) */
     uint32_t size;              /* whole entry */
     uint8_t  type;
+    uint8_t  si;                /* index of its source in the job */
 };
 
 /* A live entry found while scanning (worker). */
 struct lc_live {
     log_ref  ref;
     uint64_t hash;
+    uint64_t *slot;             /* hash-table entry seen (a hint: entries move) */
     uint32_t ts;                /* object / tombstone timestamp: age order */
     uint32_t size;
     uint8_t  type;
+    uint8_t  si;
 };
 
 /*
- * One pass.  The dispatch thread fills the inputs and hands the job to the
+ * One pass.  Compaction: src[i] is compacted into dst[i].  The dispatch thread fills the inputs and hands the job to the
  * worker (under mu); the worker fills the outputs and posts on_job_done,
  * after which only the dispatch thread touches it.
  */
@@ -56,7 +61,7 @@ struct lc_job {
     size_t nrel;
     uint64_t copied;
     uint64_t ts_dropped;
-    uint64_t needed;                /* compaction: bytes the live entries need */
+    uint64_t needed[LC_MAX_COMPACT]; /* compaction: bytes each source's live entries need */
     uint64_t ns;
     int failed;
 };
@@ -101,6 +106,7 @@ struct lc_cleaner {
     struct lc_retired *ret;
     size_t nret, capret;
     uint64_t *ids_scratch;
+    uint64_t last_report_ms;        /* progress line in the log, at most every 10 s */
     struct lc_stats st;
 };
 
@@ -137,8 +143,9 @@ static bool id_in(const uint64_t *ids, size_t n, uint64_t id)
     return false;
 }
 
-/* Object: live iff the hash table refers to exactly this entry. */
-static bool object_live(const ht *t, const struct seg_entry_hdr *h, log_ref ref, uint64_t *hash)
+/* Object: live iff the hash table refers to exactly this entry (*slot: where). */
+static bool object_live(const ht *t, const struct seg_entry_hdr *h, log_ref ref, uint64_t *hash,
+                        uint64_t **slot)
 {
     if (h->length < sizeof(struct seg_object))
         return false;
@@ -147,7 +154,7 @@ static bool object_live(const ht *t, const struct seg_entry_hdr *h, log_ref ref,
         return false;
     *hash = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
     log_ref want = ref;
-    return ht_lookup(t, *hash, match_ref, &want, NULL) == ref;
+    return ht_lookup(t, *hash, match_ref, &want, slot) == ref;
 }
 
 /* Tombstone: live while the segment of the object it removed is in the log. */
@@ -164,7 +171,7 @@ bool lc_entry_live(const mlog *l, const ht *t, log_ref ref, const uint64_t *log_
     const struct seg_entry_hdr *h = log_entry_get(l, ref);
     uint64_t hash;
     switch (h->type) {
-    case SEG_ENTRY_OBJECT:    return object_live(t, h, ref, &hash);
+    case SEG_ENTRY_OBJECT:    return object_live(t, h, ref, &hash, NULL);
     case SEG_ENTRY_TOMBSTONE: return tombstone_live(h, log_ids, nids);
     default:                  return false;
     }
@@ -204,9 +211,10 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
             log_ref ref = log_ref_make(j->src[s], pos);
             pos += size;
             uint64_t hash = 0;
+            uint64_t *slot = NULL;
             bool keep;
             if (h->type == SEG_ENTRY_OBJECT)
-                keep = object_live(c->ht, h, ref, &hash);
+                keep = object_live(c->ht, h, ref, &hash, &slot);
             else if (h->type == SEG_ENTRY_TOMBSTONE) {
                 keep = tombstone_live(h, j->ids, j->nids);
                 if (!keep)
@@ -224,8 +232,9 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
                 }
                 live = nl;
             }
-            live[n++] = (struct lc_live){ ref, hash, entry_ts(h), size, h->type };
-            j->needed += size;
+            live[n++] = (struct lc_live){ ref, hash, slot, entry_ts(h), size, h->type, (uint8_t)s };
+            if (j->kind == JOB_COMPACT)
+                j->needed[s] += size;
         }
     }
     /* combined cleaning writes the oldest data first, so survivors hold
@@ -238,13 +247,13 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
         goto free_live;
     }
     uint32_t d = 0;
-    if (j->kind == JOB_COMPACT) {
-        /* the compacted segment keeps the source's header (id, epoch) */
-        const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, j->src[0]);
+    for (uint32_t s = 0; j->kind == JOB_COMPACT && s < j->nsrc; s++) {
+        /* a compacted segment keeps its source's header (id, epoch) */
+        const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, j->src[s]);
         struct iovec iov = { (void *)log_entry_body(h), h->length };
         log_ref r;
         if (h->type != SEG_ENTRY_SEGHDR ||
-            log_side_append(l, j->dst[0], SEG_ENTRY_SEGHDR, &iov, 1, &r) != 0) {
+            log_side_append(l, j->dst[s], SEG_ENTRY_SEGHDR, &iov, 1, &r) != 0) {
             j->failed = ENOSPC;
             goto free_live;
         }
@@ -253,6 +262,8 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
         const struct seg_entry_hdr *h = log_entry_get(l, live[i].ref);
         struct iovec iov = { (void *)log_entry_body(h), h->length };
         log_ref nr;
+        if (j->kind == JOB_COMPACT)
+            d = live[i].si;
         while (log_side_append(l, j->dst[d], h->type, &iov, 1, &nr) != 0) {
             if (j->kind == JOB_COMPACT || d + 1 >= j->ndst) {
                 j->failed = ENOSPC;
@@ -261,8 +272,9 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
             d++;
         }
         j->rel[j->nrel++] = (struct lc_reloc){ .old_ref = live[i].ref, .new_ref = nr,
-                                               .hash = live[i].hash, .size = live[i].size,
-                                               .type = live[i].type };
+                                               .hash = live[i].hash, .slot = live[i].slot,
+                                               .size = live[i].size,
+                                               .type = live[i].type, .si = live[i].si };
         j->copied += live[i].size;
     }
 free_live:
@@ -365,49 +377,6 @@ static uint64_t min_gain(const mlog *l)
     return 2ull * l->seglet_bytes;
 }
 
-static bool start_compact(lc_cleaner *c)
-{
-    mlog *l = c->log;
-    uint32_t best = LOG_NO_SLOT;
-    double best_score = 0;
-    if (l->nfree < 4)       /* keep slots for combined cleaning (survivor + head) */
-        return false;
-    for (uint32_t i = 0; i < log_nsegments(l); i++) {
-        if (!candidate(c, i))
-            continue;
-        const struct log_segment *s = log_segment(l, i);
-        uint64_t gain = compact_gain(l, s);
-        if (gain < min_gain(l))
-            continue;
-        /* greedy: memory freed per byte copied */
-        double score = (double)gain / ((double)s->live_bytes + 1);
-        if (best == LOG_NO_SLOT || score > best_score) {
-            best = i;
-            best_score = score;
-        }
-    }
-    if (best == LOG_NO_SLOT)
-        return false;
-    const struct log_segment *s = log_segment(l, best);
-    uint32_t dst = log_compact_open(l, best, s->live_bytes + LC_HDR_BYTES);
-    if (dst == LOG_NO_SLOT)
-        return false;
-    struct lc_job *j = calloc(1, sizeof *j);
-    if (j == NULL) {
-        log_side_abort(l, dst);
-        return false;
-    }
-    j->kind = JOB_COMPACT;
-    j->src[0] = best;
-    j->src_used[0] = s->w.used;
-    j->nsrc = 1;
-    j->dst[0] = dst;
-    j->ndst = 1;
-    snapshot_ids(c, j);
-    hand_to_worker(c, j);
-    return true;
-}
-
 struct lc_cand {
     uint32_t slot;
     double score;
@@ -419,16 +388,71 @@ static int cand_cmp(const void *a, const void *b)
     return x->score > y->score ? -1 : x->score < y->score;
 }
 
+static bool start_compact(lc_cleaner *c)
+{
+    mlog *l = c->log;
+    /* the best LC_MAX_COMPACT by memory freed per byte copied (greedy) */
+    struct lc_cand best[LC_MAX_COMPACT];
+    uint32_t nb = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        if (!candidate(c, i))
+            continue;
+        const struct log_segment *s = log_segment(l, i);
+        uint64_t gain = compact_gain(l, s);
+        if (gain < min_gain(l))
+            continue;
+        struct lc_cand x = { i, (double)gain / ((double)s->live_bytes + 1) };
+        if (nb < LC_MAX_COMPACT)
+            best[nb++] = x;
+        else if (x.score > best[nb - 1].score)
+            best[nb - 1] = x;
+        else
+            continue;
+        for (uint32_t k = nb - 1; k > 0 && best[k].score > best[k - 1].score; k--) {
+            struct lc_cand t = best[k];
+            best[k] = best[k - 1];
+            best[k - 1] = t;
+        }
+    }
+    if (nb == 0)
+        return false;
+    struct lc_job *j = calloc(1, sizeof *j);
+    if (j == NULL)
+        return false;
+    for (uint32_t k = 0; k < nb; k++) {
+        /* keep slots for combined cleaning (survivor + head) */
+        if (l->nfree < 4)
+            break;
+        const struct log_segment *s = log_segment(l, best[k].slot);
+        uint32_t dst = log_compact_open(l, best[k].slot, s->live_bytes + LC_HDR_BYTES);
+        if (dst == LOG_NO_SLOT)
+            break;
+        j->src[j->nsrc] = best[k].slot;
+        j->src_used[j->nsrc++] = s->w.used;
+        j->dst[j->ndst++] = dst;
+    }
+    if (j->nsrc == 0) {
+        free(j);
+        return false;
+    }
+    j->kind = JOB_COMPACT;
+    snapshot_ids(c, j);
+    hand_to_worker(c, j);
+    return true;
+}
+
 static bool start_clean(lc_cleaner *c, bool for_disk)
 {
     mlog *l = c->log;
     uint32_t S = l->segment_bytes;
-    uint64_t room = log_free_bytes(l, true) / S;
-    if (room < 2)                        /* a survivor and the commit's new head */
+    /* survivors, and the start of the head the commit opens */
+    uint64_t avail = log_free_bytes(l, true), hs = log_head_start_bytes(l);
+    uint64_t room = avail > hs ? (avail - hs) / S : 0;
+    if (room < 1)
         return false;
     uint32_t maxs = c->cfg.max_survivors;
-    if (room - 1 < maxs)
-        maxs = (uint32_t)(room - 1);
+    if (room < maxs)
+        maxs = (uint32_t)room;
     uint32_t per = S - LC_HDR_BYTES - l->seglet_bytes;   /* packing slack */
     struct lc_cand *cand = malloc(log_nsegments(l) * sizeof *cand);
     if (cand == NULL)
@@ -504,7 +528,15 @@ void lc_kick(lc_cleaner *c)
     uint32_t nseg_budget = (uint32_t)(budget / l->segment_bytes);
     uint32_t low = log_nsegments(l) / 16 > 4 ? log_nsegments(l) / 16 : 4;
     bool disk = segments_in_log(l) > c->cfg.disk_factor * nseg_budget || l->nfree < low;
-    bool mem = (double)l->charged >= c->cfg.threshold * (double)budget ||
+    /* memory: clean only once the free memory is down to a low-water mark
+     * (and the budget past the threshold), so dead space builds up and the
+     * cleaner copies as little as it can */
+    uint64_t lowmem = 2ull * l->segment_bytes;
+    if (lowmem > budget / 16)
+        lowmem = budget / 16 > l->segment_bytes ? budget / 16 : l->segment_bytes;
+    bool mem = c->cfg.eager ||
+               ((double)l->charged >= c->cfg.threshold * (double)budget &&
+                log_free_bytes(l, false) < lowmem) ||
                log_free_bytes(l, false) < l->segment_bytes;
     if (disk && start_clean(c, true))
         return;
@@ -601,6 +633,20 @@ static void on_durable(void *arg)
     kick_later(c);
 }
 
+/* The hash-table entry that still holds the relocation's old reference, or
+ * NULL.  The worker's hint is checked first (entries rarely move). */
+static uint64_t *reloc_slot(lc_cleaner *c, const struct lc_reloc *r)
+{
+    if (r->slot != NULL) {
+        uint64_t e = ht_load(r->slot);
+        if (e != 0 && !ht_entry_is_chain(e) && ht_entry_ref(e) == r->old_ref)
+            return r->slot;
+    }
+    log_ref want = r->old_ref;
+    uint64_t *slot = NULL;
+    return ht_lookup(c->ht, r->hash, match_ref, &want, &slot) == r->old_ref ? slot : NULL;
+}
+
 static void abort_dsts(lc_cleaner *c, struct lc_job *j)
 {
     for (uint32_t i = 0; i < j->ndst; i++)
@@ -610,33 +656,40 @@ static void abort_dsts(lc_cleaner *c, struct lc_job *j)
 static void finish_compact(lc_cleaner *c, struct lc_job *j)
 {
     mlog *l = c->log;
-    uint32_t src = j->src[0], dst = j->dst[0];
-    if (c->rm != NULL && !rm_segment_done(c->rm, src)) {
-        abort_dsts(c, j);           /* a replica is being re-created: later */
-        return;
+    bool ok[LC_MAX_COMPACT];
+    uint64_t live[LC_MAX_COMPACT] = { 0 };
+    for (uint32_t s = 0; s < j->nsrc; s++) {
+        /* a replica being re-created meanwhile: that one later */
+        ok[s] = c->rm == NULL || rm_segment_done(c->rm, j->src[s]);
+        if (!ok[s])
+            log_side_abort(l, j->dst[s]);
     }
-    uint64_t live = 0;
     for (size_t i = 0; i < j->nrel; i++) {
         struct lc_reloc *r = &j->rel[i];
+        if (!ok[r->si])
+            continue;
         if (r->type == SEG_ENTRY_OBJECT) {
-            uint64_t *slot = NULL;
-            log_ref want = r->old_ref;
-            if (ht_lookup(c->ht, r->hash, match_ref, &want, &slot) != r->old_ref ||
-                !ht_replace_if(slot, r->old_ref, r->new_ref)) {
+            uint64_t *slot = reloc_slot(c, r);
+            if (slot == NULL || !ht_replace_if(slot, r->old_ref, r->new_ref)) {
                 c->st.relocations_lost++;   /* overwritten meanwhile: a dead copy */
                 continue;
             }
         }
-        live += r->size;
+        live[r->si] += r->size;
     }
-    uint32_t before = log_segment(l, src)->charged;
-    log_compact_commit(l, src, dst, (uint32_t)live);
-    if (c->rm != NULL && rm_move_segment(c->rm, src, dst) != 0)
-        CRAM_WARN("log cleaner: replica manager refused the move of segment %llu",
-                  (unsigned long long)log_segment(l, dst)->id);
-    c->st.bytes_freed += before - log_segment(l, dst)->charged;
-    c->st.segments_compacted++;
-    retire(c, src);
+    for (uint32_t s = 0; s < j->nsrc; s++) {
+        if (!ok[s])
+            continue;
+        uint32_t src = j->src[s], dst = j->dst[s];
+        uint32_t before = log_segment(l, src)->charged;
+        log_compact_commit(l, src, dst, (uint32_t)live[s]);
+        if (c->rm != NULL && rm_move_segment(c->rm, src, dst) != 0)
+            CRAM_WARN("log cleaner: replica manager refused the move of segment %llu",
+                      (unsigned long long)log_segment(l, dst)->id);
+        c->st.bytes_freed += before - log_segment(l, dst)->charged;
+        c->st.segments_compacted++;
+        retire(c, src);
+    }
 }
 
 /* A copy whose relocation failed (the object changed during the pass) stays
@@ -683,14 +736,10 @@ static void finish_clean(lc_cleaner *c, struct lc_job *j)
      * replacement below: this is the dispatch thread) */
     for (size_t i = 0; i < j->nrel; i++) {
         struct lc_reloc *r = &j->rel[i];
-        r->slot = NULL;
         if (r->type != SEG_ENTRY_OBJECT)
             continue;
-        log_ref want = r->old_ref;
-        uint64_t *slot = NULL;
-        if (ht_lookup(c->ht, r->hash, match_ref, &want, &slot) == r->old_ref)
-            r->slot = slot;
-        else {
+        r->slot = reloc_slot(c, r);
+        if (r->slot == NULL) {
             c->st.relocations_lost++;
             bury_copy(c, j, r);
         }
@@ -734,6 +783,26 @@ static void finish_clean(lc_cleaner *c, struct lc_job *j)
         on_durable(w);
 }
 
+/* One progress line every 10 s while the cleaner works. */
+static void report(lc_cleaner *c)
+{
+    uint64_t now = clock_mono_ms();
+    if (now - c->last_report_ms < 10000)
+        return;
+    c->last_report_ms = now;
+    struct lc_stats st;
+    lc_get_stats(c, &st);
+    CRAM_INFO("log cleaner: memory %.1f%% in use, %.1f%% live; %llu compacted, %llu cleaned into "
+              "%llu survivors; copied/freed %.2f; %llu ms working; %llu RETRYs; %u segments",
+              100.0 * (double)st.charged_bytes / (double)st.memory_bytes,
+              100.0 * (double)st.live_bytes / (double)st.memory_bytes,
+              (unsigned long long)st.segments_compacted, (unsigned long long)st.segments_cleaned,
+              (unsigned long long)st.survivors,
+              st.bytes_freed ? (double)st.bytes_copied / (double)st.bytes_freed : 0.0,
+              (unsigned long long)(st.time_ns / 1000000), (unsigned long long)st.retries,
+              st.segments_in_log);
+}
+
 static void on_job_done(void *arg)
 {
     lc_cleaner *c = arg;
@@ -741,14 +810,17 @@ static void on_job_done(void *arg)
     c->job = NULL;
     if (j == NULL)
         return;
+    report(c);
     c->st.time_ns += j->ns;
     c->st.bytes_copied += j->copied;
     c->st.tombstones_dropped += j->ts_dropped;
     if (j->failed) {
-        if (j->kind == JOB_COMPACT && j->needed + LC_HDR_BYTES > log_segment(c->log, j->src[0])->live_bytes) {
+        for (uint32_t s = 0; j->kind == JOB_COMPACT && s < j->nsrc; s++) {
+            const struct log_segment *src = log_segment(c->log, j->src[s]);
             /* the live count was short: correct it, or it would be picked again */
-            log_live_add(c->log, log_ref_make(j->src[0], 0),
-                         (uint32_t)(j->needed + LC_HDR_BYTES - log_segment(c->log, j->src[0])->live_bytes));
+            if (j->needed[s] > src->live_bytes)
+                log_live_add(c->log, log_ref_make(j->src[s], 0),
+                             (uint32_t)(j->needed[s] - src->live_bytes));
         }
         CRAM_DEBUG("log cleaner: pass failed (%s)", strerror(j->failed));
         abort_dsts(c, j);
@@ -781,8 +853,8 @@ lc_cleaner *lc_create(tp_loop *loop, mlog *l, ht *t, struct replica_mgr *rm,
         c->cfg.threshold = 0.90;
     if (c->cfg.disk_factor < 1.0)
         c->cfg.disk_factor = 1.5;
-    if (c->cfg.reserve_segments == 0)       /* tiny logs (tests) keep one */
-        c->cfg.reserve_segments = l->budget / l->segment_bytes >= 16 ? 2 : 1;
+    if (c->cfg.reserve_segments == 0)
+        c->cfg.reserve_segments = 1;
     if (c->cfg.max_survivors == 0 || c->cfg.max_survivors > LC_MAX_DST - 1)
         c->cfg.max_survivors = 4;
     lc_epoch_init(&c->ep);
@@ -802,7 +874,9 @@ lc_cleaner *lc_create(tp_loop *loop, mlog *l, ht *t, struct replica_mgr *rm,
             goto destroy_cv;
         }
         c->th_started = true;
-        log_set_reserve(l, (uint64_t)c->cfg.reserve_segments * l->segment_bytes);
+        /* a survivor or compaction target, and the start of a new head */
+        log_set_reserve(l, (uint64_t)c->cfg.reserve_segments * l->segment_bytes +
+                           log_head_start_bytes(l));
     }
     c->prev_hook = l->hook;
     c->prev_arg = l->hook_arg;
@@ -874,7 +948,8 @@ bool lc_can_free(lc_cleaner *c)
                 can += g;
         }
     }
-    bool yes = can >= l->segment_bytes;
+    /* a pass out or memory waiting for readers: it will give memory back */
+    bool yes = can >= l->segment_bytes || lc_busy(c);
     if (yes) {
         c->st.retries++;
         lc_kick(c);

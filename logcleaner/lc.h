@@ -55,12 +55,14 @@ struct lc_config {
     double   threshold;         /* 0 = 0.90: clean when this much of the memory is in use */
     double   disk_factor;       /* 0 = 1.5: combined cleaning when the log holds more
                                  * segments than this x memory / segment size */
-    uint32_t reserve_segments;  /* 0 = 2 (1 below 16 segments): memory only the cleaner may use (a
-                                 * survivor and the head its commit opens; or a
-                                 * compaction target) */
+    uint32_t reserve_segments;  /* 0 = 1: memory only the cleaner may use, plus the
+                                 * start of a new head (a survivor or compaction
+                                 * target, and the head a combined pass opens) */
     uint32_t max_survivors;     /* 0 = 4: survivor segments per combined pass */
     bool     disabled;          /* never clean (tests, --cleaner-threshold 0) */
     bool     combined_only;     /* no in-memory compaction (tests, comparisons) */
+    bool     eager;             /* clean whatever is worth it, not only when memory
+                                 * runs low (tests) */
 };
 
 /* A cleaner for log l indexed by t, replicated by rm (NULL: R = 0), on loop.

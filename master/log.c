@@ -115,6 +115,11 @@ uint32_t log_max_entry_body(const mlog *l)
     return l->segment_bytes - head_overhead(l) - (uint32_t)sizeof(struct seg_entry_hdr);
 }
 
+uint32_t log_head_start_bytes(const mlog *l)
+{
+    return log_seglet_round(l, head_overhead(l));
+}
+
 uint64_t log_free_bytes(const mlog *l, bool cleaner)
 {
     uint64_t lim = l->budget;
@@ -125,7 +130,7 @@ uint64_t log_free_bytes(const mlog *l, bool cleaner)
 
 /* Take a free slot charged `charge` bytes of the budget (the reserve only for
  * the cleaner); its writer gets capacity `charge`.  Nothing is written. */
-static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, bool cleaner)
+static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capacity, bool cleaner)
 {
     uint32_t slot = l->free_head;
     if (slot == LOG_NO_SLOT || log_free_bytes(l, cleaner) < charge)
@@ -141,7 +146,7 @@ static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, bool cleaner)
     s->created_ms = clock_mono_ms();
     s->charged = charge;
     l->charged += charge;
-    seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), charge);
+    seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), capacity);
     return slot;
 }
 
@@ -155,10 +160,12 @@ static void charge_shrink(mlog *l, struct log_segment *s)
     }
 }
 
-/* Take a free segment and write its segment header. */
-static uint32_t seg_open(mlog *l, uint8_t state, bool cleaner)
+/* Take a free segment and write its segment header.  A head is charged
+ * `charge` bytes now and grows seglet by seglet as it fills (log_append);
+ * other segments are charged whole. */
+static uint32_t seg_open(mlog *l, uint8_t state, uint32_t charge, bool cleaner)
 {
-    uint32_t slot = slot_take(l, state, l->segment_bytes, cleaner);
+    uint32_t slot = slot_take(l, state, charge, l->segment_bytes, cleaner);
     if (slot == LOG_NO_SLOT)
         return LOG_NO_SLOT;
     struct log_segment *s = &l->segs[slot];
@@ -196,7 +203,7 @@ static void seg_release(mlog *l, uint32_t slot)
 
 static int roll(mlog *l, bool cleaner)
 {
-    uint32_t slot = seg_open(l, LOG_SEG_HEAD, cleaner);
+    uint32_t slot = seg_open(l, LOG_SEG_HEAD, log_seglet_round(l, head_overhead(l)), cleaner);
     if (slot == LOG_NO_SLOT)
         return -1;
     struct log_segment *s = &l->segs[slot];
@@ -268,12 +275,22 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
         body += parts[i].iov_len;
     if (body > log_max_entry_body(l))
         return -1;
-    if (l->head == LOG_NO_SLOT || seg_entry_size(body) >
-            (uint64_t)l->segment_bytes - l->segs[l->head].w.used) {
-        if (log_roll(l) != 0)
+    uint32_t esize = (uint32_t)seg_entry_size(body);
+    if (l->head == LOG_NO_SLOT || esize > l->segment_bytes - l->segs[l->head].w.used) {
+        /* the new head must take the entry too, or nothing changes */
+        if (log_free_bytes(l, false) < log_seglet_round(l, head_overhead(l) + esize) ||
+            log_roll(l) != 0)
             return -1;
     }
     struct log_segment *s = &l->segs[l->head];
+    /* the head is charged seglet by seglet as it fills */
+    uint32_t want = log_seglet_round(l, s->w.used + esize);
+    if (want > s->charged) {
+        if (log_free_bytes(l, false) < want - s->charged)
+            return -1;
+        l->charged += want - s->charged;
+        s->charged = want;
+    }
     uint32_t before = s->w.used;
     int64_t off = seg_append(&s->w, type, parts, n);
     CRAM_ASSERT(off > 0);
@@ -295,7 +312,7 @@ void log_safe_version_raise(mlog *l, uint64_t v)
 
 uint32_t log_side_open(mlog *l)
 {
-    return seg_open(l, LOG_SEG_SIDE, false);
+    return seg_open(l, LOG_SEG_SIDE, l->segment_bytes, false);
 }
 
 int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
@@ -348,7 +365,7 @@ void log_segment_free(mlog *l, uint32_t slot)
 
 uint32_t log_cleaner_open(mlog *l)
 {
-    return seg_open(l, LOG_SEG_SIDE, true);
+    return seg_open(l, LOG_SEG_SIDE, l->segment_bytes, true);
 }
 
 int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
@@ -361,7 +378,8 @@ int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
         CRAM_ASSERT(survivors[i] < l->nsegs && s->state == LOG_SEG_SIDE);
         shrink += s->charged - (s->w.used <= hdr ? 0 : log_seglet_round(l, s->w.used));
     }
-    if (l->free_head == LOG_NO_SLOT || log_free_bytes(l, true) + shrink < l->segment_bytes)
+    if (l->free_head == LOG_NO_SLOT ||
+        log_free_bytes(l, true) + shrink < log_seglet_round(l, head_overhead(l)))
         return -1;
     for (uint32_t i = 0; i < ns; i++) {
         struct log_segment *s = &l->segs[survivors[i]];
@@ -390,7 +408,7 @@ uint32_t log_compact_open(mlog *l, uint32_t src, uint32_t bytes)
     uint32_t c = log_seglet_round(l, bytes);
     if (c > l->segment_bytes)
         c = l->segment_bytes;
-    return slot_take(l, LOG_SEG_SIDE, c, true);
+    return slot_take(l, LOG_SEG_SIDE, c, c, true);
 }
 
 void log_compact_commit(mlog *l, uint32_t src, uint32_t dst, uint32_t live_bytes)

@@ -234,6 +234,8 @@ void log_side_abort(mlog *l, uint32_t slot);
 
 /* Budget bytes kept for the cleaner (default 0). */
 static inline void log_set_reserve(mlog *l, uint64_t bytes) { l->reserve = bytes; }
+/* Budget bytes a new head is charged at first (it grows as it fills). */
+uint32_t log_head_start_bytes(const mlog *l);
 /* Budget bytes still free for ordinary appends / for the cleaner. */
 uint64_t log_free_bytes(const mlog *l, bool cleaner);
 /* Round up to whole seglets. */

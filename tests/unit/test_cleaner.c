@@ -220,7 +220,7 @@ static void test_compaction(void)
     struct log_stats before;
     log_get_stats(l, &before);
     char err[256];
-    struct lc_config cfg = { .threshold = 0.01 };      /* clean whatever can be */
+    struct lc_config cfg = { .eager = true };      /* clean whatever can be */
     lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     lc_kick(c);
@@ -301,7 +301,7 @@ static void test_combined(void)
     struct log_stats before;
     log_get_stats(l, &before);
     char err[256];
-    struct lc_config cfg = { .threshold = 0.01, .combined_only = true };
+    struct lc_config cfg = { .eager = true, .combined_only = true };
     lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     lc_kick(c);
@@ -384,7 +384,7 @@ static void test_inflight_reader(void)
     log_ref r1 = ref_of(om, 1);
     uint32_t slot = log_ref_slot(r1);
     char err[256];
-    struct lc_config cfg = { .threshold = 0.01 };
+    struct lc_config cfg = { .eager = true };
     lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
     struct reader rd = { .ep = lc_epochs(c) };
