@@ -58,7 +58,7 @@ typedef struct ht {
     uint64_t ovf_in_use;
 } ht;
 
-/* nbuckets is rounded up to a power of two (min 1).  NULL if out of memory. */
+/* nbuckets is rounded to the nearer power of two (min 1).  NULL if out of memory. */
 ht  *ht_create(uint64_t nbuckets);
 void ht_destroy(ht *t);
 

@@ -32,6 +32,14 @@ static void test_basic(void)
     ht *t = ht_create(1000);
     CU_ASSERT_PTR_NOT_NULL_FATAL(t);
     CU_ASSERT_EQUAL(ht_nbuckets(t), 1024);
+    /* the nearer power of two, not always the next one up */
+    ht *t2 = ht_create(360000);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(t2);
+    CU_ASSERT_EQUAL(ht_nbuckets(t2), 262144);
+    ht_destroy(t2);
+    t2 = ht_create(400000);
+    CU_ASSERT_EQUAL(ht_nbuckets(t2), 524288);
+    ht_destroy(t2);
     uint64_t h = 0x123456789abcdef0ull;
     CU_ASSERT_EQUAL(find(t, h, 5, NULL), LOG_REF_NULL);
     CU_ASSERT_EQUAL(ht_insert(t, h, 5), 0);
