@@ -511,6 +511,10 @@ static void handle_tablet(master_service *m, tp_rpc *rpc, const uint8_t *req, ui
     cram_status st;
     if (t->start_hash > t->end_hash)
         st = CRAM_REQUEST_FORMAT_ERROR;
+    else if (take && t->server_id != 0 && t->server_id != m->server_id)
+        /* meant for another incarnation at this address (or we are not
+         * enlisted yet): never take a dead server's tablets by mistake */
+        st = m->server_id == 0 ? CRAM_RETRY : CRAM_WRONG_SERVER;
     else if (take)
         st = om_take_tablet(m->om, t->table_id, t->start_hash, t->end_hash,
                             t->state == CRAM__TABLET_STATE__TABLET_RECOVERING
