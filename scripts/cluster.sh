@@ -26,6 +26,18 @@
 #                       program default]
 #   --bin DIR           where the programs are [$CRAM_BIN, else <repo>/build, else PATH]
 #   --timeout S         give up when not serving after S seconds [30]
+#   --netns N           run the servers as N "hosts": scripts/netns.sh makes
+#                       network namespaces cramx<id>-1..N on one bridge; server
+#                       i runs in namespace i+1 on its address 10.A.B.(i+1);
+#                       ZooKeeper and the coordinators run in this namespace,
+#                       listening on the bridge address 10.A.B.254 that every
+#                       namespace reaches.  N >= servers; namespaces beyond the
+#                       servers' are for clients.  Needs root.  `stop` removes
+#                       the namespaces.  [0: everything on 127.0.0.1]
+#   --transport T       tcp or xdp: with xdp (needs --netns) every server also
+#                       listens on xdp:host=10.A.B.(i+1),port=24001; clients in
+#                       a spare namespace reach it with CRAM_TRANSPORT=xdp (the
+#                       coordinator and server-to-server traffic stay on tcp:) [tcp]
 #
 # `start` prints the locator clients use (zk:127.0.0.1:P) and returns once
 # every server is listed as up by `cram servers`; otherwise it stops what it
@@ -68,6 +80,8 @@ start_opts=(
   "poll-us      poll_us      value"
   "bin          bin          value"
   "timeout      timeout_s    value"
+  "netns        netns        value"
+  "transport    transport    value"
 )
 stop_opts=(
   "dir          dir          value"
@@ -87,7 +101,14 @@ durability=""
 poll_us=""
 bin="${CRAM_BIN:-}"
 timeout_s=30
+netns=0
+transport=tcp
+netns_prefix=""
+subnet=""
 declare -A given=()
+# cluster.sh's own `cram` calls (readiness, status) go over tcp: from this
+# namespace, whatever the caller's clients prefer
+unset CRAM_TRANSPORT
 
 # parse_opts TABLE-NAME ARGS... : sets the variables named in the table
 parse_opts() {
@@ -286,6 +307,10 @@ own_zk=$own_zk
 replicas=$replicas
 durability=$durability
 poll_us=$poll_us
+netns=$netns
+transport=$transport
+netns_prefix=$netns_prefix
+subnet=$subnet
 EOF
 }
 
@@ -298,7 +323,7 @@ load_settings() {
     k="${line%%=*}"
     v="${line#*=}"
     case "$k" in
-      servers|coordinators|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us)
+      servers|coordinators|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us|netns|transport|netns_prefix|subnet)
         if [ -z "${given[$k]:-}" ]; then printf -v "$k" '%s' "$v"; fi ;;
     esac
   done <"$dir/cluster.env"
@@ -325,6 +350,13 @@ do_start() {
   [ -z "$poll_us" ] || is_uint "$poll_us" || die "--poll-us must be a number"
   [ -z "$replicas" ] || is_uint "$replicas" || die "--replicas must be a number"
   case "$durability" in ''|buffered|sync) ;; *) die "--durability must be buffered or sync" ;; esac
+  is_uint "$netns" && [ "$netns" -le 200 ] || die "--netns must be 0..200"
+  case "$transport" in tcp|xdp) ;; *) die "--transport must be tcp or xdp" ;; esac
+  [ "$transport" = tcp ] || [ "$netns" -gt 0 ] || die "--transport xdp needs --netns N (AF_XDP cannot reach this host's own addresses)"
+  if [ "$netns" -gt 0 ]; then
+    [ "$netns" -ge "$servers" ] || die "--netns $netns: fewer namespaces than the $servers servers"
+    [ "$(id -u)" = 0 ] || die "--netns needs root"
+  fi
   mkdir -p "$dir"
   dir="$(realpath -m "$dir")"
 
@@ -333,6 +365,9 @@ do_start() {
     load_settings
   fi
   if [ -n "${given[zk]:-}" ]; then own_zk=0; fi
+  local host=127.0.0.1
+  # namespaces named after the dir, so two clusters' never collide
+  [ "$netns" = 0 ] || netns_prefix="cramx$(printf '%s' "$dir" | cksum | awk '{print $1 % 1000000}')"
   if [ "$own_zk" = 1 ]; then zk="zk:127.0.0.1:$port_base"; fi
   # masters replicate to other servers only: with N servers at most N-1 backups
   if [ -z "$replicas" ]; then replicas=$((servers - 1 < 2 ? servers - 1 : 2)); fi
@@ -349,9 +384,18 @@ do_start() {
     rm -rf "$dir/zookeeper" "$dir"/*.log "$dir"/backup-*
   fi
   save_settings
+  if [ "$netns" -gt 0 ]; then
+    local nsout
+    nsout="$(bash "$here/netns.sh" up "$netns" --prefix "$netns_prefix")" ||
+      fail_start "scripts/netns.sh up $netns --prefix $netns_prefix failed" ""
+    subnet="$(sed -n 's/^SUBNET=//p' <<<"$nsout")"
+    host="$subnet.254"
+    if [ "$own_zk" = 1 ]; then zk="zk:$host:$port_base"; fi
+    save_settings
+  fi
 
   if [ "$own_zk" = 1 ]; then
-    local zkargs=(start --port "$port_base" --dir "$dir/zookeeper" --pid-file "$dir/zookeeper-0.pid")
+    local zkargs=(start --port "$port_base" --bind "$host" --dir "$dir/zookeeper" --pid-file "$dir/zookeeper-0.pid")
     if ! "$here/zk.sh" "${zkargs[@]}" >"$dir/zk-start.out" 2>&1; then
       cat "$dir/zk-start.out" >&2
       fail_start "ZooKeeper did not start" "$dir/zookeeper/zk.log"
@@ -374,19 +418,26 @@ do_start() {
   local reset=()
   [ "$restart" = 1 ] || reset=(--reset)
   launch coordinator-0 "$dir/coordinator-0.log" "$bin/cram-coordinator" "${cargs[@]}" "${reset[@]}" \
-    --listen "tcp:host=127.0.0.1,port=$((port_base + 1))"
+    --listen "tcp:host=$host,port=$((port_base + 1))"
   if [ "$coordinators" -gt 1 ]; then
     wait_leader
     for i in $(seq 1 $((coordinators - 1))); do
       launch "coordinator-$i" "$dir/coordinator-$i.log" "$bin/cram-coordinator" "${cargs[@]}" \
-        --listen "tcp:host=127.0.0.1,port=$((port_base + 1 + i))"
+        --listen "tcp:host=$host,port=$((port_base + 1 + i))"
     done
   fi
 
   for i in $(seq 0 $((servers - 1))); do
     port=$((port_base + 10 + i))
-    launch "server-$i" "$dir/server-$i.log" "$bin/cram-server" --coordinator "$zk" "${common[@]}" \
-      --listen "tcp:host=127.0.0.1,port=$port" --memory "$memory" --segment-size "$segment_size" \
+    local listen="tcp:host=127.0.0.1,port=$port" nsexec=()
+    if [ "$netns" -gt 0 ]; then
+      # tcp: first: the coordinator and the other servers use it
+      listen="tcp:host=$subnet.$((i + 1)),port=$port"
+      [ "$transport" = tcp ] || listen+=";xdp:host=$subnet.$((i + 1)),port=24001"
+      nsexec=(ip netns exec "$netns_prefix-$((i + 1))")
+    fi
+    launch "server-$i" "$dir/server-$i.log" "${nsexec[@]}" "$bin/cram-server" --coordinator "$zk" "${common[@]}" \
+      --listen "$listen" --memory "$memory" --segment-size "$segment_size" \
       --backup-dir "$dir/backup-$i"
   done
 
@@ -402,8 +453,16 @@ do_start() {
     fi
     sleep 0.1
   done
-  echo "cluster '$cluster' serving: $servers servers, $coordinators coordinator(s) from tcp:host=127.0.0.1,port=$((port_base + 1))"
+  echo "cluster '$cluster' serving: $servers servers, $coordinators coordinator(s) from tcp:host=$host,port=$((port_base + 1))"
   echo "locator: $zk"
+  if [ "$netns" -gt 0 ]; then
+    echo "namespaces: $netns_prefix-1..$netns on $subnet.0/24 (server i in $netns_prefix-<i+1>), transport $transport"
+    if [ "$netns" -gt "$servers" ]; then
+      local cl=(ip netns exec "$netns_prefix-$((servers + 1))")
+      [ "$transport" = tcp ] || cl+=(env CRAM_TRANSPORT=xdp)
+      echo "a client: ${cl[*]} $bin/cram -C $zk --cluster $cluster servers"
+    fi
+  fi
   echo "logs and pid files: $dir"
 }
 
@@ -416,6 +475,10 @@ do_stop() {
   stop_group server "$dir"/server-*.pid
   stop_group coordinator "$dir"/coordinator-*.pid
   stop_group zookeeper "$dir"/zookeeper-*.pid
+  if [ -n "$netns_prefix" ] && [ "${netns:-0}" -gt 0 ]; then
+    bash "$here/netns.sh" down "$netns" --prefix "$netns_prefix" >/dev/null 2>&1 || true
+    echo "removed namespaces $netns_prefix-1..$netns"
+  fi
   return 0
 }
 
@@ -426,6 +489,7 @@ do_status() {
   port_base=""
   load_settings
   echo "cluster '$cluster' in $dir (locator $zk)"
+  [ "${netns:-0}" = 0 ] || echo "  namespaces $netns_prefix-1..$netns on $subnet.0/24, transport $transport"
   for f in "$dir"/zookeeper-*.pid "$dir"/coordinator-*.pid "$dir"/server-*.pid; do
     [ -e "$f" ] || continue
     name="$(basename "$f" .pid)"

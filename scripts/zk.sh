@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # zk.sh -- run one standalone ZooKeeper server for cram without systemd.
 #
-#   zk.sh start  [--port P] [--dir D] [--pid-file F] [--clean]
+#   zk.sh start  [--port P] [--bind ADDR] [--dir D] [--pid-file F] [--clean]
 #   zk.sh stop   [--dir D] [--pid-file F]
 #   zk.sh status [--dir D] [--pid-file F]
 #
 #   --port P      client port, bound on 127.0.0.1 only (default 21800)
+#   --bind ADDR   bind the client port on ADDR instead of 127.0.0.1 (e.g. a
+#                 bridge address network namespaces reach; cluster.sh --netns)
 #   --dir D       config, data and log live here: D/zoo.cfg, D/data, D/zk.log
 #                 (default ./run/zk)
 #   --pid-file F  pid file holding the JVM's own pid (default D/zk.pid)
@@ -35,12 +37,14 @@ cmd="${1:-}"
 [ -n "$cmd" ] || usage
 shift
 port=21800
+bind=127.0.0.1
 dir=./run/zk
 pidfile=""
 clean=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port="${2:?--port needs a value}"; shift 2 ;;
+    --bind) bind="${2:?--bind needs a value}"; shift 2 ;;
     --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
     --pid-file) pidfile="${2:?--pid-file needs a value}"; shift 2 ;;
     --clean) clean=1; shift ;;
@@ -49,6 +53,7 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$port" in ''|*[!0-9]*) echo "zk.sh: bad port '$port'" >&2; exit 2 ;; esac
+[[ $bind =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "zk.sh: bad --bind '$bind' (an IPv4 address)" >&2; exit 2; }
 [ "$cmd" != start ] || mkdir -p "$dir"
 # absolute, so the JVM's command line names this dir wherever we are called from
 dir="$(realpath -m "$dir")"
@@ -64,10 +69,10 @@ running() {
   [ -n "$st" ] && [ "$st" != Z ]
 }
 
-# ruok -> imok on 127.0.0.1:$1 (one try, at most 1 s)
+# ruok -> imok on $bind:$1 (one try, at most 1 s)
 zk_ok() {
   local ans
-  ans="$(timeout 1 bash -c "exec 3<>/dev/tcp/127.0.0.1/$1 && printf ruok >&3 && cat <&3" 2>/dev/null || true)"
+  ans="$(timeout 1 bash -c "exec 3<>/dev/tcp/$bind/$1 && printf ruok >&3 && cat <&3" 2>/dev/null || true)"
   [ "$ans" = "imok" ]
 }
 
@@ -85,6 +90,10 @@ zk_pid() {
 
 cfg_port() {
   sed -n 's/^clientPort=//p' "$dir/zoo.cfg" 2>/dev/null || true
+}
+
+cfg_bind() {
+  sed -n 's/^clientPortAddress=//p' "$dir/zoo.cfg" 2>/dev/null || true
 }
 
 do_stop() {
@@ -112,15 +121,15 @@ do_start() {
   local pid i
   pid="$(zk_pid)"
   if [ -n "$pid" ]; then
-    if [ "$clean" = 1 ] || [ "$(cfg_port)" != "$port" ]; then
+    if [ "$clean" = 1 ] || [ "$(cfg_port)" != "$port" ] || [ "$(cfg_bind)" != "$bind" ]; then
       do_stop >/dev/null
     elif zk_ok "$port"; then
-      echo "zookeeper already running (pid $pid, 127.0.0.1:$port)"
+      echo "zookeeper already running (pid $pid, $bind:$port)"
       return 0
     fi
   fi
   if zk_ok "$port"; then
-    echo "zk.sh: something else already answers on 127.0.0.1:$port" >&2
+    echo "zk.sh: something else already answers on $bind:$port" >&2
     return 1
   fi
   [ "$clean" = 1 ] && rm -rf "$dir/data"
@@ -132,7 +141,7 @@ initLimit=10
 syncLimit=5
 dataDir=$dir/data
 clientPort=$port
-clientPortAddress=127.0.0.1
+clientPortAddress=$bind
 maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr
@@ -146,7 +155,7 @@ EOF
   echo "$pid" >"$pidfile"
   for i in $(seq 300); do
     if zk_ok "$port"; then
-      echo "zookeeper running (pid $pid, 127.0.0.1:$port, dir $dir)"
+      echo "zookeeper running (pid $pid, $bind:$port, dir $dir)"
       return 0
     fi
     if ! running "$pid"; then
@@ -154,7 +163,7 @@ EOF
     fi
     sleep 0.05
   done
-  echo "zk.sh: ZooKeeper did not answer on 127.0.0.1:$port within 15 s; tail of $dir/zk.log:" >&2
+  echo "zk.sh: ZooKeeper did not answer on $bind:$port within 15 s; tail of $dir/zk.log:" >&2
   tail -n 20 "$dir/zk.log" >&2 || true
   do_stop >/dev/null
   return 1
@@ -168,11 +177,12 @@ do_status() {
     return 3
   fi
   p="$(cfg_port)"
+  bind="$(cfg_bind)"; bind="${bind:-127.0.0.1}"
   if zk_ok "$p"; then
-    echo "zookeeper running (pid $pid, 127.0.0.1:$p)"
+    echo "zookeeper running (pid $pid, $bind:$p)"
     return 0
   fi
-  echo "zookeeper process $pid exists but 127.0.0.1:$p does not answer"
+  echo "zookeeper process $pid exists but $bind:$p does not answer"
   return 1
 }
 
