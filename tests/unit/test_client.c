@@ -159,6 +159,43 @@ static void test_pick_locator(void)
     unsetenv("CRAM_TRANSPORT");
 }
 
+/* A session slot holding several locators opens the first that opens: an
+ * unknown protocol (CRAM_INVALID_ARGUMENT) and rdma without a device (or not
+ * built) fall through to tcp; nothing usable leaves the slot without one. */
+static void fb_handle(void *arg, tp_rpc *rpc)
+{
+    (void)arg;
+    tp_rpc_reply(rpc, NULL, 0);
+}
+
+static void test_open_fallback(void)
+{
+    cram_client *c = NULL;
+    char err[256], list[CL_LOC_MAX];
+    cram_status st = CRAM_OK;
+
+    CU_ASSERT_EQUAL_FATAL(cl_client_new(NOWHERE, NULL, &c), CRAM_OK);
+    tp_listener *ls = tp_listen(c->loop, "tcp:host=127.0.0.1,port=0", fb_handle, NULL, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(ls);
+    const char *tcp = tp_listener_locator(ls);
+    snprintf(list, sizeof list, "bogus:x=1;rdma:host=127.0.0.1,port=1;%s", tcp);
+    int slot = cl_sess_slot(c, list);
+    CU_ASSERT_FATAL(slot >= 0);
+    tp_session *s = cl_sess_get(c, slot, &st);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(s);
+    CU_ASSERT_EQUAL(st, CRAM_OK);
+    CU_ASSERT_STRING_EQUAL(tp_session_locator(s), tcp);
+
+    int bad = cl_sess_slot(c, "bogus:x=1");
+    CU_ASSERT_PTR_NULL(cl_sess_get(c, bad, &st));
+    CU_ASSERT_EQUAL(st, CRAM_INVALID_ARGUMENT);
+    int rdma = cl_sess_slot(c, "rdma:host=127.0.0.1,port=1");
+    CU_ASSERT_PTR_NULL(cl_sess_get(c, rdma, &st));      /* no RDMA device here */
+    CU_ASSERT(st == CRAM_TRANSPORT_ERROR || st == CRAM_INVALID_ARGUMENT);
+    tp_listener_close(ls);
+    cram_disconnect(c);
+}
+
 /* ---- multi-op planning -------------------------------------------------- */
 
 static void check_plan(int kind, const cram_multi_op *ops, const uint32_t *idx, size_t n,
@@ -1281,6 +1318,7 @@ int main(void)
     CU_add_test(s, "route_bad_configs", test_route_bad_configs);
     CU_add_test(s, "route_key_hash", test_route_key_hash);
     CU_add_test(s, "pick_locator", test_pick_locator);
+    CU_add_test(s, "open_fallback", test_open_fallback);
     CU_add_test(s, "multi_plan", test_multi_plan);
     CU_add_test(s, "args_null_handle", test_args_null_handle);
     CU_add_test(s, "args_connect", test_args_connect);
