@@ -31,6 +31,8 @@
 
 enum { OP_READ, OP_UPDATE, OP_INSERT, OP_RMW, OP_N };
 static const char *const op_name[OP_N] = { "READ", "UPDATE", "INSERT", "READ-MODIFY-WRITE" };
+/* the cluster's durability setting, as the coordinator reported it */
+static char durability_text[96] = "unknown (the coordinator did not say)";
 
 /* ---- options -------------------------------------------------------------- */
 
@@ -813,6 +815,13 @@ static int setup_table(const struct opts *o, uint64_t *table)
         fprintf(stderr, "cram-bench: connect %s: %s\n", o->coord, cram_strerror(st));
         return -1;
     }
+    uint32_t replicas;
+    char level[32];
+    if (cram_get_cluster_settings(c, &replicas, level, sizeof level) == CRAM_OK)
+        snprintf(durability_text, sizeof durability_text,
+                 "R=%u %s (each write acknowledged once %u backup%s hold%s it%s)", replicas, level,
+                 replicas, replicas == 1 ? "" : "s", replicas == 1 ? "s" : "",
+                 strcmp(level, "sync") == 0 ? " on disk" : " in memory");
     st = cram_get_table_id(c, o->table, table);
     if (st == CRAM_TABLE_DOESNT_EXIST) {
         if (!span) {
@@ -851,10 +860,10 @@ struct result {
     char first_error[160];
 };
 
-/* What this tool can say about the other side (the cluster does not report
- * its servers' polling or its durability level to clients). */
+/* What this tool can say about the other side: servers do not report their
+ * polling to clients; the durability level is a cluster setting read from
+ * the coordinator when the table is set up. */
 #define SERVER_POLICY   "set by cram-server --poll-us (default: spin 50 us, then block)"
-#define DURABILITY_NOTE "cluster setting (cram-coordinator --replicas/--durability), not reported to clients"
 
 static void policy_text(const struct opts *o, char *buf, size_t len)
 {
@@ -884,7 +893,7 @@ static void print_report(const struct opts *o, const struct result *r)
         printf("offered load: %.0f ops/s (open loop; latency from scheduled start)\n", o->rate);
     if (!o->peer) {
         printf("server: polling %s\n", SERVER_POLICY);
-        printf("durability: %s\n", DURABILITY_NOTE);
+        printf("durability: %s\n", durability_text);
     }
     if (!o->no_load)
         printf("load: %" PRIu64 " records in %.2f s (%.0f records/s)\n", r->loaded,
@@ -953,7 +962,7 @@ static int write_json(const struct opts *o, const struct result *r)
     fprintf(f, "  \"server_polling\": ");
     json_str(f, SERVER_POLICY);
     fprintf(f, ",\n  \"durability\": ");
-    json_str(f, DURABILITY_NOTE);
+    json_str(f, o->peer ? "n/a" : durability_text);
     fprintf(f, ",\n");
     fprintf(f, "  \"load_records\": %" PRIu64 ",\n  \"load_seconds\": %.3f,\n", r->loaded,
             r->load_seconds);
