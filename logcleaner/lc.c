@@ -205,23 +205,27 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
     for (uint32_t s = 0; s < j->nsrc; s++) {
         const uint8_t *base = log_segment_base(l, j->src[s]);
         uint32_t used = j->src_used[s];
+        size_t first = n;
+        /* pass 1: candidates; objects' hash buckets are prefetched so the
+         * cache misses of a whole segment overlap */
         for (uint32_t pos = 0; pos + sizeof(struct seg_entry_hdr) <= used;) {
             const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)(base + pos);
             uint32_t size = (uint32_t)seg_entry_size(h->length);
             log_ref ref = log_ref_make(j->src[s], pos);
             pos += size;
             uint64_t hash = 0;
-            uint64_t *slot = NULL;
-            bool keep;
-            if (h->type == SEG_ENTRY_OBJECT)
-                keep = object_live(c->ht, h, ref, &hash, &slot);
-            else if (h->type == SEG_ENTRY_TOMBSTONE) {
-                keep = tombstone_live(h, j->ids, j->nids);
-                if (!keep)
+            if (h->type == SEG_ENTRY_OBJECT) {
+                const struct seg_object *o = (const struct seg_object *)log_entry_body(h);
+                if (h->length < sizeof *o || sizeof *o + (uint64_t)o->key_len > h->length)
+                    continue;
+                hash = cram_key_hash(o->table_id, (const uint8_t *)o + sizeof *o, o->key_len);
+                __builtin_prefetch(&c->ht->buckets[ht_bucket_index(c->ht, hash)]);
+            } else if (h->type == SEG_ENTRY_TOMBSTONE) {
+                if (!tombstone_live(h, j->ids, j->nids)) {
                     j->ts_dropped++;
+                    continue;
+                }
             } else
-                keep = false;
-            if (!keep)
                 continue;
             if (n == cap) {
                 cap = cap ? cap * 2 : 4096;
@@ -232,10 +236,22 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
                 }
                 live = nl;
             }
-            live[n++] = (struct lc_live){ ref, hash, slot, entry_ts(h), size, h->type, (uint8_t)s };
-            if (j->kind == JOB_COMPACT)
-                j->needed[s] += size;
+            live[n++] = (struct lc_live){ ref, hash, NULL, entry_ts(h), size, h->type, (uint8_t)s };
         }
+        /* pass 2: objects the hash table still refers to */
+        size_t w = first;
+        for (size_t i = first; i < n; i++) {
+            struct lc_live *e = &live[i];
+            if (e->type == SEG_ENTRY_OBJECT) {
+                log_ref want = e->ref;
+                if (ht_lookup(c->ht, e->hash, match_ref, &want, &e->slot) != e->ref)
+                    continue;
+            }
+            if (j->kind == JOB_COMPACT)
+                j->needed[s] += e->size;
+            live[w++] = *e;
+        }
+        n = w;
     }
     /* combined cleaning writes the oldest data first, so survivors hold
      * data of similar age (cold data ends up together) */
@@ -538,13 +554,16 @@ void lc_kick(lc_cleaner *c)
                ((double)l->charged >= c->cfg.threshold * (double)budget &&
                 log_free_bytes(l, false) < lowmem) ||
                log_free_bytes(l, false) < l->segment_bytes;
-    if (disk && start_clean(c, true))
+    /* combined cleaning holds survivors and the cleaned segments' memory
+     * until the survivors are durable: while memory is short it waits for
+     * compaction, unless slots run out */
+    bool slots_short = l->nfree < low;
+    if (disk && (!mem || slots_short || c->cfg.combined_only) && start_clean(c, true))
         return;
-    if (!mem)
+    if (mem && !c->cfg.combined_only && start_compact(c))
         return;
-    if (!c->cfg.combined_only && start_compact(c))
-        return;
-    (void)start_clean(c, false);
+    if (mem || disk)
+        (void)start_clean(c, disk);
 }
 
 static void kick_cb(void *arg)
