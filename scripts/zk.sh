@@ -12,6 +12,11 @@
 #                 (default ./run/zk)
 #   --pid-file F  pid file holding the JVM's own pid (default D/zk.pid)
 #   --clean       start: wipe D/data first (a fresh, empty ZooKeeper)
+#   --peers LIST  start: run as member --id of an ensemble instead of alone;
+#                 LIST is CLIENT:QUORUM:ELECTION ports of every member on
+#                 the --bind address, comma-separated ("21800:21892:21895,..."); this
+#                 member's client port is its entry's CLIENT (--port ignored)
+#   --id I        start with --peers: this member's number, 1..members
 #
 # start returns once the server answers `ruok` with `imok` (polled every
 # 50 ms for up to 15 s), or exits 1 with the tail of D/zk.log.  If a
@@ -21,6 +26,8 @@
 # status exits 0 when it runs and answers, 3 when it does not run.
 #
 # tickTime is 1000 ms, so clients may ask for session timeouts down to 2 s.
+# An ensemble member answers `imok` before a quorum has formed: start the
+# members one after the other; clients connect once a majority runs.
 set -euo pipefail
 
 # usage [full]: the header comment above (with "full") or a one-line hint; exit 2
@@ -41,6 +48,8 @@ bind=127.0.0.1
 dir=./run/zk
 pidfile=""
 clean=0
+peers=""
+myid=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --port) port="${2:?--port needs a value}"; shift 2 ;;
@@ -48,10 +57,28 @@ while [ $# -gt 0 ]; do
     --dir) dir="${2:?--dir needs a value}"; shift 2 ;;
     --pid-file) pidfile="${2:?--pid-file needs a value}"; shift 2 ;;
     --clean) clean=1; shift ;;
+    --peers) peers="${2:?--peers needs a value}"; shift 2 ;;
+    --id) myid="${2:?--id needs a value}"; shift 2 ;;
     -h|--help) usage full ;;
     *) echo "zk.sh: unknown option '$1'" >&2; usage ;;
   esac
 done
+# ensemble: this member's client port from its --peers entry
+peer_lines=""
+if [ -n "$peers" ]; then
+  case "$myid" in ''|*[!0-9]*|0) echo "zk.sh: --peers needs --id 1..members" >&2; exit 2 ;; esac
+  IFS=, read -r -a peer_list <<<"$peers"
+  [ "$myid" -le "${#peer_list[@]}" ] || { echo "zk.sh: --id $myid but only ${#peer_list[@]} peers" >&2; exit 2; }
+  for k in "${!peer_list[@]}"; do
+    IFS=: read -r cp qp ep extra <<<"${peer_list[$k]}"
+    for v in "$cp" "$qp" "$ep"; do
+      case "$v" in ''|*[!0-9]*) echo "zk.sh: bad --peers entry '${peer_list[$k]}' (CLIENT:QUORUM:ELECTION)" >&2; exit 2 ;; esac
+    done
+    [ -z "${extra:-}" ] || { echo "zk.sh: bad --peers entry '${peer_list[$k]}'" >&2; exit 2; }
+    peer_lines+="server.$((k + 1))=$bind:$qp:$ep"$'\n'
+    [ "$((k + 1))" != "$myid" ] || port="$cp"
+  done
+fi
 case "$port" in ''|*[!0-9]*) echo "zk.sh: bad port '$port'" >&2; exit 2 ;; esac
 [[ $bind =~ ^[0-9]+\.[0-9]+\.[0-9]+\.[0-9]+$ ]] || { echo "zk.sh: bad --bind '$bind' (an IPv4 address)" >&2; exit 2; }
 [ "$cmd" != start ] || mkdir -p "$dir"
@@ -83,7 +110,7 @@ zk_pid() {
   pid="$(cat "$pidfile" 2>/dev/null || true)"
   case "$pid" in ''|*[!0-9]*) return 0 ;; esac
   if [ -r "/proc/$pid/cmdline" ] &&
-     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -q "ZooKeeperServerMain $dir/zoo.cfg"; then
+     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE "(ZooKeeperServerMain|QuorumPeerMain) $dir/zoo.cfg"; then
     echo "$pid"
   fi
 }
@@ -146,10 +173,17 @@ maxClientCnxns=0
 admin.enableServer=false
 4lw.commands.whitelist=ruok,srvr
 EOF
+  local main=org.apache.zookeeper.server.ZooKeeperServerMain
+  if [ -n "$peer_lines" ]; then
+    # ensemble member: quorum and election ports on the --bind address, its id in myid
+    printf '%s' "$peer_lines" >>"$dir/zoo.cfg"
+    echo "$myid" >"$dir/data/myid"
+    main=org.apache.zookeeper.server.quorum.QuorumPeerMain
+  fi
   # The subshell execs setsid, which execs java: $! is the JVM's own pid.
   # setsid keeps terminal hang-ups and the caller's signals away from it.
   ( exec setsid java -Xmx256m -cp "$CP" -Dzookeeper.root.logger=WARN,CONSOLE \
-      org.apache.zookeeper.server.ZooKeeperServerMain "$dir/zoo.cfg" \
+      "$main" "$dir/zoo.cfg" \
       </dev/null >"$dir/zk.log" 2>&1 ) &
   pid=$!
   echo "$pid" >"$pidfile"
