@@ -34,6 +34,10 @@
 #                       namespace reaches.  N >= servers; namespaces beyond the
 #                       servers' are for clients.  Needs root.  `stop` removes
 #                       the namespaces.  [0: everything on 127.0.0.1]
+#   --coordinator-args "A..."  extra arguments for every cram-coordinator,
+#                       split at spaces (e.g. "--partition-bytes 64M") [none]
+#   --server-args "A..."       extra arguments for every cram-server, split at
+#                       spaces (e.g. "--ping-timeout-ms 100") [none]
 #   --transport T       tcp or xdp: with xdp (needs --netns) every server also
 #                       listens on xdp:host=10.A.B.(i+1),port=24001; clients in
 #                       a spare namespace reach it with CRAM_TRANSPORT=xdp (the
@@ -82,6 +86,8 @@ start_opts=(
   "timeout      timeout_s    value"
   "netns        netns        value"
   "transport    transport    value"
+  "coordinator-args coordinator_args value"
+  "server-args  server_args  value"
 )
 stop_opts=(
   "dir          dir          value"
@@ -103,6 +109,8 @@ bin="${CRAM_BIN:-}"
 timeout_s=30
 netns=0
 transport=tcp
+coordinator_args=""
+server_args=""
 netns_prefix=""
 subnet=""
 declare -A given=()
@@ -413,6 +421,10 @@ do_start() {
   [ -z "$poll_us" ] || common+=(--poll-us "$poll_us")
   local cargs=(--zk "$zk" "${common[@]}" --replicas "$replicas")
   [ -z "$durability" ] || cargs+=(--durability "$durability")
+  local extra_c=() extra_s=()
+  read -ra extra_c <<<"$coordinator_args"
+  read -ra extra_s <<<"$server_args"
+  cargs+=("${extra_c[@]}")
   # the first coordinator resets a fresh cluster's tree and is started alone,
   # so the standbys cannot have joined the election before the wipe
   local reset=()
@@ -438,7 +450,7 @@ do_start() {
     fi
     launch "server-$i" "$dir/server-$i.log" "${nsexec[@]}" "$bin/cram-server" --coordinator "$zk" "${common[@]}" \
       --listen "$listen" --memory "$memory" --segment-size "$segment_size" \
-      --backup-dir "$dir/backup-$i"
+      --backup-dir "$dir/backup-$i" "${extra_s[@]}"
   done
 
   t0=$(date +%s)

@@ -22,6 +22,9 @@
 #   --dir D             cluster dir: logs, pid files, results [./run/recovery-exp]
 #   --bin DIR           where the programs are [$CRAM_BIN, else <repo>/build]
 #   --keep              leave the cluster running afterwards
+#   --coordinator-args "A..."  extra cram-coordinator arguments, split at
+#                       spaces (e.g. "--partition-bytes 64M"), via cluster.sh
+#   --server-args "A..."       extra cram-server arguments, likewise
 #
 # Output: the table, D/result.txt, D/timeline.dat(.events) and D/timeline.png.
 # Last line: RESULT detect_ms=... recovery_ms=... mb_s=... objects_s=...
@@ -34,6 +37,7 @@ repo="$(cd "$here/.." && pwd)"
 
 servers=5 replicas="" durability="" memory=1G segment=8M mb=100 size=1000 writers=0
 port_base=23400 dir="$PWD/run/recovery-exp" bin="${CRAM_BIN:-}" keep=0
+coordinator_args="" server_args=""
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
@@ -54,6 +58,8 @@ while [ $# -gt 0 ]; do
     --dir) dir="$2"; shift 2 ;;
     --bin) bin="$2"; shift 2 ;;
     --keep) keep=1; shift ;;
+    --coordinator-args) coordinator_args="$2"; shift 2 ;;
+    --server-args) server_args="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "recovery-experiment.sh: unknown option '$1'" >&2; usage ;;
   esac
@@ -75,6 +81,8 @@ cargs=(start --servers "$servers" --port-base "$port_base" --dir "$dir" --memory
        --segment-size "$segment" --cluster recovery-exp --bin "$bin")
 [ -z "$replicas" ] || cargs+=(--replicas "$replicas")
 [ -z "$durability" ] || cargs+=(--durability "$durability")
+[ -z "$coordinator_args" ] || cargs+=(--coordinator-args "$coordinator_args")
+[ -z "$server_args" ] || cargs+=(--server-args "$server_args")
 
 stop_cluster() {
   if [ "$keep" = 0 ]; then

@@ -84,7 +84,13 @@ expect_rc 0 "start A (own ZooKeeper, 2 coordinators, 2 servers)" bash "$cs" star
   --coordinators 2 --servers 2 --memory 32M --segment-size 1M --cluster it-sh-a --bin "$bin"
 grep -q "^locator: zk:127.0.0.1:$base\$" "$work/out" && ok "A prints its locator" || { fail "A locator line"; cat "$work/out" >&2; }
 expect_rc 0 "start B (--zk, 1 server)" bash "$cs" start --dir "$B" --port-base "$((base + 2))" \
-  --servers 1 --memory 32M --segment-size 1M --cluster it-sh-b --zk "zk:$CRAM_TEST_ZK" --bin "$bin"
+  --servers 1 --memory 32M --segment-size 1M --cluster it-sh-b --zk "zk:$CRAM_TEST_ZK" --bin "$bin" \
+  --coordinator-args "--partition-bytes 64M --stats-interval-ms 500" --server-args "--ping-timeout-ms 400"
+# --coordinator-args / --server-args reach the programs, split at spaces
+tr '\0' ' ' <"/proc/$(cat "$B/coordinator-0.pid")/cmdline" | grep -q -- "--partition-bytes 64M --stats-interval-ms 500" &&
+  ok "B's coordinator got --coordinator-args" || fail "B's coordinator lacks --coordinator-args"
+tr '\0' ' ' <"/proc/$(cat "$B/server-0.pid")/cmdline" | grep -q -- "--ping-timeout-ms 400" &&
+  ok "B's server got --server-args" || fail "B's server lacks --server-args"
 [ ! -e "$B/zookeeper-0.pid" ] && ok "B started no ZooKeeper" || fail "B started its own ZooKeeper"
 
 [ "$(pids_real "$A")" = 5 ] && ok "A: 5 pid files with real pids" || fail "A pid files"
