@@ -367,6 +367,19 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
     out->tablets = ss->tablets;
     out->hash_buckets = ss->hash_buckets;
     out->uptime_ms = ss->uptime_ms;
+    out->replicas = ss->replicas;
+    out->backup_writes = ss->backup_writes;
+    out->backup_write_bytes = ss->backup_write_bytes;
+    out->replicas_recreated = ss->replicas_recreated;
+    out->last_rereplication_ms = ss->last_rereplication_ms;
+    out->replies_pending = ss->replies_pending;
+    out->memory_in_use = ss->memory_in_use;
+    out->cleaner_bytes_copied = ss->cleaner_bytes_copied;
+    out->cleaner_bytes_freed = ss->cleaner_bytes_freed;
+    out->cleaner_time_ms = ss->cleaner_time_ms;
+    out->segments_compacted = ss->segments_compacted;
+    out->segments_cleaned = ss->segments_cleaned;
+    out->cleaner_retries = ss->cleaner_retries;
     cram__server_stats__free_unpacked(ss, NULL);
     return CRAM_OK;
 }

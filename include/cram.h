@@ -330,6 +330,21 @@ typedef struct cram_server_stats {
     uint32_t tablets;
     uint64_t hash_buckets;
     uint64_t uptime_ms;
+    /* replication (all 0 when the cluster's R is 0) */
+    uint32_t replicas;              /* R */
+    uint64_t backup_writes;         /* BACKUP_WRITE RPCs sent */
+    uint64_t backup_write_bytes;    /* segment bytes they carried */
+    uint64_t replicas_recreated;    /* replicas written again after a backup was lost */
+    uint64_t last_rereplication_ms; /* last backup loss -> R replicas again */
+    uint64_t replies_pending;       /* write replies waiting for their backups now */
+    /* log cleaner (docs/cleaner.md) */
+    uint64_t memory_in_use;         /* log memory in use, <= memory_bytes */
+    uint64_t cleaner_bytes_copied;  /* live bytes the cleaner copied */
+    uint64_t cleaner_bytes_freed;   /* memory it gave back */
+    uint64_t cleaner_time_ms;       /* cleaner worker time */
+    uint64_t segments_compacted;    /* in-memory compactions (no backup I/O) */
+    uint64_t segments_cleaned;      /* segments cleaned by combined cleaning */
+    uint64_t cleaner_retries;       /* writes answered RETRY while cleaning made room */
 } cram_server_stats;
 
 /*

@@ -456,6 +456,10 @@ static void usage(FILE *f)
 "                          default: /tmp/cram-backup-<cluster>-<pid>, which a restarted\n"
 "                          server does not find again -- give a directory to keep replicas)\n"
 "  --backup-storage SIZE   replica bytes the backup holds at most (default: 4G)\n"
+"  --cleaner-threshold F   the log cleaner starts when this fraction of --memory is in use\n"
+"                          (default 0.90; a negative value turns the cleaner off)\n"
+"  --cleaner-disk-factor F combined cleaning (which frees backup disk) runs once the log\n"
+"                          holds F x --memory of segments (default 1.5; >= 1)\n"
 "  --failure-domain NAME   failure domain label (replicas avoid sharing one; default: none)\n"
 "  --ping-interval-ms MS   failure detection: ping one random peer this often (default: 100)\n"
 "  --ping-timeout-ms MS    a ping unanswered this long makes its peer a suspect, reported to\n"
@@ -536,7 +540,7 @@ static int label_valid(const char *s)
 int main(int argc, char **argv)
 {
     enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_MONLY, O_BONLY,
-           O_FD, O_LOG, O_PING_INT, O_PING_TO, O_BDIR, O_BSTORE, O_HELP };
+           O_FD, O_LOG, O_PING_INT, O_PING_TO, O_BDIR, O_BSTORE, O_CLEAN_T, O_CLEAN_D, O_HELP };
     static const struct option opts[] = {
         { "coordinator", required_argument, NULL, O_COORD },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -553,6 +557,8 @@ int main(int argc, char **argv)
         { "ping-timeout-ms", required_argument, NULL, O_PING_TO },
         { "backup-dir", required_argument, NULL, O_BDIR },
         { "backup-storage", required_argument, NULL, O_BSTORE },
+        { "cleaner-threshold", required_argument, NULL, O_CLEAN_T },
+        { "cleaner-disk-factor", required_argument, NULL, O_CLEAN_D },
         { "help", no_argument, NULL, O_HELP },
         { NULL, 0, NULL, 0 },
     };
@@ -570,6 +576,7 @@ int main(int argc, char **argv)
     const char *backup_dir = NULL;
     char backup_dir_default[256];
     uint64_t backup_storage = 4ull << 30;
+    double cleaner_threshold = 0, cleaner_disk_factor = 0;    /* 0 = the master's defaults */
     int level = LOG_LVL_INFO;
     int o;
     while ((o = getopt_long(argc, argv, "", opts, NULL)) != -1) {
@@ -623,6 +630,19 @@ int main(int argc, char **argv)
             break;
         }
         case O_BDIR: backup_dir = optarg; break;
+        case O_CLEAN_T:
+        case O_CLEAN_D: {
+            char *end;
+            double v = strtod(optarg, &end);
+            if (*end != '\0' || end == optarg || v != v || v > (o == O_CLEAN_T ? 1.0 : 100.0) ||
+                (o == O_CLEAN_D && v < 1.0)) {
+                fprintf(stderr, "cram-server: bad --%s '%s'\n",
+                        o == O_CLEAN_T ? "cleaner-threshold" : "cleaner-disk-factor", optarg);
+                return 2;
+            }
+            *(o == O_CLEAN_T ? &cleaner_threshold : &cleaner_disk_factor) = v;
+            break;
+        }
         case O_BSTORE:
             if (parse_size(optarg, &backup_storage) != 0 || backup_storage == 0) {
                 fprintf(stderr, "cram-server: bad --backup-storage '%s'\n", optarg);
@@ -685,6 +705,8 @@ int main(int argc, char **argv)
             .max_value_bytes = CRAM_MAX_VALUE_LEN < seg / 2 ? CRAM_MAX_VALUE_LEN : (uint32_t)(seg / 2),
             .hash_buckets = 0,
             .hugepages = hugepages,
+            .cleaner_threshold = cleaner_threshold,
+            .cleaner_disk_factor = cleaner_disk_factor,
         };
         s->master = master_create(&mc, err, sizeof(err));
         if (s->master == NULL) {

@@ -455,6 +455,21 @@ static void print_stats(const cram_server_stats *s, const char *locator)
     printf("  writes           %" PRIu64 "\n", s->writes);
     printf("  removes          %" PRIu64 "\n", s->removes);
     printf("  increments       %" PRIu64 "\n", s->increments);
+    printf("  memory_in_use    %" PRIu64 " (%.1f%% of memory)\n", s->memory_in_use,
+           s->memory_bytes ? 100.0 * (double)s->memory_in_use / (double)s->memory_bytes : 0.0);
+    printf("  utilization      %.1f%% (live bytes / memory in use)\n",
+           s->memory_in_use ? 100.0 * (double)s->live_bytes / (double)s->memory_in_use : 0.0);
+    printf("  replication      R=%u, %" PRIu64 " backup writes (%" PRIu64 " bytes), %" PRIu64
+           " replicas recreated, last re-replication %" PRIu64 " ms, %" PRIu64 " replies waiting\n",
+           s->replicas, s->backup_writes, s->backup_write_bytes, s->replicas_recreated,
+           s->last_rereplication_ms, s->replies_pending);
+    printf("  cleaner          %" PRIu64 " compacted, %" PRIu64 " cleaned, %" PRIu64 " bytes copied / %"
+           PRIu64 " freed (write amplification %.2f), %" PRIu64 " ms, %" PRIu64 " retries\n",
+           s->segments_compacted, s->segments_cleaned, s->cleaner_bytes_copied,
+           s->cleaner_bytes_freed,
+           s->cleaner_bytes_freed ? (double)s->cleaner_bytes_copied / (double)s->cleaner_bytes_freed
+                                  : 0.0,
+           s->cleaner_time_ms, s->cleaner_retries);
 }
 
 static int cmd_stats(cram_client *c, int argc, char **argv)
