@@ -878,6 +878,35 @@ static void policy_text(const struct opts *o, char *buf, size_t len)
                  "flight per handle", o->depth, o->depth == 1 ? "" : "s (async API)");
 }
 
+/* The servers' own view after the run: memory, cleaner work, replication. */
+static void print_server_stats(const struct opts *o)
+{
+    cram_client *c;
+    cram_server_info *s;
+    size_t n;
+    if (o->peer || cram_connect(o->coord, o->cluster, &c) != CRAM_OK)
+        return;
+    if (cram_list_servers(c, &s, &n) == CRAM_OK) {
+        for (size_t i = 0; i < n; i++) {
+            cram_server_stats ss;
+            if (s[i].status != CRAM_SERVER_UP || !(s[i].services & CRAM_SERVICE_MASTER) ||
+                cram_get_server_stats(c, s[i].server_id, NULL, &ss) != CRAM_OK)
+                continue;
+            printf("server %" PRIu64 ": memory in use %.1f%%, utilization %.1f%%, cleaner %" PRIu64
+                   " compacted / %" PRIu64 " cleaned, write amplification %.2f, %" PRIu64
+                   " ms; %" PRIu64 " backup writes\n", ss.server_id,
+                   ss.memory_bytes ? 100.0 * (double)ss.memory_in_use / (double)ss.memory_bytes : 0.0,
+                   ss.memory_in_use ? 100.0 * (double)ss.live_bytes / (double)ss.memory_in_use : 0.0,
+                   ss.segments_compacted, ss.segments_cleaned,
+                   ss.cleaner_bytes_freed ? (double)ss.cleaner_bytes_copied /
+                                                (double)ss.cleaner_bytes_freed : 0.0,
+                   ss.cleaner_time_ms, ss.backup_writes);
+        }
+        cram_free(s);
+    }
+    cram_disconnect(c);
+}
+
 static void print_report(const struct opts *o, const struct result *r)
 {
     char pol[160];
@@ -1150,6 +1179,7 @@ int main(int argc, char **argv)
             snprintf(r.first_error, sizeof r.first_error, "%s", ws[i].first_error);
     }
     print_report(&o, &r);
+    print_server_stats(&o);
     if (o.json && write_json(&o, &r) != 0)
         rc = 2;
     for (int k = 0; k < OP_N; k++)
