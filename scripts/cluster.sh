@@ -15,6 +15,9 @@
 #   --segment-size SIZE log segment size [8M]
 #   --cluster NAME      cluster name; its ZooKeeper root is /cram/NAME [main]
 #   --zk LOCATOR        use a running ZooKeeper (zk:H:P) instead of starting one
+#   --zk-nodes N        1, or 3: a ZooKeeper ensemble on P, P+90, P+91 (quorum
+#                       ports P+92.., election ports P+95..); the locator then
+#                       names all three [1]
 #   --restart           keep the existing ZooKeeper data and cluster state
 #                       (default: begin a fresh cluster: wipe the dir's data and
 #                       the cluster's ZooKeeper tree via cram-coordinator --reset)
@@ -78,6 +81,7 @@ start_opts=(
   "segment-size segment_size value"
   "cluster      cluster      value"
   "zk           zk           value"
+  "zk-nodes     zk_nodes     value"
   "restart      restart      flag"
   "replicas     replicas     value"
   "durability   durability   value"
@@ -101,6 +105,7 @@ memory=256M
 segment_size=8M
 cluster=main
 zk=""
+zk_nodes=1
 restart=0
 replicas=""
 durability=""
@@ -168,7 +173,7 @@ running() {
 # prog_of ROLE: the program name a role's pid must be running
 prog_of() {
   case "$1" in
-    zookeeper) echo ZooKeeperServerMain ;;
+    zookeeper) echo org.apache.zookeeper.server ;;   # standalone or ensemble member
     coordinator) echo cram-coordinator ;;
     server) echo cram-server ;;
   esac
@@ -181,7 +186,8 @@ mark_of() {
   name="$(basename "$1" .pid)"
   i="${name##*-}"
   case "$name" in
-    zookeeper-*) echo "$dir/zookeeper/zoo.cfg" ;;
+    zookeeper-0) echo "$dir/zookeeper/zoo.cfg" ;;
+    zookeeper-*) echo "$dir/zookeeper-$i/zoo.cfg" ;;
     coordinator-*) [ -z "$port_base" ] || ! is_uint "$i" || echo "port=$((port_base + 1 + i))" ;;
     server-*) [ -z "$port_base" ] || ! is_uint "$i" || echo "port=$((port_base + 10 + i))" ;;
   esac
@@ -312,6 +318,7 @@ segment_size=$segment_size
 cluster=$cluster
 zk=$zk
 own_zk=$own_zk
+zk_nodes=$zk_nodes
 replicas=$replicas
 durability=$durability
 poll_us=$poll_us
@@ -331,7 +338,7 @@ load_settings() {
     k="${line%%=*}"
     v="${line#*=}"
     case "$k" in
-      servers|coordinators|port_base|memory|segment_size|cluster|zk|own_zk|replicas|durability|poll_us|netns|transport|netns_prefix|subnet)
+      servers|coordinators|port_base|memory|segment_size|cluster|zk|own_zk|zk_nodes|replicas|durability|poll_us|netns|transport|netns_prefix|subnet)
         if [ -z "${given[$k]:-}" ]; then printf -v "$k" '%s' "$v"; fi ;;
     esac
   done <"$dir/cluster.env"
@@ -356,6 +363,8 @@ do_start() {
   is_uint "$port_base" && [ "$port_base" -ge 1024 ] && [ "$port_base" -le 65400 ] || die "--port-base must be 1024..65400"
   is_uint "$timeout_s" || die "--timeout must be a number of seconds"
   [ -z "$poll_us" ] || is_uint "$poll_us" || die "--poll-us must be a number"
+  case "$zk_nodes" in 1|3) ;; *) die "--zk-nodes must be 1 or 3" ;; esac
+  [ "$zk_nodes" = 1 ] || [ -z "${given[zk]:-}" ] || die "--zk-nodes starts ZooKeeper: not with --zk"
   [ -z "$replicas" ] || is_uint "$replicas" || die "--replicas must be a number"
   case "$durability" in ''|buffered|sync) ;; *) die "--durability must be buffered or sync" ;; esac
   is_uint "$netns" && [ "$netns" -le 200 ] || die "--netns must be 0..200"
@@ -389,7 +398,7 @@ do_start() {
 
   if [ "$restart" = 0 ]; then
     # fresh cluster: drop the logs, replicas and ZooKeeper data of any earlier one
-    rm -rf "$dir/zookeeper" "$dir"/*.log "$dir"/backup-*
+    rm -rf "$dir/zookeeper" "$dir"/zookeeper-[0-9] "$dir"/*.log "$dir"/backup-*
   fi
   save_settings
   if [ "$netns" -gt 0 ]; then
@@ -402,12 +411,30 @@ do_start() {
     save_settings
   fi
 
-  if [ "$own_zk" = 1 ]; then
+  if [ "$own_zk" = 1 ] && [ "$zk_nodes" = 1 ]; then
     local zkargs=(start --port "$port_base" --bind "$host" --dir "$dir/zookeeper" --pid-file "$dir/zookeeper-0.pid")
     if ! "$here/zk.sh" "${zkargs[@]}" >"$dir/zk-start.out" 2>&1; then
       cat "$dir/zk-start.out" >&2
       fail_start "ZooKeeper did not start" "$dir/zookeeper/zk.log"
     fi
+  elif [ "$own_zk" = 1 ]; then
+    # ensemble: member k (0..2) in zookeeper (k = 0) or zookeeper-k; the
+    # locator names all three
+    zk="zk:$host:$port_base,$host:$((port_base + 90)),$host:$((port_base + 91))"
+    save_settings
+    local peers="" k zdir
+    local cports=("$port_base" "$((port_base + 90))" "$((port_base + 91))")
+    for k in 0 1 2; do
+      peers+="${peers:+,}${cports[$k]}:$((port_base + 92 + k)):$((port_base + 95 + k))"
+    done
+    for k in 0 1 2; do
+      zdir="$dir/zookeeper"; [ "$k" = 0 ] || zdir="$dir/zookeeper-$k"
+      if ! "$here/zk.sh" start --peers "$peers" --id "$((k + 1))" --bind "$host" --dir "$zdir" \
+           --pid-file "$dir/zookeeper-$k.pid" >"$dir/zk-start.out" 2>&1; then
+        cat "$dir/zk-start.out" >&2
+        fail_start "ZooKeeper member $((k + 1)) did not start" "$zdir/zk.log"
+      fi
+    done
   fi
 
   local common=(--cluster "$cluster")
