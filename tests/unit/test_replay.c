@@ -716,6 +716,204 @@ static void test_fault_mid_replay(void)
 }
 static void test_recovery_master_refused(void) { run_recovery(CRAM_NOT_FOUND, 0, false); }
 
+/* ---- overwrite tombstones ------------------------------------------------ */
+
+static void add_tomb_seg(struct ents *e, uint64_t table, const char *key, uint64_t version, uint64_t seg)
+{
+    struct seg_tombstone t = { .table_id = table, .version = version, .segment_id = seg,
+                               .key_len = (uint16_t)strlen(key) };
+    struct iovec p[2] = { { &t, sizeof t }, { (void *)key, strlen(key) } };
+    CU_ASSERT_FATAL(seg_append(&e->w, SEG_ENTRY_TOMBSTONE, p, 2) >= 0);
+}
+
+/*
+ * The crashed master's log after cleaning: K v1 in segment A (10), K
+ * overwritten (segment B, 11: T(v1, A) and v2), K removed (segment C, 12:
+ * T(v2, B)).  The cleaner cleaned B -- T(v1, A) survived into survivor S
+ * (13) since A is still in the log -- and later C: T(v2, B) was dropped (B
+ * is gone).  Replaying A and S in either order must leave K absent; only A
+ * (no T(v1) anywhere: the log before the fix) brings v1 back.
+ */
+static void test_post_cleaning_no_resurrection(void)
+{
+    for (int order = 0; order < 2; order++) {
+        objmgr *om = mk();
+        CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_RECOVERING), CRAM_OK);
+        struct om_replay rp = { 0 };
+        struct ents *a = calloc(1, sizeof *a), *sv = calloc(1, sizeof *sv);
+        ents_init(a);
+        ents_init(sv);
+        add_obj(a, T1, "K", 1, "v1");
+        add_obj(a, T1, "other", 1, "o1");
+        add_tomb_seg(sv, T1, "K", 1, 10);
+        add_safe(sv, 3);
+        if (order == 0) {
+            CU_ASSERT_EQUAL(replay_all(om, &rp, a->buf, a->w.used), 2);
+            CU_ASSERT_EQUAL(replay_all(om, &rp, sv->buf, sv->w.used), 2);
+        } else {
+            CU_ASSERT_EQUAL(replay_all(om, &rp, sv->buf, sv->w.used), 2);
+            CU_ASSERT_EQUAL(replay_all(om, &rp, a->buf, a->w.used), 2);
+        }
+        finish(om, &rp, &whole, 1);
+        char out[64];
+        uint64_t ver;
+        CU_ASSERT_EQUAL(get(om, T1, "K", &ver, out), CRAM_OBJECT_DOESNT_EXIST);
+        CU_ASSERT_EQUAL(get(om, T1, "other", &ver, out), CRAM_OK);
+        /* re-created above every version seen */
+        CU_ASSERT_EQUAL(om_write(om, T1, "K", 1, "new", 3, NULL, &ver), CRAM_OK);
+        CU_ASSERT(ver > 3);
+        free(a);
+        free(sv);
+        om_destroy(om);
+    }
+}
+
+/* The side-segment entries of the replay's log (all segments in the log). */
+static int count_tombs(objmgr *om, const char *key, uint64_t version, uint64_t *seg_id)
+{
+    const mlog *l = om_log(om);
+    int n = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *sg = log_segment(l, i);
+        if (sg->state != LOG_SEG_HEAD && sg->state != LOG_SEG_CLOSED && sg->state != LOG_SEG_SIDE)
+            continue;
+        struct seg_iter it;
+        struct seg_entry en;
+        seg_iter_init(&it, log_segment_base(l, i), sg->w.used);
+        while (seg_iter_next(&it, &en) == SEG_ITER_OK) {
+            const struct seg_tombstone *t;
+            const uint8_t *k;
+            if (en.type == SEG_ENTRY_TOMBSTONE && seg_parse_tombstone(&en, &t, &k) &&
+                t->version == version && t->key_len == strlen(key) && memcmp(k, key, t->key_len) == 0) {
+                n++;
+                if (seg_id != NULL)
+                    *seg_id = t->segment_id;
+            }
+        }
+    }
+    return n;
+}
+
+/* Id of the segment holding key's current object. */
+static uint64_t seg_of_key(objmgr *om, const char *key)
+{
+    const mlog *l = om_log(om);
+    uint64_t ver;
+    if (om_read(om, T1, key, (uint16_t)strlen(key), NULL, &ver, NULL, NULL) != CRAM_OK)
+        return 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *sg = log_segment(l, i);
+        if (sg->state != LOG_SEG_HEAD && sg->state != LOG_SEG_CLOSED && sg->state != LOG_SEG_SIDE)
+            continue;
+        struct seg_iter it;
+        struct seg_entry en;
+        seg_iter_init(&it, log_segment_base(l, i), sg->w.used);
+        while (seg_iter_next(&it, &en) == SEG_ITER_OK) {
+            const struct seg_object *o;
+            const uint8_t *k, *v;
+            uint32_t vl;
+            if (en.type == SEG_ENTRY_OBJECT && seg_parse_object(&en, &o, &k, &v, &vl) &&
+                o->version == ver && o->key_len == strlen(key) && memcmp(k, key, o->key_len) == 0)
+                return sg->id;
+        }
+    }
+    return 0;
+}
+
+/*
+ * An overwrite's tombstone and object share a segment, in either order; with
+ * the old version's segment replayed before or after it.  Versions decide:
+ * v2 wins every time.  When the replay itself replaces a replayed v1 with
+ * v2 (the segment's T(v1) arriving after v2 is ignored), the recovery
+ * master's log still gets a tombstone for v1 naming v1's side segment; and
+ * the recovery master's own later overwrite appends one too.
+ */
+static void test_overwrite_pair_in_one_segment(void)
+{
+    for (int tomb_first = 0; tomb_first < 2; tomb_first++)
+        for (int a_first = 0; a_first < 2; a_first++) {
+            objmgr *om = mk();
+            CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_RECOVERING), CRAM_OK);
+            struct om_replay rp = { 0 };
+            struct ents *a = calloc(1, sizeof *a), *b = calloc(1, sizeof *b);
+            ents_init(a);
+            ents_init(b);
+            add_obj(a, T1, "K", 1, "v1");
+            if (tomb_first) {
+                add_tomb_seg(b, T1, "K", 1, 10);
+                add_obj(b, T1, "K", 2, "v2");
+            } else {
+                add_obj(b, T1, "K", 2, "v2");
+                add_tomb_seg(b, T1, "K", 1, 10);
+            }
+            if (a_first) {
+                replay_all(om, &rp, a->buf, a->w.used);
+                replay_all(om, &rp, b->buf, b->w.used);
+            } else {
+                replay_all(om, &rp, b->buf, b->w.used);
+                replay_all(om, &rp, a->buf, a->w.used);
+            }
+            om_replay_end(om, &rp, &whole, 1);
+            if (a_first) {
+                /* v1 is in this log (dead): exactly one live tombstone for it
+                 * names its side segment */
+                uint64_t sid = 0;
+                CU_ASSERT_EQUAL(count_tombs(om, "K", 1, &sid), 1);
+                CU_ASSERT(sid != 0);
+            }
+            CU_ASSERT_EQUAL(om_replay_commit(om, &rp), 0);
+            CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+            om_replay_free(&rp);
+            char out[64];
+            uint64_t ver;
+            CU_ASSERT_EQUAL(get(om, T1, "K", &ver, out), CRAM_OK);
+            CU_ASSERT_EQUAL(ver, 2);
+            CU_ASSERT_STRING_EQUAL(out, "v2");
+            struct om_stats st;
+            om_get_stats(om, &st);
+            uint64_t sum = 0;
+            for (uint32_t i = 0; i < log_nsegments(om_log(om)); i++)
+                sum += log_segment(om_log(om), i)->live_bytes;
+            CU_ASSERT_EQUAL(sum, st.live_bytes);
+            /* the recovery master's own overwrite: a tombstone for v2 naming
+             * the (now joined) side segment that holds it */
+            uint64_t v2seg = seg_of_key(om, "K");
+            CU_ASSERT(v2seg != 0);
+            CU_ASSERT_EQUAL(om_write(om, T1, "K", 1, "v3", 2, NULL, &ver), CRAM_OK);
+            uint64_t sid = 0;
+            CU_ASSERT_EQUAL(count_tombs(om, "K", 2, &sid), 1);
+            CU_ASSERT_EQUAL(sid, v2seg);
+            free(a);
+            free(b);
+            om_destroy(om);
+        }
+}
+
+/* Abort after a replay that wrote tombstones for replaced objects: the live
+ * byte count returns to where it was. */
+static void test_abort_with_replaced_objects(void)
+{
+    objmgr *om = mk();
+    CU_ASSERT_EQUAL(om_take_tablet(om, T1, 0, UINT64_MAX, OM_TABLET_RECOVERING), CRAM_OK);
+    struct om_stats s0, s1;
+    om_get_stats(om, &s0);
+    struct om_replay rp = { 0 };
+    struct ents *e = calloc(1, sizeof *e);
+    ents_init(e);
+    add_obj(e, T1, "K", 1, "v1");
+    add_obj(e, T1, "K", 2, "v2");
+    add_obj(e, T1, "K", 3, "v3");
+    CU_ASSERT_EQUAL(replay_all(om, &rp, e->buf, e->w.used), 3);
+    CU_ASSERT_EQUAL(count_tombs(om, "K", 1, NULL), 1);
+    CU_ASSERT_EQUAL(count_tombs(om, "K", 2, NULL), 1);
+    om_replay_end(om, &rp, &whole, 1);
+    om_replay_abort(om, &rp, &whole, 1);
+    om_get_stats(om, &s1);
+    CU_ASSERT_EQUAL(s1.live_bytes, s0.live_bytes);
+    free(e);
+    om_destroy(om);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -736,6 +934,9 @@ int main(void)
     CU_add_test(s, "recovery master: coordinator refuses, tablets dropped",
                 test_recovery_master_refused);
     CU_add_test(s, "fault point master.recovery.mid_replay", test_fault_mid_replay);
+    CU_add_test(s, "post-cleaning log: removed object stays removed", test_post_cleaning_no_resurrection);
+    CU_add_test(s, "overwrite tombstone and object in one segment, any order", test_overwrite_pair_in_one_segment);
+    CU_add_test(s, "abort after replaced objects: live bytes restored", test_abort_with_replaced_objects);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
