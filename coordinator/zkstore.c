@@ -215,21 +215,30 @@ bool zks_expired(const zks *z)
 /* Delete abs_path and everything below it. */
 static int wipe_abs(zks *z, const char *abs_path)
 {
-    struct String_vector kids = { 0, NULL };
-    int rc = zoo_get_children(z->zh, abs_path, 0, &kids);
-    if (rc == ZNONODE)
-        return ZOK;
-    if (rc != ZOK)
-        return rc;
-    for (int i = 0; i < kids.count && rc == ZOK; i++) {
-        char child[ZKS_PATH_MAX];
-        snprintf(child, sizeof(child), "%s/%s", abs_path, kids.data[i]);
-        rc = wipe_abs(z, child);
+    /* A child can appear while we delete (an ephemeral node of a session
+     * that is still closing, a late election node): then the final delete
+     * says ZNOTEMPTY and the children are wiped again, a bounded number of
+     * times. */
+    int rc = ZNOTEMPTY;
+    for (int attempt = 0; attempt < 20 && rc == ZNOTEMPTY; attempt++) {
+        struct String_vector kids = { 0, NULL };
+        rc = zoo_get_children(z->zh, abs_path, 0, &kids);
+        if (rc == ZNONODE)
+            return ZOK;
+        if (rc != ZOK)
+            return rc;
+        for (int i = 0; i < kids.count && rc == ZOK; i++) {
+            char child[ZKS_PATH_MAX];
+            snprintf(child, sizeof(child), "%s/%s", abs_path, kids.data[i]);
+            rc = wipe_abs(z, child);
+        }
+        deallocate_String_vector(&kids);
+        if (rc != ZOK)
+            return rc;
+        rc = zoo_delete(z->zh, abs_path, -1);
+        if (rc == ZNOTEMPTY)
+            usleep(10 * 1000);
     }
-    deallocate_String_vector(&kids);
-    if (rc != ZOK)
-        return rc;
-    rc = zoo_delete(z->zh, abs_path, -1);
     return rc == ZNONODE ? ZOK : rc;
 }
 
