@@ -299,43 +299,6 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
     return 0;
 }
 
-int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref *refs)
-{
-    /* all entries must fit one fresh head together, and the head that takes
-     * them is made ready (rolled, charged) before anything is appended */
-    uint64_t total = 0;
-    for (int i = 0; i < n; i++) {
-        uint64_t body = 0;
-        for (int k = 0; k < ents[i].n; k++)
-            body += ents[i].parts[k].iov_len;
-        total += seg_entry_size(body);
-    }
-    if (n <= 0 || total > seg_entry_size(log_max_entry_body(l)))
-        return -1;
-    uint32_t esize = (uint32_t)total;
-    if (l->head == LOG_NO_SLOT || esize > l->segment_bytes - l->segs[l->head].w.used) {
-        if (log_free_bytes(l, false) < log_seglet_round(l, head_overhead(l) + esize) ||
-            log_roll(l) != 0)
-            return -1;
-    }
-    struct log_segment *s = &l->segs[l->head];
-    uint32_t want = log_seglet_round(l, s->w.used + esize);
-    if (want > s->charged) {
-        if (log_free_bytes(l, false) < want - s->charged)
-            return -1;
-        l->charged += want - s->charged;
-        s->charged = want;
-    }
-    uint32_t before = s->w.used;
-    for (int i = 0; i < n; i++) {
-        int64_t off = seg_append(&s->w, ents[i].type, ents[i].parts, ents[i].n);
-        CRAM_ASSERT(off > 0);
-        refs[i] = log_ref_make(l->head, (uint32_t)off);
-    }
-    l->bytes_used += s->w.used - before;
-    return 0;
-}
-
 uint64_t log_segment_id_of(const mlog *l, log_ref ref)
 {
     return l->segs[log_ref_slot(ref)].id;

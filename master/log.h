@@ -171,19 +171,6 @@ uint32_t log_max_entry_body(const mlog *l);
  * then the log is unchanged. */
 int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref);
 
-/* Append several entries together (e.g. an object and the tombstone of the
- * version it replaces): all land in the same head segment, back to back in
- * the order given -- rolling first if they do not all fit the current head
- * -- so they reach backups in the same replication, or none is appended
- * (-1: no room, or together larger than a fresh head; the log is unchanged).
- * refs[i] is the reference of ents[i]. */
-struct log_group_entry {
-    uint8_t type;
-    const struct iovec *parts;
-    int n;
-};
-int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref *refs);
-
 /* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
 int log_roll(mlog *l);
 

@@ -109,20 +109,13 @@ cram_status om_reject(const cram_reject_rules *r, bool exists, uint64_t version)
     return CRAM_OK;
 }
 
-/* Bytes of the tombstone entry of a key. */
-static inline uint32_t tomb_entry_size(uint16_t key_len)
-{
-    return (uint32_t)seg_entry_size(sizeof(struct seg_tombstone) + (uint64_t)key_len);
-}
-
-/* The object fits a fresh head together with the tombstone of the version
- * it replaces (an overwrite appends both into one segment, see put_object),
- * so whatever is written can later be overwritten and removed. */
+/* The object fits a fresh head, and so does its tombstone later (else the
+ * object could never be removed). */
 static bool fits_segment(const objmgr *om, uint16_t key_len, uint32_t value_len)
 {
-    uint64_t max = seg_entry_size(log_max_entry_body(om->log));
-    return seg_entry_size(sizeof(struct seg_object) + (uint64_t)key_len + value_len) +
-           tomb_entry_size(key_len) <= max;
+    uint64_t max = log_max_entry_body(om->log);
+    return sizeof(struct seg_object) + (uint64_t)key_len + value_len <= max &&
+           sizeof(struct seg_tombstone) + (uint64_t)key_len <= max;
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -152,7 +145,7 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
     }
     /* A value must fit a fresh head next to at least a 1-byte key; the key
      * and value together are checked against the segment at each write. */
-    uint64_t cap = log_max_entry_body(om->log) - sizeof(struct seg_object) - 1 - tomb_entry_size(1);
+    uint64_t cap = log_max_entry_body(om->log) - sizeof(struct seg_object) - 1;
     om->max_value = cfg->max_value_bytes ? cfg->max_value_bytes : CRAM_MAX_VALUE_LEN;
     if (om->max_value > cap)
         om->max_value = (uint32_t)cap;
@@ -336,16 +329,7 @@ void om_prefetch(const objmgr *om, uint64_t table, const void *key, uint16_t key
 }
 
 /* Append a new version of an object and index it.  slot is the hash-table
- * entry of the current version (NULL if none).
- *
- * Overwrite: the tombstone of the replaced version (naming the segment that
- * holds it) is appended together with the new object, tombstone first, in
- * one log_append_group -- both in the same segment, or neither.  Without
- * it, once the cleaner had dropped the new version's segment and the
- * tombstone of a later remove, a crash recovery replaying the old version's
- * segment would bring the removed object back (RAMCloud's
- * ObjectManager::writeObject does the same).  The tombstone counts as live
- * like any other; the cleaner drops it once the named segment left the log. */
+ * entry of the current version (NULL if none). */
 static cram_status put_object(objmgr *om, struct om_tablet *tab, uint64_t hash, uint64_t table,
                               const void *key,
                               uint16_t key_len, const void *value, uint32_t value_len,
@@ -359,24 +343,8 @@ static cram_status put_object(objmgr *om, struct om_tablet *tab, uint64_t hash, 
                             .key_len = key_len, .reserved = 0 };
     struct iovec iov[3] = { { &o, sizeof o }, { (void *)key, key_len }, { (void *)value, value_len } };
     log_ref ref;
-    if (slot == NULL) {
-        if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
-            return CRAM_NO_TABLE_SPACE;
-    } else {
-        log_ref old = ht_entry_ref(*slot);
-        struct seg_tombstone ts = { .table_id = table, .version = cur_version,
-                                    .segment_id = log_segment_id_of(om->log, old),
-                                    .timestamp = o.timestamp, .key_len = key_len, .reserved = 0 };
-        struct iovec tiov[2] = { { &ts, sizeof ts }, { (void *)key, key_len } };
-        struct log_group_entry g[2] = { { SEG_ENTRY_TOMBSTONE, tiov, 2 }, { SEG_ENTRY_OBJECT, iov, 3 } };
-        log_ref refs[2];
-        if (log_append_group(om->log, g, 2, refs) != 0)
-            return CRAM_NO_TABLE_SPACE;
-        ref = refs[1];
-        uint32_t tsz = tomb_entry_size(key_len);
-        om->live_bytes += tsz;
-        log_live_add(om->log, refs[0], tsz);
-    }
+    if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
+        return CRAM_NO_TABLE_SPACE;
     uint32_t sz = (uint32_t)seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
     om->live_bytes += sz;
     log_live_add(om->log, ref, sz);
@@ -780,29 +748,6 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
         iov[1] = (struct iovec){ (void *)key, key_len };
         niov = 2;
     }
-    /* An object replacing an older object of this log: the older one stays
-     * behind, dead, in its side segment, so it gets a tombstone naming that
-     * segment, as any overwrite does (put_object) -- else cleaning the
-     * newer version's segment and a later tombstone could let a second
-     * recovery resurrect it.  Tombstone first, then the object; a failure
-     * fails the replay (the caller aborts it, side segments and all). */
-    uint32_t synth = 0;
-    if (e->type == SEG_ENTRY_OBJECT && oh != NULL && oh->type == SEG_ENTRY_OBJECT) {
-        const struct seg_object *oo = (const struct seg_object *)log_entry_body(oh);
-        struct seg_tombstone sts = { .table_id = table, .version = oo->version,
-                                     .segment_id = log_segment_id_of(om->log, old),
-                                     .timestamp = oo->timestamp, .key_len = key_len, .reserved = 0 };
-        struct iovec tiov[2] = { { &sts, sizeof sts }, { (void *)key, key_len } };
-        log_ref sref;
-        cram_status sst = replay_append(om, rp, SEG_ENTRY_TOMBSTONE, tiov, 2, &sref);
-        if (sst != CRAM_OK)
-            return sst;
-        synth = tomb_entry_size(key_len);
-        om->live_bytes += synth;
-        log_live_add(om->log, sref, synth);
-        rp->synth_tomb_bytes += synth;
-        rp->tombstones++;
-    }
     log_ref ref;
     cram_status st = replay_append(om, rp, e->type, iov, niov, &ref);
     if (st != CRAM_OK)
@@ -932,10 +877,7 @@ void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *t
          * om_replay_end took out are still counted live */
         if (rp->ended)
             om->live_bytes -= rp->tomb_bytes;
-        /* tombstones of replaced objects were never in the hash table */
-        om->live_bytes -= rp->synth_tomb_bytes;
         rp->tomb_bytes = 0;         /* a second abort changes nothing */
-        rp->synth_tomb_bytes = 0;
         for (uint32_t i = 0; i < rp->nslots; i++)
             log_side_abort(om->log, rp->slots[i]);
         rp->nslots = 0;
