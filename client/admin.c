@@ -300,21 +300,21 @@ static cram_status cl_server_locator(cram_client *c, uint64_t server_id, char *o
     return st;
 }
 
-cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
-                                  cram_server_stats *out)
+/* One request to one server, named by locator (if not NULL) or by id (looked
+ * up in the coordinator's server list), retried with back-off until the
+ * handle's timeout.  When the server is named by id and `tgt` is not NULL,
+ * tgt->target_server_id is set first, so a newer incarnation at a recycled
+ * locator answers WRONG_SERVER.  On CRAM_OK the response is in c->rbuf /
+ * c->rlen and its status was OK. */
+static cram_status server_call(cram_client *c, uint64_t server_id, const char *locator,
+                               const struct iovec *iov, struct wire_target *tgt)
 {
-    struct wire_req_hdr h = { .opcode = WIRE_OP_GET_SERVER_STATS, .service = WIRE_SVC_MASTER };
-    struct iovec iov = { &h, sizeof h };
     char loc[CL_LOC_MAX];
     struct cl_retry r;
     cram_status st;
     cram_status sst;
     int slot;
 
-    if (out)
-        memset(out, 0, sizeof *out);
-    if (!c || !out || (!locator && server_id == 0))
-        return CRAM_INVALID_ARGUMENT;
     if (locator) {
         if (strlen(locator) >= sizeof loc)
             return CRAM_INVALID_ARGUMENT;
@@ -323,6 +323,8 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
         st = cl_server_locator(c, server_id, loc, sizeof loc);
         if (st != CRAM_OK)
             return st;
+        if (tgt)
+            tgt->target_server_id = server_id;
     }
     slot = cl_sess_slot(c, loc);
     if (slot < 0)
@@ -333,12 +335,12 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
         if (!s && st == CRAM_INVALID_ARGUMENT)
             return st;
         if (s) {
-            st = cl_rpc(c, s, &iov, 1, cl_rpc_timeout(&r));
+            st = cl_rpc(c, s, iov, 1, cl_rpc_timeout(&r));
             if (st == CRAM_OK) {
                 if (cl_parse_status(c->rbuf, c->rlen, &sst) != 0)
                     return CRAM_INTERNAL_ERROR;
                 if (sst != CRAM_RETRY)
-                    break;
+                    return sst;
             } else {
                 cl_sess_drop(c, slot);
             }
@@ -346,6 +348,19 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
         if (cl_backoff(c, &r) != 0)
             return CRAM_TIMEOUT;
     }
+}
+
+cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char *locator,
+                                  cram_server_stats *out)
+{
+    struct wire_req_hdr h = { .opcode = WIRE_OP_GET_SERVER_STATS, .service = WIRE_SVC_MASTER };
+    struct iovec iov = { &h, sizeof h };
+
+    if (out)
+        memset(out, 0, sizeof *out);
+    if (!c || !out || (!locator && server_id == 0))
+        return CRAM_INVALID_ARGUMENT;
+    cram_status sst = server_call(c, server_id, locator, &iov, NULL);
     if (sst != CRAM_OK)
         return sst;
     Cram__ServerStats *ss = cram__server_stats__unpack(
@@ -392,11 +407,6 @@ cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *l
         .master_id = master_id,
     };
     struct iovec iov = { &q, sizeof q };
-    char loc[CL_LOC_MAX];
-    struct cl_retry r;
-    cram_status st;
-    cram_status sst;
-    int slot;
 
     if (replicas)
         *replicas = NULL;
@@ -404,39 +414,7 @@ cram_status cram_list_replicas(cram_client *c, uint64_t server_id, const char *l
         *n = 0;
     if (!c || !replicas || !n || (!locator && server_id == 0))
         return CRAM_INVALID_ARGUMENT;
-    if (locator) {
-        if (strlen(locator) >= sizeof loc)
-            return CRAM_INVALID_ARGUMENT;
-        strcpy(loc, locator);
-    } else {
-        st = cl_server_locator(c, server_id, loc, sizeof loc);
-        if (st != CRAM_OK)
-            return st;
-        /* a recycled locator of a newer incarnation answers WRONG_SERVER */
-        q.tgt.target_server_id = server_id;
-    }
-    slot = cl_sess_slot(c, loc);
-    if (slot < 0)
-        return CRAM_NO_MEMORY;
-    cl_retry_init(c, &r);
-    for (;;) {
-        tp_session *s = cl_sess_get(c, slot, &st);
-        if (!s && st == CRAM_INVALID_ARGUMENT)
-            return st;
-        if (s) {
-            st = cl_rpc(c, s, &iov, 1, cl_rpc_timeout(&r));
-            if (st == CRAM_OK) {
-                if (cl_parse_status(c->rbuf, c->rlen, &sst) != 0)
-                    return CRAM_INTERNAL_ERROR;
-                if (sst != CRAM_RETRY)
-                    break;
-            } else {
-                cl_sess_drop(c, slot);
-            }
-        }
-        if (cl_backoff(c, &r) != 0)
-            return CRAM_TIMEOUT;
-    }
+    cram_status sst = server_call(c, server_id, locator, &iov, &q.tgt);
     if (sst != CRAM_OK)
         return sst;
     Cram__ReplicaList *l = cram__replica_list__unpack(
