@@ -274,7 +274,7 @@ servers_up() {
   local out i n=0
   out="$("$bin/cram" -C "$zk" --cluster "$cluster" --timeout 2000 servers 2>/dev/null)" || { echo 0; return 0; }
   for i in $(seq 0 $((servers - 1))); do
-    if grep -E "port=$((port_base + 10 + i))([^0-9]|$)" <<<"$out" | grep -qiw up; then
+    if grep -E "port=$((port_base + 10 + i))([^0-9]|$)" <<<"$out" | grep -iw up >/dev/null; then
       n=$((n + 1))
     fi
   done

@@ -72,7 +72,7 @@ print_env() {
 
 mac() { printf '02:cc:%s:%s:%s:%02x' "${id:0:2}" "${id:2:2}" "${id:4:2}" "$1"; }
 
-subnet_in_use() { ip -4 addr show | grep -q "inet $1\."; }
+subnet_in_use() { grep -q "inet $1\." <<<"$(ip -4 addr show)"; }
 
 case $cmd in
 down)

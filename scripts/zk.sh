@@ -110,7 +110,7 @@ zk_pid() {
   pid="$(cat "$pidfile" 2>/dev/null || true)"
   case "$pid" in ''|*[!0-9]*) return 0 ;; esac
   if [ -r "/proc/$pid/cmdline" ] &&
-     tr '\0' ' ' <"/proc/$pid/cmdline" | grep -qE "(ZooKeeperServerMain|QuorumPeerMain) $dir/zoo.cfg"; then
+     grep -qE "(ZooKeeperServerMain|QuorumPeerMain) $dir/zoo.cfg" <<<"$(tr '\0' ' ' <"/proc/$pid/cmdline")"; then
     echo "$pid"
   fi
 }

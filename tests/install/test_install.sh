@@ -21,12 +21,16 @@ grep -q cram_connect "$tmp/app.c" || { echo "FAIL: no C example found in README.
 
 export PKG_CONFIG_PATH="$tmp/prefix/lib/pkgconfig"
 cc $extra -Wall -Wextra -Werror "$tmp/app.c" $(pkg-config --cflags --libs cram) -o "$tmp/app_dyn"
-LD_LIBRARY_PATH="$tmp/prefix/lib" ldd "$tmp/app_dyn" | grep -q "libcram.so.0 => $tmp/prefix/lib" ||
-  { echo "FAIL: app does not link the installed libcram.so"; exit 1; }
+# Capture ldd's output before matching: under pipefail, `ldd | grep -q` fails
+# whenever grep exits at its first match while ldd is still writing (SIGPIPE).
+dyn_deps=$(LD_LIBRARY_PATH="$tmp/prefix/lib" ldd "$tmp/app_dyn")
+grep -q "libcram.so.0 => $tmp/prefix/lib" <<< "$dyn_deps" ||
+  { echo "FAIL: app does not link the installed libcram.so"; echo "$dyn_deps"; exit 1; }
 static_libs=$(pkg-config --static --libs-only-l cram | sed 's/-lcram //')
 cc $extra -Wall -Wextra -Werror "$tmp/app.c" -o "$tmp/app_static" $(pkg-config --cflags cram) \
   "$tmp/prefix/lib/libcram.a" $static_libs
-if ldd "$tmp/app_static" | grep -q libcram; then
+static_deps=$(ldd "$tmp/app_static" || true)
+if grep -q libcram <<< "$static_deps"; then
   echo "FAIL: static build still needs libcram.so"; exit 1
 fi
 echo "install test: headers, libraries, programs and cram.pc installed; the README example builds (dynamic and static)"

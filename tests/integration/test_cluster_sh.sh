@@ -62,7 +62,7 @@ pids_real() {
       server-*) want=/cram-server ;;
       *) fail "unexpected pid file $f"; continue ;;
     esac
-    if [ -r "/proc/$pid/cmdline" ] && tr '\0' '\n' <"/proc/$pid/cmdline" | grep -qF -- "$want"; then
+    if [ -r "/proc/$pid/cmdline" ] && grep -qF -- "$want" <<<"$(tr '\0' '\n' <"/proc/$pid/cmdline")"; then
       n=$((n + 1))
     else
       fail "$f: pid $pid is not $want ($(tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | cut -c1-100))"
@@ -87,9 +87,9 @@ expect_rc 0 "start B (--zk, 1 server)" bash "$cs" start --dir "$B" --port-base "
   --servers 1 --memory 32M --segment-size 1M --cluster it-sh-b --zk "zk:$CRAM_TEST_ZK" --bin "$bin" \
   --coordinator-args "--partition-bytes 64M --stats-interval-ms 500" --server-args "--ping-timeout-ms 400"
 # --coordinator-args / --server-args reach the programs, split at spaces
-tr '\0' ' ' <"/proc/$(cat "$B/coordinator-0.pid")/cmdline" | grep -q -- "--partition-bytes 64M --stats-interval-ms 500" &&
+grep -q -- "--partition-bytes 64M --stats-interval-ms 500" <<<"$(tr '\0' ' ' <"/proc/$(cat "$B/coordinator-0.pid")/cmdline")" &&
   ok "B's coordinator got --coordinator-args" || fail "B's coordinator lacks --coordinator-args"
-tr '\0' ' ' <"/proc/$(cat "$B/server-0.pid")/cmdline" | grep -q -- "--ping-timeout-ms 400" &&
+grep -q -- "--ping-timeout-ms 400" <<<"$(tr '\0' ' ' <"/proc/$(cat "$B/server-0.pid")/cmdline")" &&
   ok "B's server got --server-args" || fail "B's server lacks --server-args"
 [ ! -e "$B/zookeeper-0.pid" ] && ok "B started no ZooKeeper" || fail "B started its own ZooKeeper"
 
