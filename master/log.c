@@ -147,6 +147,8 @@ static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capa
     s->charged = charge;
     l->charged += charge;
     seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), capacity);
+    if (l->mem_hook != NULL)
+        l->mem_hook(l->mem_arg, slot, s->w.base, capacity, true);
     return slot;
 }
 
@@ -189,6 +191,8 @@ static void seg_release(mlog *l, uint32_t slot)
         l->bytes_used -= s->w.used;
     l->charged -= s->charged;
     s->charged = 0;
+    if (l->mem_hook != NULL)
+        l->mem_hook(l->mem_arg, slot, s->w.base, s->w.capacity, false);
     /* give the pages back: a free slot holds no memory */
     if (s->w.used > 0)
         (void)madvise(l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes, MADV_DONTNEED);

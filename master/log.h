@@ -106,6 +106,15 @@ struct log_segment {
 enum log_event { LOG_EV_HEAD_OPENED = 1, LOG_EV_JOINED = 2 };
 typedef void (*log_event_fn)(void *arg, int ev, uint32_t slot, uint32_t old_slot);
 
+/*
+ * Memory hook (one; NULL to remove), for registering log memory with an RDMA
+ * device (master/log_rdma.c): in_use = true when slot `slot` comes into use
+ * ([base, base+len) is its writer's whole capacity, pages not yet touched),
+ * false right before a freed slot's pages go back to the OS.  Runs on the
+ * dispatch thread inside the mutating call; must not call log functions.
+ */
+typedef void (*log_mem_fn)(void *arg, uint32_t slot, uint8_t *base, size_t len, bool in_use);
+
 /* Fields are private to log.c; they are here so log_entry_get inlines. */
 typedef struct mlog {
     uint8_t *arena;
@@ -130,6 +139,8 @@ typedef struct mlog {
     uint64_t epoch;          /* epoch given to segments opened from now on */
     log_event_fn hook;       /* replica manager: heads opened, segments closed */
     void    *hook_arg;
+    log_mem_fn mem_hook;     /* slots taken / given back (log_set_mem_hook) */
+    void    *mem_arg;
 } mlog;
 
 /*
@@ -188,6 +199,9 @@ static inline uint64_t log_epoch(const mlog *l) { return l->epoch; }
 
 /* Register the event hook (one; NULL to remove). */
 static inline void log_set_hook(mlog *l, log_event_fn fn, void *arg) { l->hook = fn; l->hook_arg = arg; }
+
+/* Register the memory hook (above); slots already in use are not reported. */
+static inline void log_set_mem_hook(mlog *l, log_mem_fn fn, void *arg) { l->mem_hook = fn; l->mem_arg = arg; }
 
 /* Master id written into the headers of segments opened from now on (the
  * server learns its id when it enlists, before it takes any writes). */
