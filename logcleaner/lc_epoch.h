@@ -46,6 +46,21 @@ static inline void lc_epoch_exit(lc_epoch *e, int r)
     __atomic_store_n(&e->active[r], 0, __ATOMIC_SEQ_CST);
 }
 
+/* For a reader on the dispatch thread that keeps pointers past the request
+ * that took them, several at once (a transport with sends from log memory in
+ * flight): it notes lc_epoch_now() when it takes a pointer and publishes the
+ * oldest such tag it still holds with lc_epoch_hold (0 = none: as exit).
+ * Memory retired at a tag >= that stays; an epoch noted before any retire
+ * it depends on is <= the retire's tag, so the reader is seen as inside. */
+static inline uint64_t lc_epoch_now(const lc_epoch *e)
+{
+    return __atomic_load_n(&e->global, __ATOMIC_SEQ_CST);
+}
+static inline void lc_epoch_hold(lc_epoch *e, int r, uint64_t oldest)
+{
+    __atomic_store_n(&e->active[r], oldest, __ATOMIC_SEQ_CST);
+}
+
 /* Tag for something just made unreachable (dispatch thread). */
 uint64_t lc_epoch_retire(lc_epoch *e);
 /* True once no reader inside at lc_epoch_retire time is still inside. */
