@@ -27,6 +27,7 @@
 #include "coordinator/fault.h"
 #include "coordinator/recovery.h"
 #include "coordinator/zkstore.h"
+#include "server/failure_detector.h"    /* the verification rule, fdet_verify_* */
 
 #define COORD_ZK_CONNECT_MS   10000
 #define COORD_MASTER_RPC_MS   5000
@@ -35,9 +36,6 @@
 #define COORD_PUSH_MS         2000    /* per SERVER_LIST_UPDATE */
 #define COORD_RESYNC_MS       200     /* a server whose update failed gets the full list after this */
 #define COORD_DECLARE_RETRY_MS 500    /* a crash declaration whose ZooKeeper write failed */
-#define COORD_VERIFY_TRIES    3
-#define COORD_VERIFY_INTERVAL_MS 125
-#define COORD_VERIFY_TIMEOUT_MS  250
 #define COORD_RECOVERY_RETRY_MS  1000  /* default: a waiting recovery gathers replicas again */
 #define COORD_RECOVERY_RESEND_MS 200   /* a partition whose RECOVER failed goes out again */
 #define COORD_STATS_MS           1000  /* default: GET_SERVER_STATS of every master (their "wills") */
@@ -81,7 +79,8 @@ struct coord_recovery;
  * top level (ZooKeeper writes never run inside loop callbacks). */
 struct coord_declare {
     uint64_t id;
-    const char *why;                /* static text */
+    const char *why;                /* static text: the suspicion */
+    const char *evidence;           /* static text: what the probes showed */
     uint32_t tries;
     uint64_t elapsed_ms;
 };
@@ -121,9 +120,7 @@ struct coord {
     uint64_t next_table_id;
     uint32_t next_server_index;
     uint64_t server_list_version;
-    uint32_t verify_tries;          /* scaled copies of the cfg.verify_* */
-    uint64_t verify_interval_ms;
-    uint32_t verify_timeout_ms;
+    struct fdet_verify_config vcfg; /* the cfg.verify_* with defaults, times scaled */
     struct coord_declare *declare;  /* verified dead, not yet declared */
     size_t n_declare, cap_declare;
     uint64_t declare_at_ms;         /* next attempt after a failed write */
@@ -442,15 +439,17 @@ static int send_tablets(coord *c, uint16_t opcode, const Cram__TableRecord *t)
  * the worker's top level (coord_maintain) does the rest.
  * ------------------------------------------------------------------- */
 
-/* One verification: up to verify_tries targeted PINGs, verify_interval_ms
- * apart from start to start, one at a time. */
+/* One verification: targeted PINGs, one at a time, judged by the rule of
+ * fdet_verify_step (server/failure_detector.h): a server whose connection
+ * is refused or reset vcfg.gone_tries times in a row (vcfg.gone_interval_ms
+ * apart) is declared at once; one that is connected but does not answer
+ * (each probe waits vcfg.probe_timeout_ms) only after vcfg.silent_ms. */
 struct coord_verify {
     coord *c;
     uint64_t id;
     const char *why;                /* static text */
-    uint32_t tries;                 /* probes that failed so far */
+    struct fdet_verify st;          /* probes' outcomes so far */
     uint64_t timer;                 /* next probe's timer, or 0 */
-    uint64_t start_ms;
 };
 
 /* The status of a response (or the transport's, if there was none). */
@@ -639,7 +638,27 @@ static void probe_timer(void *arg)
     probe_try(v);
 }
 
-static void probe_result(struct coord_verify *v, bool alive, const char *what)
+/* Queue v's server for declaration (at the worker's top level). */
+static void verify_declare(struct coord_verify *v, const char *evidence, uint64_t now)
+{
+    coord *c = v->c;
+    if (c->n_declare == c->cap_declare) {
+        size_t cap = c->cap_declare ? c->cap_declare * 2 : 8;
+        struct coord_declare *d = realloc(c->declare, cap * sizeof(*d));
+        if (d == NULL) {
+            CRAM_ERROR("out of memory: server %lu stays up", (unsigned long)v->id);
+            verify_finish(v);
+            return;
+        }
+        c->declare = d;
+        c->cap_declare = cap;
+    }
+    c->declare[c->n_declare++] = (struct coord_declare){ v->id, v->why, evidence, v->st.probes,
+                                                         now - v->st.start_ms };
+    verify_finish(v);
+}
+
+static void probe_result(struct coord_verify *v, enum fdet_probe outcome, const char *what)
 {
     coord *c = v->c;
     if (c->closing) {
@@ -647,47 +666,52 @@ static void probe_result(struct coord_verify *v, bool alive, const char *what)
         return;
     }
     uint64_t now = clock_mono_ms();
-    if (alive) {
+    uint64_t next = now;
+    switch (fdet_verify_step(&v->st, &c->vcfg, outcome, now, &next)) {
+    case FDET_ALIVE: {
         struct coord_srv *s = find_server(c, v->id);
         if (s != NULL)
             s->confirmed = true;
         CRAM_INFO("server %lu answered probe %u after %lu ms: alive, not declared crashed (suspected: %s)",
-                  (unsigned long)v->id, v->tries + 1, (unsigned long)(now - v->start_ms), v->why);
+                  (unsigned long)v->id, v->st.probes, (unsigned long)(now - v->st.start_ms), v->why);
         verify_finish(v);
         return;
     }
-    v->tries++;
-    CRAM_DEBUG("probe %u of server %lu failed: %s", v->tries, (unsigned long)v->id, what);
-    if (v->tries >= c->verify_tries) {
-        if (c->n_declare == c->cap_declare) {
-            size_t cap = c->cap_declare ? c->cap_declare * 2 : 8;
-            struct coord_declare *d = realloc(c->declare, cap * sizeof(*d));
-            if (d == NULL) {
-                CRAM_ERROR("out of memory: server %lu stays up", (unsigned long)v->id);
-                verify_finish(v);
-                return;
-            }
-            c->declare = d;
-            c->cap_declare = cap;
-        }
-        c->declare[c->n_declare++] = (struct coord_declare){ v->id, v->why, v->tries, now - v->start_ms };
-        verify_finish(v);
+    case FDET_DECLARE:
+        verify_declare(v, outcome == FDET_PROBE_GONE ? "refused or reset" : "connected, unanswered", now);
         return;
+    case FDET_PROBE_AGAIN:
+        break;
     }
-    uint64_t next = v->start_ms + v->tries * c->verify_interval_ms;
-    uint64_t delay = next > now ? next - now : 0;
-    v->timer = tp_timer_add(c->wloop, delay * 1000u, probe_timer, v);
+    CRAM_DEBUG("probe %u of server %lu: %s (%s)", v->st.probes, (unsigned long)v->id,
+               outcome == FDET_PROBE_GONE ? "gone" : "no answer", what);
+    if (outcome == FDET_PROBE_SILENT && v->st.silent == 1)
+        CRAM_INFO("server %lu: connected but no answer to a probe within %u ms: slow or stopped; "
+                  "probing on for up to %u ms", (unsigned long)v->id, c->vcfg.probe_timeout_ms,
+                  c->vcfg.silent_ms);
+    v->timer = tp_timer_add(c->wloop, (next > now ? next - now : 0) * 1000u, probe_timer, v);
+}
+
+/* A probe's outcome: the answer of the server we mean, a process that is
+ * gone (refused, reset, or another process at its locator), or silence. */
+static enum fdet_probe probe_outcome(cram_status st, int32_t status)
+{
+    if (st == CRAM_TIMEOUT)
+        return FDET_PROBE_SILENT;
+    if (st == CRAM_OK && status == CRAM_OK)
+        return FDET_PROBE_ANSWERED;
+    return FDET_PROBE_GONE;
 }
 
 static void probe_done(void *arg, cram_status st, const uint8_t *resp, uint32_t len)
 {
     struct coord_verify *v = arg;
     int32_t status = resp_status(st, resp, len);
-    probe_result(v, status == CRAM_OK, cram_strerror((cram_status)status));
+    probe_result(v, probe_outcome(st, status), cram_strerror((cram_status)status));
 }
 
 /* One probe: a PING naming the server's id (a process at its locator that
- * is not that server answers CRAM_WRONG_SERVER or CRAM_RETRY: no answer). */
+ * is not that server answers CRAM_WRONG_SERVER or CRAM_RETRY: gone). */
 static void probe_try(struct coord_verify *v)
 {
     coord *c = v->c;
@@ -698,7 +722,7 @@ static void probe_try(struct coord_verify *v)
     }
     tp_session *sess = server_session(c, s);
     if (sess == NULL) {
-        probe_result(v, false, "connection refused");
+        probe_result(v, FDET_PROBE_GONE, "connection refused");
         return;
     }
     struct {
@@ -706,9 +730,9 @@ static void probe_try(struct coord_verify *v)
         struct wire_target t;
     } WIRE_PACKED req = { { .opcode = WIRE_OP_PING, .service = WIRE_SVC_PING }, { v->id } };
     struct iovec iov = { &req, sizeof(req) };
-    cram_status st = tp_send(sess, &iov, 1, c->verify_timeout_ms, probe_done, v);
+    cram_status st = tp_send(sess, &iov, 1, c->vcfg.probe_timeout_ms, probe_done, v);
     if (st != CRAM_OK)
-        probe_result(v, false, cram_strerror(st));
+        probe_result(v, FDET_PROBE_GONE, cram_strerror(st));
 }
 
 /* Start verifying that s is alive, unless that runs already. */
@@ -719,7 +743,8 @@ static void verify_start(coord *c, struct coord_srv *s, const char *why)
     struct coord_verify *v = calloc(1, sizeof(*v));
     if (v == NULL)
         return;
-    *v = (struct coord_verify){ .c = c, .id = s->e->server_id, .why = why, .start_ms = clock_mono_ms() };
+    *v = (struct coord_verify){ .c = c, .id = s->e->server_id, .why = why };
+    fdet_verify_begin(&v->st, clock_mono_ms());
     s->v = v;
     CRAM_INFO("verifying server %lu: %s", (unsigned long)v->id, why);
     probe_try(v);
@@ -763,8 +788,8 @@ static int declare_crashed(coord *c, const struct coord_declare *d)
     for (size_t t = 0; t < c->n_tables; t++)
         for (size_t i = 0; i < c->tables[t]->n_tablets; i++)
             tablets += c->tables[t]->tablets[i]->server_id == d->id;
-    CRAM_INFO("server %lu declared crashed (%s; %u probes over %lu ms unanswered), server list version %lu",
-              (unsigned long)d->id, d->why, d->tries, (unsigned long)d->elapsed_ms,
+    CRAM_INFO("server %lu declared crashed (%s; %u probes over %lu ms: %s), server list version %lu",
+              (unsigned long)d->id, d->why, d->tries, (unsigned long)d->elapsed_ms, d->evidence,
               (unsigned long)c->server_list_version);
     if (tablets > 0)
         CRAM_INFO("server %lu: its %zu tablets are recovered", (unsigned long)d->id, tablets);
@@ -2776,7 +2801,7 @@ static void confirm_servers(coord *c)
             struct wire_target t;
         } WIRE_PACKED req = { { .opcode = WIRE_OP_PING, .service = WIRE_SVC_PING }, { s->e->server_id } };
         struct iovec iov = { &req, sizeof(req) };
-        if (tp_send(sess, &iov, 1, c->verify_timeout_ms, confirm_done, a) != CRAM_OK) {
+        if (tp_send(sess, &iov, 1, c->vcfg.probe_timeout_ms, confirm_done, a) != CRAM_OK) {
             free(a);
             continue;
         }
@@ -3144,11 +3169,16 @@ coord *coord_create(const struct coord_config *cfg, char *err, size_t errlen)
     cram__cluster_settings__init(&c->settings);
     c->settings.replicas = cfg->replicas;
     c->settings.durability = c->durability;
-    c->verify_tries = cfg->verify_tries ? cfg->verify_tries : COORD_VERIFY_TRIES;
-    c->verify_interval_ms = clock_test_scaled_ms(cfg->verify_interval_ms ? cfg->verify_interval_ms
-                                                                          : COORD_VERIFY_INTERVAL_MS);
-    c->verify_timeout_ms = (uint32_t)clock_test_scaled_ms(cfg->verify_timeout_ms ? cfg->verify_timeout_ms
-                                                                                 : COORD_VERIFY_TIMEOUT_MS);
+    struct fdet_verify_config vc = {
+        .gone_tries = cfg->verify_tries,
+        .gone_interval_ms = cfg->verify_interval_ms,
+        .probe_timeout_ms = cfg->verify_timeout_ms,
+        .silent_ms = cfg->verify_silent_ms,
+    };
+    c->vcfg = fdet_verify_defaults(&vc);
+    c->vcfg.gone_interval_ms = (uint32_t)clock_test_scaled_ms(c->vcfg.gone_interval_ms);
+    c->vcfg.probe_timeout_ms = (uint32_t)clock_test_scaled_ms(c->vcfg.probe_timeout_ms);
+    c->vcfg.silent_ms = (uint32_t)clock_test_scaled_ms(c->vcfg.silent_ms);
     c->partition_bytes = cfg->partition_bytes ? cfg->partition_bytes : RCV_DEFAULT_PARTITION_BYTES;
     c->partition_objects = cfg->partition_objects ? cfg->partition_objects : RCV_DEFAULT_PARTITION_OBJECTS;
     c->recovery_retry_ms = clock_test_scaled_ms(cfg->recovery_retry_ms ? cfg->recovery_retry_ms

@@ -36,15 +36,19 @@ struct coord_config {
     uint32_t zk_session_ms;     /* ZooKeeper session timeout to ask for; 0 = 6000.  A
                                  * standby takes over at most this long after the
                                  * leader's process or host dies */
-    /* Failure verification: before declaring a suspected server crashed the
-     * coordinator sends it verify_tries PINGs, verify_interval_ms apart (from
-     * start to start), each with its own verify_timeout_ms; one answer means
-     * alive.  0 = default (3 tries, 125 ms apart, 250 ms timeout: at least
-     * 250 ms from the first probe to the last).  Both times are scaled by
-     * CRAM_TEST_TIME_SCALE. */
+    /* Failure verification (the rule: fdet_verify_step in
+     * server/failure_detector.h): before declaring a suspected server crashed
+     * the coordinator PINGs it, one probe at a time, each waiting
+     * verify_timeout_ms; one answer means alive.  A connection refused or
+     * reset (or another process answering at its locator) verify_tries times
+     * in a row, verify_interval_ms apart, declares it: the process is gone.
+     * A server that is connected but answers nothing is declared only after
+     * verify_silent_ms: it may just be busy.  0 = defaults (2 tries, 40 ms,
+     * 500 ms, 4000 ms).  The times are scaled by CRAM_TEST_TIME_SCALE. */
     uint32_t verify_tries;
     uint32_t verify_interval_ms;
     uint32_t verify_timeout_ms;
+    uint32_t verify_silent_ms;
     /* Crash recovery: a crashed master's tablets are split into partitions
      * of at most partition_bytes and partition_objects each (0 = defaults,
      * 256 MiB and 4 Mi objects), sized by the tablet stats every master

@@ -37,9 +37,13 @@ static void usage(FILE *f)
 "                          leader's process or host dies\n"
 "  --exit-on-loss          exit (status 3) when leadership is lost, instead of joining the\n"
 "                          election again as a standby\n"
-"  --verify-tries N        PINGs sent to a suspected server before it is declared crashed (default: 3)\n"
-"  --verify-interval-ms MS between the starts of those PINGs (default: 125)\n"
-"  --verify-timeout-ms MS  how long each PING waits for its answer (default: 250)\n"
+"  --verify-tries N        failure verification: a suspected server whose connection is refused\n"
+"                          or reset this many times in a row is declared crashed (default: 2)\n"
+"  --verify-interval-ms MS between those probe PINGs (default: 40)\n"
+"  --verify-timeout-ms MS  how long each probe PING waits for its answer (default: 500)\n"
+"  --verify-silent-ms MS   a suspected server that is connected but answers no probe for this\n"
+"                          long is declared crashed: it may just be busy (default: 4000; this is\n"
+"                          also how long a crashed host, which resets nothing, takes)\n"
 "  --partition-bytes N     crash recovery: bytes per partition (recovery master), K/M/G\n"
 "                          suffixes (default: 256M)\n"
 "  --partition-objects N   crash recovery: objects per partition (default: 4M)\n"
@@ -124,7 +128,7 @@ static int parse_size(const char *s, uint64_t *out)
 int main(int argc, char **argv)
 {
     enum { O_ZK = 1, O_CLUSTER, O_LISTEN, O_LOG, O_POLL, O_REPL, O_DUR, O_RESET, O_VTRIES, O_VINT,
-           O_VTIMEOUT, O_SESSION, O_EXIT_ON_LOSS, O_PBYTES, O_POBJECTS, O_STATS_MS, O_RETRY_MS, O_HELP };
+           O_VTIMEOUT, O_VSILENT, O_SESSION, O_EXIT_ON_LOSS, O_PBYTES, O_POBJECTS, O_STATS_MS, O_RETRY_MS, O_HELP };
     static const struct option opts[] = {
         { "zk", required_argument, NULL, O_ZK },
         { "cluster", required_argument, NULL, O_CLUSTER },
@@ -137,6 +141,7 @@ int main(int argc, char **argv)
         { "verify-tries", required_argument, NULL, O_VTRIES },
         { "verify-interval-ms", required_argument, NULL, O_VINT },
         { "verify-timeout-ms", required_argument, NULL, O_VTIMEOUT },
+        { "verify-silent-ms", required_argument, NULL, O_VSILENT },
         { "zk-session-ms", required_argument, NULL, O_SESSION },
         { "exit-on-loss", no_argument, NULL, O_EXIT_ON_LOSS },
         { "partition-bytes", required_argument, NULL, O_PBYTES },
@@ -198,11 +203,14 @@ int main(int argc, char **argv)
             }
             break;
         case O_VINT:
-        case O_VTIMEOUT: {
-            uint32_t *dst = o == O_VINT ? &cfg.verify_interval_ms : &cfg.verify_timeout_ms;
+        case O_VTIMEOUT:
+        case O_VSILENT: {
+            uint32_t *dst = o == O_VINT ? &cfg.verify_interval_ms
+                          : o == O_VTIMEOUT ? &cfg.verify_timeout_ms : &cfg.verify_silent_ms;
             if (parse_u32(optarg, 600000, dst) != 0 || *dst == 0) {
                 fprintf(stderr, "cram-coordinator: bad --%s '%s' (1..600000 ms)\n",
-                        o == O_VINT ? "verify-interval-ms" : "verify-timeout-ms", optarg);
+                        o == O_VINT ? "verify-interval-ms"
+                        : o == O_VTIMEOUT ? "verify-timeout-ms" : "verify-silent-ms", optarg);
                 return 2;
             }
             break;

@@ -3,9 +3,13 @@
  *
  * One ping is outstanding at a time: a tick that finds the previous ping
  * still waiting (its timeout is longer than the interval) skips its turn.
- * Sessions to peers are cached by server id and dropped once they die or
- * their server is no longer up in the list.
+ * Sessions to peers are cached by server id and dropped once they die (the
+ * peer is then suspected: its process closed the connection) or their
+ * server is no longer up in the list.
+ *
+ * Also the coordinator's verification rule (fdet_verify_*), pure.
  */
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
@@ -42,7 +46,10 @@ struct fdet {
     int closing;                    /* fdet_destroy runs: callbacks do nothing */
     int inflight;                   /* a ping is outstanding */
     uint64_t inflight_id;
-    uint64_t sent, failed;
+    uint64_t inflight_sent_ms;
+    uint64_t tick_due_ms;           /* when the pending tick should run */
+    uint64_t sent, failed, self_stalled;
+    uint64_t max_stall_ms;
     struct fdet_hinted hinted[FDET_MAX_HINTED];   /* recent hints: one per suspect ... */
     int nhinted;                                  /* ... per 4 ping timeouts */
     struct fdet_sess sess[FDET_MAX_SESSIONS];
@@ -94,15 +101,23 @@ static void fdet_drop_session(fdet *f, int i)
     tp_session_close(s);
 }
 
-/* Close sessions that died or whose server is no longer up. */
+static void fdet_suspect(fdet *f, uint64_t id, const char *why);
+
+/* Close sessions that died or whose server is no longer up.  A session to
+ * an up peer that died means the peer's end closed or reset it -- what the
+ * kernel does when a process dies -- so the peer is suspected at once. */
 static void fdet_prune(fdet *f)
 {
     for (int i = f->nsess - 1; i >= 0; i--) {
         if (f->inflight && f->sess[i].id == f->inflight_id)
             continue;                   /* its ping completes first */
-        const struct sl_entry *e = sl_find(f->sl, f->sess[i].id);
-        if (!tp_session_alive(f->sess[i].s) || e == NULL || e->status != SL_UP)
+        uint64_t id = f->sess[i].id;
+        const struct sl_entry *e = sl_find(f->sl, id);
+        bool broke = !tp_session_alive(f->sess[i].s);
+        if (broke || e == NULL || e->status != SL_UP)
             fdet_drop_session(f, i);
+        if (broke && e != NULL && e->status == SL_UP)
+            fdet_suspect(f, id, "its connection broke");
     }
 }
 
@@ -133,6 +148,8 @@ static tp_session *fdet_session(fdet *f, const struct sl_entry *e, cram_status *
 
 static void fdet_suspect(fdet *f, uint64_t id, const char *why)
 {
+    if (f->closing)
+        return;
     f->failed++;
     const struct sl_entry *e = sl_find(f->sl, id);
     if (e == NULL || e->status != SL_UP)
@@ -171,6 +188,16 @@ static void fdet_ping_done(void *arg, cram_status st, const uint8_t *resp, uint3
         return;
     const char *why = NULL;
     if (st == CRAM_TIMEOUT) {
+        /* A timeout that fired well after it was due means this loop was
+         * stalled: the answer may have arrived and wait unread behind it. */
+        uint64_t due = f->inflight_sent_ms + f->cfg.timeout_ms;
+        uint64_t now = fdet_now_ms();
+        if (now > due && now - due > f->cfg.timeout_ms / 2) {
+            f->self_stalled++;
+            CRAM_DEBUG("ping of server %lu timed out %lu ms late (this server stalled): not reported",
+                       (unsigned long)id, (unsigned long)(now - due));
+            return;
+        }
         why = "ping timed out";
     } else if (st != CRAM_OK) {
         why = "connection failed";
@@ -190,10 +217,25 @@ static void fdet_ping_done(void *arg, cram_status st, const uint8_t *resp, uint3
         fdet_suspect(f, id, why);
 }
 
+static void fdet_tick(void *arg);
+
+static void fdet_arm(fdet *f)
+{
+    f->tick_due_ms = fdet_now_ms() + f->cfg.interval_ms;
+    f->timer = tp_timer_add(f->loop, (uint64_t)f->cfg.interval_ms * 1000u, fdet_tick, f);
+}
+
 static void fdet_tick(void *arg)
 {
     fdet *f = arg;
-    f->timer = tp_timer_add(f->loop, (uint64_t)f->cfg.interval_ms * 1000u, fdet_tick, f);
+    uint64_t now = fdet_now_ms();
+    uint64_t late = now > f->tick_due_ms ? now - f->tick_due_ms : 0;
+    if (late > f->max_stall_ms)
+        f->max_stall_ms = late;
+    if (late >= FDET_STALL_LOG_MS)
+        CRAM_INFO("dispatch thread stalled: the failure detector's %u ms timer ran %lu ms late",
+                  f->cfg.interval_ms, (unsigned long)late);
+    fdet_arm(f);
     fdet_prune(f);
     if (f->inflight)
         return;
@@ -214,6 +256,7 @@ static void fdet_tick(void *arg)
     struct iovec iov = { &req, sizeof(req) };
     f->inflight = 1;
     f->inflight_id = e->id;
+    f->inflight_sent_ms = fdet_now_ms();
     st = tp_send(s, &iov, 1, f->cfg.timeout_ms, fdet_ping_done, f);
     if (st != CRAM_OK) {
         f->inflight = 0;
@@ -248,7 +291,7 @@ void fdet_start(fdet *f, uint64_t self_id)
     if (f->started)
         return;
     f->started = 1;
-    f->timer = tp_timer_add(f->loop, (uint64_t)f->cfg.interval_ms * 1000u, fdet_tick, f);
+    fdet_arm(f);
 }
 
 void fdet_destroy(fdet *f)
@@ -265,3 +308,50 @@ void fdet_destroy(fdet *f)
 
 uint64_t fdet_pings_sent(const fdet *f) { return f->sent; }
 uint64_t fdet_pings_failed(const fdet *f) { return f->failed; }
+uint64_t fdet_pings_self_stalled(const fdet *f) { return f->self_stalled; }
+uint64_t fdet_max_stall_ms(const fdet *f) { return f->max_stall_ms; }
+
+/* ---- verification rule (pure) ---------------------------------------- */
+
+struct fdet_verify_config fdet_verify_defaults(const struct fdet_verify_config *cfg)
+{
+    struct fdet_verify_config c = cfg ? *cfg : (struct fdet_verify_config){ 0 };
+    if (c.gone_tries == 0)
+        c.gone_tries = FDET_VERIFY_GONE_TRIES;
+    if (c.gone_interval_ms == 0)
+        c.gone_interval_ms = FDET_VERIFY_GONE_INTERVAL_MS;
+    if (c.probe_timeout_ms == 0)
+        c.probe_timeout_ms = FDET_VERIFY_PROBE_TIMEOUT_MS;
+    if (c.silent_ms == 0)
+        c.silent_ms = FDET_VERIFY_SILENT_MS;
+    return c;
+}
+
+void fdet_verify_begin(struct fdet_verify *v, uint64_t now_ms)
+{
+    *v = (struct fdet_verify){ .start_ms = now_ms };
+}
+
+enum fdet_verdict fdet_verify_step(struct fdet_verify *v, const struct fdet_verify_config *cfg,
+                                   enum fdet_probe outcome, uint64_t now_ms, uint64_t *next_ms)
+{
+    v->probes++;
+    switch (outcome) {
+    case FDET_PROBE_ANSWERED:
+        return FDET_ALIVE;
+    case FDET_PROBE_GONE:
+        if (++v->gone_run >= cfg->gone_tries)
+            return FDET_DECLARE;
+        *next_ms = now_ms + cfg->gone_interval_ms;
+        return FDET_PROBE_AGAIN;
+    case FDET_PROBE_SILENT:
+        break;
+    }
+    /* connected but silent: slow, stopped, or its host is gone */
+    v->gone_run = 0;
+    v->silent++;
+    if (v->silent >= 2 && now_ms >= v->start_ms && now_ms - v->start_ms >= cfg->silent_ms)
+        return FDET_DECLARE;
+    *next_ms = now_ms;
+    return FDET_PROBE_AGAIN;
+}

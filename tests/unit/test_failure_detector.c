@@ -3,7 +3,10 @@
  * the peer choice (never self, never a crashed or removed server, every up
  * peer chosen, nobody for an empty list), and the detector on a real loop
  * against in-process listeners: a live peer is pinged and never suspected,
- * a closed port and a peer answering for another id are hinted.
+ * a closed port and a peer answering for another id are hinted, a peer whose
+ * connection breaks is hinted at once.  And the coordinator's verification
+ * rule (fdet_verify_step): refused/reset twice declares within tens of ms,
+ * silence only after the long budget, any answer means alive.
  */
 #include <CUnit/Basic.h>
 #include <stdio.h>
@@ -129,14 +132,17 @@ static void peer_req(void *arg, tp_rpc *rpc)
 struct hints {
     int n;
     uint64_t ids[64];
+    char why[64][64];
 };
 
 static void hint_fn(void *arg, uint64_t id, const char *why)
 {
     struct hints *h = arg;
     CU_ASSERT_PTR_NOT_NULL(why);
-    if (h->n < 64)
+    if (h->n < 64) {
         h->ids[h->n] = id;
+        snprintf(h->why[h->n], sizeof(h->why[0]), "%s", why ? why : "");
+    }
     h->n++;
 }
 
@@ -238,6 +244,141 @@ static void test_detector_suspects(void)
     tp_loop_destroy(l);
 }
 
+/* A peer's process dies (its listener and connections close): the detector
+ * suspects it at its next tick, from the broken session, without waiting
+ * for a ping to time out. */
+static void test_detector_broken_connection(void)
+{
+    tp_loop *l = tp_loop_create();
+    char err[128];
+    struct peer p2 = { 2, 0 };
+    tp_listener *l2 = tp_listen(l, "tcp:host=127.0.0.1,port=0", peer_req, &p2, err, sizeof(err));
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l2);
+    char loc[256];
+    snprintf(loc, sizeof(loc), "%s", tp_listener_locator(l2));
+    server_list *sl = sl_create();
+    struct ent es[] = { { 1, SL_UP, "tcp:host=127.0.0.1,port=1" }, { 2, SL_UP, loc } };
+    load(sl, 1, es, 2);
+    struct hints h = { 0 };
+    /* a long interval: the break is found by the tick, not by a ping */
+    struct fdet_config cfg = { .interval_ms = 200, .timeout_ms = (uint32_t)clock_test_scaled_ms(5000) };
+    fdet *f = fdet_create(l, sl, &cfg, hint_fn, &h);
+    fdet_start(f, 1);
+    uint64_t end = clock_mono_ms() + clock_test_scaled_ms(5000);
+    while (p2.pings == 0 && clock_mono_ms() < end)
+        tp_loop_poll(l, 10);
+    CU_ASSERT_FATAL(p2.pings > 0);
+    run_for(l, 50);                  /* the answer is in: no ping outstanding */
+    CU_ASSERT_EQUAL(h.n, 0);
+    uint64_t t0 = clock_mono_ms();
+    tp_listener_close(l2);           /* "kill -9": its sockets close */
+    while (h.n == 0 && clock_mono_ms() < t0 + clock_test_scaled_ms(2000))
+        tp_loop_poll(l, 5);
+    uint64_t dt = clock_mono_ms() - t0;
+    CU_ASSERT_EQUAL_FATAL(h.n, 1);
+    CU_ASSERT_EQUAL(h.ids[0], 2);
+    CU_ASSERT_STRING_EQUAL(h.why[0], "its connection broke");
+    CU_ASSERT(dt <= 200 + clock_test_scaled_ms(100));     /* within one interval */
+    fdet_destroy(f);
+    sl_destroy(sl);
+    tp_loop_destroy(l);
+}
+
+/* ---- the coordinator's verification rule ---- */
+
+static const struct fdet_verify_config VCFG = {
+    .gone_tries = 2, .gone_interval_ms = 40, .probe_timeout_ms = 500, .silent_ms = 4000,
+};
+
+static void test_verify_defaults(void)
+{
+    struct fdet_verify_config d = fdet_verify_defaults(NULL);
+    CU_ASSERT_EQUAL(d.gone_tries, FDET_VERIFY_GONE_TRIES);
+    CU_ASSERT_EQUAL(d.gone_interval_ms, FDET_VERIFY_GONE_INTERVAL_MS);
+    CU_ASSERT_EQUAL(d.probe_timeout_ms, FDET_VERIFY_PROBE_TIMEOUT_MS);
+    CU_ASSERT_EQUAL(d.silent_ms, FDET_VERIFY_SILENT_MS);
+    /* the fast path fits the 500 ms detection target with room to spare;
+     * the slow path gives a busy server many probe timeouts */
+    CU_ASSERT(FDET_VERIFY_GONE_TRIES * FDET_VERIFY_GONE_INTERVAL_MS <= 100);
+    CU_ASSERT(FDET_VERIFY_SILENT_MS >= 4 * FDET_VERIFY_PROBE_TIMEOUT_MS);
+    struct fdet_verify_config in = { .gone_tries = 5, .silent_ms = 123 };
+    d = fdet_verify_defaults(&in);
+    CU_ASSERT_EQUAL(d.gone_tries, 5);
+    CU_ASSERT_EQUAL(d.silent_ms, 123);
+    CU_ASSERT_EQUAL(d.gone_interval_ms, FDET_VERIFY_GONE_INTERVAL_MS);
+}
+
+/* kill -9: the connection is refused twice, 40 ms apart -> declared. */
+static void test_verify_refused_declares_fast(void)
+{
+    struct fdet_verify v;
+    uint64_t next = 0;
+    fdet_verify_begin(&v, 1000);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 1000, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(next, 1040);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 1041, &next), FDET_DECLARE);
+    CU_ASSERT_EQUAL(v.probes, 2);
+    /* one try configured: the first refusal declares */
+    struct fdet_verify_config one = VCFG;
+    one.gone_tries = 1;
+    fdet_verify_begin(&v, 0);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &one, FDET_PROBE_GONE, 0, &next), FDET_DECLARE);
+    /* a refusal, then an answer (a restarting listener): alive */
+    fdet_verify_begin(&v, 0);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 0, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_ANSWERED, 40, &next), FDET_ALIVE);
+}
+
+/* A busy or stopped server: connected, silent.  Never declared before the
+ * long budget, however many probes time out; declared at the first silent
+ * probe after it. */
+static void test_verify_silent_needs_budget(void)
+{
+    struct fdet_verify v;
+    uint64_t next = 0, t = 5000;
+    fdet_verify_begin(&v, t);
+    for (int i = 1; i <= 7; i++) {
+        t += 500;                   /* each probe waited its timeout */
+        CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, t, &next), FDET_PROBE_AGAIN);
+        CU_ASSERT_EQUAL(next, t);   /* the next probe goes at once */
+    }
+    CU_ASSERT_EQUAL(t - v.start_ms, 3500);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 8999, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 9000, &next), FDET_DECLARE);
+    /* silent for 3.9 s, then it answers: alive (a recovery master busy replaying) */
+    fdet_verify_begin(&v, 0);
+    for (uint64_t s = 500; s < 4000; s += 500)
+        CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, s, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_ANSWERED, 3900, &next), FDET_ALIVE);
+    /* one silent probe is not enough, even past the budget (the coordinator
+     * itself may have stalled through the whole budget) */
+    fdet_verify_begin(&v, 0);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 10000, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 10500, &next), FDET_DECLARE);
+}
+
+/* Refusals must come in a row: a silent probe between them means something
+ * accepted the connection (a slow server), so the long budget applies. */
+static void test_verify_mixed(void)
+{
+    struct fdet_verify v;
+    uint64_t next = 0;
+    fdet_verify_begin(&v, 0);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 0, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 540, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 600, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(next, 640);
+    /* ... but a slow server that then dies is declared on its refusals */
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 640, &next), FDET_DECLARE);
+    CU_ASSERT_EQUAL(v.probes, 4);
+    /* silent for most of the budget, then reset twice: declared at once */
+    fdet_verify_begin(&v, 0);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 500, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_SILENT, 1000, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 1200, &next), FDET_PROBE_AGAIN);
+    CU_ASSERT_EQUAL(fdet_verify_step(&v, &VCFG, FDET_PROBE_GONE, 1240, &next), FDET_DECLARE);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -247,6 +388,11 @@ int main(void)
     CU_add_test(s, "random peer: never self or crashed, all up peers", test_choose_random);
     CU_add_test(s, "live peers are pinged and never suspected", test_detector_live);
     CU_add_test(s, "dead port and wrong server are hinted, crashed ones left alone", test_detector_suspects);
+    CU_add_test(s, "a broken connection is hinted at the next tick", test_detector_broken_connection);
+    CU_add_test(s, "verify: defaults", test_verify_defaults);
+    CU_add_test(s, "verify: refused twice declares within tens of ms", test_verify_refused_declares_fast);
+    CU_add_test(s, "verify: silence declares only after the long budget", test_verify_silent_needs_budget);
+    CU_add_test(s, "verify: refusals must come in a row", test_verify_mixed);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
