@@ -58,7 +58,9 @@ typedef struct ht {
     uint64_t ovf_in_use;
 } ht;
 
-/* nbuckets is rounded to the nearer power of two (min 1).  NULL if out of memory. */
+/* nbuckets is rounded to the nearer power of two (min 1).  The bucket array
+ * (64 bytes a bucket) is faulted in at once (see ht_prefault in hashtable.c):
+ * the table costs its full size in RSS from the start.  NULL if out of memory. */
 ht  *ht_create(uint64_t nbuckets);
 void ht_destroy(ht *t);
 
