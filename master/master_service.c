@@ -5,7 +5,9 @@
  * before it is validated), checks the server id, runs the object manager
  * and replies at once through tp_rpc_reply.  A READ's value iovec points
  * straight into log memory: tp_rpc_reply copies or sends it before it
- * returns, and nothing can change the log in between (same thread).
+ * returns, and nothing can change the log in between (same thread) -- except
+ * over rdma:, which sends it from the registered log (master/log_rdma.h)
+ * and holds the cleaner's epochs until the send completes.
  *
  * Response shapes (what libcram's parsers accept):
  *   READ      always a full wire_read_resp (version set on reject-rule
@@ -34,6 +36,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "master/master_wire.h"
+#include "master/log_rdma.h"
 #include "master/objmgr.h"
 #include "master/recovery.h"
 #include "logcleaner/lc.h"
@@ -56,6 +59,7 @@ struct master_service {
     server_list *sl;                /* not owned; NULL until set */
     rec_mgr *rec;                   /* recovery-master side (RECOVER) */
     lc_cleaner *lc;                 /* log cleaner; NULL until master_set_replication */
+    log_rdma *lr;                   /* log memory registered for rdma: (may be NULL) */
     struct lc_config lc_cfg;
     char coord_loc[512];            /* coordinator locator for the replica manager */
 };
@@ -84,9 +88,11 @@ master_service *master_create(const struct master_config *cfg, char *err, size_t
         free(m);
         return NULL;
     }
+    m->lr = log_rdma_attach(om_log(m->om));
     m->rec = rec_create(m->om);
     if (m->rec == NULL) {
         snprintf(err, errlen, "out of memory");
+        log_rdma_detach(m->lr);
         om_destroy(m->om);
         free(m);
         return NULL;
@@ -103,6 +109,7 @@ void master_destroy(master_service *m)
 {
     if (m == NULL)
         return;
+    log_rdma_detach(m->lr);         /* before the epochs and the log it names */
     lc_destroy(m->lc);              /* its worker first; it uses the log and rm */
     rec_destroy(m->rec);            /* before the replica manager it waits on */
     rm_destroy(m->rm);
@@ -130,6 +137,7 @@ static int start_cleaner(master_service *m, tp_loop *loop)
         CRAM_ERROR("log cleaner: %s", err);
         return -1;
     }
+    log_rdma_guard(m->lr, loop, lc_epochs(m->lc));
     return 0;
 }
 

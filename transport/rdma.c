@@ -5,7 +5,9 @@
  * device; this file turns them into librdmacm / libibverbs calls.
  *
  * Threads: a connection and everything on it belongs to its loop's thread;
- * the zero-copy region table (rd_regs) is process-wide under rd_regs_mu.
+ * the devices (one PD each), the registered-region table and the guards
+ * with their holds are process-wide under rd_mu.  Verbs calls that register
+ * memory run under rd_mu; deregistration runs after dropping it.
  */
 #ifdef CRAM_HAVE_RDMA
 
@@ -28,38 +30,198 @@
 
 #define RD_TX_SLOTS RB_RX_DEPTH
 #define RD_WR_SEND (1ull << 63)        /* wr_id bit: a send slot (else a receive buffer) */
-#define RD_WR_ZC (1ull << 62)          /* a send without a slot (zero-copy) */
-#define RD_MAX_REGS 64
+#define RD_MAX_GUARDS 8
 
-/* ---- zero-copy regions ---------------------------------------------------- */
+/* Access flags of pinned log registrations: LOCAL_WRITE although the NIC
+ * only reads them, so pinning breaks copy-on-write of untouched anonymous
+ * pages (a read-only pin would pin the shared zero page the log later
+ * writes past). */
+#define RD_LOG_ACCESS IBV_ACCESS_LOCAL_WRITE
 
-static pthread_mutex_t rd_regs_mu = PTHREAD_MUTEX_INITIALIZER;
-static struct { void *addr; size_t len; } rd_regs[RD_MAX_REGS];   /* guarded by rd_regs_mu */
-static int rd_nregs;
+/* ---- process-wide: devices, registered memory, guards ------------------------ */
+
+struct rd_dev {
+    struct ibv_context *ctx;           /* rdma_cm's; lives as long as the process */
+    struct ibv_pd *pd;                 /* shared by the device's connections; kept */
+    int odp;                           /* can send from ODP memory */
+};
+
+struct rd_guard {
+    tp_loop *loop;                     /* NULL = free entry */
+    struct tp_rdma_guard g;
+    struct rb_holds holds;
+};
+
+static pthread_mutex_t rd_mu = PTHREAD_MUTEX_INITIALIZER;
+static struct rd_dev rd_devs[RB_MAX_DEVS];       /* under rd_mu */
+static int rd_ndevs;
+static struct rb_regtab rd_tab = { .free_head = UINT32_MAX };
+static struct rd_guard rd_guards[RD_MAX_GUARDS];
+
+static void dereg_all(void **mrs, int n)
+{
+    for (int i = 0; i < n; i++)
+        if (mrs[i] != NULL && ibv_dereg_mr(mrs[i]) != 0)
+            CRAM_WARN("rdma: ibv_dereg_mr: %s", strerror(errno));
+}
+
+/* Give region idx its own registration on device d (rd_mu held). */
+static void reg_on_dev(int idx, int d)
+{
+    struct rb_reg *r = &rd_tab.e[idx];
+    struct ibv_mr *mr = ibv_reg_mr(rd_devs[d].pd, (void *)r->addr, r->len, RD_LOG_ACCESS);
+    if (mr == NULL) {                  /* its responses are copied on this device */
+        CRAM_WARN("rdma: registering %zu bytes of log memory: %s (responses from it are copied)",
+                  r->len, strerror(errno));
+        return;
+    }
+    rb_reg_set_key(&rd_tab, idx, d, mr->lkey, mr);
+}
 
 int tp_rdma_register(void *addr, size_t len)
 {
-    int rc = -1;
-    pthread_mutex_lock(&rd_regs_mu);
-    if (rd_nregs < RD_MAX_REGS) {
-        rd_regs[rd_nregs].addr = addr;
-        rd_regs[rd_nregs].len = len;
-        rd_nregs++;
-        rc = 0;
-    }
-    pthread_mutex_unlock(&rd_regs_mu);
-    return rc;
+    pthread_mutex_lock(&rd_mu);
+    int idx = rb_reg_add(&rd_tab, (uintptr_t)addr, len);
+    for (int d = 0; idx >= 0 && d < rd_ndevs; d++)
+        if (rb_reg_needs_mr(&rd_tab, idx, d))
+            reg_on_dev(idx, d);
+    pthread_mutex_unlock(&rd_mu);
+    return idx >= 0 ? 0 : -1;
 }
 
 void tp_rdma_unregister(void *addr)
 {
-    pthread_mutex_lock(&rd_regs_mu);
-    for (int i = 0; i < rd_nregs; i++)
-        if (rd_regs[i].addr == addr) {
-            rd_regs[i] = rd_regs[--rd_nregs];
+    void *mrs[RB_MAX_DEVS];
+    pthread_mutex_lock(&rd_mu);
+    int rc = rb_reg_remove(&rd_tab, (uintptr_t)addr, mrs);
+    pthread_mutex_unlock(&rd_mu);
+    if (rc == 1)
+        dereg_all(mrs, RB_MAX_DEVS);
+}
+
+int tp_rdma_registered(const void *addr, size_t len)
+{
+    pthread_mutex_lock(&rd_mu);
+    /* a region counts whether or not a device keyed it yet */
+    int idx = rb_reg_lookup(&rd_tab, (uintptr_t)addr);
+    uint32_t pos = 0;
+    for (; idx < 0 && pos < rd_tab.nlive; pos++) {
+        const struct rb_reg *r = &rd_tab.e[rd_tab.sorted[pos]];
+        if ((uintptr_t)addr >= r->addr && (uintptr_t)addr - r->addr < r->len)
+            idx = (int)rd_tab.sorted[pos];
+    }
+    int yes = idx >= 0 && (uintptr_t)addr - rd_tab.e[idx].addr + len <= rd_tab.e[idx].len;
+    pthread_mutex_unlock(&rd_mu);
+    return yes;
+}
+
+/* Register the arena on demand on device d if it can send from ODP memory
+ * (rd_mu held). */
+static void odp_on_dev(int d)
+{
+    if (!rd_devs[d].odp || rd_tab.arena_len == 0 || rd_tab.odp[d].addr != 0)
+        return;
+    struct ibv_mr *mr = ibv_reg_mr(rd_devs[d].pd, (void *)rd_tab.arena, rd_tab.arena_len,
+                                   IBV_ACCESS_LOCAL_WRITE | IBV_ACCESS_ON_DEMAND);
+    if (mr == NULL) {
+        CRAM_WARN("rdma: ODP registration of the log arena: %s (registering per segment)",
+                  strerror(errno));
+        rd_devs[d].odp = 0;
+        return;
+    }
+    rb_reg_set_odp(&rd_tab, d, mr->lkey, mr);
+}
+
+void tp_rdma_set_arena(void *addr, size_t len)
+{
+    pthread_mutex_lock(&rd_mu);
+    rb_reg_set_arena(&rd_tab, (uintptr_t)addr, len);
+    for (int d = 0; d < rd_ndevs; d++)
+        odp_on_dev(d);
+    pthread_mutex_unlock(&rd_mu);
+}
+
+/* The device of a connection's id: found, or added with its PD, ODP check
+ * and registrations of everything registered so far.  -1 if out of slots. */
+static int dev_get(struct ibv_context *ctx)
+{
+    pthread_mutex_lock(&rd_mu);
+    int d = 0;
+    while (d < rd_ndevs && rd_devs[d].ctx != ctx)
+        d++;
+    if (d == rd_ndevs) {
+        struct ibv_pd *pd = rd_ndevs < RB_MAX_DEVS ? ibv_alloc_pd(ctx) : NULL;
+        if (pd == NULL) {
+            pthread_mutex_unlock(&rd_mu);
+            return -1;
+        }
+        struct ibv_device_attr_ex ax;
+        memset(&ax, 0, sizeof ax);
+        int odp = ibv_query_device_ex(ctx, NULL, &ax) == 0 &&
+                  (ax.odp_caps.general_caps & IBV_ODP_SUPPORT) &&
+                  (ax.odp_caps.per_transport_caps.rc_odp_caps & IBV_ODP_SUPPORT_SEND);
+        rd_devs[d] = (struct rd_dev){ ctx, pd, odp };
+        rd_ndevs++;
+        odp_on_dev(d);
+        for (uint32_t i = 0; i < rd_tab.nlive; i++)
+            if (rb_reg_needs_mr(&rd_tab, (int)rd_tab.sorted[i], d))
+                reg_on_dev((int)rd_tab.sorted[i], d);
+    }
+    pthread_mutex_unlock(&rd_mu);
+    return d;
+}
+
+int tp_rdma_set_guard(tp_loop *l, const struct tp_rdma_guard *g)
+{
+    int rc = -1;
+    pthread_mutex_lock(&rd_mu);
+    for (int i = 0; i < RD_MAX_GUARDS; i++)
+        if (rd_guards[i].loop == l) {
+            rb_holds_free(&rd_guards[i].holds);
+            rd_guards[i].loop = NULL;
+        }
+    for (int i = 0; g != NULL && i < RD_MAX_GUARDS; i++)
+        if (rd_guards[i].loop == NULL) {
+            rd_guards[i].loop = l;
+            rd_guards[i].g = *g;
+            rb_holds_init(&rd_guards[i].holds);
+            rc = 0;
             break;
         }
-    pthread_mutex_unlock(&rd_regs_mu);
+    pthread_mutex_unlock(&rd_mu);
+    return g == NULL ? 0 : rc;
+}
+
+/* rd_mu held. */
+static struct rd_guard *guard_of(tp_loop *l)
+{
+    for (int i = 0; i < RD_MAX_GUARDS; i++)
+        if (rd_guards[i].loop == l)
+            return &rd_guards[i];
+    return NULL;
+}
+
+/* Tell the guard the oldest tag in flight if it changed.  Called on the
+ * guard's loop thread, rd_mu held (the callbacks only store a value). */
+static void guard_publish(struct rd_guard *gd)
+{
+    uint64_t oldest;
+    if (gd != NULL && rb_holds_publish(&gd->holds, &oldest))
+        gd->g.hold(gd->g.arg, oldest);
+}
+
+/* A send (or a queued message) is done with the memory it held. */
+static void txref_release(tp_loop *l, struct rb_txref *x)
+{
+    if (x->tag == 0 && x->nreg == 0)
+        return;
+    void *dereg[RB_MAX_SGE * RB_MAX_DEVS];
+    pthread_mutex_lock(&rd_mu);
+    struct rd_guard *gd = guard_of(l);
+    int n = rb_tx_release(x, &rd_tab, gd ? &gd->holds : NULL, dereg);
+    guard_publish(gd);
+    pthread_mutex_unlock(&rd_mu);
+    dereg_all(dereg, n);
 }
 
 int tp_rdma_device_check(char *err, size_t errlen)
@@ -80,12 +242,18 @@ int tp_rdma_device_check(char *err, size_t errlen)
 
 /* ---- connections ----------------------------------------------------------- */
 
+/* A message waiting for credits / send slots.  Its bytes are plan[0..np):
+ * pieces copied into buf, and (zero-copy responses) pieces of registered
+ * memory held by ref until the message is fully posted. */
 struct rd_msg {
     struct rd_msg *next;
     uint8_t type;
     uint64_t id;
-    uint8_t *buf;                      /* copied message */
+    uint8_t *buf;                      /* the copied pieces */
+    struct rb_sge plan[RB_MAX_SGE - 1];
+    int np;
     uint32_t len, off;
+    struct rb_txref ref;
 };
 
 struct rd_call {
@@ -102,14 +270,13 @@ struct rd_listener;
 struct rd_conn {
     tp_loop *loop;
     struct rdma_cm_id *id;
-    struct ibv_pd *pd;
+    struct ibv_pd *pd;                 /* the device's (rd_devs[dev]); not ours */
+    int dev;
     struct ibv_comp_channel *cc;
     struct ibv_cq *cq;
     uint8_t *rx_mem, *tx_mem;
     struct ibv_mr *rx_mr, *tx_mr;
-    struct ibv_mr *reg_mr[RD_MAX_REGS];
-    struct rb_region regs[RD_MAX_REGS];
-    int nregs;
+    struct rb_txref txref[RD_TX_SLOTS];  /* registered memory a posted send reads */
     struct rb_rxring ring;
     struct rb_credits cr;
     struct rb_reasm ra;
@@ -178,14 +345,15 @@ static void conn_unref(struct rd_conn *c)
     while (c->q_head) {
         struct rd_msg *m = c->q_head;
         c->q_head = m->next;
+        txref_release(c->loop, &m->ref);
         free(m->buf);
         free(m);
     }
-    for (int i = 0; i < c->nregs; i++)
-        if (c->reg_mr[i])
-            ibv_dereg_mr(c->reg_mr[i]);
     if (c->id && c->id->qp)
         rdma_destroy_qp(c->id);
+    /* the queue pair is gone: sends never completed read nothing more */
+    for (uint32_t i = 0; i < RD_TX_SLOTS; i++)
+        txref_release(c->loop, &c->txref[i]);
     if (c->rx_mr)
         ibv_dereg_mr(c->rx_mr);
     if (c->tx_mr)
@@ -194,8 +362,6 @@ static void conn_unref(struct rd_conn *c)
         ibv_destroy_cq(c->cq);
     if (c->cc)
         ibv_destroy_comp_channel(c->cc);
-    if (c->pd)
-        ibv_dealloc_pd(c->pd);
     if (c->id)
         rdma_destroy_id(c->id);
     free(c->rx_mem);
@@ -226,27 +392,12 @@ static void conn_post_recvs(struct rd_conn *c)
     }
 }
 
-/* Register the process-wide zero-copy regions in this connection's PD. */
-static void conn_sync_regions(struct rd_conn *c)
-{
-    pthread_mutex_lock(&rd_regs_mu);
-    int n = rd_nregs;
-    for (int i = c->nregs; i < n; i++) {
-        c->reg_mr[i] = ibv_reg_mr(c->pd, rd_regs[i].addr, rd_regs[i].len, IBV_ACCESS_LOCAL_WRITE);
-        c->regs[i].addr = (uintptr_t)rd_regs[i].addr;
-        c->regs[i].len = c->reg_mr[i] ? rd_regs[i].len : 0;
-        c->regs[i].lkey = c->reg_mr[i] ? c->reg_mr[i]->lkey : 0;
-    }
-    if (n > c->nregs)
-        c->nregs = n;
-    pthread_mutex_unlock(&rd_regs_mu);
-}
-
-/* Create PD, CQ + channel, QP and the buffers for an id whose device is
- * known (route resolved / connect request).  Returns 0 or -1. */
+/* CQ + channel, QP and the buffers for an id whose device is known (route
+ * resolved / connect request), in the device's PD.  Returns 0 or -1. */
 static int conn_setup(struct rd_conn *c)
 {
-    c->pd = ibv_alloc_pd(c->id->verbs);
+    c->dev = dev_get(c->id->verbs);
+    c->pd = c->dev >= 0 ? rd_devs[c->dev].pd : NULL;
     c->cc = c->pd ? ibv_create_comp_channel(c->id->verbs) : NULL;
     c->cq = c->cc ? ibv_create_cq(c->id->verbs, RB_RX_DEPTH + RD_TX_SLOTS, c, c->cc, 0) : NULL;
     if (c->cq == NULL)
@@ -271,7 +422,6 @@ static int conn_setup(struct rd_conn *c)
     rb_credits_init(&c->cr, RB_RX_DEPTH);
     for (uint32_t i = 0; i < RD_TX_SLOTS; i++)
         c->txfree[c->ntxfree++] = i;
-    conn_sync_regions(c);
     conn_post_recvs(c);
     if (c->dead || ibv_req_notify_cq(c->cq, 0) != 0)
         return -1;
@@ -282,62 +432,59 @@ static int conn_setup(struct rd_conn *c)
 
 /* ---- sending --------------------------------------------------------------- */
 
-/* Post one frame from slot memory (header + copied payload), optionally
- * followed by direct zero-copy entries.  Returns 0 or -1. */
-static int post_frame(struct rd_conn *c, const struct rb_hdr *h0, const struct rb_sge *plan, int nplan,
-                      const uint8_t *copy_all)
+/* Post one frame of message m: header and copied pieces in a send slot,
+ * registered pieces as direct scatter entries (each holding its memory
+ * until the completion).  Returns 0 or -1. */
+static int post_frame(struct rd_conn *c, const struct rb_hdr *h0, const struct rd_msg *m)
 {
-    uint32_t slot = c->txfree[--c->ntxfree];
+    struct rb_sge win[RB_MAX_SGE - 1];
+    int nw = 0;
+    if (m != NULL && h0->len > 0) {
+        nw = rb_plan_window(m->plan, m->np, h0->off, h0->len, win);
+        CRAM_ASSERT(nw > 0);
+    }
+    uint32_t slot = c->txfree[c->ntxfree - 1];
+    if (m != NULL && m->ref.nreg > 0) {
+        pthread_mutex_lock(&rd_mu);
+        struct rd_guard *gd = guard_of(c->loop);
+        int rc = rb_tx_hold(&c->txref[slot], &rd_tab, gd ? &gd->holds : NULL, win, nw, m->ref.tag);
+        guard_publish(gd);
+        pthread_mutex_unlock(&rd_mu);
+        if (rc != 0) {
+            CRAM_WARN("rdma %s: out of memory holding a zero-copy send", c->peer);
+            return -1;
+        }
+    }
+    c->ntxfree--;
     uint8_t *p = c->tx_mem + (size_t)slot * RB_BUF_SIZE;
     struct rb_hdr h = *h0;
     h.credits = rb_credits_on_send(&c->cr);
     rb_hdr_encode(&h, p);
+    struct rb_sgl sgl[RB_MAX_SGE];
+    uint32_t used;
+    int ns = rb_sgl_build(win, nw, p, c->tx_mr->lkey, sgl, &used);
     struct ibv_sge sge[RB_MAX_SGE];
-    int ns = 1;
-    uint32_t used = RB_HDR_LEN;
-    if (copy_all) {
-        memcpy(p + used, copy_all, h.len);
-        used += h.len;
-    } else {
-        for (int i = 0; i < nplan; i++) {
-            if (plan[i].addr == 0) {               /* copied piece: into the slot */
-                memcpy(p + used, plan[i].src, plan[i].len);
-                if (ns > 1) {
-                    sge[ns].addr = (uintptr_t)(p + used);
-                    sge[ns].length = plan[i].len;
-                    sge[ns].lkey = c->tx_mr->lkey;
-                    ns++;
-                }
-                used += plan[i].len;
-            } else {
-                sge[ns].addr = plan[i].addr;
-                sge[ns].length = plan[i].len;
-                sge[ns].lkey = plan[i].lkey;
-                ns++;
-            }
-        }
-    }
-    /* the first entry is the slot's contiguous head: header + leading copies */
-    uint32_t head = RB_HDR_LEN;
-    if (copy_all)
-        head = used;
-    else
-        for (int i = 0; i < nplan && plan[i].addr == 0; i++)
-            head += plan[i].len;
-    sge[0].addr = (uintptr_t)p;
-    sge[0].length = head;
-    sge[0].lkey = c->tx_mr->lkey;
+    for (int i = 0; i < ns; i++)
+        sge[i] = (struct ibv_sge){ sgl[i].addr, sgl[i].len, sgl[i].lkey };
     struct ibv_send_wr wr = { .wr_id = RD_WR_SEND | slot, .sg_list = sge, .num_sge = ns,
                               .opcode = IBV_WR_SEND, .send_flags = IBV_SEND_SIGNALED }, *bad;
-    if (ns == 1 && rb_use_inline(head, c->max_inline))
+    if (ns == 1 && rb_use_inline(sgl[0].len, c->max_inline))
         wr.send_flags |= IBV_SEND_INLINE;
     if (ibv_post_send(c->id->qp, &wr, &bad) != 0) {
-        c->txfree[c->ntxfree++] = slot;
         CRAM_WARN("rdma %s: ibv_post_send: %s", c->peer, strerror(errno));
+        txref_release(c->loop, &c->txref[slot]);
+        c->txfree[c->ntxfree++] = slot;
         return -1;
     }
     c->sends_out++;
     return 0;
+}
+
+static void msg_free(struct rd_conn *c, struct rd_msg *m)
+{
+    txref_release(c->loop, &m->ref);
+    free(m->buf);
+    free(m);
 }
 
 /* Send queued frames while credits and send slots last. */
@@ -347,7 +494,7 @@ static void conn_flush(struct rd_conn *c)
         struct rd_msg *m = c->q_head;
         uint32_t n = m->len - m->off < RB_MAX_PAYLOAD ? m->len - m->off : RB_MAX_PAYLOAD;
         struct rb_hdr h = { .type = m->type, .len = n, .id = m->id, .total = m->len, .off = m->off };
-        if (post_frame(c, &h, NULL, 0, m->buf + m->off) != 0) {
+        if (post_frame(c, &h, m) != 0) {
             conn_fail(c);
             return;
         }
@@ -356,37 +503,80 @@ static void conn_flush(struct rd_conn *c)
             c->q_head = m->next;
             if (c->q_head == NULL)
                 c->q_tail = NULL;
-            free(m->buf);
-            free(m);
+            msg_free(c, m);            /* its frames hold what they read */
         }
     }
     if (!c->dead && c->established && c->q_head == NULL && c->ntxfree > 0 &&
         rb_credits_want_explicit(&c->cr, RB_RX_DEPTH)) {
         struct rb_hdr h = { .type = RB_T_CREDIT };
-        if (post_frame(c, &h, NULL, 0, NULL) != 0)
+        if (post_frame(c, &h, NULL) != 0)
             conn_fail(c);
     }
 }
 
+/* Plan a zero-copy response (rd_mu held): pieces in registered memory stay
+ * where they are, held under the guard's current tag.  Returns the number
+ * of plan entries, or 0 when it would not help (nothing registered, too
+ * many pieces, no guard on this loop, out of memory). */
+static int plan_zero_copy(struct rd_conn *c, const struct iovec *iov, int iovcnt, uint32_t len,
+                          struct rd_msg *m)
+{
+    struct rd_guard *gd = guard_of(c->loop);
+    if (gd == NULL || rd_tab.nlive == 0 || c->dev < 0)
+        return 0;
+    int np = rb_plan(iov, iovcnt, 0, len, &rd_tab, c->dev, m->plan);
+    int direct = 0;
+    for (int i = 0; i < np; i++)
+        direct |= m->plan[i].addr != 0;
+    if (np <= 0 || !direct)
+        return 0;
+    if (rb_tx_hold(&m->ref, &rd_tab, &gd->holds, m->plan, np, gd->g.now(gd->g.arg)) != 0)
+        return 0;
+    guard_publish(gd);
+    return np;
+}
+
+/* Queue a message (zc: responses may be sent from registered memory). */
 static int conn_queue(struct rd_conn *c, uint8_t type, uint64_t id, const struct iovec *iov, int iovcnt,
-                      uint32_t len)
+                      uint32_t len, int zc)
 {
     struct rd_msg *m = calloc(1, sizeof *m);
-    uint8_t *b = malloc(len ? len : 1);
-    if (m == NULL || b == NULL) {
-        free(m);
-        free(b);
+    if (m == NULL)
+        return -1;
+    if (zc) {
+        pthread_mutex_lock(&rd_mu);
+        m->np = plan_zero_copy(c, iov, iovcnt, len, m);
+        pthread_mutex_unlock(&rd_mu);
+    }
+    uint32_t ncopy = 0;
+    for (int i = 0; i < m->np; i++)
+        ncopy += m->plan[i].addr == 0 ? m->plan[i].len : 0;
+    if (m->np == 0)
+        ncopy = len;
+    m->buf = malloc(ncopy ? ncopy : 1);
+    if (m->buf == NULL) {
+        msg_free(c, m);
         return -1;
     }
     uint32_t off = 0;
-    for (int i = 0; i < iovcnt; i++) {
-        if (iov[i].iov_len)
-            memcpy(b + off, iov[i].iov_base, iov[i].iov_len);
-        off += (uint32_t)iov[i].iov_len;
+    if (m->np == 0) {                  /* all copied: one piece */
+        for (int i = 0; i < iovcnt; i++) {
+            if (iov[i].iov_len)
+                memcpy(m->buf + off, iov[i].iov_base, iov[i].iov_len);
+            off += (uint32_t)iov[i].iov_len;
+        }
+        m->plan[0] = (struct rb_sge){ .addr = 0, .src = m->buf, .len = len, .reg = -1 };
+        m->np = 1;
+    } else {                           /* the copied pieces move into buf */
+        for (int i = 0; i < m->np; i++)
+            if (m->plan[i].addr == 0) {
+                memcpy(m->buf + off, m->plan[i].src, m->plan[i].len);
+                m->plan[i].src = m->buf + off;
+                off += m->plan[i].len;
+            }
     }
     m->type = type;
     m->id = id;
-    m->buf = b;
     m->len = len;
     if (c->q_tail)
         c->q_tail->next = m;
@@ -437,25 +627,30 @@ static int conn_poll_cq(struct rd_conn *c)
         if (n <= 0)
             break;
         total += n;
-        for (int i = 0; i < n && !c->dead; i++) {
+        for (int i = 0; i < n; i++) {
+            if (wc[i].wr_id & RD_WR_SEND) {
+                /* done (or flushed): the slot and what it read are free */
+                uint32_t slot = (uint32_t)(wc[i].wr_id & 0xffffffffu);
+                txref_release(c->loop, &c->txref[slot]);
+                c->txfree[c->ntxfree++] = slot;
+                c->sends_out--;
+            }
+            if (c->dead)
+                continue;
             if (wc[i].status != IBV_WC_SUCCESS) {
                 CRAM_WARN("rdma %s: completion error: %s", c->peer, ibv_wc_status_str(wc[i].status));
                 conn_fail(c);
-                break;
-            }
-            if (wc[i].wr_id & (RD_WR_SEND | RD_WR_ZC)) {
-                if (wc[i].wr_id & RD_WR_SEND)
-                    c->txfree[c->ntxfree++] = (uint32_t)(wc[i].wr_id & 0xffffffffu);
-                c->sends_out--;
                 continue;
             }
+            if (wc[i].wr_id & RD_WR_SEND)
+                continue;
             uint8_t *buf = rb_rx_complete(&c->ring, wc[i].wr_id);
             struct rb_hdr h;
             if (buf == NULL || rb_hdr_decode(buf, wc[i].byte_len, &h) != 0 ||
                 rb_credits_grant(&c->cr, h.credits, RB_RX_DEPTH) != 0) {
                 CRAM_WARN("rdma %s: malformed frame: closing", c->peer);
                 conn_fail(c);
-                break;
+                continue;
             }
             uint8_t *msg = NULL;
             uint32_t len = 0;
@@ -464,7 +659,7 @@ static int conn_poll_cq(struct rd_conn *c)
             if (rc < 0) {
                 CRAM_WARN("rdma %s: bad framing: closing", c->peer);
                 conn_fail(c);
-                break;
+                continue;
             }
             if (rc == 1)
                 conn_message(c, h.type, h.id, msg, len);
@@ -565,34 +760,12 @@ static void rd_rpc_reply(tp_rpc *rpc, const struct iovec *iov, int iovcnt)
     uint64_t len = 0;
     for (int i = 0; i < iovcnt; i++)
         len += iov[i].iov_len;
+    /* a response may be sent from registered log memory (no copy; held
+     * until its sends complete -- see tp_rdma_set_guard) */
     if (!c->dead) {
-        if (len > WIRE_MAX_MESSAGE) {
+        if (len > WIRE_MAX_MESSAGE || conn_queue(c, RB_T_RESP, r->id, iov, iovcnt, (uint32_t)len, 1) != 0)
             conn_fail(c);
-        } else {
-            struct rb_sge plan[RB_MAX_SGE];
-            int np = -1;
-            conn_sync_regions(c);
-            /* zero-copy when it is one frame, has direct parts, and can go now */
-            if (c->nregs > 0 && len <= RB_MAX_PAYLOAD && c->q_head == NULL && c->ntxfree > 0 &&
-                rb_credits_can_send(&c->cr, 0))
-                np = rb_plan(iov, iovcnt, 0, (uint32_t)len, c->regs, c->nregs, plan);
-            int direct = 0;
-            for (int i = 0; i < np; i++)
-                direct |= plan[i].addr != 0;
-            if (np > 0 && direct) {
-                struct rb_hdr h = { .type = RB_T_RESP, .len = (uint32_t)len, .id = r->id,
-                                    .total = (uint32_t)len, .off = 0 };
-                if (post_frame(c, &h, plan, np, NULL) != 0)
-                    conn_fail(c);
-                /* the bytes are the caller's: wait until the NIC has them
-                 * (sends complete in order, ours is the newest) */
-                while (!c->dead && c->sends_out > 0)
-                    conn_poll_cq(c);
-            } else if (conn_queue(c, RB_T_RESP, r->id, iov, iovcnt, (uint32_t)len) != 0) {
-                conn_fail(c);
-            }
-            conn_update_poller(c);
-        }
+        conn_update_poller(c);
     }
     free(r->req);
     free(r);
@@ -849,7 +1022,7 @@ static cram_status rd_send(tp_session *h, const struct iovec *iov, int iovcnt, u
     k->cb = cb;
     k->arg = arg;
     k->c = s->c;
-    if (conn_queue(s->c, RB_T_REQ, k->id, iov, iovcnt, (uint32_t)len) != 0) {
+    if (conn_queue(s->c, RB_T_REQ, k->id, iov, iovcnt, (uint32_t)len, 0) != 0) {
         free(k);
         return CRAM_TRANSPORT_ERROR;
     }
@@ -905,6 +1078,25 @@ int tp_rdma_register(void *addr, size_t len)
 void tp_rdma_unregister(void *addr)
 {
     (void)addr;
+}
+
+int tp_rdma_registered(const void *addr, size_t len)
+{
+    (void)addr;
+    (void)len;
+    return 0;
+}
+
+void tp_rdma_set_arena(void *addr, size_t len)
+{
+    (void)addr;
+    (void)len;
+}
+
+int tp_rdma_set_guard(tp_loop *l, const struct tp_rdma_guard *g)
+{
+    (void)l;
+    return g == NULL ? 0 : -1;
 }
 
 #endif /* CRAM_HAVE_RDMA */

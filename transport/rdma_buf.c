@@ -205,16 +205,282 @@ int rb_use_inline(uint32_t frame_len, uint32_t max_inline)
     return frame_len <= max_inline;
 }
 
-static const struct rb_region *find_region(const struct rb_region *regs, int nregs, uintptr_t a, uint32_t n)
+/* ---- region table ----------------------------------------------------------- */
+
+void rb_reg_init(struct rb_regtab *t)
 {
-    for (int i = 0; i < nregs; i++)
-        if (a >= regs[i].addr && a - regs[i].addr <= regs[i].len && n <= regs[i].len - (a - regs[i].addr))
-            return &regs[i];
-    return NULL;
+    memset(t, 0, sizeof *t);
+    t->free_head = UINT32_MAX;
 }
 
+void rb_reg_free(struct rb_regtab *t)
+{
+    free(t->e);
+    free(t->sorted);
+    memset(t, 0, sizeof *t);
+    t->free_head = UINT32_MAX;
+}
+
+/* First position in sorted[] whose region starts above addr. */
+static uint32_t upper(const struct rb_regtab *t, uintptr_t addr)
+{
+    uint32_t lo = 0, hi = t->nlive;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->e[t->sorted[mid]].addr <= addr)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+static int in_arena(const struct rb_regtab *t, uintptr_t a, size_t n)
+{
+    return t->arena_len > 0 && a >= t->arena && a - t->arena <= t->arena_len &&
+           n <= t->arena_len - (a - t->arena);
+}
+
+static void key_from_odp(struct rb_regtab *t, struct rb_reg *r)
+{
+    for (int d = 0; d < RB_MAX_DEVS; d++)
+        if (t->odp[d].addr != 0 && !(r->keyed & (1u << d)) && in_arena(t, r->addr, r->len)) {
+            r->lkey[d] = t->odp[d].lkey;
+            r->keyed |= (uint8_t)(1u << d);
+        }
+}
+
+int rb_reg_add(struct rb_regtab *t, uintptr_t addr, size_t len)
+{
+    if (len == 0 || addr + len < addr)
+        return -1;
+    uint32_t pos = upper(t, addr);
+    if (pos > 0) {
+        const struct rb_reg *p = &t->e[t->sorted[pos - 1]];
+        if (p->addr + p->len > addr)
+            return -1;                          /* overlaps its predecessor */
+    }
+    if (pos < t->nlive && t->e[t->sorted[pos]].addr < addr + len)
+        return -1;                              /* overlaps its successor */
+    if (t->free_head == UINT32_MAX) {
+        uint32_t cap = t->cap ? t->cap * 2 : 64;
+        struct rb_reg *ne = realloc(t->e, (size_t)cap * sizeof *ne);
+        if (ne == NULL)
+            return -1;
+        t->e = ne;
+        uint32_t *ns = realloc(t->sorted, (size_t)cap * sizeof *ns);
+        if (ns == NULL)
+            return -1;
+        t->sorted = ns;
+        for (uint32_t i = cap; i > t->cap; i--) {
+            memset(&t->e[i - 1], 0, sizeof t->e[i - 1]);
+            t->e[i - 1].next_free = t->free_head;
+            t->free_head = i - 1;
+        }
+        t->cap = cap;
+    }
+    uint32_t idx = t->free_head;
+    struct rb_reg *r = &t->e[idx];
+    t->free_head = r->next_free;
+    memset(r, 0, sizeof *r);
+    r->addr = addr;
+    r->len = len;
+    r->used = 1;
+    key_from_odp(t, r);
+    memmove(&t->sorted[pos + 1], &t->sorted[pos], (t->nlive - pos) * sizeof t->sorted[0]);
+    t->sorted[pos] = idx;
+    t->nlive++;
+    return (int)idx;
+}
+
+int rb_reg_lookup(const struct rb_regtab *t, uintptr_t addr)
+{
+    uint32_t pos = upper(t, addr);
+    if (pos == 0 || t->e[t->sorted[pos - 1]].addr != addr)
+        return -1;
+    return (int)t->sorted[pos - 1];
+}
+
+int rb_reg_find(const struct rb_regtab *t, uintptr_t addr, size_t n, int dev)
+{
+    if (dev < 0 || dev >= RB_MAX_DEVS)
+        return -1;
+    uint32_t pos = upper(t, addr);
+    if (pos == 0)
+        return -1;
+    uint32_t idx = t->sorted[pos - 1];
+    const struct rb_reg *r = &t->e[idx];
+    if (addr - r->addr > r->len || n > r->len - (addr - r->addr) || !(r->keyed & (1u << dev)))
+        return -1;
+    return (int)idx;
+}
+
+int rb_reg_needs_mr(const struct rb_regtab *t, int idx, int dev)
+{
+    const struct rb_reg *r = &t->e[idx];
+    return r->used && !r->dying && !(r->keyed & (1u << dev));
+}
+
+void rb_reg_set_key(struct rb_regtab *t, int idx, int dev, uint32_t lkey, void *mr)
+{
+    struct rb_reg *r = &t->e[idx];
+    r->lkey[dev] = lkey;
+    r->mr[dev] = mr;
+    r->keyed |= (uint8_t)(1u << dev);
+}
+
+static void take_mrs(struct rb_reg *r, void *mrs[RB_MAX_DEVS])
+{
+    for (int d = 0; d < RB_MAX_DEVS; d++)
+        mrs[d] = r->mr[d];
+}
+
+static void entry_release(struct rb_regtab *t, uint32_t idx)
+{
+    struct rb_reg *r = &t->e[idx];
+    memset(r, 0, sizeof *r);
+    r->next_free = t->free_head;
+    t->free_head = idx;
+}
+
+int rb_reg_remove(struct rb_regtab *t, uintptr_t addr, void *mrs[RB_MAX_DEVS])
+{
+    uint32_t pos = upper(t, addr);
+    if (pos == 0 || t->e[t->sorted[pos - 1]].addr != addr)
+        return -1;
+    uint32_t idx = t->sorted[--pos];
+    memmove(&t->sorted[pos], &t->sorted[pos + 1], (t->nlive - pos - 1) * sizeof t->sorted[0]);
+    t->nlive--;
+    struct rb_reg *r = &t->e[idx];
+    if (r->inflight > 0) {
+        r->dying = 1;
+        t->ndying++;
+        return 0;
+    }
+    take_mrs(r, mrs);
+    entry_release(t, idx);
+    return 1;
+}
+
+void rb_reg_ref(struct rb_regtab *t, int idx)
+{
+    t->e[idx].inflight++;
+}
+
+int rb_reg_unref(struct rb_regtab *t, int idx, void *mrs[RB_MAX_DEVS])
+{
+    struct rb_reg *r = &t->e[idx];
+    if (r->inflight > 0)
+        r->inflight--;
+    if (r->inflight > 0 || !r->dying)
+        return 0;
+    take_mrs(r, mrs);
+    t->ndying--;
+    entry_release(t, (uint32_t)idx);
+    return 1;
+}
+
+void rb_reg_set_arena(struct rb_regtab *t, uintptr_t addr, size_t len)
+{
+    t->arena = addr;
+    t->arena_len = len;
+}
+
+void rb_reg_set_odp(struct rb_regtab *t, int dev, uint32_t lkey, void *mr)
+{
+    t->odp[dev] = (struct rb_odp){ t->arena, t->arena_len, lkey, mr };
+    for (uint32_t i = 0; i < t->nlive; i++)
+        key_from_odp(t, &t->e[t->sorted[i]]);
+}
+
+/* ---- holds -------------------------------------------------------------------- */
+
+void rb_holds_init(struct rb_holds *h)
+{
+    memset(h, 0, sizeof *h);
+}
+
+void rb_holds_free(struct rb_holds *h)
+{
+    free(h->q);
+    memset(h, 0, sizeof *h);
+}
+
+static struct rb_hold_bucket *bucket(const struct rb_holds *h, uint32_t i)
+{
+    return &h->q[(h->head + i) % h->cap];
+}
+
+int rb_holds_add(struct rb_holds *h, uint64_t tag)
+{
+    /* the last bucket whose tag is <= tag: the usual case is the newest */
+    uint32_t i = h->count;
+    while (i > 0 && bucket(h, i - 1)->tag > tag)
+        i--;
+    if (i > 0 && (bucket(h, i - 1)->tag == tag || i < h->count)) {
+        /* same tag, or (tags out of order) an older bucket: counting it
+         * there keeps the memory held at least as long */
+        bucket(h, i - 1)->n++;
+        return 0;
+    }
+    if (h->count == h->cap) {
+        uint32_t cap = h->cap ? h->cap * 2 : 16;
+        struct rb_hold_bucket *nq = malloc((size_t)cap * sizeof *nq);
+        if (nq == NULL)
+            return -1;
+        for (uint32_t k = 0; k < h->count; k++)
+            nq[k] = *bucket(h, k);
+        free(h->q);
+        h->q = nq;
+        h->cap = cap;
+        h->head = 0;
+    }
+    if (i == 0 && h->count > 0) {           /* older than everything: new front */
+        h->head = (h->head + h->cap - 1) % h->cap;
+    }
+    struct rb_hold_bucket *b = bucket(h, i == 0 ? 0 : h->count);
+    b->tag = tag;
+    b->n = 1;
+    h->count++;
+    return 0;
+}
+
+void rb_holds_drop(struct rb_holds *h, uint64_t tag)
+{
+    /* the newest non-empty bucket whose tag is <= tag (where rb_holds_add
+     * counted it, or an older one: for every x, the buckets up to x then
+     * still count at least the sends tagged up to x) */
+    uint32_t i = h->count;
+    while (i > 0 && (bucket(h, i - 1)->tag > tag || bucket(h, i - 1)->n == 0))
+        i--;
+    if (i == 0)
+        return;                             /* never added: ignore */
+    bucket(h, i - 1)->n--;
+    while (h->count > 0 && bucket(h, 0)->n == 0) {
+        h->head = (h->head + 1) % h->cap;
+        h->count--;
+    }
+}
+
+uint64_t rb_holds_oldest(const struct rb_holds *h)
+{
+    return h->count ? bucket(h, 0)->tag : 0;
+}
+
+int rb_holds_publish(struct rb_holds *h, uint64_t *oldest)
+{
+    uint64_t o = rb_holds_oldest(h);
+    if (o == h->published)
+        return 0;
+    h->published = o;
+    *oldest = o;
+    return 1;
+}
+
+/* ---- outgoing (plans) ------------------------------------------------------- */
+
 int rb_plan(const struct iovec *iov, int iovcnt, uint32_t off, uint32_t n,
-            const struct rb_region *regs, int nregs, struct rb_sge *out)
+            const struct rb_regtab *t, int dev, struct rb_sge *out)
 {
     int k = 0;
     uint64_t pos = 0;
@@ -227,16 +493,17 @@ int rb_plan(const struct iovec *iov, int iovcnt, uint32_t off, uint32_t n,
         uint32_t skip = off > pos ? (uint32_t)(off - pos) : 0;
         uint32_t take = (uint32_t)(ilen - skip) < n ? (uint32_t)(ilen - skip) : n;
         const uint8_t *p = (const uint8_t *)iov[i].iov_base + skip;
-        const struct rb_region *rg = find_region(regs, nregs, (uintptr_t)p, take);
-        if (rg == NULL && k > 0 && out[k - 1].addr == 0 && out[k - 1].src + out[k - 1].len == p) {
+        int rg = t != NULL ? rb_reg_find(t, (uintptr_t)p, take, dev) : -1;
+        if (rg < 0 && k > 0 && out[k - 1].addr == 0 && out[k - 1].src + out[k - 1].len == p) {
             out[k - 1].len += take;                 /* contiguous copy: merge */
         } else {
             if (k == RB_MAX_SGE - 1)
                 return -1;
-            out[k].addr = rg ? (uintptr_t)p : 0;
+            out[k].addr = rg >= 0 ? (uintptr_t)p : 0;
             out[k].src = p;
             out[k].len = take;
-            out[k].lkey = rg ? rg->lkey : 0;
+            out[k].lkey = rg >= 0 ? t->e[rg].lkey[dev] : 0;
+            out[k].reg = rg;
             k++;
         }
         off += take;
@@ -244,4 +511,94 @@ int rb_plan(const struct iovec *iov, int iovcnt, uint32_t off, uint32_t n,
         pos += ilen;
     }
     return n == 0 ? k : -1;
+}
+
+int rb_plan_window(const struct rb_sge *m, int nm, uint32_t off, uint32_t n, struct rb_sge *out)
+{
+    int k = 0;
+    uint64_t pos = 0;
+    for (int i = 0; i < nm && n > 0; i++) {
+        if (pos + m[i].len <= off) {
+            pos += m[i].len;
+            continue;
+        }
+        uint32_t skip = (uint32_t)(off - pos);
+        uint32_t take = m[i].len - skip < n ? m[i].len - skip : n;
+        out[k] = m[i];
+        out[k].src = m[i].src + skip;
+        if (m[i].addr != 0)
+            out[k].addr = m[i].addr + skip;
+        out[k].len = take;
+        k++;
+        off += take;
+        n -= take;
+        pos += m[i].len;
+    }
+    return n == 0 ? k : -1;
+}
+
+int rb_sgl_build(const struct rb_sge *plan, int np, uint8_t *slot, uint32_t slot_lkey,
+                 struct rb_sgl *out, uint32_t *slot_used)
+{
+    int ns = 1;
+    uint32_t used = RB_HDR_LEN;
+    out[0] = (struct rb_sgl){ (uintptr_t)slot, RB_HDR_LEN, slot_lkey };
+    for (int i = 0; i < np; i++) {
+        if (plan[i].addr != 0) {
+            out[ns++] = (struct rb_sgl){ plan[i].addr, plan[i].len, plan[i].lkey };
+            continue;
+        }
+        if (plan[i].len)
+            memcpy(slot + used, plan[i].src, plan[i].len);
+        if (ns == 1)                            /* still contiguous with the header */
+            out[0].len += plan[i].len;
+        else if (out[ns - 1].lkey == slot_lkey && out[ns - 1].addr + out[ns - 1].len == (uintptr_t)(slot + used))
+            out[ns - 1].len += plan[i].len;     /* follows the previous copy in the slot */
+        else
+            out[ns++] = (struct rb_sgl){ (uintptr_t)(slot + used), plan[i].len, slot_lkey };
+        used += plan[i].len;
+    }
+    *slot_used = used;
+    return ns;
+}
+
+/* ---- per-send references -------------------------------------------------------- */
+
+int rb_tx_hold(struct rb_txref *x, struct rb_regtab *t, struct rb_holds *h,
+               const struct rb_sge *plan, int np, uint64_t tag)
+{
+    x->tag = 0;
+    x->nreg = 0;
+    int direct = 0;
+    for (int i = 0; i < np; i++)
+        direct |= plan[i].addr != 0;
+    if (!direct)
+        return 0;
+    if (h != NULL && rb_holds_add(h, tag) != 0)
+        return -1;
+    x->tag = h != NULL ? tag : 0;
+    for (int i = 0; i < np; i++)
+        if (plan[i].addr != 0) {
+            rb_reg_ref(t, plan[i].reg);
+            x->reg[x->nreg++] = plan[i].reg;
+        }
+    return 0;
+}
+
+int rb_tx_release(struct rb_txref *x, struct rb_regtab *t, struct rb_holds *h,
+                  void *dereg[RB_MAX_SGE * RB_MAX_DEVS])
+{
+    int n = 0;
+    for (uint32_t i = 0; i < x->nreg; i++) {
+        void *mrs[RB_MAX_DEVS];
+        if (rb_reg_unref(t, x->reg[i], mrs))
+            for (int d = 0; d < RB_MAX_DEVS; d++)
+                if (mrs[d] != NULL)
+                    dereg[n++] = mrs[d];
+    }
+    if (x->tag != 0 && h != NULL)
+        rb_holds_drop(h, x->tag);
+    x->tag = 0;
+    x->nreg = 0;
+    return n;
 }

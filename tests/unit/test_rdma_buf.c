@@ -110,20 +110,29 @@ static void test_plan(void)
 {
     static uint8_t logmem[100000];
     uint8_t hdr[100], tail[50];
-    struct rb_region reg = { (uintptr_t)logmem, sizeof logmem, 0x42 };
+    struct rb_regtab t;
+    rb_reg_init(&t);
+    int idx = rb_reg_add(&t, (uintptr_t)logmem, sizeof logmem);
+    CU_ASSERT_FATAL(idx >= 0);
+    rb_reg_set_key(&t, idx, 1, 0x42, NULL);          /* keyed on device 1 only */
     struct iovec iov[3] = { { hdr, sizeof hdr }, { logmem + 1000, 30000 }, { tail, sizeof tail } };
     struct rb_sge s[RB_MAX_SGE];
     /* whole message: copy, direct, copy */
-    int k = rb_plan(iov, 3, 0, 30150, &reg, 1, s);
+    int k = rb_plan(iov, 3, 0, 30150, &t, 1, s);
     CU_ASSERT_EQUAL_FATAL(k, 3);
     CU_ASSERT_EQUAL(s[0].addr, 0);
     CU_ASSERT_EQUAL(s[0].len, 100);
     CU_ASSERT_EQUAL(s[1].addr, (uintptr_t)(logmem + 1000));
     CU_ASSERT_EQUAL(s[1].lkey, 0x42);
+    CU_ASSERT_EQUAL(s[1].reg, idx);
     CU_ASSERT_EQUAL(s[1].len, 30000);
     CU_ASSERT_EQUAL(s[2].addr, 0);
+    /* device 0 has no key for it: everything is copied */
+    k = rb_plan(iov, 3, 0, 30150, &t, 0, s);
+    CU_ASSERT_EQUAL(k, 3);
+    CU_ASSERT(s[0].addr == 0 && s[1].addr == 0 && s[2].addr == 0);
     /* a middle window: only the registered part, no copy */
-    k = rb_plan(iov, 3, 200, 1000, &reg, 1, s);
+    k = rb_plan(iov, 3, 200, 1000, &t, 1, s);
     CU_ASSERT_EQUAL_FATAL(k, 1);
     CU_ASSERT_EQUAL(s[0].addr, (uintptr_t)(logmem + 1100));
     CU_ASSERT_EQUAL(s[0].len, 1000);
@@ -138,7 +147,8 @@ static void test_plan(void)
     }
     CU_ASSERT_EQUAL(rb_plan(many, 8, 0, 40, NULL, 0, s), -1);
     /* past the end */
-    CU_ASSERT_EQUAL(rb_plan(iov, 3, 30000, 1000, &reg, 1, s), -1);
+    CU_ASSERT_EQUAL(rb_plan(iov, 3, 30000, 1000, &t, 1, s), -1);
+    rb_reg_free(&t);
 }
 
 /* ---- two simulated endpoints --------------------------------------------------- */
