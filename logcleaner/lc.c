@@ -115,12 +115,13 @@ static void try_reclaim(lc_cleaner *c);
 
 /* ---- pure parts ---------------------------------------------------------- */
 
-double lc_cost_benefit(uint32_t live_bytes, uint32_t size, uint64_t age_ms)
+double lc_cost_benefit(uint32_t live_bytes, uint64_t named_bytes, uint32_t size, uint64_t age_ms)
 {
     double u = size ? (double)live_bytes / size : 1.0;
     if (u > 1.0)
         u = 1.0;
-    return (1.0 - u) * (double)(age_ms + 1) / (1.0 + u);
+    double t = size ? (double)named_bytes / size : 0.0;
+    return (1.0 - u + t) * (double)(age_ms + 1) / (1.0 + u);
 }
 
 static bool match_ref(void *ctx, log_ref ref)
@@ -353,14 +354,21 @@ static int u64_cmp(const void *a, const void *b)
     return x < y ? -1 : x > y;
 }
 
-/* Sorted ids of every segment in the log (into the job, from scratch). */
+/* Sorted ids of every segment that stays in the log (into the job, from
+ * scratch): a combined pass's own sources leave the log with it, so the
+ * tombstones naming them die with the pass and are not copied. */
 static int snapshot_ids(lc_cleaner *c, struct lc_job *j)
 {
     mlog *l = c->log;
     size_t n = 0;
     for (uint32_t i = 0; i < log_nsegments(l); i++) {
         const struct log_segment *s = log_segment(l, i);
-        if (s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED)
+        if (s->state != LOG_SEG_HEAD && s->state != LOG_SEG_CLOSED)
+            continue;
+        bool src = false;
+        for (uint32_t k = 0; j->kind == JOB_CLEAN && k < j->nsrc && !src; k++)
+            src = j->src[k] == i;
+        if (!src)
             c->ids_scratch[n++] = s->id;
     }
     qsort(c->ids_scratch, n, sizeof *c->ids_scratch, u64_cmp);
@@ -391,6 +399,15 @@ static uint64_t compact_gain(const mlog *l, const struct log_segment *s)
 static uint64_t min_gain(const mlog *l)
 {
     return 2ull * l->seglet_bytes;
+}
+
+/* Memory freed per byte copied by combined cleaning of one segment: what
+ * compaction would free, plus the live tombstones elsewhere that name it
+ * (they die when it leaves the log; compaction of their holders then gives
+ * their memory back). */
+static double clean_mem_score(const mlog *l, const struct log_segment *s)
+{
+    return (double)(compact_gain(l, s) + s->named_bytes) / ((double)s->live_bytes + 1);
 }
 
 struct lc_cand {
@@ -480,7 +497,11 @@ static bool start_clean(lc_cleaner *c, bool for_disk)
             continue;
         const struct log_segment *s = log_segment(l, i);
         uint64_t age = now > s->created_ms ? now - s->created_ms : 0;
-        cand[nc++] = (struct lc_cand){ i, lc_cost_benefit(s->live_bytes, S, age) };
+        /* for backup disk space: cost-benefit; for memory: memory freed
+         * per byte copied */
+        double sc = for_disk ? lc_cost_benefit(s->live_bytes, s->named_bytes, S, age)
+                             : clean_mem_score(l, s);
+        cand[nc++] = (struct lc_cand){ i, sc };
     }
     qsort(cand, nc, sizeof *cand, cand_cmp);
     struct lc_job *j = calloc(1, sizeof *j);
@@ -488,13 +509,14 @@ static bool start_clean(lc_cleaner *c, bool for_disk)
         free(cand);
         return false;
     }
-    uint64_t live = 0, charged = 0, oldest = UINT64_MAX;
+    uint64_t live = 0, charged = 0, named = 0, oldest = UINT64_MAX;
     for (uint32_t k = 0; k < nc && j->nsrc < LC_MAX_SRC; k++) {
         const struct log_segment *s = log_segment(l, cand[k].slot);
         if (live + s->live_bytes > (uint64_t)maxs * per)
             continue;
         live += s->live_bytes;
         charged += s->charged;
+        named += s->named_bytes;
         if (s->created_ms < oldest)
             oldest = s->created_ms;
         j->src_used[j->nsrc] = s->w.used;
@@ -504,9 +526,14 @@ static bool start_clean(lc_cleaner *c, bool for_disk)
     uint32_t need = (uint32_t)((live + per - 1) / per);
     if (need == 0)
         need = 1;
-    /* worth it: fewer segments afterwards (disk), and memory given back */
-    uint64_t after = (uint64_t)need * S;
-    if (j->nsrc < 2 || need >= j->nsrc || (!for_disk && after + min_gain(l) > charged)) {
+    /* worth it: fewer segments afterwards (disk), or memory given back --
+     * counting the tombstones elsewhere that name the cleaned segments: they
+     * die with them (compaction of their holders then frees them).  The
+     * survivors shrink to their fill once they join the log. */
+    uint64_t after = live + (uint64_t)need * (LC_HDR_BYTES + l->seglet_bytes);
+    bool tombs = named >= (uint64_t)S / 4;
+    if (j->nsrc == 0 || (for_disk && need >= j->nsrc && !tombs) ||
+        (!for_disk && after + min_gain(l) > charged + named)) {
         free(j);
         return false;
     }
@@ -559,6 +586,23 @@ void lc_kick(lc_cleaner *c)
      * compaction, unless slots run out */
     bool slots_short = l->nfree < low;
     if (disk && (!mem || slots_short || c->cfg.combined_only) && start_clean(c, true))
+        return;
+    /* live tombstones are freed only by combined cleaning (the segments they
+     * name must leave the log): when that frees clearly more memory per byte
+     * copied than compaction would, it goes first (its survivors and the
+     * backup I/O cost more than a compaction target) */
+    double best_compact = 0, best_clean = 0;
+    for (uint32_t i = 0; mem && i < log_nsegments(l); i++) {
+        if (!candidate(c, i))
+            continue;
+        const struct log_segment *s = log_segment(l, i);
+        uint64_t g = compact_gain(l, s);
+        if (g >= min_gain(l) && (double)g / ((double)s->live_bytes + 1) > best_compact)
+            best_compact = (double)g / ((double)s->live_bytes + 1);
+        if (clean_mem_score(l, s) > best_clean)
+            best_clean = clean_mem_score(l, s);
+    }
+    if (mem && best_clean > 1.5 * best_compact && start_clean(c, false))
         return;
     if (mem && !c->cfg.combined_only && start_compact(c))
         return;
@@ -740,7 +784,7 @@ static void bury_copy(lc_cleaner *c, struct lc_job *j, const struct lc_reloc *r)
               (unsigned long long)o->table_id);
     return;
 added:
-    log_live_add(l, tref, (uint32_t)seg_entry_size(sizeof ts + o->key_len));
+    log_tomb_add(l, tref, ts.segment_id, (uint32_t)seg_entry_size(sizeof ts + o->key_len));
 }
 
 static void finish_clean(lc_cleaner *c, struct lc_job *j)
@@ -778,8 +822,12 @@ static void finish_clean(lc_cleaner *c, struct lc_job *j)
                 continue;
             bool ok = ht_replace_if(r->slot, r->old_ref, r->new_ref);
             CRAM_ASSERT(ok);
+            log_live_add(l, r->new_ref, r->size);
+        } else {
+            const struct seg_entry_hdr *h = log_entry_get(l, r->new_ref);
+            const struct seg_tombstone *ts = (const struct seg_tombstone *)log_entry_body(h);
+            log_tomb_move(l, r->old_ref, r->new_ref, ts->segment_id, r->size);
         }
-        log_live_add(l, r->new_ref, r->size);
     }
     uint64_t after = 0;
     for (uint32_t i = 0; i < j->ndst; i++) {
@@ -965,6 +1013,8 @@ bool lc_can_free(lc_cleaner *c)
             uint64_t g = compact_gain(l, s);
             if (g >= min_gain(l))
                 can += g;
+            /* tombstones that die when combined cleaning takes it out */
+            can += s->named_bytes;
         }
     }
     /* a pass out or memory waiting for readers: it will give memory back */

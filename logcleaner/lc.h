@@ -104,8 +104,9 @@ void lc_get_stats(const lc_cleaner *c, struct lc_stats *st);
 
 /* ---- pure parts (exposed for tests) ------------------------------------ */
 
-/* Cost-benefit of cleaning a segment: (1-u)*age/(1+u), u = live/size. */
-double lc_cost_benefit(uint32_t live_bytes, uint32_t size, uint64_t age_ms);
+/* Cost-benefit of cleaning a segment: (1-u+t)*age/(1+u), u = live/size,
+ * t = named/size (bytes of live tombstones elsewhere that name it). */
+double lc_cost_benefit(uint32_t live_bytes, uint64_t named_bytes, uint32_t size, uint64_t age_ms);
 /* Is the entry at ref live?  log_ids: sorted ids of the segments in the log. */
 bool lc_entry_live(const mlog *l, const ht *t, log_ref ref, const uint64_t *log_ids, size_t nids);
 

@@ -20,6 +20,188 @@ static uint32_t head_overhead(const mlog *l)
                       seg_entry_size(sizeof(struct seg_safe_version)));
 }
 
+/* ---- segment id -> slot ------------------------------------------------- */
+
+static inline uint32_t id_home(const mlog *l, uint64_t id)
+{
+    return (uint32_t)((id * 0x9e3779b97f4a7c15ull) >> 32) & l->id_mask;
+}
+
+uint32_t log_slot_of_id(const mlog *l, uint64_t id)
+{
+    if (id == 0)
+        return LOG_NO_SLOT;
+    for (uint32_t i = id_home(l, id);; i = (i + 1) & l->id_mask) {
+        uint32_t slot = l->id_index[i];
+        if (slot == UINT32_MAX)
+            return LOG_NO_SLOT;
+        if (l->segs[slot].id == id)
+            return slot;
+    }
+}
+
+/* Index segs[slot].id (not indexed yet: ids are unique). */
+static void id_insert(mlog *l, uint32_t slot)
+{
+    uint32_t i = id_home(l, l->segs[slot].id);
+    while (l->id_index[i] != UINT32_MAX)
+        i = (i + 1) & l->id_mask;
+    l->id_index[i] = slot;
+}
+
+/* Position of the index entry holding slot for id, or UINT32_MAX. */
+static uint32_t id_pos(const mlog *l, uint64_t id, uint32_t slot)
+{
+    for (uint32_t i = id_home(l, id);; i = (i + 1) & l->id_mask) {
+        if (l->id_index[i] == UINT32_MAX)
+            return UINT32_MAX;
+        if (l->id_index[i] == slot)
+            return i;
+    }
+}
+
+/* Drop the entry of (id, slot) if there is one (backward-shift deletion). */
+static void id_remove(mlog *l, uint64_t id, uint32_t slot)
+{
+    uint32_t i = id_pos(l, id, slot);
+    if (i == UINT32_MAX)
+        return;
+    for (uint32_t j = (i + 1) & l->id_mask;; j = (j + 1) & l->id_mask) {
+        uint32_t sj = l->id_index[j];
+        if (sj == UINT32_MAX)
+            break;
+        uint32_t h = id_home(l, l->segs[sj].id);
+        /* sj may move back to i if its home is not in (i, j] */
+        if (((j - h) & l->id_mask) >= ((j - i) & l->id_mask)) {
+            l->id_index[i] = sj;
+            i = j;
+        }
+    }
+    l->id_index[i] = UINT32_MAX;
+}
+
+/* ---- tombstone holders ----------------------------------------------------- */
+
+static uint32_t holder_pos(const struct log_segment *t, uint64_t holder_id)
+{
+    uint32_t lo = 0, hi = t->nholders;
+    while (lo < hi) {
+        uint32_t mid = lo + (hi - lo) / 2;
+        if (t->holders[mid].holder_id < holder_id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* 0, or -1 out of memory (then nothing is recorded). */
+static int holder_add(struct log_segment *t, uint64_t holder_id, uint32_t bytes)
+{
+    uint32_t n = t->nholders;
+    uint32_t p = n > 0 && t->holders[n - 1].holder_id == holder_id ? n - 1 : holder_pos(t, holder_id);
+    if (p < n && t->holders[p].holder_id == holder_id) {
+        t->holders[p].bytes += bytes;
+        return 0;
+    }
+    if (n == t->capholders) {
+        uint32_t cap = t->capholders ? t->capholders * 2 : 8;
+        struct log_tomb_holder *nh = realloc(t->holders, cap * sizeof *nh);
+        if (nh == NULL)
+            return -1;
+        t->holders = nh;
+        t->capholders = cap;
+    }
+    memmove(&t->holders[p + 1], &t->holders[p], (n - p) * sizeof *t->holders);
+    t->holders[p] = (struct log_tomb_holder){ holder_id, bytes, 0 };
+    t->nholders++;
+    return 0;
+}
+
+/* Bytes actually taken off (at most what was recorded). */
+static uint32_t holder_sub(struct log_segment *t, uint64_t holder_id, uint32_t bytes)
+{
+    uint32_t p = holder_pos(t, holder_id);
+    if (p >= t->nholders || t->holders[p].holder_id != holder_id)
+        return 0;
+    struct log_tomb_holder *h = &t->holders[p];
+    if (bytes > h->bytes)
+        bytes = h->bytes;
+    h->bytes -= bytes;
+    if (h->bytes == 0) {
+        memmove(h, h + 1, (t->nholders - p - 1) * sizeof *h);
+        t->nholders--;
+    }
+    return bytes;
+}
+
+static inline bool seg_counts(const struct log_segment *s)
+{
+    return s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED || s->state == LOG_SEG_SIDE;
+}
+
+static inline void live_sub_sat(struct log_segment *s, uint32_t bytes)
+{
+    s->live_bytes = s->live_bytes > bytes ? s->live_bytes - bytes : 0;
+}
+
+bool log_tomb_add(mlog *l, log_ref ref, uint64_t target_id, uint32_t bytes)
+{
+    uint32_t ts = log_slot_of_id(l, target_id);
+    if (ts == LOG_NO_SLOT || !seg_counts(&l->segs[ts]))
+        return false;               /* its segment is gone: dead already */
+    struct log_segment *t = &l->segs[ts], *h = &l->segs[log_ref_slot(ref)];
+    if (holder_add(t, h->id, bytes) != 0)
+        return false;               /* out of memory: not counted (the cleaner
+                                     * still keeps it by the rule) */
+    t->named_bytes += bytes;
+    h->live_bytes += bytes;
+    return true;
+}
+
+void log_tomb_sub(mlog *l, log_ref ref, uint64_t target_id, uint32_t bytes)
+{
+    uint32_t ts = log_slot_of_id(l, target_id);
+    if (ts == LOG_NO_SLOT)
+        return;
+    struct log_segment *t = &l->segs[ts], *h = &l->segs[log_ref_slot(ref)];
+    uint32_t got = holder_sub(t, h->id, bytes);
+    t->named_bytes -= got;
+    live_sub_sat(h, got);
+}
+
+void log_tomb_move(mlog *l, log_ref old_ref, log_ref new_ref, uint64_t target_id, uint32_t bytes)
+{
+    uint32_t ts = log_slot_of_id(l, target_id);
+    if (ts == LOG_NO_SLOT || !seg_counts(&l->segs[ts]))
+        return;
+    struct log_segment *t = &l->segs[ts];
+    struct log_segment *o = &l->segs[log_ref_slot(old_ref)], *n = &l->segs[log_ref_slot(new_ref)];
+    uint32_t got = holder_sub(t, o->id, bytes);
+    if (holder_add(t, n->id, bytes) != 0) {
+        t->named_bytes -= got;
+        return;
+    }
+    t->named_bytes += bytes - got;
+    n->live_bytes += bytes;
+}
+
+/* Segment ts left the log: every counted tombstone naming it is dead. */
+static void tomb_kill(mlog *l, uint32_t ts)
+{
+    struct log_segment *t = &l->segs[ts];
+    for (uint32_t i = 0; i < t->nholders; i++) {
+        uint32_t hs = log_slot_of_id(l, t->holders[i].holder_id);
+        if (hs != LOG_NO_SLOT && hs != ts && seg_counts(&l->segs[hs]))
+            live_sub_sat(&l->segs[hs], t->holders[i].bytes);
+        l->tomb_dead_bytes += t->holders[i].bytes;
+    }
+    free(t->holders);
+    t->holders = NULL;
+    t->nholders = t->capholders = 0;
+    t->named_bytes = 0;
+}
+
 mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
 {
     uint32_t sb = cfg->segment_bytes;
@@ -55,7 +237,12 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     }
     l->segs = calloc(slots, sizeof *l->segs);
     l->digest_scratch = calloc(slots, sizeof *l->digest_scratch);
-    if (l->segs == NULL || l->digest_scratch == NULL) {
+    uint32_t icap = 1024;
+    while (icap < 2 * slots)
+        icap *= 2;
+    l->id_index = malloc(icap * sizeof *l->id_index);
+    l->id_mask = icap - 1;
+    if (l->segs == NULL || l->digest_scratch == NULL || l->id_index == NULL) {
         snprintf(err, errlen, "out of memory");
         goto free_meta;
     }
@@ -75,6 +262,7 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
         CRAM_WARN("madvise(MADV_HUGEPAGE) on the log arena: %s (continuing with small pages)",
                   strerror(errno));
 
+    memset(l->id_index, 0xff, icap * sizeof *l->id_index);
     l->segment_bytes = sb;
     l->seg_shift = (uint32_t)__builtin_ctz(sb);
     l->nsegs = (uint32_t)slots;
@@ -94,6 +282,7 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     return l;
 
 free_meta:
+    free(l->id_index);
     free(l->digest_scratch);
     free(l->segs);
     free(l);
@@ -105,6 +294,9 @@ void log_destroy(mlog *l)
     if (l == NULL)
         return;
     munmap(l->map_base, l->map_bytes);
+    for (uint32_t i = 0; i < l->nsegs; i++)
+        free(l->segs[i].holders);
+    free(l->id_index);
     free(l->digest_scratch);
     free(l->segs);
     free(l);
@@ -172,6 +364,7 @@ static uint32_t seg_open(mlog *l, uint8_t state, uint32_t charge, bool cleaner)
         return LOG_NO_SLOT;
     struct log_segment *s = &l->segs[slot];
     s->id = l->next_segment_id++;
+    id_insert(l, slot);
     struct seg_header_body hb = {
         .magic = SEG_MAGIC, .format = SEG_FORMAT_VERSION, .master_id = l->master_id,
         .segment_id = s->id, .epoch = s->epoch, .capacity = l->segment_bytes,
@@ -196,6 +389,12 @@ static void seg_release(mlog *l, uint32_t slot)
     /* give the pages back: a free slot holds no memory */
     if (s->w.used > 0)
         (void)madvise(l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes, MADV_DONTNEED);
+    if (s->id != 0)
+        id_remove(l, s->id, slot);
+    free(s->holders);
+    s->holders = NULL;
+    s->nholders = s->capholders = 0;
+    s->named_bytes = 0;
     s->state = LOG_SEG_FREE;
     s->id = 0;
     s->w.used = 0;
@@ -303,6 +502,43 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
     return 0;
 }
 
+int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref *refs)
+{
+    /* all entries must fit one fresh head together, and the head that takes
+     * them is made ready (rolled, charged) before anything is appended */
+    uint64_t total = 0;
+    for (int i = 0; i < n; i++) {
+        uint64_t body = 0;
+        for (int k = 0; k < ents[i].n; k++)
+            body += ents[i].parts[k].iov_len;
+        total += seg_entry_size(body);
+    }
+    if (n <= 0 || total > seg_entry_size(log_max_entry_body(l)))
+        return -1;
+    uint32_t esize = (uint32_t)total;
+    if (l->head == LOG_NO_SLOT || esize > l->segment_bytes - l->segs[l->head].w.used) {
+        if (log_free_bytes(l, false) < log_seglet_round(l, head_overhead(l) + esize) ||
+            log_roll(l) != 0)
+            return -1;
+    }
+    struct log_segment *s = &l->segs[l->head];
+    uint32_t want = log_seglet_round(l, s->w.used + esize);
+    if (want > s->charged) {
+        if (log_free_bytes(l, false) < want - s->charged)
+            return -1;
+        l->charged += want - s->charged;
+        s->charged = want;
+    }
+    uint32_t before = s->w.used;
+    for (int i = 0; i < n; i++) {
+        int64_t off = seg_append(&s->w, ents[i].type, ents[i].parts, ents[i].n);
+        CRAM_ASSERT(off > 0);
+        refs[i] = log_ref_make(l->head, (uint32_t)off);
+    }
+    l->bytes_used += s->w.used - before;
+    return 0;
+}
+
 uint64_t log_segment_id_of(const mlog *l, log_ref ref)
 {
     return l->segs[log_ref_slot(ref)].id;
@@ -401,6 +637,9 @@ int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
         CRAM_ASSERT(cleaned[i] < l->nsegs && l->segs[cleaned[i]].state == LOG_SEG_CLOSED);
         l->segs[cleaned[i]].state = LOG_SEG_CLEANED;
     }
+    /* out of the log: the tombstones naming them are dead now */
+    for (uint32_t i = 0; i < nc; i++)
+        tomb_kill(l, cleaned[i]);
     int rc = roll(l, true);
     CRAM_ASSERT(rc == 0);    /* room was checked above */
     return 0;
@@ -420,6 +659,19 @@ void log_compact_commit(mlog *l, uint32_t src, uint32_t dst, uint32_t live_bytes
     struct log_segment *s = &l->segs[src], *d = &l->segs[dst];
     CRAM_ASSERT(s->state == LOG_SEG_CLOSED && d->state == LOG_SEG_SIDE);
     d->id = s->id;
+    /* the id (and the tombstones naming it) now belong to dst */
+    uint32_t pos = id_pos(l, s->id, src);
+    if (pos != UINT32_MAX)
+        l->id_index[pos] = dst;
+    else
+        id_insert(l, dst);
+    d->holders = s->holders;
+    d->nholders = s->nholders;
+    d->capholders = s->capholders;
+    d->named_bytes = s->named_bytes;
+    s->holders = NULL;
+    s->nholders = s->capholders = 0;
+    s->named_bytes = 0;
     d->epoch = s->epoch;
     d->created_ms = s->created_ms;
     d->live_bytes = live_bytes;
@@ -446,7 +698,11 @@ void log_get_stats(const mlog *l, struct log_stats *st)
     st->segments_free = (uint32_t)(log_free_bytes(l, false) / l->segment_bytes);
     st->segments_in_use = st->segments_total - st->segments_free;
     st->live_bytes = 0;
+    st->tomb_bytes = 0;
     for (uint32_t i = 0; i < l->nsegs; i++)
-        if (l->segs[i].state == LOG_SEG_HEAD || l->segs[i].state == LOG_SEG_CLOSED)
+        if (l->segs[i].state == LOG_SEG_HEAD || l->segs[i].state == LOG_SEG_CLOSED) {
             st->live_bytes += l->segs[i].live_bytes;
+            st->tomb_bytes += l->segs[i].named_bytes;
+        }
+    st->tomb_dead_bytes = l->tomb_dead_bytes;
 }

@@ -92,6 +92,21 @@ struct log_segment {
                               * HEAD / SIDE the capacity, CLOSED / CLEANED
                               * the fill level rounded up to seglets */
     uint8_t  state;          /* enum log_seg_state */
+    /* Tombstones naming this segment (by id; they move with the id when the
+     * segment is compacted): `named_bytes` is the sum of the counted ones,
+     * `holders` says which segments (by id) hold how many of those bytes,
+     * so that when this segment leaves the log their holders' live_bytes
+     * drop by exactly that much (log_tomb_add, log_cleaner_commit). */
+    uint64_t named_bytes;
+    struct log_tomb_holder *holders;     /* sorted by holder id */
+    uint32_t nholders, capholders;
+};
+
+/* Bytes of counted tombstones naming one segment held by segment holder_id. */
+struct log_tomb_holder {
+    uint64_t holder_id;
+    uint32_t bytes;
+    uint32_t reserved;
 };
 
 /*
@@ -141,6 +156,13 @@ typedef struct mlog {
     void    *hook_arg;
     log_mem_fn mem_hook;     /* slots taken / given back (log_set_mem_hook) */
     void    *mem_arg;
+    /* segment id -> slot (open addressing, linear probing; entries are slot
+     * numbers, UINT32_MAX empty): every slot with an id (HEAD, CLOSED, SIDE
+     * with an id, CLEANED until a compaction target takes the id) */
+    uint32_t *id_index;
+    uint32_t id_mask;
+    uint64_t tomb_dead_bytes;  /* counted tombstone bytes that died when the
+                                * segment they name left the log (stats) */
 } mlog;
 
 /*
@@ -182,6 +204,19 @@ uint32_t log_max_entry_body(const mlog *l);
  * then the log is unchanged. */
 int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref);
 
+/* Append several entries together (e.g. an object and the tombstone of the
+ * version it replaces): all land in the same head segment, back to back in
+ * the order given -- rolling first if they do not all fit the current head
+ * -- so they reach backups in the same replication, or none is appended
+ * (-1: no room, or together larger than a fresh head; the log is unchanged).
+ * refs[i] is the reference of ents[i]. */
+struct log_group_entry {
+    uint8_t type;
+    const struct iovec *parts;
+    int n;
+};
+int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref *refs);
+
 /* Close the head (if any) and open a new one.  0, or -1 if no segment is free. */
 int log_roll(mlog *l);
 
@@ -219,6 +254,30 @@ static inline void log_live_sub(mlog *l, log_ref ref, uint32_t bytes)
 {
     l->segs[log_ref_slot(ref)].live_bytes -= bytes;
 }
+
+/* Slot of the segment with this id (in the log, side, or cleaned but not yet
+ * freed), or LOG_NO_SLOT. */
+uint32_t log_slot_of_id(const mlog *l, uint64_t id);
+
+/*
+ * Tombstone accounting.  A tombstone is live while the segment it names
+ * (seg_tombstone.segment_id) is in the log; its bytes count in its holder's
+ * live_bytes until then.  These keep that exact, so the cleaner's selection
+ * sees tombstones die:
+ *   log_tomb_add    the tombstone entry at ref (bytes, header included)
+ *                   names segment target_id: live_bytes of its holder grow
+ *                   and the target records the holder.  false (nothing
+ *                   counted) if no segment of this log has that id.
+ *   log_tomb_sub    it stopped counting while its target stays (replay);
+ *   log_tomb_move   the cleaner copied it from old_ref to new_ref (live bytes
+ *                   of new_ref's segment grow; old_ref's are not touched:
+ *                   its segment is leaving the log).
+ * When a segment leaves the log (log_cleaner_commit) every counted tombstone
+ * naming it dies: its holders' live_bytes drop by the recorded bytes.
+ */
+bool log_tomb_add(mlog *l, log_ref ref, uint64_t target_id, uint32_t bytes);
+void log_tomb_sub(mlog *l, log_ref ref, uint64_t target_id, uint32_t bytes);
+void log_tomb_move(mlog *l, log_ref old_ref, log_ref new_ref, uint64_t target_id, uint32_t bytes);
 
 /* Master-wide safe version: raised (never lowered) by the object manager;
  * written into every new head. */
@@ -301,6 +360,8 @@ struct log_stats {
     uint64_t memory_bytes;   /* the budget */
     uint64_t charged_bytes;  /* budget in use (seglet-rounded; <= memory_bytes) */
     uint64_t live_bytes;     /* sum of live_bytes of the segments in the log */
+    uint64_t tomb_bytes;     /* of which counted tombstones naming segments in the log */
+    uint64_t tomb_dead_bytes;  /* counted tombstone bytes that died so far */
     uint64_t bytes_used;
     uint32_t segment_bytes;
     uint32_t segments_total;   /* memory_bytes / segment_bytes */

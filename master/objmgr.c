@@ -109,13 +109,20 @@ cram_status om_reject(const cram_reject_rules *r, bool exists, uint64_t version)
     return CRAM_OK;
 }
 
-/* The object fits a fresh head, and so does its tombstone later (else the
- * object could never be removed). */
+/* Bytes of the tombstone entry of a key. */
+static inline uint32_t tomb_entry_size(uint16_t key_len)
+{
+    return (uint32_t)seg_entry_size(sizeof(struct seg_tombstone) + (uint64_t)key_len);
+}
+
+/* The object fits a fresh head together with the tombstone of the version
+ * it replaces (an overwrite appends both into one segment, see put_object),
+ * so whatever is written can later be overwritten and removed. */
 static bool fits_segment(const objmgr *om, uint16_t key_len, uint32_t value_len)
 {
-    uint64_t max = log_max_entry_body(om->log);
-    return sizeof(struct seg_object) + (uint64_t)key_len + value_len <= max &&
-           sizeof(struct seg_tombstone) + (uint64_t)key_len <= max;
+    uint64_t max = seg_entry_size(log_max_entry_body(om->log));
+    return seg_entry_size(sizeof(struct seg_object) + (uint64_t)key_len + value_len) +
+           tomb_entry_size(key_len) <= max;
 }
 
 /* ---- life cycle -------------------------------------------------------- */
@@ -145,7 +152,7 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
     }
     /* A value must fit a fresh head next to at least a 1-byte key; the key
      * and value together are checked against the segment at each write. */
-    uint64_t cap = log_max_entry_body(om->log) - sizeof(struct seg_object) - 1;
+    uint64_t cap = log_max_entry_body(om->log) - sizeof(struct seg_object) - 1 - tomb_entry_size(1);
     om->max_value = cfg->max_value_bytes ? cfg->max_value_bytes : CRAM_MAX_VALUE_LEN;
     if (om->max_value > cap)
         om->max_value = (uint32_t)cap;
@@ -258,10 +265,14 @@ static bool drop_visit(void *vctx, log_ref ref, bool *stop)
     /* A later re-create must get a higher version than the dropped object
      * (or than a replay's tombstone). */
     log_safe_version_raise(om->log, version);
-    if (entry_counted(log_entry_get(om->log, ref))) {
+    const struct seg_entry_hdr *eh = log_entry_get(om->log, ref);
+    if (entry_counted(eh)) {
         uint32_t sz = entry_total(om->log, ref);
         om->live_bytes -= sz;
-        log_live_sub(om->log, ref, sz);
+        if (eh->type == SEG_ENTRY_TOMBSTONE)
+            log_tomb_sub(om->log, ref, ((const struct seg_tombstone *)log_entry_body(eh))->segment_id, sz);
+        else
+            log_live_sub(om->log, ref, sz);
     }
     return true;
 }
@@ -329,7 +340,22 @@ void om_prefetch(const objmgr *om, uint64_t table, const void *key, uint16_t key
 }
 
 /* Append a new version of an object and index it.  slot is the hash-table
- * entry of the current version (NULL if none). */
+ * entry of the current version (NULL if none).
+ *
+ * Overwrite: the tombstone of the replaced version (naming the segment that
+ * holds it) is appended together with the new object, tombstone first, in
+ * one log_append_group -- both in the same segment, or neither.  Without
+ * it, once the cleaner had dropped the new version's segment and the
+ * tombstone of a later remove, a crash recovery replaying the old version's
+ * segment would bring the removed object back (RAMCloud's
+ * ObjectManager::writeObject does the same).  The tombstone counts as live
+ * like any other (log_tomb_add); it dies when the named segment leaves the
+ * log, and the cleaner drops it then.
+ *
+ * Not needed, and not written, when the replaced version is in the head and
+ * the new one goes into the head too: every later tombstone of the key then
+ * names a segment holding both versions (or a newer one), with a version
+ * >= the old one, for as long as that segment is in the log. */
 static cram_status put_object(objmgr *om, struct om_tablet *tab, uint64_t hash, uint64_t table,
                               const void *key,
                               uint16_t key_len, const void *value, uint32_t value_len,
@@ -343,9 +369,29 @@ static cram_status put_object(objmgr *om, struct om_tablet *tab, uint64_t hash, 
                             .key_len = key_len, .reserved = 0 };
     struct iovec iov[3] = { { &o, sizeof o }, { (void *)key, key_len }, { (void *)value, value_len } };
     log_ref ref;
-    if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
-        return CRAM_NO_TABLE_SPACE;
     uint32_t sz = (uint32_t)seg_entry_size(sizeof o + (uint64_t)key_len + value_len);
+    uint32_t head = log_head_slot(om->log);
+    bool same_head = slot != NULL && head != LOG_NO_SLOT && log_ref_slot(ht_entry_ref(*slot)) == head &&
+                     sz <= om->log->segment_bytes - log_segment(om->log, head)->w.used;
+    if (slot == NULL || same_head) {
+        if (log_append(om->log, SEG_ENTRY_OBJECT, iov, 3, &ref) != 0)
+            return CRAM_NO_TABLE_SPACE;
+        CRAM_ASSERT(!same_head || log_ref_slot(ref) == head);
+    } else {
+        log_ref old = ht_entry_ref(*slot);
+        struct seg_tombstone ts = { .table_id = table, .version = cur_version,
+                                    .segment_id = log_segment_id_of(om->log, old),
+                                    .timestamp = o.timestamp, .key_len = key_len, .reserved = 0 };
+        struct iovec tiov[2] = { { &ts, sizeof ts }, { (void *)key, key_len } };
+        struct log_group_entry g[2] = { { SEG_ENTRY_TOMBSTONE, tiov, 2 }, { SEG_ENTRY_OBJECT, iov, 3 } };
+        log_ref refs[2];
+        if (log_append_group(om->log, g, 2, refs) != 0)
+            return CRAM_NO_TABLE_SPACE;
+        ref = refs[1];
+        uint32_t tsz = tomb_entry_size(key_len);
+        if (log_tomb_add(om->log, refs[0], ts.segment_id, tsz))
+            om->live_bytes += tsz;
+    }
     om->live_bytes += sz;
     log_live_add(om->log, ref, sz);
     tab->bytes += sz;
@@ -422,8 +468,8 @@ cram_status om_remove(objmgr *om, uint64_t table, const void *key, uint16_t key_
         return CRAM_NO_TABLE_SPACE;
     uint32_t tsz = (uint32_t)seg_entry_size(sizeof ts + (uint64_t)key_len);
     uint32_t osz = entry_total(om->log, ref);
-    om->live_bytes += tsz;
-    log_live_add(om->log, tref, tsz);
+    if (log_tomb_add(om->log, tref, ts.segment_id, tsz))
+        om->live_bytes += tsz;
     om->live_bytes -= osz;
     log_live_sub(om->log, ref, osz);
     tab->bytes -= osz;
@@ -748,6 +794,30 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
         iov[1] = (struct iovec){ (void *)key, key_len };
         niov = 2;
     }
+    /* An object replacing an older object of this log: the older one stays
+     * behind, dead, in its side segment, so it gets a tombstone naming that
+     * segment, as any overwrite does (put_object) -- else cleaning the
+     * newer version's segment and a later tombstone could let a second
+     * recovery resurrect it.  Tombstone first, then the object; a failure
+     * fails the replay (the caller aborts it, side segments and all). */
+    uint32_t synth = 0;
+    if (e->type == SEG_ENTRY_OBJECT && oh != NULL && oh->type == SEG_ENTRY_OBJECT) {
+        const struct seg_object *oo = (const struct seg_object *)log_entry_body(oh);
+        struct seg_tombstone sts = { .table_id = table, .version = oo->version,
+                                     .segment_id = log_segment_id_of(om->log, old),
+                                     .timestamp = oo->timestamp, .key_len = key_len, .reserved = 0 };
+        struct iovec tiov[2] = { { &sts, sizeof sts }, { (void *)key, key_len } };
+        log_ref sref;
+        cram_status sst = replay_append(om, rp, SEG_ENTRY_TOMBSTONE, tiov, 2, &sref);
+        if (sst != CRAM_OK)
+            return sst;
+        synth = tomb_entry_size(key_len);
+        if (log_tomb_add(om->log, sref, sts.segment_id, synth)) {
+            om->live_bytes += synth;
+            rp->synth_tomb_bytes += synth;
+        }
+        rp->tombstones++;
+    }
     log_ref ref;
     cram_status st = replay_append(om, rp, e->type, iov, niov, &ref);
     if (st != CRAM_OK)
@@ -761,9 +831,9 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
         rp->objects++;
     } else {
         rp->tombstones++;
-        if (ts.segment_id != 0) {      /* else nothing in this log needs it */
+        /* segment_id 0: nothing in this log needs it */
+        if (ts.segment_id != 0 && log_tomb_add(om->log, ref, ts.segment_id, sz)) {
             om->live_bytes += sz;
-            log_live_add(om->log, ref, sz);
             rp->tomb_bytes += sz;
         }
     }
@@ -785,7 +855,11 @@ cram_status om_replay_entry(objmgr *om, struct om_replay *rp, const struct seg_e
         uint32_t osz = (uint32_t)seg_entry_size(oh->length);
         if (entry_counted(oh)) {
             om->live_bytes -= osz;
-            log_live_sub(om->log, old, osz);
+            if (oh->type == SEG_ENTRY_TOMBSTONE)
+                log_tomb_sub(om->log, old,
+                             ((const struct seg_tombstone *)log_entry_body(oh))->segment_id, osz);
+            else
+                log_live_sub(om->log, old, osz);
         }
         if (oh->type == SEG_ENTRY_OBJECT) {
             tab->bytes -= osz;
@@ -877,7 +951,10 @@ void om_replay_abort(objmgr *om, struct om_replay *rp, const struct om_tablet *t
          * om_replay_end took out are still counted live */
         if (rp->ended)
             om->live_bytes -= rp->tomb_bytes;
+        /* tombstones of replaced objects were never in the hash table */
+        om->live_bytes -= rp->synth_tomb_bytes;
         rp->tomb_bytes = 0;         /* a second abort changes nothing */
+        rp->synth_tomb_bytes = 0;
         for (uint32_t i = 0; i < rp->nslots; i++)
             log_side_abort(om->log, rp->slots[i]);
         rp->nslots = 0;

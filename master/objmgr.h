@@ -88,8 +88,10 @@ const struct om_tablet *om_tablet_get(const objmgr *om, uint32_t i);
 
 /* ---- operations -------------------------------------------------------- */
 /* rules may be NULL.  Out-pointers may be NULL.  Keys: 1..65535 bytes (the
- * wire parser checks); values <= om_max_value_bytes, and key + value (and
- * the key's later tombstone) must fit a fresh segment, else
+ * wire parser checks); values <= om_max_value_bytes, and key + value and
+ * the key's tombstone must fit a fresh segment together (an overwrite
+ * appends the tombstone of the replaced version next to the new one, in the
+ * same segment), else
  * CRAM_REQUEST_TOO_LARGE.  Every op answers CRAM_UNKNOWN_TABLET / CRAM_RETRY
  * per om_check_tablet, and CRAM_NO_TABLE_SPACE when the log is full (nothing
  * changed).  *version is the new version on success, else the current one
@@ -149,6 +151,11 @@ void om_get_stats(const objmgr *om, struct om_stats *st);
  * rejected the same way).  Entries are appended to side segments (log.h),
  * which join the log at om_replay_commit.
  *
+ * An object replacing an older object already replayed here is preceded by
+ * a tombstone for the older one (naming its side segment), as any
+ * overwrite (om_write) is: no dead object stays in this log without a
+ * tombstone that outlives it in the cleaner's eyes.
+ *
  * A replayed tombstone's segment_id is rewritten to name the side segment
  * holding the object it kills in this log (0 if none is here), so the
  * cleaner's rule "a tombstone stays while the segment it refers to is in
@@ -167,6 +174,9 @@ struct om_replay {
     bool committed;            /* slots joined the log */
     bool ended;                /* om_replay_end ran: tombstones left the hash table */
     uint64_t tomb_bytes;       /* live bytes of the tombstones appended and kept */
+    uint64_t synth_tomb_bytes; /* live bytes of the tombstones written for objects
+                                * replaced during the replay (never in the hash
+                                * table; see om_replay_entry) */
     /* tombstones put into the hash table, so om_replay_end removes them in
      * O(tombstones) instead of walking the tablets' buckets */
     struct om_tomb_ref { uint64_t hash; log_ref ref; } *tombs;

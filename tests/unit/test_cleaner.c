@@ -149,17 +149,89 @@ static void test_liveness(void)
 static void test_cost_benefit(void)
 {
     /* emptier is better at equal age; older is better at equal emptiness */
-    CU_ASSERT(lc_cost_benefit(100, 1000, 5000) > lc_cost_benefit(500, 1000, 5000));
-    CU_ASSERT(lc_cost_benefit(500, 1000, 5000) > lc_cost_benefit(900, 1000, 5000));
-    CU_ASSERT(lc_cost_benefit(500, 1000, 9000) > lc_cost_benefit(500, 1000, 1000));
+    CU_ASSERT(lc_cost_benefit(100, 0, 1000, 5000) > lc_cost_benefit(500, 0, 1000, 5000));
+    CU_ASSERT(lc_cost_benefit(500, 0, 1000, 5000) > lc_cost_benefit(900, 0, 1000, 5000));
+    CU_ASSERT(lc_cost_benefit(500, 0, 1000, 9000) > lc_cost_benefit(500, 0, 1000, 1000));
     /* full segments are worth nothing */
-    CU_ASSERT(lc_cost_benefit(1000, 1000, 1u << 30) == 0.0);
+    CU_ASSERT(lc_cost_benefit(1000, 0, 1000, 1u << 30) == 0.0);
     /* cold and fairly full beats young and emptier (the point of the age
      * term): u=0.8 at 100 s vs u=0.3 at 1 s */
-    CU_ASSERT(lc_cost_benefit(800, 1000, 100000) > lc_cost_benefit(300, 1000, 1000));
+    CU_ASSERT(lc_cost_benefit(800, 0, 1000, 100000) > lc_cost_benefit(300, 0, 1000, 1000));
     /* the formula itself */
     double u = 0.25;
-    CU_ASSERT_DOUBLE_EQUAL(lc_cost_benefit(250, 1000, 999), (1 - u) * 1000 / (1 + u), 1e-9);
+    CU_ASSERT_DOUBLE_EQUAL(lc_cost_benefit(250, 0, 1000, 999), (1 - u) * 1000 / (1 + u), 1e-9);
+    /* live tombstones elsewhere naming a segment die when it is cleaned: a
+     * full segment many tombstones point to is worth cleaning */
+    CU_ASSERT(lc_cost_benefit(900, 300, 1000, 5000) > lc_cost_benefit(900, 0, 1000, 5000));
+    CU_ASSERT(lc_cost_benefit(1000, 200, 1000, 5000) > 0.0);
+    CU_ASSERT_DOUBLE_EQUAL(lc_cost_benefit(250, 100, 1000, 999), (1 - u + 0.1) * 1000 / (1 + u), 1e-9);
+}
+
+/* The log's live-byte accounting against the rules, entry by entry: every
+ * segment's live_bytes is exactly its objects the hash table refers to plus
+ * its tombstones whose named segment is in the log, and every segment's
+ * named_bytes exactly the bytes of those tombstones naming it.  Returns the
+ * number of segments that disagree. */
+static int check_accounting(objmgr *om)
+{
+    const mlog *l = om_log(om);
+    ht *t = om_hashtable(om);
+    uint32_t n = log_nsegments(l);
+    uint64_t *ids = calloc(n, sizeof *ids), *named = calloc(n, sizeof *named);
+    size_t ni = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED)
+            ids[ni++] = s->id;
+    }
+    for (size_t a = 1; a < ni; a++)
+        for (size_t b = a; b > 0 && ids[b - 1] > ids[b]; b--) {
+            uint64_t x = ids[b];
+            ids[b] = ids[b - 1];
+            ids[b - 1] = x;
+        }
+    int bad = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state != LOG_SEG_HEAD && s->state != LOG_SEG_CLOSED)
+            continue;
+        uint64_t live = 0;
+        const uint8_t *base = log_segment_base(l, i);
+        for (uint32_t pos = 0; pos < s->w.used;) {
+            const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)(base + pos);
+            log_ref ref = log_ref_make(i, pos);
+            uint32_t sz = (uint32_t)seg_entry_size(h->length);
+            if (lc_entry_live(l, t, ref, ids, ni)) {
+                live += sz;
+                if (h->type == SEG_ENTRY_TOMBSTONE) {
+                    uint64_t tid = ((const struct seg_tombstone *)log_entry_body(h))->segment_id;
+                    uint32_t ts = log_slot_of_id(l, tid);
+                    if (ts == LOG_NO_SLOT)
+                        bad++;
+                    else
+                        named[ts] += sz;
+                }
+            }
+            pos += sz;
+        }
+        if (live != s->live_bytes) {
+            if (bad++ < 3)
+                printf("\n  segment %llu (slot %u): live_bytes %u, by the rules %llu",
+                       (unsigned long long)s->id, i, s->live_bytes, (unsigned long long)live);
+        }
+    }
+    for (uint32_t i = 0; i < n; i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if ((s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED) && s->named_bytes != named[i]) {
+            if (bad++ < 6)
+                printf("\n  segment %llu (slot %u): named_bytes %llu, by the rules %llu",
+                       (unsigned long long)s->id, i, (unsigned long long)s->named_bytes,
+                       (unsigned long long)named[i]);
+        }
+    }
+    free(ids);
+    free(named);
+    return bad;
 }
 
 static void test_epoch_rule(void)
@@ -489,6 +561,16 @@ static void test_overwrite_90(void)
     for (uint32_t i = 0; i < count; i++)
         bad += check_i(om, i, gen[i], vlen) != 0;
     CU_ASSERT_EQUAL(bad, 0);
+    /* the live bytes the cleaner chose by are exact: tombstones that died
+     * with the segments they name are no longer counted anywhere */
+    settle(loop, c);
+    CU_ASSERT_EQUAL(check_accounting(om), 0);
+    struct log_stats ls;
+    log_get_stats(l, &ls);
+    printf("  live tombstones %llu bytes (%.1f%% of the memory), %llu bytes died\n",
+           (unsigned long long)ls.tomb_bytes, 100.0 * (double)ls.tomb_bytes / (double)ls.memory_bytes,
+           (unsigned long long)ls.tomb_dead_bytes);
+    CU_ASSERT(ls.tomb_dead_bytes > 0);
     /* new keys until live data fills the memory: then NO_TABLE_SPACE, and
      * lc_can_free says so (no endless RETRY) */
     settle(loop, c);
@@ -513,6 +595,177 @@ static void test_overwrite_90(void)
     om_destroy(om);
 }
 
+/* ---- the resurrection hole --------------------------------------------- */
+
+static bool in_log(const struct log_segment *s)
+{
+    return s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED;
+}
+
+static uint32_t slot_by_id(const mlog *l, uint64_t id)
+{
+    for (uint32_t i = 0; i < log_nsegments(l); i++)
+        if (in_log(log_segment(l, i)) && log_segment(l, i)->id == id)
+            return i;
+    return LOG_NO_SLOT;
+}
+
+/* Entries of key "K" in the log: objects of version ov (if ov) plus
+ * tombstones of version tv (if tv) naming segment tseg (if tseg). */
+static int count_k(const mlog *l, uint64_t ov, uint64_t tv, uint64_t tseg)
+{
+    int n = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (!in_log(s))
+            continue;
+        struct seg_iter it;
+        struct seg_entry e;
+        seg_iter_init(&it, log_segment_base(l, i), s->w.used);
+        while (seg_iter_next(&it, &e) == SEG_ITER_OK) {
+            const uint8_t *key;
+            if (e.type == SEG_ENTRY_OBJECT && ov != 0) {
+                const struct seg_object *o;
+                const uint8_t *v;
+                uint32_t vl;
+                if (seg_parse_object(&e, &o, &key, &v, &vl) && o->key_len == 1 && key[0] == 'K' &&
+                    o->version == ov)
+                    n++;
+            } else if (e.type == SEG_ENTRY_TOMBSTONE && tv != 0) {
+                const struct seg_tombstone *t;
+                if (seg_parse_tombstone(&e, &t, &key) && t->key_len == 1 && key[0] == 'K' &&
+                    t->version == tv && (tseg == 0 || t->segment_id == tseg))
+                    n++;
+            }
+        }
+    }
+    return n;
+}
+
+/*
+ * The hole the overwrite tombstones close: K v1 goes into segment A (among
+ * objects never overwritten, so A stays in the log), K is overwritten (v2 in
+ * segment B) and removed (tombstone naming B, in segment C).  The cleaner
+ * then cleans B and C -- the remove's tombstone dies with B -- while A and
+ * its dead v1 stay.  A crash recovery replays every segment of the log (its
+ * replicas: no compaction here, so memory holds what backups hold), in both
+ * orders: K must stay removed, because the overwrite left a tombstone for v1
+ * naming A, copied into a survivor as long as A is in the log.  (Without it,
+ * replay brings v1 back.)
+ */
+static void test_no_resurrection(void)
+{
+    enum { NFIX = 300, NGARB = 900, VL = 200 };
+    objmgr *om = mk(64);
+    mlog *l = om_log(om);
+    tp_loop *loop = tp_loop_create();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(loop);
+    uint8_t v[VL];
+    uint32_t gen[NFIX + NGARB];
+    uint64_t v1 = 0, v2 = 0;
+    memset(v, 'k', sizeof v);
+    /* segment A: K v1 amid objects that are never overwritten */
+    for (uint32_t i = 0; i < NFIX; i++) {
+        if (i == NFIX / 2)
+            CU_ASSERT_EQUAL_FATAL(om_write(om, T1, "K", 1, v, VL, NULL, &v1), CRAM_OK);
+        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
+        gen[i] = 1;
+    }
+    uint64_t a_id = log_segment_id_of(l, ref_of(om, NFIX / 2));
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    /* segment B: K v2 among garbage-to-be */
+    CU_ASSERT_EQUAL_FATAL(om_write(om, T1, "K", 1, v, VL, NULL, &v2), CRAM_OK);
+    uint64_t b_id = log_segment(l, log_head_slot(l))->id;
+    CU_ASSERT(b_id != a_id);
+    for (uint32_t i = NFIX; i < NFIX + NGARB / 4; i++) {
+        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
+        gen[i] = 1;
+    }
+    /* the overwrite wrote a tombstone for v1 naming A */
+    CU_ASSERT_EQUAL(count_k(l, 0, v1, a_id), 1);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    /* segment C: the remove (its tombstone names B) among more garbage */
+    CU_ASSERT_EQUAL(om_remove(om, T1, "K", 1, NULL, NULL), CRAM_OK);
+    uint64_t c_id = log_segment(l, log_head_slot(l))->id;
+    for (uint32_t i = NFIX + NGARB / 4; i < NFIX + NGARB; i++) {
+        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
+        gen[i] = 1;
+    }
+    CU_ASSERT_EQUAL_FATAL(count_k(l, 0, v2, b_id), 1);
+    CU_ASSERT_EQUAL(check_accounting(om), 0);
+    /* overwrite the garbage round after round, cleaning in between, until B
+     * and C have left the log and the remove's tombstone with them; one
+     * survivor per pass, so A (nearly all live) is never worth cleaning */
+    char err[256];
+    struct lc_config cfg = { .eager = true, .combined_only = true, .max_survivors = 1 };
+    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    int round;
+    for (round = 0; round < 40; round++) {
+        if (slot_by_id(l, b_id) == LOG_NO_SLOT && slot_by_id(l, c_id) == LOG_NO_SLOT &&
+            count_k(l, 0, v2, 0) == 0)
+            break;
+        for (uint32_t i = NFIX; i < NFIX + NGARB; i++) {
+            CU_ASSERT_EQUAL_FATAL(put_i(om, i, gen[i] + 1, VL), CRAM_OK);
+            gen[i]++;
+        }
+        CU_ASSERT_EQUAL(log_roll(l), 0);
+        lc_kick(c);
+        settle(loop, c);
+        CU_ASSERT_EQUAL(check_accounting(om), 0);
+    }
+    struct lc_stats st;
+    lc_get_stats(c, &st);
+    printf("\n  %d rounds: %llu segments cleaned, %llu tombstones dropped\n", round,
+           (unsigned long long)st.segments_cleaned, (unsigned long long)st.tombstones_dropped);
+    /* the scenario holds: B, C and the remove's tombstone are gone; A with
+     * the dead v1 is not, nor the tombstone naming it */
+    CU_ASSERT_EQUAL_FATAL(slot_by_id(l, b_id), LOG_NO_SLOT);
+    CU_ASSERT_EQUAL_FATAL(slot_by_id(l, c_id), LOG_NO_SLOT);
+    CU_ASSERT_EQUAL_FATAL(count_k(l, 0, v2, 0), 0);
+    CU_ASSERT_FATAL(slot_by_id(l, a_id) != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL_FATAL(count_k(l, v1, 0, 0), 1);
+    CU_ASSERT_EQUAL(count_k(l, 0, v1, a_id), 1);
+    CU_ASSERT_EQUAL(om_read(om, T1, "K", 1, NULL, NULL, NULL, NULL), CRAM_OBJECT_DOESNT_EXIST);
+    lc_destroy(c);
+    tp_loop_destroy(loop);
+
+    /* crash: a recovery master replays every segment of the log, newest
+     * first and oldest first */
+    for (int dir = 0; dir < 2; dir++) {
+        objmgr *rm = mk(128);
+        CU_ASSERT_EQUAL(om_take_tablet(rm, T1, 0, UINT64_MAX, OM_TABLET_RECOVERING), CRAM_OK);
+        struct om_replay rp = { 0 };
+        uint32_t n = log_nsegments(l);
+        for (uint32_t x = 0; x < n; x++) {
+            uint32_t i = dir == 0 ? n - 1 - x : x;
+            const struct log_segment *s = log_segment(l, i);
+            if (!in_log(s))
+                continue;
+            struct seg_iter it;
+            struct seg_entry e;
+            seg_iter_init(&it, log_segment_base(l, i), s->w.used);
+            int rc;
+            while ((rc = seg_iter_next(&it, &e)) == SEG_ITER_OK)
+                CU_ASSERT_EQUAL_FATAL(om_replay_entry(rm, &rp, &e), CRAM_OK);
+            CU_ASSERT_EQUAL(rc, SEG_ITER_END);
+        }
+        struct om_tablet whole = { .table_id = T1, .start_hash = 0, .end_hash = UINT64_MAX };
+        om_replay_end(rm, &rp, &whole, 1);
+        CU_ASSERT_EQUAL(om_replay_commit(rm, &rp), 0);
+        om_replay_free(&rp);
+        CU_ASSERT_EQUAL(om_take_tablet(rm, T1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
+        /* the removed key stays removed; everything else is as written */
+        CU_ASSERT_EQUAL(om_read(rm, T1, "K", 1, NULL, NULL, NULL, NULL), CRAM_OBJECT_DOESNT_EXIST);
+        int bad = 0;
+        for (uint32_t i = 0; i < NFIX + NGARB; i++)
+            bad += check_i(rm, i, gen[i], VL) != 0;
+        CU_ASSERT_EQUAL(bad, 0);
+        om_destroy(rm);
+    }
+    om_destroy(om);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -525,6 +778,7 @@ int main(void)
     CU_add_test(s, "combined cleaning: survivors, digest, tombstones", test_combined);
     CU_add_test(s, "in-flight reader holds a cleaned segment", test_inflight_reader);
     CU_add_test(s, "random overwrites at 90%", test_overwrite_90);
+    CU_add_test(s, "overwrite, remove, clean, recover: the key stays removed", test_no_resurrection);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();

@@ -301,6 +301,118 @@ static void test_side_segments(void)
     log_destroy(l);
 }
 
+/* Append a tombstone entry (its body is not looked at here). */
+static log_ref append_tomb(mlog *l, uint64_t target_id)
+{
+    struct seg_tombstone t = { .table_id = 1, .version = 1, .segment_id = target_id, .key_len = 1 };
+    struct iovec iov[2] = { { &t, sizeof t }, { "k", 1 } };
+    log_ref r;
+    CU_ASSERT_FATAL(log_append(l, SEG_ENTRY_TOMBSTONE, iov, 2, &r) == 0);
+    return r;
+}
+
+/* Segment ids map to slots through every change of place; tombstone bytes
+ * count in their holder while the segment they name is in the log, move with
+ * the cleaner's copies and with a compacted segment's id, and die -- in every
+ * holder at once -- when that segment leaves the log. */
+static void test_tombstone_accounting(void)
+{
+    mlog *l = mk(16);
+    log_ref a0;
+    CU_ASSERT_EQUAL_FATAL(append_blob(l, 1, 100, &a0), 0);
+    uint32_t A = log_ref_slot(a0);
+    uint64_t aid = log_segment(l, A)->id;
+    CU_ASSERT_EQUAL(log_slot_of_id(l, aid), A);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, 9999), LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, 0), LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    /* holder H1: two tombstones naming A (one unknown id: not counted) */
+    log_ref t1 = append_tomb(l, aid), t2 = append_tomb(l, aid), t3 = append_tomb(l, 9999);
+    uint32_t H1 = log_ref_slot(t1);
+    uint32_t tsz = (uint32_t)seg_entry_size(sizeof(struct seg_tombstone) + 1);
+    CU_ASSERT(log_tomb_add(l, t1, aid, tsz));
+    CU_ASSERT(log_tomb_add(l, t2, aid, tsz));
+    CU_ASSERT(!log_tomb_add(l, t3, 9999, tsz));
+    CU_ASSERT_EQUAL(log_segment(l, H1)->live_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_segment(l, A)->named_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    /* holder H2: one naming A, one naming H1 */
+    log_ref t4 = append_tomb(l, aid), t5 = append_tomb(l, log_segment(l, H1)->id);
+    uint32_t H2 = log_ref_slot(t4);
+    CU_ASSERT(log_tomb_add(l, t4, aid, tsz));
+    CU_ASSERT(log_tomb_add(l, t5, log_segment(l, H1)->id, tsz));
+    CU_ASSERT_EQUAL(log_segment(l, H2)->live_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_segment(l, A)->named_bytes, 3 * tsz);
+    /* one stops counting (a replay superseded it) */
+    log_tomb_sub(l, t2, aid, tsz);
+    CU_ASSERT_EQUAL(log_segment(l, H1)->live_bytes, tsz);
+    CU_ASSERT_EQUAL(log_segment(l, A)->named_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+
+    /* A is compacted: a new slot takes its id, and the tombstones naming it */
+    uint32_t live_a = log_segment(l, A)->live_bytes;
+    uint32_t A2 = log_compact_open(l, A, 4096);
+    CU_ASSERT_FATAL(A2 != LOG_NO_SLOT);
+    struct seg_header_body hb = { .magic = SEG_MAGIC, .format = SEG_FORMAT_VERSION, .segment_id = aid };
+    struct iovec hv = { &hb, sizeof hb };
+    log_ref hr;
+    CU_ASSERT_EQUAL(log_side_append(l, A2, SEG_ENTRY_SEGHDR, &hv, 1, &hr), 0);
+    log_compact_commit(l, A, A2, live_a);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, aid), A2);
+    CU_ASSERT_EQUAL(log_segment(l, A2)->named_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_segment(l, A)->named_bytes, 0);
+    log_segment_free(l, A);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, aid), A2);
+
+    /* combined cleaning of H1: its live tombstone (naming A) is copied into
+     * a survivor; the one naming H1 (in H2) dies with H1 */
+    uint32_t S = log_cleaner_open(l);
+    CU_ASSERT_FATAL(S != LOG_NO_SLOT);
+    const struct seg_entry_hdr *h = log_entry_get(l, t1);
+    struct iovec tv = { (void *)log_entry_body(h), h->length };
+    log_ref t1s;
+    CU_ASSERT_EQUAL_FATAL(log_side_append(l, S, SEG_ENTRY_TOMBSTONE, &tv, 1, &t1s), 0);
+    uint64_t h1id = log_segment(l, H1)->id;
+    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S, 1, &H1, 1), 0);
+    log_tomb_move(l, t1, t1s, aid, tsz);
+    CU_ASSERT_EQUAL(log_segment(l, S)->live_bytes, tsz);
+    CU_ASSERT_EQUAL(log_segment(l, A2)->named_bytes, 2 * tsz);
+    CU_ASSERT_EQUAL(log_segment(l, H2)->live_bytes, tsz);       /* t5 died */
+    struct log_stats st;
+    log_get_stats(l, &st);
+    CU_ASSERT_EQUAL(st.tomb_dead_bytes, tsz);
+    CU_ASSERT_EQUAL(st.tomb_bytes, 2 * tsz);
+    log_segment_free(l, H1);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, h1id), LOG_NO_SLOT);
+
+    /* A leaves the log: both tombstones naming it die, in S and in H2 */
+    uint32_t S2 = log_cleaner_open(l);
+    CU_ASSERT_FATAL(S2 != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S2, 1, &A2, 1), 0);
+    CU_ASSERT_EQUAL(log_segment(l, S)->live_bytes, 0);
+    CU_ASSERT_EQUAL(log_segment(l, H2)->live_bytes, 0);
+    log_get_stats(l, &st);
+    CU_ASSERT_EQUAL(st.tomb_dead_bytes, 3 * tsz);
+    CU_ASSERT_EQUAL(st.tomb_bytes, 0);
+    /* a tombstone naming a segment that left the log is not counted */
+    CU_ASSERT(!log_tomb_add(l, append_tomb(l, aid), aid, tsz));
+    log_segment_free(l, A2);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, aid), LOG_NO_SLOT);
+    /* the index survives many segments coming and going */
+    uint64_t sid = log_segment(l, S)->id, h2id = log_segment(l, H2)->id;
+    for (int r = 0; r < 3000; r++) {
+        uint32_t x = log_side_open(l);
+        CU_ASSERT_FATAL(x != LOG_NO_SLOT);
+        uint64_t xid = log_segment(l, x)->id;
+        CU_ASSERT_EQUAL(log_slot_of_id(l, xid), x);
+        log_side_abort(l, x);
+        CU_ASSERT_EQUAL(log_slot_of_id(l, xid), LOG_NO_SLOT);
+    }
+    CU_ASSERT_EQUAL(log_slot_of_id(l, sid), S);
+    CU_ASSERT_EQUAL(log_slot_of_id(l, h2id), H2);
+    log_destroy(l);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -313,6 +425,7 @@ int main(void)
     CU_add_test(s, "segment roll and log digest", test_roll_and_digest);
     CU_add_test(s, "full log", test_full_log);
     CU_add_test(s, "side segments", test_side_segments);
+    CU_add_test(s, "tombstone accounting", test_tombstone_accounting);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();

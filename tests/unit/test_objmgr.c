@@ -424,12 +424,17 @@ static void test_enumerate(void)
     om_destroy(om);
 }
 
-/* Keys near the segment size: whatever is written can also be removed. */
+/* Keys near the segment size: whatever is written can also be overwritten
+ * (the new object and the old version's tombstone share a segment) and
+ * removed. */
 static void test_long_keys(void)
 {
     objmgr *om = mk(16, 0);
     uint32_t max = log_max_entry_body(om_log(om));
-    uint16_t kmax = (uint16_t)(max - sizeof(struct seg_tombstone));   /* tombstone must fit */
+    /* object entry + tombstone entry of a key k, value 0, fit a fresh head:
+     * (12 + 24 + k) + (12 + 32 + k) <= 12 + max */
+    uint16_t kmax = (uint16_t)((max - sizeof(struct seg_object) - sizeof(struct seg_tombstone) -
+                                sizeof(struct seg_entry_hdr)) / 2);
     char *key = malloc(65535);
     memset(key, 'q', 65535);
     uint64_t v;
@@ -441,13 +446,18 @@ static void test_long_keys(void)
     uint32_t len = 99;
     CU_ASSERT_EQUAL(om_read(om, T1, key, kmax, NULL, &v, &p, &len), CRAM_OK);
     CU_ASSERT_EQUAL(len, 0);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, kmax, "", 0, NULL, &v), CRAM_OK);   /* overwrite */
+    CU_ASSERT_EQUAL(v, 2);
     CU_ASSERT_EQUAL(om_remove(om, T1, key, kmax, NULL, &v), CRAM_OK);
     CU_ASSERT_EQUAL(om_read(om, T1, key, kmax, NULL, &v, &p, &len), CRAM_OBJECT_DOESNT_EXIST);
     /* the largest value with a key that leaves room for it; one byte more is refused */
     uint32_t vmax = om_max_value_bytes(om);
     char *val = calloc(1, vmax + 1);
-    uint16_t klen = (uint16_t)(max - sizeof(struct seg_object) - vmax);
+    /* (12 + 24 + klen + vmax) + (12 + 32 + klen) <= 12 + max */
+    uint16_t klen = (uint16_t)((max - sizeof(struct seg_object) - vmax -
+                                seg_entry_size(sizeof(struct seg_tombstone))) / 2);
     CU_ASSERT_EQUAL(om_write(om, T1, key, klen, val, vmax, NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(om_write(om, T1, key, klen, val, vmax, NULL, &v), CRAM_OK);   /* overwrite */
     CU_ASSERT_EQUAL(om_write(om, T1, key, (uint16_t)(klen + 1), val, vmax, NULL, &v), CRAM_REQUEST_TOO_LARGE);
     CU_ASSERT_EQUAL(om_write(om, T1, key, 1, val, vmax + 1, NULL, &v), CRAM_REQUEST_TOO_LARGE);
     free(val);
@@ -504,9 +514,12 @@ static void test_live_bytes(void)
     om_get_stats(om, &st);
     CU_ASSERT_EQUAL(seg_live_sum(om), st.live_bytes);
     CU_ASSERT_EQUAL(st.objects, 0);
-    /* only the 50 tombstones are left: keys L0..L9 (2 bytes), L10..L49 (3 bytes) */
+    /* only tombstones are left: the 50 removes' (keys L0..L9 2 bytes,
+     * L10..L49 3 bytes) and the 100 overwrites' (L0..L9, L10..L99) */
     CU_ASSERT_EQUAL(st.live_bytes, 10 * seg_entry_size(sizeof(struct seg_tombstone) + 2) +
-                                   40 * seg_entry_size(sizeof(struct seg_tombstone) + 3));
+                                   40 * seg_entry_size(sizeof(struct seg_tombstone) + 3) +
+                                   10 * seg_entry_size(sizeof(struct seg_tombstone) + 2) +
+                                   90 * seg_entry_size(sizeof(struct seg_tombstone) + 3));
     om_destroy(om);
 }
 
@@ -660,6 +673,193 @@ static void test_full_log(void)
     om_destroy(om);
 }
 
+
+/* The entries of one segment (by slot), in order: types and bodies. */
+struct seg_ents {
+    uint32_t n;
+    struct seg_entry e[64];
+};
+
+static void seg_entries(objmgr *om, uint32_t slot, struct seg_ents *out)
+{
+    const mlog *l = om_log(om);
+    struct seg_iter it;
+    seg_iter_init(&it, log_segment_base(l, slot), log_segment(l, slot)->w.used);
+    out->n = 0;
+    while (out->n < 64 && seg_iter_next(&it, &out->e[out->n]) == SEG_ITER_OK)
+        out->n++;
+}
+
+/* Slot of the segment holding the current version of key k. */
+static uint32_t slot_of(objmgr *om, const char *k)
+{
+    const mlog *l = om_log(om);
+    /* walk the segments: the object of k whose version om_read reports */
+    uint64_t ver;
+    if (om_read(om, T1, k, (uint16_t)strlen(k), NULL, &ver, NULL, NULL) != CRAM_OK)
+        return LOG_NO_SLOT;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *sg = log_segment(l, i);
+        if (sg->state != LOG_SEG_HEAD && sg->state != LOG_SEG_CLOSED)
+            continue;
+        struct seg_ents se;
+        seg_entries(om, i, &se);
+        for (uint32_t j = 0; j < se.n; j++) {
+            const struct seg_object *o;
+            const uint8_t *key, *val;
+            uint32_t vl;
+            if (se.e[j].type == SEG_ENTRY_OBJECT && seg_parse_object(&se.e[j], &o, &key, &val, &vl) &&
+                o->version == ver && o->key_len == strlen(k) && memcmp(key, k, o->key_len) == 0)
+                return i;
+        }
+    }
+    return LOG_NO_SLOT;
+}
+
+/* Is the tombstone entry e {k, version, naming segment id sid}? */
+static bool is_tomb(const struct seg_entry *e, const char *k, uint64_t version, uint64_t sid)
+{
+    const struct seg_tombstone *t;
+    const uint8_t *key;
+    if (e->type != SEG_ENTRY_TOMBSTONE || !seg_parse_tombstone(e, &t, &key))
+        return false;
+    return t->table_id == T1 && t->version == version && t->segment_id == sid &&
+           t->key_len == strlen(k) && memcmp(key, k, t->key_len) == 0;
+}
+
+static bool is_obj(const struct seg_entry *e, const char *k, uint64_t version)
+{
+    const struct seg_object *o;
+    const uint8_t *key, *val;
+    uint32_t vl;
+    if (e->type != SEG_ENTRY_OBJECT || !seg_parse_object(e, &o, &key, &val, &vl))
+        return false;
+    return o->table_id == T1 && o->version == version && o->key_len == strlen(k) &&
+           memcmp(key, k, o->key_len) == 0;
+}
+
+/* Every overwrite (write, increment) appends, in the same segment and right
+ * before the new object, a tombstone for the replaced version naming the
+ * segment that holds it; counted live like any tombstone.  A first write
+ * and a failed overwrite append none. */
+static void test_overwrite_tombstone(void)
+{
+    objmgr *om = mk(16, 0);
+    mlog *l = om_log(om);
+    uint64_t v;
+    CU_ASSERT_EQUAL(put(om, "K", "one", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 1);
+    uint32_t a = slot_of(om, "K");
+    CU_ASSERT_FATAL(a != LOG_NO_SLOT);
+    uint64_t aid = log_segment(l, a)->id;
+    struct seg_ents se;
+    seg_entries(om, a, &se);
+    uint32_t ntomb = 0;
+    for (uint32_t j = 0; j < se.n; j++)
+        ntomb += se.e[j].type == SEG_ENTRY_TOMBSTONE;
+    CU_ASSERT_EQUAL(ntomb, 0);                  /* a first write: no tombstone */
+    /* overwrite in another segment */
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    struct om_stats s0, s1;
+    om_get_stats(om, &s0);
+    CU_ASSERT_EQUAL(put(om, "K", "two", NULL, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(v, 2);
+    uint32_t b = slot_of(om, "K");
+    CU_ASSERT_FATAL(b != LOG_NO_SLOT && b != a);
+    seg_entries(om, b, &se);
+    CU_ASSERT_FATAL(se.n >= 2);
+    CU_ASSERT(is_tomb(&se.e[se.n - 2], "K", 1, aid));
+    CU_ASSERT(is_obj(&se.e[se.n - 1], "K", 2));
+    om_get_stats(om, &s1);
+    /* live: + new object + tombstone - old object (same size as the new one) */
+    CU_ASSERT_EQUAL(s1.live_bytes - s0.live_bytes, seg_entry_size(sizeof(struct seg_tombstone) + 1));
+    CU_ASSERT_EQUAL(seg_live_sum(om), s1.live_bytes);
+    /* overwrite of a version in the head, into the head: no tombstone (every
+     * later tombstone of the key names this segment, which holds both) */
+    uint64_t bid = log_segment(l, b)->id;
+    CU_ASSERT_EQUAL(put(om, "K", "three", NULL, &v), CRAM_OK);
+    struct seg_ents se2;
+    seg_entries(om, b, &se2);
+    CU_ASSERT_EQUAL(se2.n, se.n + 1);
+    CU_ASSERT(is_obj(&se2.e[se2.n - 2], "K", 2));
+    CU_ASSERT(is_obj(&se2.e[se2.n - 1], "K", 3));
+    CU_ASSERT_EQUAL(seg_live_sum(om), (om_get_stats(om, &s1), s1.live_bytes));
+    /* increment of an existing counter: same */
+    int64_t nv;
+    CU_ASSERT_EQUAL(om_increment(om, T1, "C", 1, 5, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    CU_ASSERT_EQUAL(om_increment(om, T1, "C", 1, 5, NULL, &nv, &v), CRAM_OK);
+    CU_ASSERT_EQUAL(nv, 10);
+    seg_entries(om, log_head_slot(l), &se);
+    CU_ASSERT_FATAL(se.n >= 2);
+    CU_ASSERT(is_tomb(&se.e[se.n - 2], "C", v - 1, bid));
+    CU_ASSERT(is_obj(&se.e[se.n - 1], "C", v));
+    /* a rejected overwrite appends nothing */
+    uint32_t used = log_segment(l, log_head_slot(l))->w.used;
+    cram_reject_rules r = { .exists = 1 };
+    CU_ASSERT_EQUAL(put(om, "K", "four", &r, &v), CRAM_OBJECT_EXISTS);
+    CU_ASSERT_EQUAL(log_segment(l, log_head_slot(l))->w.used, used);
+    om_get_stats(om, &s1);
+    CU_ASSERT_EQUAL(seg_live_sum(om), s1.live_bytes);
+    om_destroy(om);
+}
+
+/* Overwrites into an almost full log: each either appends the tombstone
+ * and the object together in one segment, or nothing at all. */
+static void test_overwrite_full_log(void)
+{
+    objmgr *om = mk(4, 0);
+    mlog *l = om_log(om);
+    char val[3000];
+    memset(val, 'x', sizeof val);
+    uint64_t v;
+    int n = 0;
+    for (;; n++) {
+        char k[16];
+        snprintf(k, sizeof k, "f%d", n);
+        if (om_write(om, T1, k, (uint16_t)strlen(k), val, sizeof val, NULL, &v) != CRAM_OK)
+            break;
+        CU_ASSERT_FATAL(n < 10000);
+    }
+    CU_ASSERT_FATAL(n > 0);
+    /* overwrite f0 with shrinking values until nothing fits any more */
+    int ok = 0, failed = 0;
+    for (uint32_t len = sizeof val; len > 0; len = len > 64 ? len - 64 : 0) {
+        struct om_stats s0, s1;
+        om_get_stats(om, &s0);
+        uint32_t head = log_head_slot(l);
+        uint32_t used = log_segment(l, head)->w.used;
+        uint64_t before_v = 0;
+        CU_ASSERT_EQUAL(om_read(om, T1, "f0", 2, NULL, &before_v, NULL, NULL), CRAM_OK);
+        cram_status st = om_write(om, T1, "f0", 2, val, len, NULL, &v);
+        om_get_stats(om, &s1);
+        if (st == CRAM_OK) {
+            ok++;
+            uint32_t h = log_head_slot(l);
+            struct seg_ents se;
+            seg_entries(om, h, &se);
+            CU_ASSERT_FATAL(se.n >= 2);
+            CU_ASSERT(se.e[se.n - 2].type == SEG_ENTRY_TOMBSTONE);
+            CU_ASSERT(is_obj(&se.e[se.n - 1], "f0", v));
+            const struct seg_tombstone *t;
+            const uint8_t *key;
+            CU_ASSERT_FATAL(seg_parse_tombstone(&se.e[se.n - 2], &t, &key));
+            CU_ASSERT_EQUAL(t->version, before_v);
+        } else {
+            failed++;
+            CU_ASSERT_EQUAL(st, CRAM_NO_TABLE_SPACE);
+            CU_ASSERT_EQUAL(log_head_slot(l), head);
+            CU_ASSERT_EQUAL(log_segment(l, head)->w.used, used);
+            CU_ASSERT_EQUAL(s1.log.bytes_used, s0.log.bytes_used);
+            CU_ASSERT_EQUAL(s1.live_bytes, s0.live_bytes);
+        }
+        CU_ASSERT_EQUAL(seg_live_sum(om), s1.live_bytes);
+    }
+    CU_ASSERT(ok > 0);
+    CU_ASSERT(failed > 0);
+    om_destroy(om);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -676,6 +876,8 @@ int main(void)
     CU_add_test(s, "per-segment live bytes", test_live_bytes);
     CU_add_test(s, "random ops against a model", test_random_model);
     CU_add_test(s, "full log", test_full_log);
+    CU_add_test(s, "overwrite appends a tombstone for the old version", test_overwrite_tombstone);
+    CU_add_test(s, "overwrite into a full log: tombstone and object or nothing", test_overwrite_full_log);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
