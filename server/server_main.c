@@ -462,8 +462,9 @@ static void usage(FILE *f)
 "                          holds F x --memory of segments (default 1.5; >= 1)\n"
 "  --failure-domain NAME   failure domain label (replicas avoid sharing one; default: none)\n"
 "  --ping-interval-ms MS   failure detection: ping one random peer this often (default: 100)\n"
-"  --ping-timeout-ms MS    a ping unanswered this long makes its peer a suspect, reported to\n"
-"                          the coordinator, which verifies before declaring a crash (default: 250)\n"
+"  --ping-timeout-ms MS    a ping unanswered this long (or a connection to the peer that breaks)\n"
+"                          makes its peer a suspect, reported to the coordinator, which verifies\n"
+"                          before declaring a crash (default: 250)\n"
 "  --log-level LEVEL       debug, info, warn or error (default: info)\n"
 "  --help                  this text\n"
 "\n"
@@ -790,6 +791,10 @@ int main(int argc, char **argv)
     while (!atomic_load(&s->stopping))
         tp_loop_poll(s->loop, -1);
     rc = 0;
+    CRAM_INFO("failure detector: %lu pings, %lu failed, %lu timed out while this server stalled "
+              "(not reported); longest stall of the dispatch thread %lu ms",
+              (unsigned long)fdet_pings_sent(s->fd), (unsigned long)fdet_pings_failed(s->fd),
+              (unsigned long)fdet_pings_self_stalled(s->fd), (unsigned long)fdet_max_stall_ms(s->fd));
 
     if (s->locating) {
         pthread_join(s->locate_thread, NULL);
