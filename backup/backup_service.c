@@ -16,7 +16,12 @@
  *   - CLOSE: the worker writes the rest, verifies the bytes against the
  *     certificate (seg_verify), writes the closed header, fdatasyncs, and the
  *     dispatch thread then drops the buffer (closed replicas live on disk
- *     only; BACKUP_READ reads them back on the worker).
+ *     only; BACKUP_READ reads them back on the reader thread).
+ * Buffers of replica size (open replicas, recovery copies) come from a pool
+ * and go back to it (up to BK_POOL_MAX_BYTES): fresh memory costs a page
+ * fault and the zeroing of every page, which dominated recovery's CPU
+ * profile; a reused buffer holds stale bytes past `length`, which nothing
+ * reads.
  * Every flush writes the data before the header that certifies it.  Aligned
  * blocks go straight from the replica buffer; the last partial block is
  * copied to a zero-padded bounce block, so the worker never reads a byte at
@@ -42,17 +47,22 @@
  *     moment may put a mix of old and new bytes under the old certificate,
  *     which a crash before the next flush leaves as a replica detected as
  *     corrupt, never served.  Identical re-sends are compared, not copied.
- *   - BACKUP_LIST for one master (recovery is asking) also starts reading
- *     that master's on-disk replicas into the page cache (posix_fadvise
- *     WILLNEED on the worker), so the BACKUP_READs that follow are fast.
+ *   - BACKUP_LIST for one master (recovery is asking) also starts loading
+ *     that master's on-disk *primary* replicas (WIRE_BACKUP_PRIMARY at
+ *     OPEN; kept in the disk header) into memory, in segment order, with at
+ *     most BK_PREFETCH_WINDOW loaded or loading at a time: recovery masters
+ *     read the primary first, so the other replicas are read from disk only
+ *     when asked for (their primary's backup died or failed).
  *   - BACKUP_READ of a corrupt or torn replica, or one whose disk copy fails
  *     verification on a whole read, is CRAM_NOT_FOUND.
  *   - BACKUP_GET_RECOVERY_DATA: an in-memory replica is verified in place
- *     (cached); an on-disk one is read whole and verified once on the worker
- *     (BK_JOB_RLOAD; requests arriving meanwhile wait) and its bytes are kept
- *     until the replica is freed or BK_RDATA_IDLE_MS pass without a request,
- *     so every recovery master's request after the first is served from
- *     memory.  Filtering (key hash per entry, one
+ *     (cached); an on-disk one is read whole (one O_DIRECT pread into a
+ *     pool buffer) and verified once on the reader (BK_JOB_RLOAD; requests
+ *     arriving meanwhile wait) and its bytes are kept until `readers`
+ *     requests (the request says how many recovery masters read it) were
+ *     answered done, the replica is freed, or BK_RDATA_IDLE_MS pass without
+ *     a request, so every recovery master's request after the first is
+ *     served from memory.  Filtering (key hash per entry, one
  *     binary search over the sorted, merged ranges) and the copy into the
  *     response run on the dispatch thread; a response holds at most
  *     max_bytes of entries, but always one entry when it fits a message.
@@ -61,7 +71,9 @@
  *     after the segment header (found in memory, or read at start-up).
  *
  * Threads: the dispatch thread owns the service; the worker owns replica
- * file descriptors and its aligned blocks.  They share the job queue, the
+ * file descriptors and its aligned blocks; the reader (READ, RLOAD) opens
+ * its own descriptors, so recovery reads do not queue behind the writes of
+ * new replicas.  They share the job queue, the
  * done list and each replica's "shared" fields, all under b->mu.  Worker
  * completions ring an eventfd on the dispatch loop (struct bk_notify) whose
  * handler, bk_drain, replies deferred RPCs on the dispatch thread.
@@ -95,8 +107,11 @@
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
 #define BK_RDATA_IDLE_MS  15000u     /* recovery copies of on-disk replicas unused this long are dropped */
 #define BK_RDATA_SWEEP_US 5000000u   /* how often they are looked at (while any exist) */
+#define BK_POOL_MAX_BYTES (256ull << 20) /* replica-sized buffers kept for reuse at most */
+#define BK_PREFETCH_WINDOW 16u        /* recovery: replicas held in memory or being read at most
+                                         before the prefetch of primaries waits */
 
-enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_PREFETCH, BK_JOB_RLOAD };
+enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_RLOAD };
 
 struct bk_replica;
 
@@ -110,6 +125,7 @@ struct bk_job {
     tp_rpc *rpc;
     uint32_t off, len;
     uint8_t *resp;
+    uint32_t resp_cap;              /* RLOAD: allocated size of resp (a pool buffer) */
     bool whole;                     /* READ covers the whole certified range: verify it */
     /* results (FLUSH) */
     int err;                        /* 0 or errno */
@@ -146,6 +162,7 @@ struct bk_replica {
     struct bk_replica *dprev, *dnext;
     bool in_dirty;                  /* on b->dirty: waiting for the flush timer */
     bool loaded;                    /* found on disk at start-up: read-only */
+    bool primary;                   /* the master opened it as the segment's primary */
     bool bad;                       /* torn / corrupt / superseded: not served */
     bool close_enqueued;            /* the closing flush is queued: no more flushes */
     bool io_error;                  /* the last flush failed */
@@ -162,6 +179,8 @@ struct bk_replica {
      * BK_RDATA_IDLE_MS */
     uint8_t *rdata;
     uint32_t rdata_len;
+    uint32_t rdata_cap;             /* allocated size (a pool buffer) */
+    uint32_t rd_done;               /* requests answered done = 1 from this rdata */
     uint64_t rdata_used_ms;         /* last GET_RECOVERY_DATA served from it */
     bool rloading;                  /* a BK_JOB_RLOAD is queued */
     struct bk_rwait *rwaiters;      /* requests waiting for rdata */
@@ -218,7 +237,11 @@ struct backup_service {
     /* under mu: job queue, done list, worker control */
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct bk_job *qhead, *qtail;
+    struct bk_job *qhead, *qtail;   /* the worker's: flushes, unlinks */
+    struct bk_job *rqhead, *rqtail; /* the reader's: READ and RLOAD (recovery reads do not
+                                       wait behind the writes of new replicas) */
+    pthread_cond_t rcv;
+    pthread_t reader;
     struct bk_job *dhead, *dtail;
     bool stop;
     pthread_t worker;
@@ -227,16 +250,82 @@ struct backup_service {
     uint8_t *hdr_blk;               /* BACKUP_HDR_SIZE, aligned */
     uint8_t *tail_blk;              /* BACKUP_ALIGN, aligned */
     bool no_direct;                 /* O_DIRECT refused by the filesystem */
+    /* reader only */
+    bool rno_direct;                /* O_DIRECT reads refused */
 
     /* dispatch thread only: GET_RECOVERY_DATA scratch (response, ranges) */
     uint8_t *rscratch;              /* WIRE_MAX_MESSAGE bytes, allocated on first use */
     uint64_t rdata_bytes;           /* held in replicas' rdata */
+    uint32_t rdata_count;           /* replicas with rdata */
+    uint32_t rloads;                /* BK_JOB_RLOADs queued or running */
+    /* recovery prefetch: (master, segment) of primaries to load, in segment
+     * order; started while rdata_count + rloads < BK_PREFETCH_WINDOW */
+    struct bk_pf { uint64_t master_id, segment_id; } *pf;
+    size_t npf, pf_next, pf_cap;
+    /* buffer pool: freed replica / recovery buffers kept for reuse (fresh
+     * memory costs a page fault and zeroing per page), each free buffer's
+     * first bytes hold its struct bk_pool_node */
+    struct bk_pool_node *pool;
+    uint64_t pool_bytes;
     uint64_t sweep_timer;           /* drops idle rdata; 0 = not armed */
     struct wire_tablet_range *rranges;
     uint32_t rranges_cap;
 };
 
 static void bk_rdata_drop(backup_service *b, struct bk_replica *r);
+static void bk_pf_pump(backup_service *b);
+static int bk_rload_start(backup_service *b, struct bk_replica *r);
+
+/* ---- buffer pool (dispatch thread only) ---------------------------------- */
+
+struct bk_pool_node {
+    struct bk_pool_node *next;
+    size_t size;
+};
+
+/* A buffer of `size` bytes (a multiple of BACKUP_ALIGN), BACKUP_ALIGN
+ * aligned; its contents are undefined (a reused one holds old bytes). */
+static void *bk_buf_get(backup_service *b, size_t size)
+{
+    for (struct bk_pool_node **pp = &b->pool; *pp != NULL; pp = &(*pp)->next) {
+        if ((*pp)->size == size) {
+            struct bk_pool_node *n = *pp;
+            *pp = n->next;
+            b->pool_bytes -= size;
+            return n;
+        }
+    }
+    /* no MADV_HUGEPAGE: with THP defrag=madvise a huge-page fault may
+     * compact memory synchronously, stalling the dispatch thread (it
+     * copies into replica buffers) for longer than a ping timeout */
+    return aligned_alloc(BACKUP_ALIGN, size);
+}
+
+/* Give a buffer from bk_buf_get back (NULL is ignored). */
+static void bk_buf_put(backup_service *b, void *p, size_t size)
+{
+    if (p == NULL)
+        return;
+    if (size < sizeof(struct bk_pool_node) || b->pool_bytes + size > BK_POOL_MAX_BYTES) {
+        free(p);
+        return;
+    }
+    struct bk_pool_node *n = p;
+    n->size = size;
+    n->next = b->pool;
+    b->pool = n;
+    b->pool_bytes += size;
+}
+
+static void bk_pool_free(backup_service *b)
+{
+    while (b->pool != NULL) {
+        struct bk_pool_node *n = b->pool;
+        b->pool = n->next;
+        free(n);
+    }
+    b->pool_bytes = 0;
+}
 
 /* ---- small helpers ------------------------------------------------------ */
 
@@ -321,13 +410,13 @@ static struct bk_replica *bk_rep_new(uint64_t master_id, uint64_t segment_id, ui
     return r;
 }
 
-static void bk_rep_free(struct bk_replica *r)
+static void bk_rep_free(backup_service *b, struct bk_replica *r)
 {
     CRAM_ASSERT(r->refs == 0 && r->waiters == NULL && !r->in_dirty);
     if (r->fd >= 0)
         close(r->fd);
-    free(r->buf);
-    free(r->rdata);
+    bk_buf_put(b, r->buf, backup_round_up(r->capacity));
+    bk_buf_put(b, r->rdata, r->rdata_cap);
     free(r->digest);
     free(r);
 }
@@ -364,15 +453,17 @@ static void bk_answer_waiters(struct bk_replica *r, uint64_t seq, cram_status st
 /* Queue a job; b->mu held by the caller. */
 static void bk_enqueue_locked(backup_service *b, struct bk_job *j)
 {
+    bool rd = j->type == BK_JOB_READ || j->type == BK_JOB_RLOAD;
+    struct bk_job **head = rd ? &b->rqhead : &b->qhead, **tail = rd ? &b->rqtail : &b->qtail;
     j->next = NULL;
-    if (b->qtail != NULL)
-        b->qtail->next = j;
+    if (*tail != NULL)
+        (*tail)->next = j;
     else
-        b->qhead = j;
-    b->qtail = j;
+        *head = j;
+    *tail = j;
     if (j->rep != NULL)
         j->rep->refs++;
-    pthread_cond_signal(&b->cv);
+    pthread_cond_signal(rd ? &b->rcv : &b->cv);
 }
 
 static void bk_enqueue(backup_service *b, struct bk_job *j)
@@ -490,7 +581,7 @@ static void bk_retire(backup_service *b, struct bk_replica *r, bool keep_file)
         }
     }
     if (r->refs == 0)
-        bk_rep_free(r);
+        bk_rep_free(b, r);
 }
 
 /* ---- worker ----------------------------------------------------------------- */
@@ -563,6 +654,7 @@ static int bk_write_header(backup_service *b, struct bk_replica *r, struct seg_c
     h.epoch = r->epoch;
     h.capacity = r->capacity;
     h.closed = closed ? 1 : 0;
+    h.flags = r->primary ? BACKUP_HDR_PRIMARY : 0;
     h.cert_length = cert.length;
     h.cert_crc32c = cert.crc32c;
     backup_header_encode(&h, b->hdr_blk);
@@ -677,41 +769,53 @@ static void bk_do_read(backup_service *b, struct bk_job *j)
  * the result). */
 static void bk_do_rload(backup_service *b, struct bk_job *j)
 {
-    int fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
+    /* O_DIRECT into the (aligned, reused) buffer: no page-cache copy; the
+     * length is rounded up to whole blocks (the file holds them: data is
+     * written in whole blocks), and a short read at the end of the file is
+     * fine once the certified bytes are in */
+    bool direct = !b->rno_direct;
+    int fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC | (direct ? O_DIRECT : 0));
+    if (fd < 0 && direct && errno == EINVAL) {
+        direct = false;
+        fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
+    }
     if (fd < 0) {
         j->err = errno;
         return;
     }
     uint8_t *p = j->resp;
-    size_t left = j->len;
-    off_t off = (off_t)BACKUP_HDR_SIZE;
-    while (left > 0) {
-        ssize_t n = pread(fd, p, left, off);
+    size_t want = direct ? backup_round_up(j->len) : j->len, got = 0;
+    if (want > j->resp_cap)
+        want = j->len;
+    while (got < want) {
+        ssize_t n = pread(fd, p + got, want - got, (off_t)(BACKUP_HDR_SIZE + got));
         if (n < 0 && errno == EINTR)
             continue;
-        if (n <= 0) {
-            j->err = n < 0 ? errno : EIO;
+        if (n < 0 && direct && errno == EINVAL && got == 0) {
+            /* the filesystem refuses this direct read: the page cache then */
+            close(fd);
+            fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
+            if (fd < 0) {
+                j->err = errno;
+                return;
+            }
+            direct = false;
+            b->rno_direct = true;
+            want = j->len;
+            continue;
+        }
+        if (n < 0) {
+            j->err = errno;
             break;
         }
-        p += n;
-        left -= (size_t)n;
-        off += n;
+        if (n == 0)
+            break;
+        got += (size_t)n;
     }
+    if (j->err == 0 && got < j->len)
+        j->err = EIO;
     close(fd);
     j->verified = j->err == 0 && seg_verify(j->resp, j->len, &j->cert);
-}
-
-/* Recovery is coming (a LIST for one master): start reading the replica
- * into the page cache now, so the BACKUP_READs that follow -- one per
- * recovery master whose partition the segment feeds -- find it there.  The
- * kernel reads asynchronously and owns the memory. */
-static void bk_do_prefetch(backup_service *b, struct bk_job *j)
-{
-    int fd = openat(b->dirfd, j->rep->name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return;
-    posix_fadvise(fd, BACKUP_HDR_SIZE, j->len, POSIX_FADV_WILLNEED);
-    close(fd);
 }
 
 static void bk_do_unlink(backup_service *b, struct bk_job *j)
@@ -725,19 +829,21 @@ static void bk_do_unlink(backup_service *b, struct bk_job *j)
         j->err = errno;
 }
 
-static void *bk_worker(void *arg)
+/* The worker (flushes, unlinks) and the reader (READ, RLOAD) run this on
+ * their own queue. */
+static void bk_work(backup_service *b, struct bk_job **qhead, struct bk_job **qtail,
+                    pthread_cond_t *cv)
 {
-    backup_service *b = arg;
     pthread_mutex_lock(&b->mu);
     for (;;) {
-        while (b->qhead == NULL && !b->stop)
-            pthread_cond_wait(&b->cv, &b->mu);
-        struct bk_job *j = b->qhead;
+        while (*qhead == NULL && !b->stop)
+            pthread_cond_wait(cv, &b->mu);
+        struct bk_job *j = *qhead;
         if (j == NULL)
             break;                  /* stopping and nothing left */
-        b->qhead = j->next;
-        if (b->qhead == NULL)
-            b->qtail = NULL;
+        *qhead = j->next;
+        if (*qhead == NULL)
+            *qtail = NULL;
         j->next = NULL;
         pthread_mutex_unlock(&b->mu);
 
@@ -747,10 +853,8 @@ static void *bk_worker(void *arg)
             bk_do_read(b, j);
         else if (j->type == BK_JOB_UNLINK)
             bk_do_unlink(b, j);
-        else if (j->type == BK_JOB_RLOAD)
-            bk_do_rload(b, j);
         else
-            bk_do_prefetch(b, j);
+            bk_do_rload(b, j);
 
         pthread_mutex_lock(&b->mu);
         bool was_empty = b->dhead == NULL;
@@ -770,6 +874,19 @@ static void *bk_worker(void *arg)
         }
     }
     pthread_mutex_unlock(&b->mu);
+}
+
+static void *bk_worker(void *arg)
+{
+    backup_service *b = arg;
+    bk_work(b, &b->qhead, &b->qtail, &b->cv);
+    return NULL;
+}
+
+static void *bk_reader(void *arg)
+{
+    backup_service *b = arg;
+    bk_work(b, &b->rqhead, &b->rqtail, &b->rcv);
     return NULL;
 }
 
@@ -884,7 +1001,7 @@ static void bk_complete_flush(backup_service *b, struct bk_job *j)
             CRAM_WARN("backup: closed replica %s does not match its certificate (length %u)",
                       r->name, j->cert.length);
         bk_digest_scan(r, r->buf, r->cert.length, true);
-        free(r->buf);
+        bk_buf_put(b, r->buf, backup_round_up(r->capacity));
         r->buf = NULL;
         r->on_disk = true;
     }
@@ -935,7 +1052,7 @@ static void bk_drain(backup_service *b)
             CRAM_WARN("backup: removing %s: %s", r->name, strerror(j->err));
         free(j);
         if (r != NULL && --r->refs == 0 && r->gone)
-            bk_rep_free(r);
+            bk_rep_free(b, r);
         j = next;
     }
 }
@@ -1049,13 +1166,14 @@ static struct bk_replica *bk_write_target(backup_service *b, tp_rpc *rpc,
     }
     struct bk_replica *n = bk_rep_new(q->master_id, q->segment_id, q->epoch, q->capacity);
     if (n != NULL)
-        n->buf = aligned_alloc(BACKUP_ALIGN, backup_round_up(q->capacity));
+        n->buf = bk_buf_get(b, backup_round_up(q->capacity));
     if (n == NULL || n->buf == NULL) {
         if (n != NULL)
-            bk_rep_free(n);
+            bk_rep_free(b, n);
         reply_status(rpc, CRAM_NO_MEMORY);
         return NULL;
     }
+    n->primary = (q->flags & WIRE_BACKUP_PRIMARY) != 0;
     /* bad replicas of the same name are replaced by the new file */
     for (struct bk_replica **pp = &b->bad; *pp != NULL;) {
         struct bk_replica *x = *pp;
@@ -1084,7 +1202,8 @@ static void bk_write(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_
         return;
     }
     if (q.length != len - sizeof q ||
-        (q.flags & ~(uint32_t)(WIRE_BACKUP_OPEN | WIRE_BACKUP_CLOSE | WIRE_BACKUP_SYNC)) != 0 ||
+        (q.flags & ~(uint32_t)(WIRE_BACKUP_OPEN | WIRE_BACKUP_CLOSE | WIRE_BACKUP_SYNC |
+                               WIRE_BACKUP_PRIMARY)) != 0 ||
         q.master_id == 0) {
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
         return;
@@ -1200,15 +1319,45 @@ static bool bk_verified(struct bk_replica *r)
     return r->vcache_ok;
 }
 
-static void bk_prefetch(backup_service *b, struct bk_replica *r)
+static int pf_cmp(const void *a, const void *b)
 {
-    struct bk_job *j = calloc(1, sizeof *j);
-    if (j == NULL)
-        return;                     /* only an optimisation */
-    j->type = BK_JOB_PREFETCH;
-    j->rep = r;
-    j->len = r->cert.length;
-    bk_enqueue(b, j);
+    const struct bk_pf *x = a, *y = b;
+    if (x->segment_id != y->segment_id)
+        return x->segment_id < y->segment_id ? -1 : 1;
+    return x->master_id < y->master_id ? -1 : x->master_id > y->master_id;
+}
+
+/* Recovery of master_id is starting (a LIST for it): queue its primary
+ * replicas that live on disk only for loading into memory, in segment
+ * order (the order recovery masters ask for them).  Replaces what was
+ * queued for the same master before (the coordinator may LIST again). */
+static void bk_pf_add(backup_service *b, uint64_t master_id)
+{
+    size_t k = 0;
+    for (size_t i = b->pf_next; i < b->npf; i++)
+        if (b->pf[i].master_id != master_id)
+            b->pf[k++] = b->pf[i];
+    b->npf = k;
+    b->pf_next = 0;
+    for (size_t i = 0; i < b->nbuckets; i++) {
+        for (struct bk_replica *r = b->tab[i]; r != NULL; r = r->hnext) {
+            if (r->master_id != master_id || !r->primary || r->buf != NULL ||
+                r->cert.length == 0 || !r->verified)
+                continue;
+            if (b->npf == b->pf_cap) {
+                size_t nc = b->pf_cap ? 2 * b->pf_cap : 64;
+                struct bk_pf *np = realloc(b->pf, nc * sizeof *np);
+                if (np == NULL)
+                    goto sort;      /* only an optimisation */
+                b->pf = np;
+                b->pf_cap = nc;
+            }
+            b->pf[b->npf++] = (struct bk_pf){ master_id, r->segment_id };
+        }
+    }
+sort:
+    qsort(b->pf, b->npf, sizeof *b->pf, pf_cmp);
+    bk_pf_pump(b);
 }
 
 static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -1251,11 +1400,12 @@ static void bk_list(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t
             e->has_digest = r->has_digest;
             e->n_log_digest = r->has_digest ? r->ndigest : 0;
             e->log_digest = r->has_digest ? r->digest : NULL;
+            e->primary = r->primary;
             ptrs[n++] = e;
-            if (q.master_id != 0 && r->buf == NULL && r->cert.length > 0)
-                bk_prefetch(b, r);
         }
     }
+    if (q.master_id != 0)
+        bk_pf_add(b, q.master_id);
     Cram__ReplicaList rl = CRAM__REPLICA_LIST__INIT;
     rl.server_id = b->server_id;
     rl.n_replicas = n;
@@ -1357,13 +1507,15 @@ static int range_cmp(const void *a, const void *b)
 }
 
 /* Validate a GET_RECOVERY_DATA request: exact length for ntablets ranges,
- * 1 <= ntablets <= WIRE_MAX_RECOVERY_TABLETS, start <= end, zero padding. */
+ * 1 <= ntablets <= WIRE_MAX_RECOVERY_TABLETS, start <= end,
+ * readers <= WIRE_MAX_RECOVERY_READERS. */
 static cram_status bk_rd_parse(const uint8_t *req, uint32_t len, struct wire_recovery_data_req *q)
 {
     if (len < sizeof *q)
         return CRAM_REQUEST_FORMAT_ERROR;
     memcpy(q, req, sizeof *q);
-    if (q->ntablets == 0 || q->ntablets > WIRE_MAX_RECOVERY_TABLETS || q->pad != 0 ||
+    if (q->ntablets == 0 || q->ntablets > WIRE_MAX_RECOVERY_TABLETS ||
+        q->readers > WIRE_MAX_RECOVERY_READERS ||
         q->hdr.flags != 0 ||
         (uint64_t)len != sizeof *q + (uint64_t)q->ntablets * sizeof(struct wire_tablet_range))
         return CRAM_REQUEST_FORMAT_ERROR;
@@ -1394,30 +1546,63 @@ static bool bk_in_ranges(const struct wire_tablet_range *v, uint32_t n, uint64_t
 }
 
 /*
+ * Next entry of bytes that were verified as a whole (seg_verify: every
+ * entry's CRC and the certificate), from *pos: only the header is looked at
+ * (type, length within the bytes), except for the first entry of a request
+ * (check: its CRC too), which proves that the request's offset is an entry
+ * boundary; the entries after it follow from it.  Re-checking every CRC for
+ * every partition's request cost a CRC pass over the replica per partition;
+ * the recovery master checks each entry it receives anyway.  1 = entry,
+ * 0 = end, -1 = not an entry here.
+ */
+static int bk_next_verified(const uint8_t *data, uint32_t len, uint32_t *pos, bool check,
+                            struct seg_entry *e)
+{
+    if (*pos == len)
+        return 0;
+    struct seg_entry_hdr h;
+    if ((uint64_t)len - *pos < sizeof h)
+        return -1;
+    memcpy(&h, data + *pos, sizeof h);
+    if (h.type == SEG_ENTRY_INVALID || h.type > SEG_ENTRY_TYPE_MAX ||
+        (uint64_t)h.length > (uint64_t)len - *pos - sizeof h)
+        return -1;
+    if (check && !seg_entry_check((const struct seg_entry_hdr *)(data + *pos)))
+        return -1;
+    e->type = h.type;
+    e->offset = *pos;
+    e->length = h.length;
+    e->body = data + *pos + sizeof h;
+    *pos += (uint32_t)(sizeof h + h.length);
+    return 1;
+}
+
+/*
  * Answer a (validated) GET_RECOVERY_DATA from the replica's verified
  * certified bytes data[0, len): the selected entries from q.offset on,
  * verbatim, back to back, while they fit max_bytes (at least one entry if it
- * fits a message, so every call makes progress).
+ * fits a message, so every call makes progress).  true when the answer
+ * said done = 1; *readers is then the request's `readers`.
  */
-static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica *r,
-                        const uint8_t *data, uint32_t len)
+static bool bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica *r,
+                        const uint8_t *data, uint32_t len, uint32_t *readers)
 {
     uint32_t rlen;
     const uint8_t *req = tp_rpc_request(rpc, &rlen);
     struct wire_recovery_data_req q;
     if (bk_rd_parse(req, rlen, &q) != CRAM_OK || q.offset > len) {
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
-        return;
+        return false;
     }
     if (b->rscratch == NULL && (b->rscratch = malloc(WIRE_MAX_MESSAGE)) == NULL) {
         reply_status(rpc, CRAM_NO_MEMORY);
-        return;
+        return false;
     }
     if (b->rranges_cap < q.ntablets) {
         struct wire_tablet_range *nr = realloc(b->rranges, q.ntablets * sizeof *nr);
         if (nr == NULL) {
             reply_status(rpc, CRAM_NO_MEMORY);
-            return;
+            return false;
         }
         b->rranges = nr;
         b->rranges_cap = q.ntablets;
@@ -1445,11 +1630,10 @@ static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
     static const uint8_t empty[1];
     if (data == NULL)
         data = empty;               /* len is 0 */
-    struct seg_iter it;
     struct seg_entry e;
-    seg_iter_init(&it, data + q.offset, len - q.offset);
+    uint32_t at = q.offset;
     int st;
-    while ((st = seg_iter_next(&it, &e)) == SEG_ITER_OK) {
+    while ((st = bk_next_verified(data, len, &at, at == q.offset, &e)) == 1) {
         uint32_t esz = (uint32_t)seg_entry_size(e.length);
         bool want = false;
         if (e.type == SEG_ENTRY_SAFE_VERSION) {
@@ -1469,17 +1653,17 @@ static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
         if (want) {
             if (used + (uint64_t)esz > max && (entries > 0 || esz > room))
                 break;              /* continue at this entry next time */
-            memcpy(out + used, data + q.offset + e.offset, esz);
+            memcpy(out + used, data + e.offset, esz);
             used += esz;
             entries++;
         }
-        pos = q.offset + e.offset + esz;
+        pos = e.offset + esz;
     }
-    if (st == SEG_ITER_CORRUPT) {
+    if (st < 0) {
         /* the bytes were verified, so only an offset that is not an entry
          * boundary gets here */
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
-        return;
+        return false;
     }
     struct wire_recovery_data_resp h;
     memset(&h, 0, sizeof h);
@@ -1493,6 +1677,18 @@ static void bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
     memcpy(b->rscratch, &h, sizeof h);
     struct iovec iov = { b->rscratch, sizeof h + used };
     tp_rpc_reply(rpc, &iov, 1);
+    *readers = q.readers;
+    return h.done != 0;
+}
+
+/* A done answer from r's rdata: once `readers` recovery masters have had
+ * theirs, the copy is not needed any more (true: the caller drops it). */
+static bool bk_rd_account(struct bk_replica *r, bool done, uint32_t readers)
+{
+    if (!done || readers == 0)
+        return false;
+    r->rd_done++;
+    return r->rd_done >= readers;
 }
 
 static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -1522,12 +1718,18 @@ static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req,
             reply_status(rpc, CRAM_NOT_FOUND);
             return;
         }
-        bk_rd_serve(b, rpc, r, r->buf, r->cert.length);
+        uint32_t readers;
+        (void)bk_rd_serve(b, rpc, r, r->buf, r->cert.length, &readers);
         return;
     }
     if (r->rdata != NULL && r->rdata_len == r->cert.length) {
         r->rdata_used_ms = clock_mono_ms();
-        bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len);
+        uint32_t readers;
+        bool done = bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len, &readers);
+        if (bk_rd_account(r, done, readers)) {
+            bk_rdata_drop(b, r);
+            bk_pf_pump(b);
+        }
         return;
     }
     if (!r->verified) {
@@ -1545,21 +1747,47 @@ static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req,
     r->rwaiters = w;
     if (r->rloading)
         return;
+    if (bk_rload_start(b, r) != 0)
+        bk_answer_rwaiters(r, CRAM_NO_MEMORY);
+}
+
+/* Queue a BK_JOB_RLOAD of r (on disk, verified, not loading) into a pool
+ * buffer.  0, or -1 when out of memory. */
+static int bk_rload_start(backup_service *b, struct bk_replica *r)
+{
     struct bk_job *j = calloc(1, sizeof *j);
-    uint8_t *buf = malloc(r->cert.length);
+    uint32_t cap = (uint32_t)backup_round_up(r->capacity);
+    uint8_t *buf = j != NULL ? bk_buf_get(b, cap) : NULL;
     if (j == NULL || buf == NULL) {
         free(j);
-        free(buf);
-        bk_answer_rwaiters(r, CRAM_NO_MEMORY);
-        return;
+        return -1;
     }
     j->type = BK_JOB_RLOAD;
     j->rep = r;
     j->len = r->cert.length;
     j->cert = r->cert;
     j->resp = buf;
+    j->resp_cap = cap;
     r->rloading = true;
+    b->rloads++;
     bk_enqueue(b, j);
+    return 0;
+}
+
+/* Start loading the next queued primaries while the window allows. */
+static void bk_pf_pump(backup_service *b)
+{
+    while (b->pf_next < b->npf && b->rdata_count + b->rloads < BK_PREFETCH_WINDOW) {
+        struct bk_pf p = b->pf[b->pf_next++];
+        struct bk_replica *r = bk_find(b, p.master_id, p.segment_id);
+        if (r == NULL || r->bad || r->buf != NULL || r->rdata != NULL || r->rloading ||
+            !r->verified || r->cert.length == 0)
+            continue;
+        if (bk_rload_start(b, r) != 0)
+            break;                  /* only an optimisation; requests load on demand */
+    }
+    if (b->pf_next >= b->npf)
+        b->npf = b->pf_next = 0;
 }
 
 /* Drop a replica's recovery copy (the file stays; a later request reads
@@ -1569,9 +1797,11 @@ static void bk_rdata_drop(backup_service *b, struct bk_replica *r)
     if (r->rdata == NULL)
         return;
     b->rdata_bytes -= r->rdata_len;
-    free(r->rdata);
+    b->rdata_count--;
+    bk_buf_put(b, r->rdata, r->rdata_cap);
     r->rdata = NULL;
     r->rdata_len = 0;
+    r->rdata_cap = 0;
 }
 
 /* Timer: recovery copies nobody asked for in BK_RDATA_IDLE_MS go (a
@@ -1586,6 +1816,7 @@ static void bk_rdata_sweep(void *arg)
         for (struct bk_replica *r = b->tab[i]; r != NULL; r = r->hnext)
             if (r->rdata != NULL && now - r->rdata_used_ms >= BK_RDATA_IDLE_MS)
                 bk_rdata_drop(b, r);
+    bk_pf_pump(b);
     if (b->rdata_bytes > 0)
         b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
 }
@@ -1593,8 +1824,10 @@ static void bk_rdata_sweep(void *arg)
 static void bk_complete_rload(backup_service *b, struct bk_job *j)
 {
     struct bk_replica *r = j->rep;
+    b->rloads--;
     if (r->gone) {                    /* retired meanwhile: waiters were answered */
-        free(j->resp);
+        bk_buf_put(b, j->resp, j->resp_cap);
+        bk_pf_pump(b);
         return;
     }
     r->rloading = false;
@@ -1604,7 +1837,7 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
         else
             CRAM_ERROR("backup: replica %s fails its certificate on disk; taken out of service",
                        r->name);
-        free(j->resp);
+        bk_buf_put(b, j->resp, j->resp_cap);
         bk_answer_rwaiters(r, j->err != 0 ? CRAM_INTERNAL_ERROR : CRAM_NOT_FOUND);
         if (j->err == 0 && !r->bad) {
             r->verified = false;
@@ -1614,13 +1847,17 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
             r->hnext = b->bad;
             b->bad = r;
         }
+        bk_pf_pump(b);
         return;
     }
     bk_rdata_drop(b, r);
     r->rdata = j->resp;
     r->rdata_len = j->len;
+    r->rdata_cap = j->resp_cap;
+    r->rd_done = 0;
     r->rdata_used_ms = clock_mono_ms();
     b->rdata_bytes += j->len;
+    b->rdata_count++;
     if (b->sweep_timer == 0)
         b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
     bk_digest_scan(r, r->rdata, r->rdata_len, true);
@@ -1632,15 +1869,22 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
         w->next = rev;
         rev = w;
     }
+    bool drop = false;
     while (rev != NULL) {
         struct bk_rwait *w = rev;
         rev = w->next;
-        if (j->len == r->cert.length)
-            bk_rd_serve(b, w->rpc, r, r->rdata, r->rdata_len);
-        else
+        if (j->len == r->cert.length) {
+            uint32_t readers;
+            bool done = bk_rd_serve(b, w->rpc, r, r->rdata, r->rdata_len, &readers);
+            drop |= bk_rd_account(r, done, readers);
+        } else {
             reply_status(w->rpc, CRAM_RETRY);
+        }
         free(w);
     }
+    if (drop)
+        bk_rdata_drop(b, r);
+    bk_pf_pump(b);
 }
 
 void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len)
@@ -1687,6 +1931,7 @@ static int bk_load(backup_service *b, const struct backup_scan_entry *v, size_t 
         _Static_assert(sizeof r->name == sizeof e->name, "replica name sizes");
         memcpy(r->name, e->name, sizeof r->name);
         r->loaded = true;
+        r->primary = e->primary;
         r->closed = e->closed;
         r->length = e->cert_length;
         r->cert = (struct seg_certificate){ e->cert_length, e->cert_crc32c };
@@ -1735,14 +1980,14 @@ static void bk_free_all(backup_service *b)
             bk_answer_waiters(r, UINT64_MAX, CRAM_RETRY);
             bk_answer_rwaiters(r, CRAM_RETRY);
             r->refs = 0;
-            bk_rep_free(r);
+            bk_rep_free(b, r);
         }
     }
     while (b->bad != NULL) {
         struct bk_replica *r = b->bad;
         b->bad = r->hnext;
         r->refs = 0;
-        bk_rep_free(r);
+        bk_rep_free(b, r);
     }
     free(b->tab);
     b->tab = NULL;
@@ -1827,13 +2072,24 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
     }
     pthread_mutex_init(&b->mu, NULL);
     pthread_cond_init(&b->cv, NULL);
+    pthread_cond_init(&b->rcv, NULL);
     if ((rc = pthread_create(&b->worker, NULL, bk_worker, b)) != 0) {
         snprintf(err, errlen, "backup: cannot start worker: %s", strerror(rc));
+        goto out_free_sync;
+    }
+    if ((rc = pthread_create(&b->reader, NULL, bk_reader, b)) != 0) {
+        snprintf(err, errlen, "backup: cannot start reader: %s", strerror(rc));
+        pthread_mutex_lock(&b->mu);
+        b->stop = true;
+        pthread_cond_signal(&b->cv);
+        pthread_mutex_unlock(&b->mu);
+        pthread_join(b->worker, NULL);
         goto out_free_sync;
     }
     return b;
 
 out_free_sync:
+    pthread_cond_destroy(&b->rcv);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     tp_loop_del_fd(loop, &b->notify->h);
@@ -1878,14 +2134,19 @@ void backup_destroy(backup_service *b)
     pthread_mutex_lock(&b->mu);
     b->stop = true;
     pthread_cond_signal(&b->cv);
+    pthread_cond_signal(&b->rcv);
     pthread_mutex_unlock(&b->mu);
     pthread_join(b->worker, NULL);
+    pthread_join(b->reader, NULL);
     bk_drain(b);                    /* replies every deferred rpc */
 
     tp_loop_del_fd(b->loop, &b->notify->h);
     close(b->notify->efd);
     tp_loop_defer_free(b->loop, free, b->notify);   /* the loop may still name the handler */
     bk_free_all(b);
+    bk_pool_free(b);
+    free(b->pf);
+    pthread_cond_destroy(&b->rcv);
     pthread_cond_destroy(&b->cv);
     pthread_mutex_destroy(&b->mu);
     free(b->tail_blk);
@@ -1895,6 +2156,11 @@ void backup_destroy(backup_service *b)
     close(b->lockfd);               /* releases the flock */
     close(b->dirfd);
     free(b);
+}
+
+size_t backup_recovery_cached(const backup_service *b)
+{
+    return b->rdata_count;
 }
 
 void backup_set_server_id(backup_service *b, uint64_t server_id)

@@ -38,6 +38,9 @@ void backup_set_server_id(backup_service *b, uint64_t server_id);
 void backup_handle(backup_service *b, tp_rpc *rpc, const uint8_t *req, uint32_t len);
 /* Number of replicas held (for logs and stats). */
 size_t backup_replica_count(const backup_service *b);
+/* Replicas whose bytes are held in memory for recovery (read from disk by a
+ * prefetch or a GET_RECOVERY_DATA, not yet dropped) -- for tests and stats. */
+size_t backup_recovery_cached(const backup_service *b);
 
 /*
  * Additions (not part of the original contract; additive only).

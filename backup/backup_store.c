@@ -129,6 +129,7 @@ void backup_check_fd(int fd, struct backup_scan_entry *e)
     e->epoch = h.epoch;
     e->capacity = h.capacity;
     e->closed = h.closed != 0;
+    e->primary = (h.flags & BACKUP_HDR_PRIMARY) != 0;
     e->cert_length = h.cert_length;
     e->cert_crc32c = h.cert_crc32c;
     if (h.capacity == 0 || h.capacity > BACKUP_MAX_CAPACITY || h.cert_length > h.capacity ||

@@ -58,10 +58,14 @@ struct backup_disk_header {
     uint32_t cert_length;    /* certificate of the first cert_length data bytes */
     uint32_t cert_crc32c;
     uint64_t reserved[2];    /* 0 */
-    uint32_t reserved2;      /* 0 */
+    uint32_t flags;          /* BACKUP_HDR_* (was reserved, 0: files of older backups read as no flags) */
     uint32_t header_crc;     /* CRC32C of this struct with header_crc = 0 */
 } __attribute__((packed));
 _Static_assert(sizeof(struct backup_disk_header) == 72, "backup_disk_header");
+
+/* backup_disk_header.flags */
+#define BACKUP_HDR_PRIMARY 1u     /* the master marked this replica its segment's primary
+                                     (WIRE_BACKUP_PRIMARY): recovery prefetches it */
 
 enum backup_rep_status {
     BACKUP_REP_VERIFIED = 0,
@@ -95,6 +99,7 @@ struct backup_scan_entry {
     uint64_t master_id, segment_id, epoch;
     uint32_t capacity;
     bool closed;
+    bool primary;                      /* BACKUP_HDR_PRIMARY */
     uint32_t cert_length, cert_crc32c;
     uint64_t file_size;
     char why[96];                      /* what is wrong (TORN / CORRUPT), else "" */

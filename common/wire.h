@@ -287,6 +287,9 @@ enum wire_backup_flags {
     WIRE_BACKUP_OPEN  = 1,
     WIRE_BACKUP_CLOSE = 2,
     WIRE_BACKUP_SYNC  = 4,    /* fdatasync before answering (durability "sync") */
+    WIRE_BACKUP_PRIMARY = 8,  /* with OPEN: this replica is the segment's primary (the one
+                                 recovery reads first; a backup prefetches only primaries
+                                 when recovery starts).  Ignored without OPEN. */
 };
 struct wire_certificate {
     uint32_t length;
@@ -377,8 +380,12 @@ struct wire_recovery_data_req {
     uint32_t offset;
     uint32_t max_bytes;
     uint32_t ntablets;        /* 1..WIRE_MAX_RECOVERY_TABLETS ranges follow */
-    uint32_t pad;
+    uint32_t readers;         /* recovery masters that will read this replica, 0 = unknown
+                                 (was pad, 0): once `readers` requests got done = 1 the
+                                 backup may drop its in-memory copy (a later request
+                                 reads it from disk again); <= WIRE_MAX_RECOVERY_READERS */
 } WIRE_PACKED;
+#define WIRE_MAX_RECOVERY_READERS 4096u
 struct wire_recovery_data_resp {
     struct wire_resp_hdr hdr;
     uint32_t length;          /* entry bytes that follow */

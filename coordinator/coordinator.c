@@ -1298,7 +1298,8 @@ static int gather_and_check(coord *c, struct coord_recovery *r)
             if (ri->master_id != r->crashed)
                 continue;
             rr[n] = (struct rcv_replica){ g.lists[i]->server_id, ri->segment_id, ri->epoch, ri->length,
-                                          ri->closed, ri->has_digest, ri->log_digest, ri->n_log_digest };
+                                          ri->closed, ri->has_digest, ri->log_digest, ri->n_log_digest,
+                                          ri->primary };
             n++;
         }
     }
@@ -1427,8 +1428,12 @@ static int plan_partitions(coord *c, struct coord_recovery *r)
     struct rcv_piece *pc;
     size_t np;
     uint32_t nparts;
+    uint32_t nmasters = 0;          /* at least one partition per recovery master */
+    for (size_t k = 0; k < c->n_servers; k++)
+        nmasters += usable_master(c, c->servers[k].e->server_id, r->crashed);
     int rc = rcv_partition(t, n, cs ? cs->will : NULL, cs ? cs->n_will : 0, r->log_bytes,
-                           c->partition_bytes, c->partition_objects, &pc, &np, &nparts);
+                           rcv_partition_bytes(c->partition_bytes, r->log_bytes, nmasters),
+                           c->partition_objects, &pc, &np, &nparts);
     free(t);
     if (rc != 0)
         return -1;
@@ -1536,6 +1541,7 @@ static void send_recover(coord *c, struct coord_recovery *r, struct coord_part *
     rq.tablets = tp;
     rq.n_replicas = r->nlocs;
     rq.replicas = r->locp;
+    rq.partitions = (uint32_t)r->nparts;
     struct wire_req_hdr h = { .opcode = WIRE_OP_RECOVER, .service = WIRE_SVC_MASTER };
     size_t len = cram__recover_request__get_packed_size(&rq);
     buf = malloc(sizeof(h) + len);

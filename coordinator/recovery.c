@@ -13,6 +13,17 @@ static u128 width(uint64_t start, uint64_t end)
     return (u128)end - start + 1;
 }
 
+uint64_t rcv_partition_bytes(uint64_t max_bytes, uint64_t log_bytes, uint32_t masters)
+{
+    if (masters <= 1 || log_bytes == 0)
+        return max_bytes;
+    uint64_t per = log_bytes / masters + 1;
+    per += per / 20;
+    if (per < log_bytes / masters)     /* overflow: no useful bound */
+        return max_bytes;
+    return max_bytes == 0 || per < max_bytes ? per : max_bytes;
+}
+
 void rcv_subrange(uint64_t start, uint64_t end, uint32_t k, uint32_t i, uint64_t *s, uint64_t *e)
 {
     u128 w = width(start, end);
@@ -207,7 +218,8 @@ static bool below(uint64_t aseg, uint64_t aep, uint64_t bseg, uint64_t bep)
 
 static _Thread_local const struct rcv_replica *g_sort_r;   /* qsort has no context argument */
 
-/* Preferred first: higher epoch, closed, longer, then by backup id. */
+/* Preferred first: higher epoch, closed, longer, primary (its backup
+ * prefetches it), then by backup id. */
 static int replica_pref_cmp(const void *a, const void *b)
 {
     const struct rcv_replica *x = &g_sort_r[*(const size_t *)a], *y = &g_sort_r[*(const size_t *)b];
@@ -217,6 +229,8 @@ static int replica_pref_cmp(const void *a, const void *b)
         return x->closed ? -1 : 1;
     if (x->length != y->length)
         return x->length > y->length ? -1 : 1;
+    if (x->primary != y->primary)
+        return x->primary ? -1 : 1;
     return x->backup_id < y->backup_id ? -1 : x->backup_id > y->backup_id;
 }
 
@@ -308,8 +322,11 @@ int rcv_check_log(const struct rcv_replica *r, size_t n, bool have_info,
         size_t m = 1;
         while (first + m < norder && r[order[first + m]].epoch == r[order[first]].epoch &&
                r[order[first + m]].closed == r[order[first]].closed &&
-               r[order[first + m]].length == r[order[first]].length)
+               r[order[first + m]].length == r[order[first]].length &&
+               r[order[first + m]].primary == r[order[first]].primary)
             m++;
+        if (r[order[first]].primary)
+            m = 1;                  /* the primary leads: its backup has it in memory */
         size_t rot = (size_t)(segs[s] % m);
         for (size_t t = 0; t < rot; t++) {
             size_t x = order[first];

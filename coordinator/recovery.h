@@ -66,6 +66,14 @@ int rcv_partition(const struct rcv_range *tablets, size_t n,
                   uint64_t max_bytes, uint64_t max_objects,
                   struct rcv_piece **out, size_t *npieces, uint32_t *nparts);
 
+/* The partition byte bound for a recovery of log_bytes with `masters`
+ * recovery masters: max_bytes, but small enough that there are at least as
+ * many partitions as masters (log_bytes / masters, plus 5 % so rounding in
+ * the packing does not make one partition more), so no recovery master
+ * stays idle.  At least 1; max_bytes when masters <= 1 or log_bytes is 0
+ * (max_bytes 0 = no bound stays 0 then). */
+uint64_t rcv_partition_bytes(uint64_t max_bytes, uint64_t log_bytes, uint32_t masters);
+
 /* Piece i of k equal subranges of [start, end] (k >= 1, k <= width). */
 void rcv_subrange(uint64_t start, uint64_t end, uint32_t k, uint32_t i, uint64_t *s, uint64_t *e);
 
@@ -79,6 +87,7 @@ struct rcv_replica {
     bool has_digest;
     const uint64_t *digest;         /* segment ids, ndigest of them */
     size_t ndigest;
+    bool primary;                   /* the master marked it its segment's primary */
 };
 
 /* What the log check found. */

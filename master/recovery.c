@@ -50,6 +50,9 @@ struct rec_job {
     struct rec_job *next;
     uint64_t recovery_id, crashed_id;
     uint32_t partition_id;
+    uint32_t readers;          /* partitions of the recovery (GET_RECOVERY_DATA readers), 0 = unknown */
+    uint32_t nrepl;            /* rp.slots[0, nrepl) (full side segments) handed to the
+                                * replica manager before the commit */
     struct om_tablet *tablets;
     uint32_t ntablets;
     struct wire_tablet_range *ranges;   /* the tablets as sent to backups */
@@ -73,6 +76,8 @@ struct rec_job {
     bool reported_ok;          /* what RECOVERY_MASTER_FINISHED said */
     uint64_t timer;            /* pending timer (retry / reap / no-R durable), 0 = none */
 };
+
+static void job_abort_replay(struct rec_job *j);
 
 struct rec_mgr {
     objmgr *om;
@@ -156,11 +161,39 @@ void rec_destroy(rec_mgr *r)
         if (j->phase == PH_FETCH || j->phase == PH_DURABLE || j->phase == PH_REPORT) {
             /* never confirmed: the data must not be served */
             j->phase = PH_DONE;
-            om_replay_abort(r->om, &j->rp, j->tablets, j->ntablets);
+            job_abort_replay(j);
         }
         job_free(j);
     }
     free(r);
+}
+
+/* Drop what was replayed: the side segments already being replicated lose
+ * their replicas first (they are in no log digest yet, so a backup copy
+ * would never be used), then the replay is undone. */
+static void job_abort_replay(struct rec_job *j)
+{
+    rec_mgr *m = j->mgr;
+    if (!j->rp.committed && m->rm != NULL)
+        for (uint32_t i = 0; i < j->nrepl && i < j->rp.nslots; i++)
+            rm_free_segment(m->rm, j->rp.slots[i]);
+    j->nrepl = 0;
+    om_replay_abort(m->om, &j->rp, j->tablets, j->ntablets);
+}
+
+/* Side segments the replay has moved past are full (nothing is appended
+ * to them again): replicate them now, as they fill, so the backups write
+ * them while replay goes on instead of all at the end (the durable tail). */
+static void replicate_full(struct rec_job *j)
+{
+    rec_mgr *m = j->mgr;
+    if (m->rm == NULL || j->rp.committed)
+        return;
+    while (j->rp.nslots > 0 && j->nrepl < j->rp.nslots - 1) {
+        if (rm_replicate_side(m->rm, j->rp.slots[j->nrepl]) != 0)
+            return;                 /* replicated at the commit instead */
+        j->nrepl++;
+    }
 }
 
 /* Free a finished job from the loop (never inside one of its own session
@@ -356,7 +389,7 @@ static void job_fail(struct rec_job *j, const char *fmt, ...)
     }
     if (j->inflight > 0 || j->phase != PH_FETCH)
         return;
-    om_replay_abort(j->mgr->om, &j->rp, j->tablets, j->ntablets);
+    job_abort_replay(j);
     j->replay_ms = clock_mono_ms() - j->start_ms;
     report(j);
 }
@@ -420,6 +453,9 @@ static bool send_one(struct rec_segment *seg)
     q.offset = seg->offset;
     q.max_bytes = REC_CHUNK_BYTES;
     q.ntablets = j->ntablets;
+    /* every partition reads the first replica: it can be dropped from the
+     * backup's memory once all have; others may be read by fewer */
+    q.readers = seg->cur == 0 ? j->readers : 0;
     struct iovec iov[2] = { { &q, sizeof q }, { j->ranges, (size_t)j->ntablets * sizeof *j->ranges } };
     st = tp_send(ss->s, iov, 2, (uint32_t)clock_test_scaled_ms(REC_RPC_TIMEOUT_MS), on_data, seg);
     if (st != CRAM_OK)
@@ -474,6 +510,37 @@ static void replica_failed(struct rec_segment *seg, const char *why)
     }
 }
 
+#define REC_PREFETCH_AHEAD 8u   /* entries whose hash bucket is prefetched ahead of the replay */
+
+/* Prefetch the hash bucket of the entry at *pos (header-only walk: the
+ * replay checks every entry; a malformed one just ends the prefetching) and
+ * move *pos past it.  false at the end or on a malformed header. */
+static bool prefetch_next(const objmgr *om, const uint8_t *p, uint32_t len, uint32_t *pos)
+{
+    struct seg_entry_hdr h;
+    if (*pos >= len || len - *pos < sizeof h)
+        return false;
+    memcpy(&h, p + *pos, sizeof h);
+    if ((uint64_t)h.length > (uint64_t)len - *pos - sizeof h)
+        return false;
+    struct seg_entry e = { .type = h.type, .offset = *pos, .length = h.length,
+                           .body = p + *pos + sizeof h };
+    const uint8_t *key;
+    if (h.type == SEG_ENTRY_OBJECT) {
+        const struct seg_object *o;
+        const uint8_t *val;
+        uint32_t vl;
+        if (seg_parse_object(&e, &o, &key, &val, &vl))
+            om_prefetch(om, o->table_id, key, o->key_len);
+    } else if (h.type == SEG_ENTRY_TOMBSTONE) {
+        const struct seg_tombstone *t;
+        if (seg_parse_tombstone(&e, &t, &key))
+            om_prefetch(om, t->table_id, key, t->key_len);
+    }
+    *pos += (uint32_t)(sizeof h + h.length);
+    return true;
+}
+
 /* Verify and replay one chunk.  CRAM_OK, CRAM_REQUEST_FORMAT_ERROR /
  * CRAM_INVALID_OBJECT (bad chunk: try another replica), or a local failure
  * (no space, no memory) in *fatal. */
@@ -486,8 +553,16 @@ static cram_status replay_chunk(struct rec_job *j, const uint8_t *p, uint32_t le
     uint32_t n = 0;
     int s;
     *fatal = CRAM_OK;
+    /* the hash-table buckets of the next entries are fetched from memory
+     * while this one is replayed (a miss per object otherwise) */
+    uint32_t ahead = 0;
+    bool more = true;
+    for (uint32_t k = 0; k < REC_PREFETCH_AHEAD && more; k++)
+        more = prefetch_next(j->mgr->om, p, len, &ahead);
     while ((s = seg_iter_next(&it, &e)) == SEG_ITER_OK) {
         n++;
+        if (more)
+            more = prefetch_next(j->mgr->om, p, len, &ahead);
         cram_status st = om_replay_entry(j->mgr->om, &j->rp, &e);
         if (st == CRAM_INVALID_OBJECT)
             return st;
@@ -551,6 +626,7 @@ static void on_data(void *arg, cram_status st, const uint8_t *resp, uint32_t len
         replica_failed(seg, "an entry fails its checksum or does not parse");
         return;
     }
+    replicate_full(j);
     if (!j->chunk_seen) {
         j->chunk_seen = true;
         if (fault_armed(REC_FAULT_MID_REPLAY)) {
@@ -603,6 +679,7 @@ static struct rec_job *job_build(rec_mgr *m, const Cram__RecoverRequest *rq)
     j->recovery_id = rq->recovery_id;
     j->crashed_id = rq->crashed_master_id;
     j->partition_id = rq->partition_id;
+    j->readers = rq->partitions <= WIRE_MAX_RECOVERY_READERS ? rq->partitions : 0;
     j->ntablets = (uint32_t)rq->n_tablets;
     j->tablets = calloc(j->ntablets, sizeof *j->tablets);
     j->ranges = calloc(j->ntablets, sizeof *j->ranges);

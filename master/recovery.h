@@ -11,13 +11,19 @@
  *      BACKUP_GET_RECOVERY_DATA, at most REC_MAX_INFLIGHT RPCs outstanding,
  *      the segment's first replica first and its next replica on an error,
  *      CRAM_NOT_FOUND, a timeout or a bad entry (restarting that segment at
- *      offset 0: replay is idempotent);
+ *      offset 0: replay is idempotent); requests to the first replica say
+ *      how many partitions the recovery has (`readers`), so the backup can
+ *      drop its in-memory copy once all of them read it;
  *   3. checks every entry's CRC (seg_iter) and replays it straight from the
  *      received message into side segments (om_replay_entry: highest version
  *      wins, tombstones block older objects, duplicates are harmless, the
  *      safe version is raised to every SAFE_VERSION and version seen);
- *   4. joins the side segments to the log and waits until the replica
- *      manager holds them on R backups (rm_when_durable);
+ *   4. hands each side segment to the replica manager as soon as the replay
+ *      moved on to the next one (rm_replicate_side: backups write it while
+ *      replay goes on), joins the side segments to the log at the end and
+ *      waits until the replica manager holds them all on R backups
+ *      (rm_when_durable).  If the replay is dropped, the early replicas are
+ *      freed (they are in no log digest, so a backup copy is never used);
  *   5. reports RECOVERY_MASTER_FINISHED (ok, counters) to the coordinator
  *      and, when it answers CRAM_OK, makes the tablets NORMAL.  If the
  *      coordinator answers an error, or the replay fails, what was replayed

@@ -324,7 +324,10 @@ static void on_log_event(void *arg, int ev, uint32_t slot, uint32_t old_slot)
         }
         seg_track(rm, slot, false);
     } else if (ev == LOG_EV_JOINED) {
-        seg_track(rm, slot, true);
+        /* a side segment replicated ahead (rm_replicate_side) keeps its
+         * replicas: they hold the same bytes */
+        if (!rm->segs[slot].tracked || rm->segs[slot].id != log_segment(rm->log, slot)->id)
+            seg_track(rm, slot, true);
     }
     kick(rm);
 }
@@ -712,6 +715,8 @@ static void replica_pump(replica_mgr *rm, uint32_t slot, uint32_t idx, uint64_t 
         cert.crc32c = crc32c(end_crc, &cert.length, sizeof cert.length);
     }
     uint32_t flags = (r->open_acked ? 0 : WIRE_BACKUP_OPEN) | (rm->sync ? WIRE_BACKUP_SYNC : 0);
+    if (idx == 0 && !r->open_acked)
+        flags |= WIRE_BACKUP_PRIMARY;   /* recovery reads (and prefetches) replica 0 first */
     if (want_close && end == used)
         flags |= WIRE_BACKUP_CLOSE;
     tp_session *sess = backup_session(rm, b);
@@ -1304,6 +1309,17 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
     pending_remove(rm, slot);
     s->tracked = false;
     kick(rm);
+}
+
+int rm_replicate_side(replica_mgr *rm, uint32_t slot)
+{
+    if (slot >= rm->nsegs || log_segment(rm->log, slot)->state != LOG_SEG_SIDE)
+        return -1;
+    if (rm->segs[slot].tracked && rm->segs[slot].id == log_segment(rm->log, slot)->id)
+        return 0;
+    seg_track(rm, slot, true);
+    kick(rm);
+    return 0;
 }
 
 bool rm_segment_done(const replica_mgr *rm, uint32_t slot)

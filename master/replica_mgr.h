@@ -104,6 +104,15 @@ int rm_when_durable(replica_mgr *rm, tp_fn fn, void *arg);
  * the segment in the log afterwards. */
 void rm_free_segment(replica_mgr *rm, uint32_t slot);
 
+/* Recovery: replicate a full side segment (log_side_open; nothing will be
+ * appended to it any more) now, as a closed segment, before it joins the
+ * log -- so backups write it while the replay goes on.  Its replicas are in
+ * no log digest until log_side_commit (a crash before leaves them unused);
+ * at the commit it keeps them.  A side segment given back instead
+ * (log_side_abort) must be rm_free_segment'ed first.  0, or -1 if slot is
+ * not a side segment. */
+int rm_replicate_side(replica_mgr *rm, uint32_t slot);
+
 /* In-memory compaction (logcleaner/): the segment in slot `from` now lives in
  * slot `to` (same id, fewer bytes; log_compact_commit).  Its replicas stay
  * where they are, untouched (no backup I/O); if one must be re-created later,

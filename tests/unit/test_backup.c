@@ -869,7 +869,7 @@ static void test_malformed(void)
     } while (0)
     TRY(length, 1, CRAM_REQUEST_FORMAT_ERROR);             /* longer than the message */
     TRY(length, UINT32_MAX, CRAM_REQUEST_FORMAT_ERROR);
-    TRY(flags, 8, CRAM_REQUEST_FORMAT_ERROR);
+    TRY(flags, 16, CRAM_REQUEST_FORMAT_ERROR);             /* 8 = PRIMARY is valid */
     TRY(flags, 0x80000000u, CRAM_REQUEST_FORMAT_ERROR);
     TRY(master_id, 0, CRAM_REQUEST_FORMAT_ERROR);
     TRY(offset, UINT32_MAX, CRAM_REQUEST_FORMAT_ERROR);
@@ -1412,6 +1412,83 @@ static void test_recovery_data(void)
     teardown();
 }
 
+/* Count the done answers of GET_RECOVERY_DATA of one replica, with readers. */
+static void rd_whole(uint64_t master, uint64_t segment, uint32_t readers, const struct img *m)
+{
+    struct wire_tablet_range whole[1] = { { 1, 0, UINT64_MAX } };
+    uint8_t *exp = malloc(4u << 20), *acc = malloc(4u << 20);
+    uint32_t elen, got = 0, off = 0;
+    rd_expected(m, whole, 1, exp, &elen);
+    for (int calls = 0; calls < 1000; calls++) {
+        struct wire_recovery_data_req q = { .hdr = { WIRE_OP_BACKUP_GET_RECOVERY_DATA, WIRE_SVC_BACKUP, 0 },
+                                            .master_id = master, .segment_id = segment,
+                                            .offset = off, .max_bytes = 20000, .ntablets = 1,
+                                            .readers = readers };
+        uint8_t msg[sizeof q + sizeof whole];
+        memcpy(msg, &q, sizeof q);
+        memcpy(msg + sizeof q, whole, sizeof whole);
+        uint8_t *resp = NULL;
+        uint32_t n = 0;
+        CU_ASSERT_EQUAL_FATAL(call_raw(msg, sizeof msg, &resp, &n), CRAM_OK);
+        struct wire_recovery_data_resp h;
+        CU_ASSERT_FATAL(n >= sizeof h);
+        memcpy(&h, resp, sizeof h);
+        memcpy(acc + got, resp + sizeof h, h.length);
+        got += h.length;
+        off = h.next_offset;
+        free(resp);
+        if (h.done)
+            break;
+    }
+    CU_ASSERT(got == elen && memcmp(acc, exp, elen) == 0);
+    free(exp);
+    free(acc);
+}
+
+/* WIRE_BACKUP_PRIMARY: reported by LIST, kept across a restart (disk
+ * header); a LIST for the master loads only primaries into memory; a copy
+ * is dropped once `readers` recovery masters read it to the end; other
+ * replicas are read from disk on demand. */
+static void test_recovery_primary(void)
+{
+    setup(64u << 20, NULL);
+    struct img *m[4];
+    for (uint64_t s = 1; s <= 3; s++) {
+        m[s] = img_make_rec(41, s, 1, CAP, 60000, NULL, 0);
+        wr_img(m[s], 41, s, 1, 15000, true, s <= 2 ? WIRE_BACKUP_PRIMARY : 0);
+    }
+    settle(200);                                  /* closed replicas reach disk */
+    for (int round = 0; round < 2; round++) {
+        CU_ASSERT_EQUAL(backup_recovery_cached(bk), 0);
+        Cram__ReplicaList *l = list_req(41);
+        CU_ASSERT_FATAL(l != NULL);
+        CU_ASSERT(list_find(l, 41, 1) && list_find(l, 41, 1)->primary);
+        CU_ASSERT(list_find(l, 41, 2) && list_find(l, 41, 2)->primary);
+        CU_ASSERT(list_find(l, 41, 3) && !list_find(l, 41, 3)->primary);
+        cram__replica_list__free_unpacked(l, NULL);
+        uint64_t end = clock_mono_ms() + 5000;
+        while (backup_recovery_cached(bk) < 2 && clock_mono_ms() < end)
+            tp_loop_poll(loop, 5);
+        settle(50);
+        CU_ASSERT_EQUAL(backup_recovery_cached(bk), 2);   /* the primaries only */
+        rd_whole(41, 1, 2, m[1]);
+        CU_ASSERT_EQUAL(backup_recovery_cached(bk), 2);
+        rd_whole(41, 1, 2, m[1]);                   /* the second reader: dropped */
+        CU_ASSERT_EQUAL(backup_recovery_cached(bk), 1);
+        rd_whole(41, 1, 2, m[1]);                   /* read again: from disk */
+        rd_whole(41, 3, 0, m[3]);                   /* a secondary, on demand */
+        rd_whole(41, 2, 1, m[2]);
+        CU_ASSERT_EQUAL(backup_recovery_cached(bk), 2);   /* 1 (again) and 3 */
+        /* restart: the primary flag comes back from the replica headers */
+        svc_destroy();
+        bk = svc_create(64u << 20, NULL);
+        CU_ASSERT_FATAL(bk != NULL);
+    }
+    for (int s = 1; s <= 3; s++)
+        img_free(m[s]);
+    teardown();
+}
+
 static void test_recovery_data_malformed(void)
 {
     setup(64u << 20, NULL);
@@ -1439,8 +1516,12 @@ static void test_recovery_data_malformed(void)
     t.ntablets = UINT32_MAX;
     CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
     t = q;
-    t.pad = 1;
+    t.readers = WIRE_MAX_RECOVERY_READERS + 1;
     CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t.readers = UINT32_MAX;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
+    t.readers = WIRE_MAX_RECOVERY_READERS;
+    CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_OK);
     t = q;
     t.offset = img_len(a) + 1;         /* past the certified bytes */
     CU_ASSERT_EQUAL(SEND(t, sizeof q + sizeof r), CRAM_REQUEST_FORMAT_ERROR);
@@ -1493,6 +1574,8 @@ int main(void)
     CU_add_test(s, "disk errors", test_io_error);
     CU_add_test(s, "recovery data: ranges, resumable offsets, digest", test_recovery_data);
     CU_add_test(s, "recovery data: malformed requests", test_recovery_data_malformed);
+    CU_add_test(s, "recovery data: primaries prefetched, copies dropped after all readers",
+                test_recovery_primary);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();

@@ -324,15 +324,15 @@ static const uint64_t dig5[] = { 1, 3, 4, 5 };
 static void test_log_complete(void)
 {
     struct rcv_replica r[] = {
-        { 10, 1, 0, 1000, true, true, dig3, 1 },
-        { 11, 1, 0, 1000, true, true, dig3, 1 },
-        { 10, 3, 0, 800, true, true, dig3, 3 },
-        { 12, 3, 0, 800, true, true, dig3, 3 },
-        { 11, 4, 0, 500, true, false, NULL, 0 },
-        { 12, 4, 0, 500, true, false, NULL, 0 },
-        { 10, 5, 0, 300, false, true, dig5, 4 },
-        { 11, 5, 0, 200, false, true, dig5, 4 },
-        { 12, 2, 0, 999, true, false, NULL, 0 },      /* freed: not in the digest */
+        { 10, 1, 0, 1000, true, true, dig3, 1, false },
+        { 11, 1, 0, 1000, true, true, dig3, 1, false },
+        { 10, 3, 0, 800, true, true, dig3, 3, false },
+        { 12, 3, 0, 800, true, true, dig3, 3, false },
+        { 11, 4, 0, 500, true, false, NULL, 0, false },
+        { 12, 4, 0, 500, true, false, NULL, 0, false },
+        { 10, 5, 0, 300, false, true, dig5, 4, false },
+        { 11, 5, 0, 200, false, true, dig5, 4, false },
+        { 12, 2, 0, 999, true, false, NULL, 0, false },      /* freed: not in the digest */
     };
     struct rcv_log log;
     char note[256];
@@ -353,9 +353,9 @@ static void test_log_complete(void)
 static void test_log_missing(void)
 {
     struct rcv_replica r[] = {
-        { 10, 1, 0, 1000, true, true, dig3, 1 },
-        { 11, 5, 0, 200, false, true, dig5, 4 },
-        { 11, 4, 0, 500, true, false, NULL, 0 },
+        { 10, 1, 0, 1000, true, true, dig3, 1, false },
+        { 11, 5, 0, 200, false, true, dig5, 4, false },
+        { 11, 4, 0, 500, true, false, NULL, 0, false },
     };
     struct rcv_log log;
     char note[256];
@@ -369,15 +369,15 @@ static void test_log_missing(void)
     CU_ASSERT(!log.complete && strstr(note, "no log digest") != NULL);
     rcv_log_free(&log);
     /* the newest digest is closed: a newer head existed */
-    struct rcv_replica c[] = { { 10, 3, 0, 800, true, true, dig3, 3 }, { 10, 1, 0, 8, true, false, NULL, 0 },
-                               { 10, 2, 0, 8, true, false, NULL, 0 } };
+    struct rcv_replica c[] = { { 10, 3, 0, 800, true, true, dig3, 3, false }, { 10, 1, 0, 8, true, false, NULL, 0, false },
+                               { 10, 2, 0, 8, true, false, NULL, 0, false } };
     CU_ASSERT_FATAL(rcv_check_log(c, 3, false, 0, 0, &log, note, sizeof(note)) == 0);
     CU_ASSERT(!log.complete && strstr(note, "closed") != NULL);
     rcv_log_free(&log);
     /* an open replica of the digest's segment lags behind a closed one of
      * the same segment: it was closed, so a newer head existed */
-    struct rcv_replica lag[] = { { 10, 3, 0, 800, true, true, dig3, 3 }, { 11, 3, 0, 700, false, true, dig3, 3 },
-                                 { 10, 1, 0, 8, true, false, NULL, 0 }, { 10, 2, 0, 8, true, false, NULL, 0 } };
+    struct rcv_replica lag[] = { { 10, 3, 0, 800, true, true, dig3, 3, false }, { 11, 3, 0, 700, false, true, dig3, 3, false },
+                                 { 10, 1, 0, 8, true, false, NULL, 0, false }, { 10, 2, 0, 8, true, false, NULL, 0, false } };
     CU_ASSERT_FATAL(rcv_check_log(lag, 4, false, 0, 0, &log, note, sizeof(note)) == 0);
     CU_ASSERT(!log.complete && strstr(note, "closed") != NULL);
     rcv_log_free(&log);
@@ -391,9 +391,9 @@ static void test_log_stale_open(void)
 {
     static const uint64_t dig2[] = { 1, 2 };
     struct rcv_replica r[] = {
-        { 10, 1, 0, 1000, true, false, NULL, 0 },
-        { 10, 2, 1, 300, false, true, dig2, 2 },     /* stale epoch 1 */
-        { 11, 2, 2, 100, false, true, dig2, 2 },     /* current epoch 2 */
+        { 10, 1, 0, 1000, true, false, NULL, 0, false },
+        { 10, 2, 1, 300, false, true, dig2, 2, false },     /* stale epoch 1 */
+        { 11, 2, 2, 100, false, true, dig2, 2, false },     /* current epoch 2 */
     };
     struct rcv_log log;
     char note[256];
@@ -413,6 +413,78 @@ static void test_log_stale_open(void)
     rcv_log_free(&log);
 }
 
+/* The replica the master marked primary leads its segment among equally
+ * good ones (its backup prefetches it), whatever the rotation would pick;
+ * a better replica (closed vs open, longer) still wins over it; without
+ * any primary the leaders rotate by segment id. */
+static void test_log_primary_first(void)
+{
+    static const uint64_t dig[] = { 1, 2, 3, 4 };
+    struct rcv_replica r[] = {
+        { 10, 1, 0, 500, true, false, NULL, 0, false },
+        { 11, 1, 0, 500, true, false, NULL, 0, true },
+        { 12, 2, 0, 500, true, false, NULL, 0, true },
+        { 10, 2, 0, 500, true, false, NULL, 0, false },
+        { 11, 3, 0, 400, true, false, NULL, 0, true },   /* shorter: loses to the longer */
+        { 12, 3, 0, 500, true, false, NULL, 0, false },
+        { 10, 4, 0, 100, false, true, dig, 4, false },
+        { 11, 4, 0, 100, false, true, dig, 4, false },
+    };
+    struct rcv_log log;
+    char note[256];
+    CU_ASSERT_FATAL(rcv_check_log(r, 8, false, 0, 0, &log, note, sizeof(note)) == 0);
+    CU_ASSERT_FATAL(log.complete && log.norder == 8);
+    CU_ASSERT(log.order[0] == 1 && log.order[1] == 0);     /* segment 1: primary on 11 */
+    CU_ASSERT(log.order[2] == 2 && log.order[3] == 3);     /* segment 2: primary on 12 */
+    CU_ASSERT(log.order[4] == 5 && log.order[5] == 4);     /* segment 3: the longer one */
+    /* segment 4: no primary, rotation by id (4 % 2 = 0): backup 10 first */
+    CU_ASSERT(r[log.order[6]].segment_id == 4 && r[log.order[6]].backup_id == 10);
+    rcv_log_free(&log);
+    /* the primary's backup is gone: the other replica alone, still complete */
+    struct rcv_replica g[] = { r[0], r[3], r[5], r[6] };
+    CU_ASSERT_FATAL(rcv_check_log(g, 4, false, 0, 0, &log, note, sizeof(note)) == 0);
+    CU_ASSERT(log.complete && log.norder == 4);
+    rcv_log_free(&log);
+}
+
+/* At least as many partitions as recovery masters when the data is small;
+ * the configured bound when it is large. */
+static void test_partition_bytes_masters(void)
+{
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 100u << 20, 4) > (25u << 20));
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 100u << 20, 4) <= (25u << 20) / 100 * 106);
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 4ull << 30, 4) == 256u << 20);
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 100u << 20, 1) == 256u << 20);
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 0, 4) == 256u << 20);
+    CU_ASSERT(rcv_partition_bytes(0, 1000, 4) == 263);      /* 251 + 5 % */          /* 0 = unbounded: now bounded */
+    CU_ASSERT(rcv_partition_bytes(0, UINT64_MAX, 2) >= UINT64_MAX / 2);   /* no overflow */
+    CU_ASSERT(rcv_partition_bytes(256u << 20, 3, 4) >= 1);
+    /* one tablet, 100 MB of stats, log 105 MB, 4 masters -> 4 partitions;
+     * ten tablets of 10 MB -> 4 or fewer would leave a master idle: >= 4 */
+    struct rcv_range t = { 7, 0, UINT64_MAX };
+    struct rcv_stat st = { 7, 0, UINT64_MAX, 100u << 20, 100000 };
+    struct rcv_piece *p;
+    size_t np;
+    uint32_t nparts;
+    uint64_t b = rcv_partition_bytes(256u << 20, 105u << 20, 4);
+    CU_ASSERT_FATAL(rcv_partition(&t, 1, &st, 1, 105u << 20, b, 4u << 20, &p, &np, &nparts) == 0);
+    CU_ASSERT(nparts == 4);
+    CU_ASSERT(covers_exactly(&t, 1, p, np));
+    free(p);
+    struct rcv_range tt[10];
+    struct rcv_stat ss[10];
+    for (uint32_t i = 0; i < 10; i++) {
+        tt[i].table_id = 1;
+        coord_tablet_range(10, i, &tt[i].start, &tt[i].end);
+        ss[i] = (struct rcv_stat){ 1, tt[i].start, tt[i].end, 10u << 20, 10000 };
+    }
+    b = rcv_partition_bytes(256u << 20, 105u << 20, 4);
+    CU_ASSERT_FATAL(rcv_partition(tt, 10, ss, 10, 105u << 20, b, 4u << 20, &p, &np, &nparts) == 0);
+    CU_ASSERT(nparts >= 4);
+    CU_ASSERT(covers_exactly(tt, 10, p, np));
+    free(p);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -429,6 +501,8 @@ int main(void)
     CU_add_test(s, "log complete", test_log_complete);
     CU_add_test(s, "log missing", test_log_missing);
     CU_add_test(s, "log stale open", test_log_stale_open);
+    CU_add_test(s, "log primary first", test_log_primary_first);
+    CU_add_test(s, "partition bytes per master", test_partition_bytes_masters);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();

@@ -783,6 +783,13 @@ static void test_stress_crashes(void)
 
 static void set_flag(void *arg) { *(int *)arg = 1; }
 
+static void settle_ms(int ms)
+{
+    uint64_t end = clock_mono_ms() + (uint64_t)ms;
+    while (clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+}
+
 /* Side segments (recovery replay) joined to the log are replicated closed,
  * and rm_when_durable fires once they and the new head are on R backups. */
 static void test_side_segments(void)
@@ -821,6 +828,87 @@ static void test_side_segments(void)
     }
     wait_idle();
     check_all(1);
+    cluster_down();
+}
+
+/* rm_replicate_side: a full side segment is replicated (closed) before it
+ * joins the log; the commit keeps those replicas (no second copy, same
+ * backups); a side segment given back is freed on its backups. */
+static void test_side_segments_early(void)
+{
+    cluster_up(0, 0);
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NMAIN, 1);
+    for (int k = 0; k < 20; k++)
+        send_write(k, 700);
+    wait_acks();
+    wait_idle();
+    int held0 = 0, disk0 = 0;
+    for (int i = 0; i < nbn; i++) {
+        int h, d;
+        list_replicas(&bn[i], &h, &d);
+        held0 += h;
+        disk0 += d;
+    }
+    uint32_t side[3];
+    uint8_t v[900];
+    struct iovec iov = { v, sizeof v };
+    for (int i = 0; i < 3; i++) {
+        side[i] = log_side_open(l);
+        CU_ASSERT_FATAL(side[i] != LOG_NO_SLOT);
+        log_ref ref;
+        for (int k = 0; k < 40; k++) {
+            memset(v, i * 40 + k, sizeof v);
+            CU_ASSERT_FATAL(log_side_append(l, side[i], SEG_ENTRY_SAFE_VERSION, &iov, 1, &ref) == 0);
+        }
+    }
+    CU_ASSERT(rm_replicate_side(rm, log_head_slot(l)) == -1);     /* not a side segment */
+    CU_ASSERT_FATAL(rm_replicate_side(rm, side[0]) == 0);
+    CU_ASSERT_FATAL(rm_replicate_side(rm, side[1]) == 0);
+    CU_ASSERT(rm_replicate_side(rm, side[1]) == 0);                /* again: no change */
+    CU_ASSERT_FATAL(rm_replicate_side(rm, side[2]) == 0);
+    wait_idle();                    /* closed on 2 backups each, before any commit */
+    uint64_t before[3][RM_MAX_REPLICAS];
+    for (int i = 0; i < 3; i++) {
+        CU_ASSERT(rm_segment_done(rm, side[i]));
+        CU_ASSERT(rm_segment_backups(rm, side[i], before[i], RM_MAX_REPLICAS) == 2);
+    }
+    int held = 0, disk = 0;
+    for (int i = 0; i < nbn; i++) {
+        int h, d;
+        list_replicas(&bn[i], &h, &d);
+        held += h;
+    }
+    CU_ASSERT_EQUAL(held, held0 + 6);
+    /* the third is given back (a dropped replay): freed on its backups */
+    rm_free_segment(rm, side[2]);
+    log_side_abort(l, side[2]);
+    CU_ASSERT_FATAL(log_side_commit(l, side, 2) == 0);
+    int fired = 0;
+    CU_ASSERT_FATAL(rm_when_durable(rm, set_flag, &fired) == 0);
+    uint64_t end = clock_mono_ms() + 10000;
+    while (!fired && clock_mono_ms() < end)
+        tp_loop_poll(loop, 10);
+    CU_ASSERT(fired == 1);
+    wait_idle();
+    for (int i = 0; i < 2; i++) {
+        uint64_t ids[RM_MAX_REPLICAS];
+        CU_ASSERT(rm_segment_backups(rm, side[i], ids, RM_MAX_REPLICAS) == 2);
+        CU_ASSERT(memcmp(ids, before[i], 2 * sizeof ids[0]) == 0);   /* kept, not moved */
+    }
+    settle_ms(300);                 /* the FREE of the third reaches its backups */
+    held = disk = 0;
+    for (int i = 0; i < nbn; i++) {
+        int h, d;
+        list_replicas(&bn[i], &h, &d);
+        held += h;
+    }
+    /* the two joined ones + the new head (the old head's replicas stay) */
+    CU_ASSERT_EQUAL(held, held0 + 4 + 2);
+    check_all(1);
+    (void)disk0;
     cluster_down();
 }
 
@@ -874,6 +962,7 @@ int main(void)
     CU_add_test(e, "backup full: replicas move elsewhere", test_backup_full);
     CU_add_test(e, "second head loss: epoch raised in place", test_double_loss);
     CU_add_test(e, "side segments replicated, rm_when_durable", test_side_segments);
+    CU_add_test(e, "side segments replicated before the commit (recovery)", test_side_segments_early);
     CU_add_test(e, "random backup crashes and joins under load", test_stress_crashes);
     CU_add_test(p, "head epoch rewritten in place", test_head_epoch);
     CU_basic_set_mode(CU_BRM_VERBOSE);
