@@ -1356,7 +1356,8 @@ static void bk_pf_add(backup_service *b, uint64_t master_id)
         }
     }
 sort:
-    qsort(b->pf, b->npf, sizeof *b->pf, pf_cmp);
+    if (b->npf > 1)
+        qsort(b->pf, b->npf, sizeof *b->pf, pf_cmp);
     bk_pf_pump(b);
 }
 
