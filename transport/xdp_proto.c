@@ -1304,6 +1304,11 @@ restart:
     return work;
 }
 
+int xp_tx_waiting(const struct xp_engine *e)
+{
+    return e->act_head != NULL;
+}
+
 int xp_busy(const struct xp_engine *e)
 {
     return e->act_head != NULL || e->calls != NULL || e->srpcs != NULL || e->dack;

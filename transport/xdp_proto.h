@@ -153,6 +153,9 @@ int  xp_flush(struct xp_engine *e, uint64_t now_ns);
 /* Non-zero while anything waits on a timer or on TX space (the glue keeps
  * ticking and busy-polling only then). */
 int  xp_busy(const struct xp_engine *e);
+/* Non-zero while messages wait to be sent (windows open or TX space free):
+ * the busy poller must keep calling xp_flush. */
+int  xp_tx_waiting(const struct xp_engine *e);
 
 /* ---- client ------------------------------------------------------------ */
 
