@@ -3,11 +3,12 @@
 # cram cluster can run as N "hosts" on one machine (xdp: transport tests).
 #
 #   scripts/netns.sh up N   [--prefix P] [--subnet 10.A.B] [--netem "loss 1%"] [--mtu M]
+#                           [--switch-ns]
 #   scripts/netns.sh down N [--prefix P]
 #   scripts/netns.sh env N  [--prefix P]        # print the layout again
 #
 # up creates namespaces P-1..P-N (P defaults to "cramx"; names must start with
-# "cramx"), each holding one veth end "xeth0" with address 10.A.B.i/24 and a
+# "cramx" or "cramtp"), each holding one veth end "xeth0" with address 10.A.B.i/24 and a
 # fixed MAC 02:cc:<id>:<i>, its lo up, and permanent neighbour entries for
 # every other namespace.  The root-namespace ends join a new bridge that
 # holds 10.A.B.254/24.  Addresses exist only inside the namespaces and on
@@ -15,6 +16,15 @@
 # 10.199.x.0/24 (x derived from P).  --netem adds a netem qdisc on each
 # bridge port (the namespaces' receive direction); `tc -s qdisc show dev
 # <port>` then proves drops (needs sch_netem in the kernel).
+#
+# --switch-ns puts the bridge into a namespace of its own, P-sw, with the
+# bridge netfilter hooks off there (net.bridge.bridge-nf-call-* = 0 in that
+# namespace only; this machine has br_netfilter loaded and them on in the
+# root namespace, so every bridged frame would run the iptables hooks --
+# about 1 us a hop, which a real switch does not charge).  The root
+# namespace reaches the bridge through one veth pair whose root end holds
+# 10.A.B.254, so the addresses stay the same; the ports then live in P-sw
+# (`tc -n P-sw ...`).
 #
 # It prints shell assignments (NS1=..., IP1=..., MAC1=..., IF=xeth0,
 # BRIDGE=..., SUBNET=...), also saved in /run/cramx/P.env for `down`.
@@ -25,17 +35,18 @@ usage() { sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
 
 [ $# -ge 2 ] || usage
 cmd=$1; n=$2; shift 2
-prefix=cramx; subnet=""; netem=""; mtu=""
+prefix=cramx; subnet=""; netem=""; mtu=""; swns=0
 while [ $# -gt 0 ]; do
     case $1 in
         --prefix) prefix=$2; shift 2 ;;
         --subnet) subnet=$2; shift 2 ;;
         --netem) netem=$2; shift 2 ;;
         --mtu) mtu=$2; shift 2 ;;
+        --switch-ns) swns=1; shift ;;
         *) usage ;;
     esac
 done
-case $prefix in cramx*) ;; *) echo "netns.sh: prefix must start with cramx" >&2; exit 2 ;; esac
+case $prefix in cramx*|cramtp*) ;; *) echo "netns.sh: prefix must start with cramx or cramtp" >&2; exit 2 ;; esac
 [[ $n =~ ^[0-9]+$ ]] && [ "$n" -ge 1 ] && [ "$n" -le 200 ] || { echo "netns.sh: N must be 1..200" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "netns.sh: needs root" >&2; exit 1; }
 
@@ -52,6 +63,8 @@ down() {
         ip link del "cx${id}p$i" 2>/dev/null || true
     done
     ip link del "$bridge" 2>/dev/null || true
+    ip netns del "$prefix-sw" 2>/dev/null || true           # bridge, ports, uplink
+    ip link del "cx${id}r" 2>/dev/null || true
     rm -f "$state"
 }
 
@@ -59,6 +72,7 @@ print_env() {
     local i
     echo "PREFIX=$prefix"
     echo "BRIDGE=$bridge"
+    [ "$swns" = 1 ] && echo "SWITCH_NS=$prefix-sw"
     echo "SUBNET=$subnet"
     echo "IF=xeth0"
     echo "N=$n"
@@ -96,22 +110,37 @@ up)
     down                                # leftovers of an earlier run with this prefix
     trap 'down; echo "netns.sh: up failed, cleaned up" >&2' ERR
     mkdir -p "$statedir"
-    ip link add "$bridge" type bridge
-    ip link set "$bridge" up
-    ip addr add "$subnet.254/24" dev "$bridge"
+    sw=()                               # ip/tc arguments naming the bridge's namespace
+    if [ "$swns" = 1 ]; then
+        ip netns add "$prefix-sw"
+        ip netns exec "$prefix-sw" sh -c 'for k in iptables ip6tables arptables; do
+            f=/proc/sys/net/bridge/bridge-nf-call-$k; [ ! -e $f ] || echo 0 > $f; done'
+        sw=(-n "$prefix-sw")
+    fi
+    ip "${sw[@]}" link add "$bridge" type bridge
+    ip "${sw[@]}" link set "$bridge" up
+    if [ "$swns" = 1 ]; then
+        ip link add "cx${id}r" type veth peer name uplink netns "$prefix-sw"
+        ip -n "$prefix-sw" link set uplink master "$bridge"
+        ip -n "$prefix-sw" link set uplink up
+        ip link set "cx${id}r" up
+        ip addr add "$subnet.254/24" dev "cx${id}r"
+    else
+        ip addr add "$subnet.254/24" dev "$bridge"
+    fi
     for i in $(seq 1 "$n"); do
         ns=$prefix-$i; port=cx${id}p$i
         ip netns add "$ns"
-        ip link add "$port" type veth peer name xeth0 netns "$ns"
-        ip link set "$port" master "$bridge"
-        [ -n "$mtu" ] && ip link set "$port" mtu "$mtu"
-        ip link set "$port" up
+        ip "${sw[@]}" link add "$port" type veth peer name xeth0 netns "$ns"
+        ip "${sw[@]}" link set "$port" master "$bridge"
+        [ -n "$mtu" ] && ip "${sw[@]}" link set "$port" mtu "$mtu"
+        ip "${sw[@]}" link set "$port" up
         ip -n "$ns" link set xeth0 address "$(mac "$i")"
         [ -n "$mtu" ] && ip -n "$ns" link set xeth0 mtu "$mtu"
         ip -n "$ns" addr add "$subnet.$i/24" dev xeth0
         ip -n "$ns" link set xeth0 up
         ip -n "$ns" link set lo up
-        [ -n "$netem" ] && tc qdisc add dev "$port" root netem $netem
+        [ -n "$netem" ] && tc "${sw[@]}" qdisc add dev "$port" root netem $netem
     done
     for i in $(seq 1 "$n"); do
         for j in $(seq 1 "$n"); do

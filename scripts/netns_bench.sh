@@ -5,6 +5,8 @@
 # and an xdp-enabled release build.
 #
 #   scripts/netns_bench.sh [--bin DIR] [--duration S] [--records N] [--polls "0 1000000"]
+#                          [--prefix P] [--subnet 10.A.B] [--zk-port PORT] [--repeat K]
+#                          [--switch-ns]
 #
 #   --bin DIR      release build directory [<repo>/build]
 #   --duration S   seconds per measurement [5]
@@ -13,9 +15,16 @@
 #                  BOTH the server (cram-server --poll-us) and the client
 #                  (cram-bench --poll-us) ["0 1000000": both block at once /
 #                  both spin while the run lasts]
+#   --prefix P     namespace prefix (cramx* or cramtp*) [cramxbench]
+#   --subnet S     their /24 [10.198.90]; --zk-port: ZooKeeper's port [24090]
+#   --repeat K     measure every row K times, alternating paths, and print the
+#                  median with the single values [1]
+#   --switch-ns    the bridge in a namespace of its own with the bridge
+#                  netfilter hooks off (scripts/netns.sh --switch-ns)
 #
 # Layout (tests/integration/netns_it.sh: namespaces cramxbench-1..7 on one
-# bridge, ZooKeeper on the bridge address 10.198.90.254:24090): loopback --
+# bridge, ZooKeeper on the bridge address 10.198.90.254:24090 -- see
+# --prefix/--subnet/--zk-port): loopback --
 # coordinator, server and cram-bench all in cramxbench-3 on 127.0.0.1;
 # namespaces -- the server in cramxbench-1 listening on
 # "tcp:host=10.198.90.1,...;xdp:host=10.198.90.1,port=24001", the
@@ -28,13 +37,19 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 bin="$repo/build"; dur=5; records=10000; polls="0 1000000"
+prefix=cramxbench; sub=10.198.90; zkport=24090; repeat=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2;;
     --duration) dur="$2"; shift 2;;
     --records) records="$2"; shift 2;;
     --polls) polls="$2"; shift 2;;
-    -h|--help) sed -n '2,26p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    --prefix) prefix="$2"; shift 2;;
+    --subnet) sub="$2"; shift 2;;
+    --zk-port) zkport="$2"; shift 2;;
+    --repeat) repeat="$2"; shift 2;;
+    --switch-ns) export NETNS_UP_OPTS=--switch-ns; shift;;
+    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     *) echo "netns_bench.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -42,7 +57,6 @@ done
 for p in cram-bench cram-server cram-coordinator cram; do
   [ -x "$bin/$p" ] || { echo "netns_bench.sh: $bin/$p missing" >&2; exit 1; }
 done
-prefix=cramxbench; sub=10.198.90; zkport=24090
 work=$(mktemp -d /tmp/cram-netns-bench.XXXXXX)
 fixture="$repo/tests/integration/netns_it.sh"
 pids=()
@@ -69,9 +83,10 @@ start_cluster() {
       --listen "tcp:host=$chost,port=25000" --replicas 0 >"$work/$name-coord.log" 2>&1 & pids+=($!)
   ip netns exec $prefix-$sns "$bin/cram-server" --coordinator "$zk" --cluster "$name" \
       --listen "$listen" --memory 1G --poll-us "$poll" >"$work/$name-server.log" 2>&1 & pids+=($!)
+  local out
   for i in $(seq 100); do
-    if ip netns exec $prefix-$cns "$bin/cram" -C "$zk" --cluster "$name" --timeout 1000 servers 2>/dev/null |
-        grep -q " up "; then
+    out=$(ip netns exec $prefix-$cns "$bin/cram" -C "$zk" --cluster "$name" --timeout 1000 servers 2>/dev/null || true)
+    if grep -q " up " <<<"$out"; then
       return 0
     fi
     sleep 0.1
@@ -82,33 +97,54 @@ start_cluster() {
 }
 
 rows=()
+declare -A P50 P99 R16
 # measure LABEL NS POLL CLUSTER [env...]: read p50/p99 @1, read ops/s @16
 measure() {
   local label=$1 ns=$2 poll=$3 name=$4; shift 4
   local b=(ip netns exec $prefix-$ns env "$@" "$bin/cram-bench" -C "$zk" --cluster "$name"
            --workload read --records "$records" --distribution uniform --duration "$dur"
            --poll-us "$poll")
-  "${b[@]}" --clients 1 >"$work/r1.txt" 2>&1 || { cat "$work/r1.txt" >&2; exit 1; }
+  local load=()
+  [ -n "${P50["$label|$poll"]:-}" ] && load=(--no-load)
+  "${b[@]}" --clients 1 "${load[@]}" >"$work/r1.txt" 2>&1 || { cat "$work/r1.txt" >&2; exit 1; }
   "${b[@]}" --clients 16 --no-load >"$work/r16.txt" 2>&1 || { cat "$work/r16.txt" >&2; exit 1; }
   # op count ops/s mean p50 p99 p99.9 max errors
-  local r1 p50 p99 r16
+  local p50 p99 r16
   p50=$(awk '$1=="READ"{print $5}' "$work/r1.txt")
   p99=$(awk '$1=="READ"{print $6}' "$work/r1.txt")
   r16=$(awk '$1=="READ"{print $3}' "$work/r16.txt")
-  rows+=("| $label | $poll | $p50 | $p99 | $r16 |")
-  echo "$label, --poll-us $poll: read p50 $p50 us, p99 $p99 us @1; $r16 reads/s @16" >&2
+  P50["$label|$poll"]+="$p50 "; P99["$label|$poll"]+="$p99 "; R16["$label|$poll"]+="$r16 "
+  echo "$label, --poll-us $poll: read p50 $p50 us, p99 $p99 us @1; $r16 reads/s @16 (load $(cut -d' ' -f1-3 /proc/loadavg))" >&2
+}
+median() { tr ' ' '\n' <<<"$1" | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR%2) ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2}'; }
+row() {
+  local k="$1|$2"
+  if [ "$repeat" -gt 1 ]; then
+    rows+=("| $1 | $2 | $(median "${P50[$k]}") (${P50[$k]% }) | $(median "${P99[$k]}") | $(median "${R16[$k]}") |")
+  else
+    rows+=("| $1 | $2 | ${P50[$k]% } | ${P99[$k]% } | ${R16[$k]% } |")
+  fi
 }
 
 for poll in $polls; do
   start_cluster "lo$poll" "$poll" 3 127.0.0.1 3 "tcp:host=127.0.0.1,port=25001"
-  measure "tcp: loopback (one namespace)" 3 "$poll" "lo$poll" CRAM_TRANSPORT=tcp
+  for r in $(seq "$repeat"); do
+    measure "tcp: loopback (one namespace)" 3 "$poll" "lo$poll" CRAM_TRANSPORT=tcp
+  done
   stop_all
   start_cluster "ns$poll" "$poll" 3 $sub.3 1 "tcp:host=$sub.1,port=25001;xdp:host=$sub.1,port=24001"
-  measure "tcp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=tcp
-  measure "xdp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=xdp
-  grep -q "xdp: xeth0" "$work/r1.txt" ||
-    { echo "netns_bench.sh: the xdp run did not open an xdp socket" >&2; exit 1; }
+  for r in $(seq "$repeat"); do       # alternating, so drifting load hits both alike
+    measure "tcp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=tcp
+    measure "xdp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=xdp
+    grep -q "xdp: xeth0" "$work/r1.txt" ||
+      { echo "netns_bench.sh: the xdp run did not open an xdp socket" >&2; exit 1; }
+  done
   stop_all
+  row "tcp: loopback (one namespace)" "$poll"
+  row "tcp: between namespaces" "$poll"
+  row "xdp: between namespaces" "$poll"
 done
-printf '%s\n' "| path | --poll-us (server and client) | read p50 (us), 1 client | read p99 (us), 1 client | reads/s, 16 clients |" \
+hdr="read p50 (us), 1 client"
+[ "$repeat" -gt 1 ] && hdr="read p50 (us), 1 client: median (each run)"
+printf '%s\n' "| path | --poll-us (server and client) | $hdr | read p99 (us), 1 client | reads/s, 16 clients |" \
   "|---|---|---|---|---|" "${rows[@]}"

@@ -10,7 +10,8 @@
 # namespace listening on SUBNET.254:ZKPORT only -- the bridge address, which
 # every namespace reaches (scripts/zk.sh --bind).  down stops that ZooKeeper
 # (zk.sh stop: only the JVM of ZKDIR/zoo.cfg) and removes the namespaces and the
-# bridge; it is safe to repeat.  Not root: up and down do nothing (the tests
+# bridge; it is safe to repeat.  $NETNS_UP_OPTS adds netns.sh options to up
+# (scripts/netns_bench.sh --switch-ns).  Not root: up and down do nothing (the tests
 # then skip, saying why).
 set -euo pipefail
 [ $# -eq 5 ] || { sed -n '2,15p' "$0" | sed 's/^# \{0,1\}//' >&2; exit 2; }
@@ -39,7 +40,8 @@ down)
 up)
     down                                # leftovers of an interrupted run
     trap 'down; echo "netns_it: up failed, cleaned up" >&2' ERR
-    bash "$netns" up "$N" --prefix "$prefix" --subnet "$subnet" >/dev/null
+    # shellcheck disable=SC2086  # NETNS_UP_OPTS: extra netns.sh options (benchmarks)
+    bash "$netns" up "$N" --prefix "$prefix" --subnet "$subnet" ${NETNS_UP_OPTS:-} >/dev/null
     bash "$zk" start --clean --bind "$subnet.254" --port "$port" --dir "$dir" >/dev/null
     trap - ERR
     echo "netns_it: $prefix-1..$N on $subnet.0/24, ZooKeeper on $subnet.254:$port"
