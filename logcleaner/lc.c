@@ -267,21 +267,18 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
     for (uint32_t s = 0; j->kind == JOB_COMPACT && s < j->nsrc; s++) {
         /* a compacted segment keeps its source's header (id, epoch) */
         const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, j->src[s]);
-        struct iovec iov = { (void *)log_entry_body(h), h->length };
         log_ref r;
-        if (h->type != SEG_ENTRY_SEGHDR ||
-            log_side_append(l, j->dst[s], SEG_ENTRY_SEGHDR, &iov, 1, &r) != 0) {
+        if (h->type != SEG_ENTRY_SEGHDR || log_side_copy(l, j->dst[s], h, &r) != 0) {
             j->failed = ENOSPC;
             goto free_live;
         }
     }
     for (size_t i = 0; i < n; i++) {
         const struct seg_entry_hdr *h = log_entry_get(l, live[i].ref);
-        struct iovec iov = { (void *)log_entry_body(h), h->length };
         log_ref nr;
         if (j->kind == JOB_COMPACT)
             d = live[i].si;
-        while (log_side_append(l, j->dst[d], h->type, &iov, 1, &nr) != 0) {
+        while (log_side_copy(l, j->dst[d], h, &nr) != 0) {
             if (j->kind == JOB_COMPACT || d + 1 >= j->ndst) {
                 j->failed = ENOSPC;
                 goto free_live;
@@ -572,15 +569,17 @@ void lc_kick(lc_cleaner *c)
     uint32_t low = log_nsegments(l) / 16 > 4 ? log_nsegments(l) / 16 : 4;
     bool disk = segments_in_log(l) > c->cfg.disk_factor * nseg_budget || l->nfree < low;
     /* memory: clean only once the free memory is down to a low-water mark
-     * (and the budget past the threshold), so dead space builds up and the
-     * cleaner copies as little as it can */
-    uint64_t lowmem = 2ull * l->segment_bytes;
-    if (lowmem > budget / 16)
-        lowmem = budget / 16 > l->segment_bytes ? budget / 16 : l->segment_bytes;
+     * of half a segment, so dead space builds up and the cleaner copies as
+     * little as it can (at 90% live data every byte of free memory kept
+     * back is a byte less of dead space to reclaim: 2 segments of 64 meant
+     * ~12 bytes copied per byte freed with 1 KB objects, half a segment ~9) */
+    uint64_t lowmem = l->segment_bytes / 2;
+    if (lowmem < 4ull * l->seglet_bytes)
+        lowmem = 4ull * l->seglet_bytes;
     bool mem = c->cfg.eager ||
                ((double)l->charged >= c->cfg.threshold * (double)budget &&
                 log_free_bytes(l, false) < lowmem) ||
-               log_free_bytes(l, false) < l->segment_bytes;
+               log_free_bytes(l, false) < lowmem / 2;
     /* combined cleaning holds survivors and the cleaned segments' memory
      * until the survivors are durable: while memory is short it waits for
      * compaction, unless slots run out */
@@ -588,21 +587,26 @@ void lc_kick(lc_cleaner *c)
     if (disk && (!mem || slots_short || c->cfg.combined_only) && start_clean(c, true))
         return;
     /* live tombstones are freed only by combined cleaning (the segments they
-     * name must leave the log): when that frees clearly more memory per byte
-     * copied than compaction would, it goes first (its survivors and the
-     * backup I/O cost more than a compaction target) */
+     * name must leave the log): it goes first when they hold more memory than
+     * compaction could give back and it frees more per byte copied (else
+     * compaction: a combined pass also writes its survivors to R backups) */
     double best_compact = 0, best_clean = 0;
+    uint64_t named = 0, gains = 0;
     for (uint32_t i = 0; mem && i < log_nsegments(l); i++) {
         if (!candidate(c, i))
             continue;
         const struct log_segment *s = log_segment(l, i);
         uint64_t g = compact_gain(l, s);
-        if (g >= min_gain(l) && (double)g / ((double)s->live_bytes + 1) > best_compact)
-            best_compact = (double)g / ((double)s->live_bytes + 1);
+        named += s->named_bytes;
+        if (g >= min_gain(l)) {
+            gains += g;
+            if ((double)g / ((double)s->live_bytes + 1) > best_compact)
+                best_compact = (double)g / ((double)s->live_bytes + 1);
+        }
         if (clean_mem_score(l, s) > best_clean)
             best_clean = clean_mem_score(l, s);
     }
-    if (mem && best_clean > 1.5 * best_compact && start_clean(c, false))
+    if (mem && named > gains && best_clean > best_compact && start_clean(c, false))
         return;
     if (mem && !c->cfg.combined_only && start_compact(c))
         return;

@@ -11,6 +11,7 @@
 #include "common/log.h"
 
 #define LOG_ARENA_ALIGN (2u * 1024 * 1024)
+#define LOG_PAGE        4096u
 
 /* Fixed entries at the start of a new head, not counting the digest's ids. */
 static uint32_t head_overhead(const mlog *l)
@@ -237,12 +238,14 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     }
     l->segs = calloc(slots, sizeof *l->segs);
     l->digest_scratch = calloc(slots, sizeof *l->digest_scratch);
+    l->trim_scratch = calloc(slots, sizeof *l->trim_scratch);
     uint32_t icap = 1024;
     while (icap < 2 * slots)
         icap *= 2;
     l->id_index = malloc(icap * sizeof *l->id_index);
     l->id_mask = icap - 1;
-    if (l->segs == NULL || l->digest_scratch == NULL || l->id_index == NULL) {
+    if (l->segs == NULL || l->digest_scratch == NULL || l->id_index == NULL ||
+        l->trim_scratch == NULL) {
         snprintf(err, errlen, "out of memory");
         goto free_meta;
     }
@@ -282,6 +285,7 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
     return l;
 
 free_meta:
+    free(l->trim_scratch);
     free(l->id_index);
     free(l->digest_scratch);
     free(l->segs);
@@ -296,6 +300,7 @@ void log_destroy(mlog *l)
     munmap(l->map_base, l->map_bytes);
     for (uint32_t i = 0; i < l->nsegs; i++)
         free(l->segs[i].holders);
+    free(l->trim_scratch);
     free(l->id_index);
     free(l->digest_scratch);
     free(l->segs);
@@ -320,6 +325,27 @@ uint64_t log_free_bytes(const mlog *l, bool cleaner)
     return l->charged < lim ? lim - l->charged : 0;
 }
 
+/* Free slots' resident pages go back to the OS until they fit next to the
+ * budget in use (most recently freed -- at the front of the list -- kept). */
+static void trim_resident(mlog *l)
+{
+    if (l->charged + l->resident_free <= l->budget)
+        return;
+    /* the slots at the back were freed longest ago: drop those first */
+    uint32_t cnt = 0;
+    for (uint32_t i = l->free_head; i != LOG_NO_SLOT; i = l->segs[i].next_free)
+        l->trim_scratch[cnt++] = i;
+    while (cnt > 0 && l->charged + l->resident_free > l->budget) {
+        struct log_segment *s = &l->segs[l->trim_scratch[--cnt]];
+        if (s->touched == 0)
+            continue;
+        (void)madvise(l->arena + ((size_t)l->trim_scratch[cnt] << l->seg_shift), s->touched,
+                      MADV_DONTNEED);
+        l->resident_free -= s->touched;
+        s->touched = 0;
+    }
+}
+
 /* Take a free slot charged `charge` bytes of the budget (the reserve only for
  * the cleaner); its writer gets capacity `charge`.  Nothing is written. */
 static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capacity, bool cleaner)
@@ -331,6 +357,16 @@ static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capa
     l->free_head = s->next_free;
     l->nfree--;
     s->next_free = LOG_NO_SLOT;
+    /* pages it kept from its last use are reused (no faults, no zeroing);
+     * those beyond what it may now hold go back */
+    l->resident_free -= s->touched;
+    if (s->touched > capacity) {
+        uint32_t keep = (capacity + LOG_PAGE - 1) & ~(LOG_PAGE - 1);
+        if (keep < s->touched)
+            (void)madvise(l->arena + ((size_t)slot << l->seg_shift) + keep, s->touched - keep,
+                          MADV_DONTNEED);
+        s->touched = keep < s->touched ? keep : s->touched;
+    }
     s->state = state;
     s->id = 0;
     s->epoch = l->epoch;
@@ -338,6 +374,7 @@ static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capa
     s->created_ms = clock_mono_ms();
     s->charged = charge;
     l->charged += charge;
+    trim_resident(l);
     seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), capacity);
     if (l->mem_hook != NULL)
         l->mem_hook(l->mem_arg, slot, s->w.base, capacity, true);
@@ -386,9 +423,18 @@ static void seg_release(mlog *l, uint32_t slot)
     s->charged = 0;
     if (l->mem_hook != NULL)
         l->mem_hook(l->mem_arg, slot, s->w.base, s->w.capacity, false);
-    /* give the pages back: a free slot holds no memory */
-    if (s->w.used > 0)
+    /* A free slot holds no budget.  Its pages stay resident for the next
+     * use of the slot (page faults and zeroing are a large part of a busy
+     * cleaner's cost) only while the budget in use plus such pages stays
+     * within the memory; otherwise they go back to the OS. */
+    uint32_t t = s->touched > s->w.used ? s->touched : s->w.used;
+    t = (t + LOG_PAGE - 1) & ~(LOG_PAGE - 1);
+    if (t > 0 && l->charged + l->resident_free + t > l->budget) {
         (void)madvise(l->arena + ((size_t)slot << l->seg_shift), l->segment_bytes, MADV_DONTNEED);
+        t = 0;
+    }
+    s->touched = t;
+    l->resident_free += t;
     if (s->id != 0)
         id_remove(l, s->id, slot);
     free(s->holders);
@@ -493,6 +539,8 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
             return -1;
         l->charged += want - s->charged;
         s->charged = want;
+        if (l->resident_free > 0)
+            trim_resident(l);
     }
     uint32_t before = s->w.used;
     int64_t off = seg_append(&s->w, type, parts, n);
@@ -528,6 +576,8 @@ int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref
             return -1;
         l->charged += want - s->charged;
         s->charged = want;
+        if (l->resident_free > 0)
+            trim_resident(l);
     }
     uint32_t before = s->w.used;
     for (int i = 0; i < n; i++) {
@@ -564,6 +614,23 @@ int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *pa
     if (off < 0)
         return -1;
     *ref = log_ref_make(slot, (uint32_t)off);
+    return 0;
+}
+
+int log_side_copy(mlog *l, uint32_t slot, const struct seg_entry_hdr *e, log_ref *ref)
+{
+    CRAM_ASSERT(slot < l->nsegs && l->segs[slot].state == LOG_SEG_SIDE);
+    struct seg_writer *w = &l->segs[slot].w;
+    uint64_t size = seg_entry_size(e->length);
+    if (size > (uint64_t)w->capacity - w->used)
+        return -1;
+    /* the entry's crc covers only its own header and body: it holds anywhere */
+    uint32_t off = w->used;
+    memcpy(w->base + off, e, size);
+    w->cert_crc = crc32c(w->cert_crc, e, sizeof *e);
+    w->used = off + (uint32_t)size;
+    w->entries++;
+    *ref = log_ref_make(slot, off);
     return 0;
 }
 

@@ -92,6 +92,8 @@ struct log_segment {
                               * HEAD / SIDE the capacity, CLOSED / CLEANED
                               * the fill level rounded up to seglets */
     uint8_t  state;          /* enum log_seg_state */
+    uint32_t touched;        /* FREE: bytes from the slot's start whose pages
+                              * stayed resident from its last use */
     /* Tombstones naming this segment (by id; they move with the id when the
      * segment is compacted): `named_bytes` is the sum of the counted ones,
      * `holders` says which segments (by id) hold how many of those bytes,
@@ -163,6 +165,8 @@ typedef struct mlog {
     uint32_t id_mask;
     uint64_t tomb_dead_bytes;  /* counted tombstone bytes that died when the
                                 * segment they name left the log (stats) */
+    uint64_t resident_free;  /* pages free slots kept resident (see seg_release) */
+    uint32_t *trim_scratch;
 } mlog;
 
 /*
@@ -171,7 +175,9 @@ typedef struct mlog {
  * resident -- is each slot's `charged` bytes: a head or side segment holds a
  * whole segment, a closed one its fill level rounded up to seglets
  * (segment_bytes / 64, >= 4 KiB).  A freed slot's pages go back to the OS
- * (MADV_DONTNEED).  So a segment compacted into a new, smaller allocation
+ * (MADV_DONTNEED), unless they fit next to the budget in use: then they stay
+ * for the slot's next use (no page faults; given back as soon as the budget
+ * in use grows into them).  So a segment compacted into a new, smaller allocation
  * (log_compact_open/commit) really gives memory back, and the sum of the
  * charges never exceeds memory_bytes.  `reserve` bytes of the budget are
  * usable only by the cleaner (survivor and compaction targets, and the head
@@ -293,6 +299,10 @@ uint32_t log_side_open(mlog *l);
  * segment stays full; open another). */
 int log_side_append(mlog *l, uint32_t slot, uint8_t type, const struct iovec *parts, int n,
                     log_ref *ref);
+/* Copy a whole entry (header, crc and body as they are: its crc holds
+ * anywhere) to the end of a side segment; the cleaner's copy, without
+ * hashing the body again.  0/-1 as log_side_append. */
+int log_side_copy(mlog *l, uint32_t slot, const struct seg_entry_hdr *e, log_ref *ref);
 /* Join side segments to the log: they become CLOSED and a new head is opened
  * whose digest includes them.  0, or -1 (nothing changes) if no segment is
  * free for the new head. */
