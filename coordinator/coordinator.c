@@ -710,6 +710,22 @@ static void probe_done(void *arg, cram_status st, const uint8_t *resp, uint32_t 
     probe_result(v, probe_outcome(st, status), cram_strerror((cram_status)status));
 }
 
+/* server_session() tries the locators in order: a session on a later one
+ * means a tcp locator before it could not be opened (refused).  A probe must
+ * not fall back to a connectionless transport (xdp), where a dead process
+ * would look merely silent. */
+static bool probe_tcp_refused(const struct coord_srv *s, const tp_session *sess)
+{
+    const char *used = tp_session_locator(sess);
+    for (size_t i = 0; i < s->e->n_locators; i++) {
+        if (strcmp(s->e->locators[i], used) == 0)
+            return false;
+        if (strncmp(s->e->locators[i], "tcp:", 4) == 0)
+            return true;
+    }
+    return false;
+}
+
 /* One probe: a PING naming the server's id (a process at its locator that
  * is not that server answers CRAM_WRONG_SERVER or CRAM_RETRY: gone). */
 static void probe_try(struct coord_verify *v)
@@ -721,7 +737,7 @@ static void probe_try(struct coord_verify *v)
         return;
     }
     tp_session *sess = server_session(c, s);
-    if (sess == NULL) {
+    if (sess == NULL || probe_tcp_refused(s, sess)) {
         probe_result(v, FDET_PROBE_GONE, "connection refused");
         return;
     }
