@@ -115,6 +115,18 @@ enum bk_job_type { BK_JOB_FLUSH, BK_JOB_READ, BK_JOB_UNLINK, BK_JOB_RLOAD };
 
 struct bk_replica;
 
+/* Recovery index of a loaded replica: one per OBJECT / TOMBSTONE /
+ * SAFE_VERSION entry, in log order, built by the reader once per load, so
+ * each partition's GET_RECOVERY_DATA compares key hashes from 24-byte
+ * records instead of walking (and hashing) the whole replica again. */
+#define BK_IENT_ALWAYS 0x80000000u   /* in size: a SAFE_VERSION (every partition gets it) */
+struct bk_ient {
+    uint64_t table_id;
+    uint64_t hash;
+    uint32_t off;
+    uint32_t size;                   /* entry bytes | BK_IENT_ALWAYS */
+};
+
 /* A unit of work for the worker.  Created and freed on the dispatch thread;
  * between enqueue and completion only the worker touches it. */
 struct bk_job {
@@ -126,6 +138,8 @@ struct bk_job {
     uint32_t off, len;
     uint8_t *resp;
     uint32_t resp_cap;              /* RLOAD: allocated size of resp (a pool buffer) */
+    struct bk_ient *idx;            /* RLOAD: the recovery index (NULL: none, out of memory) */
+    uint32_t nidx;
     bool whole;                     /* READ covers the whole certified range: verify it */
     /* results (FLUSH) */
     int err;                        /* 0 or errno */
@@ -180,6 +194,8 @@ struct bk_replica {
     uint8_t *rdata;
     uint32_t rdata_len;
     uint32_t rdata_cap;             /* allocated size (a pool buffer) */
+    struct bk_ient *ridx;           /* recovery index of rdata (NULL: none) */
+    uint32_t nridx;
     uint32_t rd_done;               /* requests answered done = 1 from this rdata */
     uint64_t rdata_used_ms;         /* last GET_RECOVERY_DATA served from it */
     bool rloading;                  /* a BK_JOB_RLOAD is queued */
@@ -417,6 +433,7 @@ static void bk_rep_free(backup_service *b, struct bk_replica *r)
         close(r->fd);
     bk_buf_put(b, r->buf, backup_round_up(r->capacity));
     bk_buf_put(b, r->rdata, r->rdata_cap);
+    free(r->ridx);
     free(r->digest);
     free(r);
 }
@@ -764,6 +781,60 @@ static void bk_do_read(backup_service *b, struct bk_job *j)
     }
 }
 
+/* Build the recovery index of a verified replica (reader thread; on out of
+ * memory there is none and requests walk the bytes). */
+static void bk_index(struct bk_job *j)
+{
+    uint32_t cap = 1024, n = 0, pos = 0;
+    struct bk_ient *v = malloc(cap * sizeof *v);
+    struct seg_entry_hdr h;
+    while (v != NULL && pos + sizeof h <= j->len) {
+        memcpy(&h, j->resp + pos, sizeof h);
+        uint64_t esz = seg_entry_size(h.length);
+        if (esz > j->len - pos)
+            break;                  /* cannot happen: the bytes were verified */
+        struct seg_entry e = { .type = h.type, .offset = pos, .length = h.length,
+                               .body = j->resp + pos + sizeof h };
+        struct bk_ient x = { 0, 0, pos, (uint32_t)esz };
+        bool keep = false;
+        const uint8_t *key;
+        if (h.type == SEG_ENTRY_SAFE_VERSION) {
+            x.size |= BK_IENT_ALWAYS;
+            keep = true;
+        } else if (h.type == SEG_ENTRY_OBJECT) {
+            const struct seg_object *o;
+            const uint8_t *val;
+            uint32_t vl;
+            if ((keep = seg_parse_object(&e, &o, &key, &val, &vl))) {
+                x.table_id = o->table_id;
+                x.hash = cram_key_hash(o->table_id, key, o->key_len);
+            }
+        } else if (h.type == SEG_ENTRY_TOMBSTONE) {
+            const struct seg_tombstone *t;
+            if ((keep = seg_parse_tombstone(&e, &t, &key))) {
+                x.table_id = t->table_id;
+                x.hash = cram_key_hash(t->table_id, key, t->key_len);
+            }
+        }
+        if (keep) {
+            if (n == cap) {
+                cap *= 2;
+                struct bk_ient *nv = realloc(v, cap * sizeof *nv);
+                if (nv == NULL) {
+                    free(v);
+                    v = NULL;
+                    break;
+                }
+                v = nv;
+            }
+            v[n++] = x;
+        }
+        pos += (uint32_t)esz;
+    }
+    j->idx = v;
+    j->nidx = v != NULL ? n : 0;
+}
+
 /* Recovery: read a replica's certified bytes [0, j->len) into j->resp and
  * verify them against j->cert (once per replica; the dispatch thread keeps
  * the result). */
@@ -816,6 +887,8 @@ static void bk_do_rload(backup_service *b, struct bk_job *j)
         j->err = EIO;
     close(fd);
     j->verified = j->err == 0 && seg_verify(j->resp, j->len, &j->cert);
+    if (j->verified)
+        bk_index(j);
 }
 
 static void bk_do_unlink(backup_service *b, struct bk_job *j)
@@ -1050,6 +1123,7 @@ static void bk_drain(backup_service *b)
             bk_complete_rload(b, j);
         else if (j->type == BK_JOB_UNLINK && j->err != 0)
             CRAM_WARN("backup: removing %s: %s", r->name, strerror(j->err));
+        free(j->idx);               /* an RLOAD's index, unless it was installed */
         free(j);
         if (r != NULL && --r->refs == 0 && r->gone)
             bk_rep_free(b, r);
@@ -1586,7 +1660,8 @@ static int bk_next_verified(const uint8_t *data, uint32_t len, uint32_t *pos, bo
  * said done = 1; *readers is then the request's `readers`.
  */
 static bool bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica *r,
-                        const uint8_t *data, uint32_t len, uint32_t *readers)
+                        const uint8_t *data, uint32_t len, const struct bk_ient *idx,
+                        uint32_t nidx, uint32_t *readers)
 {
     uint32_t rlen;
     const uint8_t *req = tp_rpc_request(rpc, &rlen);
@@ -1631,6 +1706,42 @@ static bool bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
     static const uint8_t empty[1];
     if (data == NULL)
         data = empty;               /* len is 0 */
+    /* with the index: from the indexed entry at q.offset (0 and len are
+     * boundaries too); any other offset takes the walk below, which checks it */
+    uint32_t xi = UINT32_MAX;
+    if (idx != NULL) {
+        if (q.offset == 0 || nidx == 0 || q.offset < idx[0].off) {
+            xi = q.offset == 0 ? 0 : UINT32_MAX;
+        } else if (q.offset == len) {
+            xi = nidx;
+        } else {
+            uint32_t lo = 0, hi = nidx;
+            while (lo < hi) {
+                uint32_t mid = lo + (hi - lo) / 2;
+                if (idx[mid].off < q.offset)
+                    lo = mid + 1;
+                else
+                    hi = mid;
+            }
+            if (lo < nidx && idx[lo].off == q.offset)
+                xi = lo;
+        }
+    }
+    if (xi != UINT32_MAX) {
+        for (; xi < nidx; xi++) {
+            const struct bk_ient *x = &idx[xi];
+            uint32_t esz = x->size & ~BK_IENT_ALWAYS;
+            if (!(x->size & BK_IENT_ALWAYS) && !bk_in_ranges(b->rranges, nr, x->table_id, x->hash))
+                continue;
+            if (used + (uint64_t)esz > max && (entries > 0 || esz > room))
+                break;              /* continue at this entry next time */
+            memcpy(out + used, data + x->off, esz);
+            used += esz;
+            entries++;
+        }
+        pos = xi < nidx ? idx[xi].off : len;
+        goto answer;
+    }
     struct seg_entry e;
     uint32_t at = q.offset;
     int st;
@@ -1666,6 +1777,7 @@ static bool bk_rd_serve(backup_service *b, tp_rpc *rpc, const struct bk_replica 
         reply_status(rpc, CRAM_REQUEST_FORMAT_ERROR);
         return false;
     }
+answer:;
     struct wire_recovery_data_resp h;
     memset(&h, 0, sizeof h);
     h.hdr.status = CRAM_OK;
@@ -1720,13 +1832,13 @@ static void bk_recovery_data(backup_service *b, tp_rpc *rpc, const uint8_t *req,
             return;
         }
         uint32_t readers;
-        (void)bk_rd_serve(b, rpc, r, r->buf, r->cert.length, &readers);
+        (void)bk_rd_serve(b, rpc, r, r->buf, r->cert.length, NULL, 0, &readers);
         return;
     }
     if (r->rdata != NULL && r->rdata_len == r->cert.length) {
         r->rdata_used_ms = clock_mono_ms();
         uint32_t readers;
-        bool done = bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len, &readers);
+        bool done = bk_rd_serve(b, rpc, r, r->rdata, r->rdata_len, r->ridx, r->nridx, &readers);
         if (bk_rd_account(r, done, readers)) {
             bk_rdata_drop(b, r);
             bk_pf_pump(b);
@@ -1803,6 +1915,9 @@ static void bk_rdata_drop(backup_service *b, struct bk_replica *r)
     r->rdata = NULL;
     r->rdata_len = 0;
     r->rdata_cap = 0;
+    free(r->ridx);
+    r->ridx = NULL;
+    r->nridx = 0;
 }
 
 /* Timer: recovery copies nobody asked for in BK_RDATA_IDLE_MS go (a
@@ -1855,6 +1970,9 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
     r->rdata = j->resp;
     r->rdata_len = j->len;
     r->rdata_cap = j->resp_cap;
+    r->ridx = j->idx;
+    r->nridx = j->nidx;
+    j->idx = NULL;
     r->rd_done = 0;
     r->rdata_used_ms = clock_mono_ms();
     b->rdata_bytes += j->len;
@@ -1876,7 +1994,8 @@ static void bk_complete_rload(backup_service *b, struct bk_job *j)
         rev = w->next;
         if (j->len == r->cert.length) {
             uint32_t readers;
-            bool done = bk_rd_serve(b, w->rpc, r, r->rdata, r->rdata_len, &readers);
+            bool done = bk_rd_serve(b, w->rpc, r, r->rdata, r->rdata_len, r->ridx, r->nridx,
+                                    &readers);
             drop |= bk_rd_account(r, done, readers);
         } else {
             reply_status(w->rpc, CRAM_RETRY);
