@@ -45,7 +45,7 @@ static void usage(FILE *f)
 "                          long is declared crashed: it may just be busy (default: 4000; this is\n"
 "                          also how long a crashed host, which resets nothing, takes)\n"
 "  --partition-bytes N     crash recovery: bytes per partition (recovery master), K/M/G\n"
-"                          suffixes (default: 256M)\n"
+"                          suffixes (default: 256M); at most the log's size / live masters\n"
 "  --partition-objects N   crash recovery: objects per partition (default: 4M)\n"
 "  --stats-interval-ms MS  how often every master's tablet sizes are polled, to partition its\n"
 "                          tablets if it crashes (default: 1000; 0 = never)\n"
