@@ -283,13 +283,15 @@ struct backup_service {
      * first bytes hold its struct bk_pool_node */
     struct bk_pool_node *pool;
     uint64_t pool_bytes;
-    uint64_t sweep_timer;           /* drops idle rdata; 0 = not armed */
+    uint64_t pool_used_ms;          /* last get / put: a pool idle for BK_RDATA_IDLE_MS is freed */
+    uint64_t sweep_timer;           /* drops idle rdata and an idle pool; 0 = not armed */
     struct wire_tablet_range *rranges;
     uint32_t rranges_cap;
 };
 
 static void bk_rdata_drop(backup_service *b, struct bk_replica *r);
 static void bk_pf_pump(backup_service *b);
+static void bk_rdata_sweep(void *arg);
 static int bk_rload_start(backup_service *b, struct bk_replica *r);
 
 /* ---- buffer pool (dispatch thread only) ---------------------------------- */
@@ -303,6 +305,7 @@ struct bk_pool_node {
  * aligned; its contents are undefined (a reused one holds old bytes). */
 static void *bk_buf_get(backup_service *b, size_t size)
 {
+    b->pool_used_ms = clock_mono_ms();
     for (struct bk_pool_node **pp = &b->pool; *pp != NULL; pp = &(*pp)->next) {
         if ((*pp)->size == size) {
             struct bk_pool_node *n = *pp;
@@ -331,6 +334,9 @@ static void bk_buf_put(backup_service *b, void *p, size_t size)
     n->next = b->pool;
     b->pool = n;
     b->pool_bytes += size;
+    b->pool_used_ms = clock_mono_ms();
+    if (b->sweep_timer == 0 && b->loop != NULL)
+        b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
 }
 
 static void bk_pool_free(backup_service *b)
@@ -1933,7 +1939,9 @@ static void bk_rdata_sweep(void *arg)
             if (r->rdata != NULL && now - r->rdata_used_ms >= BK_RDATA_IDLE_MS)
                 bk_rdata_drop(b, r);
     bk_pf_pump(b);
-    if (b->rdata_bytes > 0)
+    if (b->pool_bytes > 0 && now - b->pool_used_ms >= BK_RDATA_IDLE_MS)
+        bk_pool_free(b);            /* no recovery or replica churn lately: give it back */
+    if (b->rdata_bytes > 0 || b->pool_bytes > 0)
         b->sweep_timer = tp_timer_add(b->loop, BK_RDATA_SWEEP_US, bk_rdata_sweep, b);
 }
 
@@ -2265,6 +2273,10 @@ void backup_destroy(backup_service *b)
     tp_loop_defer_free(b->loop, free, b->notify);   /* the loop may still name the handler */
     bk_free_all(b);
     bk_pool_free(b);
+    if (b->sweep_timer != 0) {      /* re-armed by buffers given back above */
+        tp_timer_cancel(b->loop, b->sweep_timer);
+        b->sweep_timer = 0;
+    }
     free(b->pf);
     pthread_cond_destroy(&b->rcv);
     pthread_cond_destroy(&b->cv);
