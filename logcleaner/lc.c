@@ -1041,12 +1041,18 @@ bool lc_can_free(lc_cleaner *c)
         }
     }
     /* a pass out or memory waiting for readers: it will give memory back */
-    bool yes = can >= l->segment_bytes || lc_busy(c);
-    if (yes) {
-        c->st.retries++;
-        lc_kick(c);
-    }
-    return yes;
+    if (can < l->segment_bytes && !lc_busy(c))
+        return false;
+    lc_kick(c);
+    /* the estimate is only worth a RETRY if a pass that frees memory is out
+     * or can start now (else writers would retry against a cleaner that
+     * stays idle) */
+    if (!lc_busy(c) && !start_compact(c))
+        (void)start_clean(c, false);
+    if (!lc_busy(c))
+        return false;
+    c->st.retries++;
+    return true;
 }
 
 bool lc_busy(const lc_cleaner *c)
