@@ -6,7 +6,7 @@
 #
 #   scripts/netns_bench.sh [--bin DIR] [--duration S] [--records N] [--polls "0 1000000"]
 #                          [--prefix P] [--subnet 10.A.B] [--zk-port PORT] [--repeat K]
-#                          [--switch-ns]
+#                          [--switch-ns] [--latency-only]
 #
 #   --bin DIR      release build directory [<repo>/build]
 #   --duration S   seconds per measurement [5]
@@ -21,6 +21,8 @@
 #                  median with the single values [1]
 #   --switch-ns    the bridge in a namespace of its own with the bridge
 #                  netfilter hooks off (scripts/netns.sh --switch-ns)
+#   --latency-only skip the 16-client runs (16 spinning threads load the
+#                  machine for the next latency run)
 #
 # Layout (tests/integration/netns_it.sh: namespaces cramxbench-1..7 on one
 # bridge, ZooKeeper on the bridge address 10.198.90.254:24090 -- see
@@ -37,7 +39,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 bin="$repo/build"; dur=5; records=10000; polls="0 1000000"
-prefix=cramxbench; sub=10.198.90; zkport=24090; repeat=1
+prefix=cramxbench; sub=10.198.90; zkport=24090; repeat=1; thr=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2;;
@@ -49,7 +51,8 @@ while [ $# -gt 0 ]; do
     --zk-port) zkport="$2"; shift 2;;
     --repeat) repeat="$2"; shift 2;;
     --switch-ns) export NETNS_UP_OPTS=--switch-ns; shift;;
-    -h|--help) sed -n '2,35p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    --latency-only) thr=0; shift;;
+    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     *) echo "netns_bench.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -107,7 +110,11 @@ measure() {
   local load=()
   [ -n "${P50["$label|$poll"]:-}" ] && load=(--no-load)
   "${b[@]}" --clients 1 "${load[@]}" >"$work/r1.txt" 2>&1 || { cat "$work/r1.txt" >&2; exit 1; }
-  "${b[@]}" --clients 16 --no-load >"$work/r16.txt" 2>&1 || { cat "$work/r16.txt" >&2; exit 1; }
+  if [ "$thr" = 1 ]; then
+    "${b[@]}" --clients 16 --no-load >"$work/r16.txt" 2>&1 || { cat "$work/r16.txt" >&2; exit 1; }
+  else
+    echo "READ - -" >"$work/r16.txt"
+  fi
   # op count ops/s mean p50 p99 p99.9 max errors
   local p50 p99 r16
   p50=$(awk '$1=="READ"{print $5}' "$work/r1.txt")
