@@ -178,7 +178,8 @@ struct bk_replica {
     bool loaded;                    /* found on disk at start-up: read-only */
     bool primary;                   /* the master opened it as the segment's primary */
     bool bad;                       /* torn / corrupt / superseded: not served */
-    bool close_enqueued;            /* the closing flush is queued: no more flushes */
+    bool close_enqueued;            /* the closing flush is queued: no more flushes
+                                       (written under b->mu: the worker reads it) */
     bool io_error;                  /* the last flush failed */
     bool verified;                  /* on-disk copy checked (load or closing flush) */
     bool on_disk;                   /* disk header certifies the current certificate */
@@ -697,7 +698,12 @@ static void bk_do_flush(backup_service *b, struct bk_job *j)
     uint32_t len = r->length;
     uint32_t from = r->dirty_from;
     struct seg_certificate cert = r->cert;
-    bool closing = r->closed;
+    /* closing only once the dispatch thread queued the close (bk_flush_now
+     * sets close_enqueued): a flush queued earlier that starts between a
+     * CLOSE write setting `closed` and its bk_flush_now would otherwise
+     * close too, next to the flush that bk_flush_now then queues -- and the
+     * first one's completion drops the buffer the second one reads */
+    bool closing = r->closed && r->close_enqueued;
     bool sync = r->sync_req || closing;
     j->seq = r->seq;
     r->dirty_from = len;
@@ -1064,7 +1070,9 @@ static void bk_complete_flush(backup_service *b, struct bk_job *j)
         /* try again later; once closed only the closing flush retries (a
          * later flush of a closed replica could outlive its buffer) */
         if (j->closing) {
+            pthread_mutex_lock(&b->mu);
             r->close_enqueued = false;
+            pthread_mutex_unlock(&b->mu);
             bk_mark_dirty(b, r, BK_RETRY_DELAY_US);
         } else if (!r->closed) {
             bk_mark_dirty(b, r, BK_RETRY_DELAY_US);
