@@ -1723,9 +1723,16 @@ static int recovery_step(coord *c, struct coord_recovery *r, uint64_t now)
             r->phase = was;
             return 0;
         }
-        CRAM_INFO("recovery %lu of master %lu: %zu partitions (bounds %lu bytes, %lu objects), %lu ms after detection",
-                  (unsigned long)r->id, (unsigned long)r->crashed, r->nparts, (unsigned long)c->partition_bytes,
-                  (unsigned long)c->partition_objects, (unsigned long)(clock_wall_ms() - r->detected_at_ms));
+        uint64_t big_b = 0, big_o = 0;  /* the largest partition, as estimated */
+        for (size_t i = 0; i < r->nparts; i++) {
+            big_b = r->parts[i].est_bytes > big_b ? r->parts[i].est_bytes : big_b;
+            big_o = r->parts[i].est_objects > big_o ? r->parts[i].est_objects : big_o;
+        }
+        CRAM_INFO("recovery %lu of master %lu: %zu partitions (largest ~%lu bytes, ~%lu objects; limits %lu, %lu), "
+                  "%lu ms after detection",
+                  (unsigned long)r->id, (unsigned long)r->crashed, r->nparts, (unsigned long)big_b,
+                  (unsigned long)big_o, (unsigned long)c->partition_bytes, (unsigned long)c->partition_objects,
+                  (unsigned long)(clock_wall_ms() - r->detected_at_ms));
         r->tables_applied = false;
         if (apply_tablets(c, r) == 0)
             coord_fault_point("coordinator.recovery.after_assign");
