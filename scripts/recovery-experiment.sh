@@ -21,7 +21,9 @@
 #   --port-base P       ZooKeeper on P, coordinator P+1, servers P+10.. [23400]
 #   --dir D             cluster dir: logs, pid files, results [./run/recovery-exp]
 #   --bin DIR           where the programs are [$CRAM_BIN, else <repo>/build]
-#   --keep              leave the cluster running afterwards
+#   --keep              leave the cluster running afterwards (otherwise it is
+#                       stopped and its backup replicas, R x the data, deleted;
+#                       logs and results stay in D)
 #   --coordinator-args "A..."  extra cram-coordinator arguments, split at
 #                       spaces (e.g. "--partition-bytes 64M"), via cluster.sh
 #   --server-args "A..."       extra cram-server arguments, likewise
@@ -87,6 +89,7 @@ cargs=(start --servers "$servers" --port-base "$port_base" --dir "$dir" --memory
 stop_cluster() {
   if [ "$keep" = 0 ]; then
     "$here/cluster.sh" stop --dir "$dir" >/dev/null 2>&1 || true
+    rm -rf "$dir"/backup-[0-9]*
   fi
 }
 trap stop_cluster EXIT
