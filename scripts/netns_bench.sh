@@ -6,7 +6,7 @@
 #
 #   scripts/netns_bench.sh [--bin DIR] [--duration S] [--records N] [--polls "0 1000000"]
 #                          [--prefix P] [--subnet 10.A.B] [--zk-port PORT] [--repeat K]
-#                          [--switch-ns] [--latency-only]
+#                          [--switch-ns] [--latency-only] [--direct]
 #
 #   --bin DIR      release build directory [<repo>/build]
 #   --duration S   seconds per measurement [5]
@@ -23,6 +23,12 @@
 #                  netfilter hooks off (scripts/netns.sh --switch-ns)
 #   --latency-only skip the 16-client runs (16 spinning threads load the
 #                  machine for the next latency run)
+#   --direct       the "between namespaces" rows go over one veth pair joining
+#                  the server's and the client's namespace back to back (two
+#                  hosts on one cable, the layout of PLATFORM.md's bare AF_XDP
+#                  ping-pong) instead of veth-bridge-veth; the bridge still
+#                  carries ZooKeeper and the coordinator, which then runs in
+#                  the server's namespace
 #
 # Layout (tests/integration/netns_it.sh: namespaces cramxbench-1..7 on one
 # bridge, ZooKeeper on the bridge address 10.198.90.254:24090 -- see
@@ -39,7 +45,7 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 repo="$(cd "$here/.." && pwd)"
 bin="$repo/build"; dur=5; records=10000; polls="0 1000000"
-prefix=cramxbench; sub=10.198.90; zkport=24090; repeat=1; thr=1
+prefix=cramxbench; sub=10.198.90; zkport=24090; repeat=1; thr=1; direct=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin) bin="$2"; shift 2;;
@@ -52,7 +58,8 @@ while [ $# -gt 0 ]; do
     --repeat) repeat="$2"; shift 2;;
     --switch-ns) export NETNS_UP_OPTS=--switch-ns; shift;;
     --latency-only) thr=0; shift;;
-    -h|--help) sed -n '2,37p' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
+    --direct) direct=1; shift;;
+    -h|--help) awk 'NR > 1 && !/^#/ {exit} NR > 1' "$0" | sed 's/^# \{0,1\}//'; exit 0;;
     *) echo "netns_bench.sh: unknown option $1" >&2; exit 2;;
   esac
 done
@@ -71,6 +78,7 @@ stop_all() {
 }
 cleanup() {
   stop_all
+  ip -n $prefix-1 link del cxd1 2>/dev/null || true
   bash "$fixture" down $prefix $sub $zkport "$work/zk" >/dev/null 2>&1 || true
   rm -rf "$work"
 }
@@ -78,6 +86,21 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 bash "$fixture" up $prefix $sub $zkport "$work/zk" >/dev/null
 zk="zk:$sub.254:$zkport"
+ns_host=$sub.1; ns_coord=3; ns_chost=$sub.3; ns_label="between namespaces"
+if [ "$direct" = 1 ]; then
+  # One veth pair, cxd1 in namespace 1 (server) and cxd2 in namespace 2
+  # (client), on the /24 after --subnet's; fixed MACs and permanent
+  # neighbours as scripts/netns.sh sets them on the bridge ports.
+  IFS=. read -r a b c <<<"$sub"; dsub="$a.$b.$((c + 1))"
+  ip link add cxd1 address 02:cd:00:00:00:01 netns $prefix-1 type veth \
+     peer name cxd2 address 02:cd:00:00:00:02 netns $prefix-2
+  for i in 1 2; do
+    ip -n $prefix-$i addr add $dsub.$i/24 dev cxd$i
+    ip -n $prefix-$i link set cxd$i up
+    ip -n $prefix-$i neigh replace $dsub.$((3 - i)) lladdr 02:cd:00:00:00:0$((3 - i)) dev cxd$i nud permanent
+  done
+  ns_host=$dsub.1; ns_coord=1; ns_chost=$sub.1; ns_label="between namespaces, direct veth"
+fi
 
 # start_cluster NAME POLL COORD_NS COORD_HOST SERVER_NS LISTEN
 start_cluster() {
@@ -139,17 +162,17 @@ for poll in $polls; do
     measure "tcp: loopback (one namespace)" 3 "$poll" "lo$poll" CRAM_TRANSPORT=tcp
   done
   stop_all
-  start_cluster "ns$poll" "$poll" 3 $sub.3 1 "tcp:host=$sub.1,port=25001;xdp:host=$sub.1,port=24001"
+  start_cluster "ns$poll" "$poll" $ns_coord $ns_chost 1 "tcp:host=$ns_host,port=25001;xdp:host=$ns_host,port=24001"
   for r in $(seq "$repeat"); do       # alternating, so drifting load hits both alike
-    measure "tcp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=tcp
-    measure "xdp: between namespaces" 2 "$poll" "ns$poll" CRAM_TRANSPORT=xdp
-    grep -q "xdp: xeth0" "$work/r1.txt" ||
+    measure "tcp: $ns_label" 2 "$poll" "ns$poll" CRAM_TRANSPORT=tcp
+    measure "xdp: $ns_label" 2 "$poll" "ns$poll" CRAM_TRANSPORT=xdp
+    grep -q "xdp: $([ "$direct" = 1 ] && echo cxd2 || echo xeth0)" "$work/r1.txt" ||
       { echo "netns_bench.sh: the xdp run did not open an xdp socket" >&2; exit 1; }
   done
   stop_all
   row "tcp: loopback (one namespace)" "$poll"
-  row "tcp: between namespaces" "$poll"
-  row "xdp: between namespaces" "$poll"
+  row "tcp: $ns_label" "$poll"
+  row "xdp: $ns_label" "$poll"
 done
 hdr="read p50 (us), 1 client"
 [ "$repeat" -gt 1 ] && hdr="read p50 (us), 1 client: median (each run)"
