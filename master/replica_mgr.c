@@ -63,6 +63,8 @@ struct rm_backup {
     uint32_t load;              /* replicas placed here */
     uint64_t avoid_until_ms;    /* a write failed: prefer others until then */
     bool     gone;              /* crashed/removed: never used again */
+    bool     full;              /* refused a replica (CRAM_BACKUP_FULL) and has not
+                                 * accepted one since, nor been freed one by us */
 };
 
 struct rm_replica {
@@ -160,12 +162,17 @@ struct replica_mgr {
     uint64_t sl_seen;           /* server list version the backups were checked against */
     uint64_t rerep_start_ms;    /* first unrestored replica loss, 0 = none */
     uint32_t rerep_count;
-    uint64_t last_warn_ms[4];
+    uint64_t last_warn_ms[5];
+
+    /* backup disk space (rm_disk_short, rm_set_backup_full_hook) */
+    uint64_t disk_short_until_ms;   /* 0 = not short */
+    tp_fn    full_fn;
+    void    *full_arg;
 
     struct rm_stats st;
 };
 
-enum { WARN_NO_BACKUPS, WARN_PLACE, WARN_WRITE, WARN_ROLL };
+enum { WARN_NO_BACKUPS, WARN_PLACE, WARN_WRITE, WARN_ROLL, WARN_FULL };
 
 static void pump(replica_mgr *rm);
 static void sl_sync(replica_mgr *rm);
@@ -632,8 +639,10 @@ static void on_write_done(void *arg, cram_status st, const uint8_t *resp, uint32
     r->inflight = false;
     if (rs == CRAM_OK) {
         r->acked = c->end;
-        if (c->flags & WIRE_BACKUP_OPEN)
+        if (c->flags & WIRE_BACKUP_OPEN) {
             r->open_acked = true;
+            b->full = false;        /* it had room for a whole replica */
+        }
         if (c->flags & WIRE_BACKUP_CLOSE)
             r->close_acked = true;
         update_synced(rm, s);
@@ -653,6 +662,14 @@ static void on_write_done(void *arg, cram_status st, const uint8_t *resp, uint32
                        (rs == CRAM_BACKUP_FULL || rs == CRAM_WRONG_SERVER ||
                         rs == CRAM_CALLER_NOT_IN_CLUSTER);
         replica_lost(rm, c->slot, c->idx, !refused, true);
+        if (rs == CRAM_BACKUP_FULL) {
+            /* the cleaner's disk trigger: combined cleaning frees replicas */
+            rm->st.backup_full_refusals++;
+            b->full = true;
+            rm->disk_short_until_ms = clock_mono_ms() + RM_DISK_SHORT_MS;
+            if (rm->full_fn != NULL)
+                rm->full_fn(rm->full_arg);
+        }
     }
     free(c);
     kick(rm);
@@ -1201,12 +1218,35 @@ void rm_set_coordinator(replica_mgr *rm, const char *locator)
     kick(rm);
 }
 
+/* Every backup is full and some replica of a segment in the log has no
+ * place: nothing appended from now on can become durable until a backup
+ * has room again. */
+static bool blocked_by_full_backups(replica_mgr *rm)
+{
+    if (!rm_disk_short(rm))
+        return false;
+    bool unplaced = false;
+    for (uint32_t p = rm->phead; p != NO_SLOT && !unplaced; p = rm->segs[p].next)
+        for (uint32_t i = 0; i < rm->R; i++)
+            unplaced |= rm->segs[p].r[i].b < 0;
+    return unplaced && rm_backups_full(rm);
+}
+
 cram_status rm_check_writable(replica_mgr *rm)
 {
     sl_sync(rm);
     uint32_t n = usable_backups(rm);
-    if (n >= rm->R)
-        return CRAM_OK;
+    if (n >= rm->R) {
+        if (!blocked_by_full_backups(rm))
+            return CRAM_OK;
+        rm->st.retries_backups_full++;
+        if (warn_due(rm, WARN_FULL))
+            CRAM_WARN("answering writes RETRY: every backup (%u usable) refused a replica "
+                      "(CRAM_BACKUP_FULL) and a segment still needs one; writes resume once a "
+                      "backup has room (another master's cleaner frees replicas there, a "
+                      "backup joins, or backups get more --backup-storage)", n);
+        return CRAM_RETRY;
+    }
     rm->st.retries_no_backups++;
     if (warn_due(rm, WARN_NO_BACKUPS))
         CRAM_WARN("answering writes RETRY: %u usable backups known, %u replicas required%s",
@@ -1305,10 +1345,42 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
         }
         r->b = -1;
         r->gen++;
+        /* its space there is given back: the backup may take a replica
+         * again, and disk is no longer short (combined cleaning freed it) */
+        b->full = false;
+        rm->disk_short_until_ms = 0;
     }
     pending_remove(rm, slot);
     s->tracked = false;
     kick(rm);
+}
+
+void rm_set_backup_full_hook(replica_mgr *rm, tp_fn fn, void *arg)
+{
+    rm->full_fn = fn;
+    rm->full_arg = arg;
+}
+
+bool rm_disk_short(const replica_mgr *rm)
+{
+    return rm->disk_short_until_ms != 0 && clock_mono_ms() < rm->disk_short_until_ms;
+}
+
+bool rm_backups_full(replica_mgr *rm)
+{
+    if (rm->sl == NULL)
+        return false;
+    uint32_t k = 0;
+    for (size_t i = 0; i < sl_count(rm->sl); i++) {
+        const struct sl_entry *e = sl_at(rm->sl, i);
+        if (!entry_usable(rm, e))
+            continue;
+        int32_t b = backup_find(rm, e->id);
+        if (b < 0 || !rm->backups[b].full)
+            return false;
+        k++;
+    }
+    return k > 0;
 }
 
 int rm_replicate_side(replica_mgr *rm, uint32_t slot)

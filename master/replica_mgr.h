@@ -83,7 +83,10 @@ void rm_set_coordinator(replica_mgr *rm, const char *locator);
 
 /* Called before a write-type operation appends: CRAM_OK if the head can have
  * R replicas; CRAM_RETRY (with a rate-limited warning saying why) if fewer
- * than R usable backups are known. */
+ * than R usable backups are known, or if every backup is full
+ * (rm_backups_full) while a replica of a segment in the log waits for a
+ * place: the write could not become durable before a backup frees space, so
+ * it is refused before it appends instead of its reply being held. */
 cram_status rm_check_writable(replica_mgr *rm);
 
 /* Send the response iov[0..n) to rpc once everything appended to the log so
@@ -122,6 +125,28 @@ int rm_move_segment(replica_mgr *rm, uint32_t from, uint32_t to);
 /* True if the segment in `slot` is closed and fully replicated. */
 bool rm_segment_done(const replica_mgr *rm, uint32_t slot);
 
+/*
+ * Backup disk space (the log cleaner's real disk trigger, docs/cleaner.md).
+ * A backup that refuses a new replica with CRAM_BACKUP_FULL is counted
+ * (rm_stats.backup_full_refusals), marked full until it accepts a replica
+ * again or this master frees one of its replicas there, and puts the manager
+ * in a "disk short" state for RM_DISK_SHORT_MS after the last refusal, or
+ * until a replica is freed (rm_free_segment: combined cleaning gave space
+ * back).  Every refusal calls the hook set here, from the loop, after the
+ * replica was handed to another backup; the hook must not call back into
+ * the manager synchronously except for the queries below (the cleaner only
+ * notes it and kicks itself from a timer).
+ */
+#define RM_DISK_SHORT_MS 5000
+/* One hook (NULL fn: none); a second call replaces the first. */
+void rm_set_backup_full_hook(replica_mgr *rm, tp_fn fn, void *arg);
+/* True while backup disk space is short (see above). */
+bool rm_disk_short(const replica_mgr *rm);
+/* True if every usable backup has refused a replica and accepted none since:
+ * a replica cannot be placed anywhere, so neither a new head nor a combined
+ * pass's survivors can become durable until some backup has room. */
+bool rm_backups_full(replica_mgr *rm);
+
 struct rm_stats {
     uint32_t replicas;              /* R */
     uint64_t backup_writes;         /* BACKUP_WRITE RPCs sent */
@@ -131,6 +156,9 @@ struct rm_stats {
     uint64_t replies_deferred;      /* replies held back until durable */
     uint64_t replies_pending;       /* held back right now */
     uint64_t retries_no_backups;    /* writes answered RETRY: fewer than R backups */
+    uint64_t backup_full_refusals;  /* new replicas refused with CRAM_BACKUP_FULL */
+    uint64_t retries_backups_full;  /* writes answered RETRY: every backup full and a
+                                     * replica waits for a place */
     uint64_t head_rolls_on_loss;    /* heads closed early because a replica was lost */
     uint64_t head_epoch_bumps;      /* heads re-sent under a higher epoch instead */
     uint64_t recovery_infos;        /* SET_MASTER_RECOVERY_INFO recorded */

@@ -300,6 +300,8 @@ static void add_backup(uint64_t storage)
     nbn++;
 }
 
+static uint64_t main_storage;       /* != 0: storage of the NMAIN listed backups */
+
 static void cluster_up(int sync, int small_last)
 {
     char err[256];
@@ -309,7 +311,8 @@ static void cluster_up(int sync, int small_last)
     CU_ASSERT_FATAL(sl != NULL);
     nbn = 0;
     for (int i = 0; i < NB; i++)
-        add_backup(small_last && i == NB - 1 ? 2 * SEGMENT : 64u << 20);
+        add_backup(small_last && i == NB - 1 ? 2 * SEGMENT
+                   : main_storage != 0 && i < NMAIN ? main_storage : 64u << 20);
     struct master_config mc = { .memory_bytes = 128 * SEGMENT, .segment_bytes = SEGMENT };
     ms = master_create(&mc, err, sizeof err);
     CU_ASSERT_FATAL(ms != NULL);
@@ -652,8 +655,68 @@ static void test_backup_full(void)
             on_small += ids[i] == bn[NB - 1].id;
     }
     CU_ASSERT(on_small <= 2);
-    printf("\n  %llu failed BACKUP_WRITEs (backup full), %u replicas on the small backup\n",
-           (unsigned long long)rs.backup_write_failures, on_small);
+    /* every failure was a refusal, counted for the cleaner's disk trigger;
+     * another backup always had room */
+    CU_ASSERT(rs.backup_full_refusals > 0);
+    CU_ASSERT_EQUAL(rs.backup_full_refusals, rs.backup_write_failures);
+    CU_ASSERT_EQUAL(rs.retries_backups_full, 0);
+    CU_ASSERT(!rm_backups_full(rm));
+    printf("\n  %llu failed BACKUP_WRITEs (%llu refused: backup full), %u replicas on the small "
+           "backup\n", (unsigned long long)rs.backup_write_failures,
+           (unsigned long long)rs.backup_full_refusals, on_small);
+    cluster_down();
+}
+
+/* Every backup full: no write is lost or left hanging.  The three listed
+ * backups hold 3 replicas each.  Writes go on until all have refused one;
+ * from then on writes are answered RETRY before they append (nothing could
+ * make them durable), the ones appended to the head that found no room are
+ * held back, not failed, and the cleaner (notified of every refusal) starts
+ * no pass it could not finish.  Two backups with room join: the held writes
+ * are acknowledged and every segment has its 2 replicas. */
+static void test_all_backups_full(void)
+{
+    main_storage = 3 * SEGMENT;
+    cluster_up(0, 0);
+    main_storage = 0;
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NMAIN, 1);
+    struct rm_stats rs;
+    int sent = 0;
+    uint64_t end = clock_mono_ms() + 20000;
+    do {
+        for (int k = 0; k < 20; k++, sent++)
+            send_write(sent, 1000);
+        for (int t = 0; t < 20; t++)
+            tp_loop_poll(loop, 1);
+        rm_get_stats(rm, &rs);
+    } while (rs.retries_backups_full == 0 && clock_mono_ms() < end);
+    CU_ASSERT_FATAL(rs.retries_backups_full > 0);
+    CU_ASSERT(rm_backups_full(rm));
+    CU_ASSERT(rm_disk_short(rm));
+    CU_ASSERT(rs.backup_full_refusals >= NMAIN);
+    /* writes now are refused before they append */
+    int ok_before = acked_ok, other_before = acked_other;
+    for (int k = 0; k < 20; k++, sent++)
+        send_write(sent, 1000);
+    uint64_t until = clock_mono_ms() + 1000;
+    while (acked_other < other_before + 20 && clock_mono_ms() < until)
+        tp_loop_poll(loop, 5);
+    CU_ASSERT(acked_other >= other_before + 20);
+    CU_ASSERT(last_other == CRAM_RETRY);
+    CU_ASSERT(acked_ok == ok_before);
+    int held = outstanding;
+    printf("\n  %d writes sent: %d acknowledged, %d RETRY, %d held back; %llu refusals\n", sent,
+           acked_ok, acked_other, held, (unsigned long long)rs.backup_full_refusals);
+    /* two backups with room join (a segment's replicas need two: one may
+     * already sit on the first): nothing held back is lost */
+    add_backup(64u << 20);
+    push_list(nbn, 1);
+    wait_acks();
+    CU_ASSERT(acked_ok == ok_before + held);
+    wait_idle();
+    check_all(0);
     cluster_down();
 }
 
@@ -960,6 +1023,8 @@ int main(void)
     CU_add_test(e, "R=2 buffered: retry, replicas equal, backup crash", test_e2e_buffered);
     CU_add_test(e, "R=2 sync: retry, replicas equal, backup crash", test_e2e_sync);
     CU_add_test(e, "backup full: replicas move elsewhere", test_backup_full);
+    CU_add_test(e, "every backup full: RETRY, nothing lost, a new backup unblocks",
+                test_all_backups_full);
     CU_add_test(e, "second head loss: epoch raised in place", test_double_loss);
     CU_add_test(e, "side segments replicated, rm_when_durable", test_side_segments);
     CU_add_test(e, "side segments replicated before the commit (recovery)", test_side_segments_early);
