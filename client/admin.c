@@ -395,6 +395,7 @@ cram_status cram_get_server_stats(cram_client *c, uint64_t server_id, const char
     out->segments_compacted = ss->segments_compacted;
     out->segments_cleaned = ss->segments_cleaned;
     out->cleaner_retries = ss->cleaner_retries;
+    out->backup_full_refusals = ss->backup_full_refusals;
     cram__server_stats__free_unpacked(ss, NULL);
     return CRAM_OK;
 }

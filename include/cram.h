@@ -345,6 +345,9 @@ typedef struct cram_server_stats {
     uint64_t segments_compacted;    /* in-memory compactions (no backup I/O) */
     uint64_t segments_cleaned;      /* segments cleaned by combined cleaning */
     uint64_t cleaner_retries;       /* writes answered RETRY while cleaning made room */
+    /* backup disk space */
+    uint64_t backup_full_refusals;  /* new replicas backups refused as full (each starts
+                                     * combined cleaning, which frees replicas) */
 } cram_server_stats;
 
 /*

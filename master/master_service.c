@@ -585,6 +585,7 @@ static void handle_stats(master_service *m, tp_rpc *rpc)
         s.recovery_infos = rs.recovery_infos;
         s.last_rereplication_ms = rs.last_rereplication_ms;
         s.segments_pending = rs.segments_pending;
+        s.backup_full_refusals = rs.backup_full_refusals;
     }
     /* per-tablet sizes: the coordinator's partitioning "will" */
     uint32_t nt = om_tablet_count(m->om);

@@ -463,6 +463,8 @@ static void print_stats(const cram_server_stats *s, const char *locator)
            " replicas recreated, last re-replication %" PRIu64 " ms, %" PRIu64 " replies waiting\n",
            s->replicas, s->backup_writes, s->backup_write_bytes, s->replicas_recreated,
            s->last_rereplication_ms, s->replies_pending);
+    printf("  backup_full      %" PRIu64 " replicas refused by full backups\n",
+           s->backup_full_refusals);
     printf("  cleaner          %" PRIu64 " compacted, %" PRIu64 " cleaned, %" PRIu64 " bytes copied / %"
            PRIu64 " freed (write amplification %.2f), %" PRIu64 " ms, %" PRIu64 " retries\n",
            s->segments_compacted, s->segments_cleaned, s->cleaner_bytes_copied,
