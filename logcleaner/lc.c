@@ -107,6 +107,9 @@ struct lc_cleaner {
     size_t nret, capret;
     uint64_t *ids_scratch;
     uint64_t last_report_ms;        /* progress line in the log, at most every 10 s */
+    bool full_note;                 /* a backup refused a replica as full (lc_backup_full)
+                                     * since the last decision */
+    uint64_t last_full_warn_ms;     /* "every backup is full" warning, at most every 10 s */
     struct lc_stats st;
 };
 
@@ -471,7 +474,9 @@ static bool start_compact(lc_cleaner *c)
     return true;
 }
 
-static bool start_clean(lc_cleaner *c, bool for_disk)
+/* for_disk: to free backup disk space (cost-benefit, fewer segments after),
+ * else memory; bfull: because a backup refused a replica as full (logged). */
+static bool start_clean(lc_cleaner *c, bool for_disk, bool bfull)
 {
     mlog *l = c->log;
     uint32_t S = l->segment_bytes;
@@ -549,6 +554,15 @@ static bool start_clean(lc_cleaner *c, bool for_disk)
     }
     j->kind = JOB_CLEAN;
     snapshot_ids(c, j);
+    if (bfull) {
+        struct rm_stats rs = { 0 };
+        if (c->rm != NULL)
+            rm_get_stats(c->rm, &rs);
+        c->st.passes_backup_full++;
+        CRAM_INFO("log cleaner: combined pass of %u segments into at most %u survivors: "
+                  "backup disk short (%llu replicas refused by full backups so far)",
+                  j->nsrc, j->ndst, (unsigned long long)rs.backup_full_refusals);
+    }
     hand_to_worker(c, j);
     return true;
 }
@@ -556,6 +570,31 @@ static bool start_clean(lc_cleaner *c, bool for_disk)
 static uint32_t segments_in_log(const mlog *l)
 {
     return log_nsegments(l) - l->nfree;
+}
+
+/*
+ * Backup disk is short: a backup refused a replica as full since the last
+ * decision (lc_backup_full), or the replica manager is still in its "disk
+ * short" state (rm_disk_short).  Not when every backup is full: a combined
+ * pass then cannot complete -- its survivors and the head its commit opens
+ * need replicas before the cleaned segments' replicas may be freed (freeing
+ * them first would lose acknowledged data if this master crashed) -- so it
+ * would only hold memory; the next refusal or head decides again.
+ */
+static bool backup_disk_short(lc_cleaner *c)
+{
+    bool s = c->full_note || (c->rm != NULL && rm_disk_short(c->rm));
+    if (!s || c->rm == NULL || !rm_backups_full(c->rm))
+        return s;
+    uint64_t now = clock_mono_ms();
+    if (c->last_full_warn_ms == 0 || now - c->last_full_warn_ms >= 10000) {
+        c->last_full_warn_ms = now;
+        CRAM_WARN("log cleaner: backup disk short, but every backup refused a replica: "
+                  "combined cleaning cannot free backup space now (its survivors and new head "
+                  "need replicas before the cleaned segments' replicas may be freed); waiting "
+                  "for a backup with room (writes needing a new replica get RETRY meanwhile)");
+    }
+    return false;
 }
 
 void lc_kick(lc_cleaner *c)
@@ -568,6 +607,10 @@ void lc_kick(lc_cleaner *c)
     uint32_t nseg_budget = (uint32_t)(budget / l->segment_bytes);
     uint32_t low = log_nsegments(l) / 16 > 4 ? log_nsegments(l) / 16 : 4;
     bool disk = segments_in_log(l) > c->cfg.disk_factor * nseg_budget || l->nfree < low;
+    /* a backup refused a replica as full (the real disk trigger) */
+    bool bfull = backup_disk_short(c);
+    c->full_note = false;
+    disk |= bfull;
     /* memory: clean only once the free memory is down to a low-water mark,
      * so dead space builds up and the cleaner copies as little as it can.
      * The mark follows the live data: with little of it, copying is cheap
@@ -603,7 +646,8 @@ void lc_kick(lc_cleaner *c)
      * until the survivors are durable: while memory is short it waits for
      * compaction, unless slots run out */
     bool slots_short = l->nfree < low;
-    if (disk && (!mem || slots_short || c->cfg.combined_only) && start_clean(c, true))
+    if (disk && (!mem || slots_short || bfull || c->cfg.combined_only) &&
+        start_clean(c, true, bfull))
         return;
     /* live tombstones are freed only by combined cleaning (the segments they
      * name must leave the log): it goes first when they hold more memory than
@@ -625,12 +669,12 @@ void lc_kick(lc_cleaner *c)
         if (clean_mem_score(l, s) > best_clean)
             best_clean = clean_mem_score(l, s);
     }
-    if (mem && named > gains && best_clean > best_compact && start_clean(c, false))
+    if (mem && named > gains && best_clean > best_compact && start_clean(c, false, false))
         return;
     if (mem && !c->cfg.combined_only && start_compact(c))
         return;
     if (mem || disk)
-        (void)start_clean(c, disk);
+        (void)start_clean(c, disk, bfull);
 }
 
 static void kick_cb(void *arg)
@@ -644,6 +688,13 @@ static void kick_later(lc_cleaner *c)
 {
     if (c->kick_timer == 0 && !c->cfg.disabled)
         c->kick_timer = tp_timer_add(c->loop, 0, kick_cb, c);
+}
+
+void lc_backup_full(void *arg)
+{
+    lc_cleaner *c = arg;
+    c->full_note = true;
+    kick_later(c);
 }
 
 /* Log events: forwarded to the replica manager's hook; a new head may mean
@@ -971,6 +1022,8 @@ lc_cleaner *lc_create(tp_loop *loop, mlog *l, ht *t, struct replica_mgr *rm,
     c->prev_hook = l->hook;
     c->prev_arg = l->hook_arg;
     log_set_hook(l, on_log_event, c);
+    if (rm != NULL && !c->cfg.disabled)
+        rm_set_backup_full_hook(rm, lc_backup_full, c);
     return c;
 
 destroy_cv:
@@ -1013,6 +1066,8 @@ void lc_destroy(lc_cleaner *c)
         tp_timer_cancel(c->loop, c->reclaim_timer);
     if (c->log->hook == on_log_event && c->log->hook_arg == c)
         log_set_hook(c->log, c->prev_hook, c->prev_arg);
+    if (c->rm != NULL)
+        rm_set_backup_full_hook(c->rm, NULL, NULL);
     log_set_reserve(c->log, 0);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
@@ -1048,7 +1103,7 @@ bool lc_can_free(lc_cleaner *c)
      * or can start now (else writers would retry against a cleaner that
      * stays idle) */
     if (!lc_busy(c) && !start_compact(c))
-        (void)start_clean(c, false);
+        (void)start_clean(c, false, false);
     if (!lc_busy(c))
         return false;
     c->st.retries++;

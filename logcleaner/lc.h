@@ -33,7 +33,8 @@
  * Start: a pass starts when the budget in use (log_stats.charged_bytes)
  * reaches `threshold` of the memory, or the log holds more than
  * `disk_factor` x (memory / segment size) segments (their replicas' backup
- * disk space), or a write found no room.  Writes that find no room get
+ * disk space), or a backup refused a replica as full (lc_backup_full,
+ * rm_disk_short), or a write found no room.  Writes that find no room get
  * CRAM_RETRY from the master service while lc_can_free says cleaning can
  * still make room, CRAM_NO_TABLE_SPACE otherwise.
  */
@@ -76,6 +77,13 @@ void lc_destroy(lc_cleaner *c);
 
 /* Start a pass now if one is due and none runs. */
 void lc_kick(lc_cleaner *c);
+/* A backup refused a replica because its storage is full (arg: the
+ * lc_cleaner).  lc_create registers it with the replica manager
+ * (rm_set_backup_full_hook); tests may call it directly.  The next decision
+ * (from a 0-delay timer) treats backup disk as short, like the disk_factor
+ * trigger: a combined pass by cost-benefit, logged with that reason, unless
+ * every backup is full (then no pass can complete; logged, see lc.c). */
+void lc_backup_full(void *arg);
 /* A write found no room: true (and a pass is started) if cleaning can still
  * free enough memory for a new head; false if live data fills the memory. */
 bool lc_can_free(lc_cleaner *c);
@@ -98,6 +106,8 @@ struct lc_stats {
     uint64_t tombstones_dropped;
     uint64_t time_ns;               /* worker time spent cleaning */
     uint64_t retries;               /* writes answered RETRY (lc_can_free true) */
+    uint64_t passes_backup_full;    /* combined passes started because backup disk was
+                                     * short (a backup refused a replica as full) */
     uint32_t segments_in_log;
 };
 void lc_get_stats(const lc_cleaner *c, struct lc_stats *st);

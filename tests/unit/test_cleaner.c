@@ -416,6 +416,62 @@ static void test_combined(void)
     om_destroy(om);
 }
 
+/* A backup refusing a replica as full (the replica manager calls
+ * lc_backup_full) starts a combined pass although neither memory nor the
+ * disk_factor estimate asks for one; it is counted, keeps every object
+ * readable, and leaves fewer segments. */
+static void test_backup_full_trigger(void)
+{
+    objmgr *om = mk(64);
+    mlog *l = om_log(om);
+    tp_loop *loop = tp_loop_create();
+    CU_ASSERT_PTR_NOT_NULL_FATAL(loop);
+    uint32_t count = 4000, vlen = 200, gen[4000];
+    make_garbage(om, count, vlen, 2, gen);
+    CU_ASSERT_EQUAL(log_roll(l), 0);
+    struct log_stats before;
+    log_get_stats(l, &before);
+    CU_ASSERT(before.charged_bytes < before.memory_bytes * 3 / 4);   /* memory is not short */
+    char err[256];
+    struct lc_config cfg = { .disk_factor = 100 };     /* the estimate never fires */
+    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_kick(c);
+    settle(loop, c);
+    struct lc_stats st;
+    lc_get_stats(c, &st);
+    CU_ASSERT_EQUAL(st.passes, 0);                  /* nothing due without the notice */
+    lc_backup_full(c);                              /* as the replica manager calls it */
+    CU_ASSERT_EQUAL(st.passes, 0);                  /* decided later, from the loop */
+    settle(loop, c);
+    lc_get_stats(c, &st);
+    struct log_stats after;
+    log_get_stats(l, &after);
+    printf("\n  backup full: %llu passes (%llu for backup disk), %llu segments cleaned into %llu "
+           "survivors, no compaction (%llu); segments in use %u -> %u\n",
+           (unsigned long long)st.passes, (unsigned long long)st.passes_backup_full,
+           (unsigned long long)st.segments_cleaned, (unsigned long long)st.survivors,
+           (unsigned long long)st.segments_compacted, before.segments_in_use,
+           after.segments_in_use);
+    CU_ASSERT_EQUAL(st.passes_backup_full, 1);      /* one notice, one pass */
+    CU_ASSERT_EQUAL(st.segments_compacted, 0);
+    CU_ASSERT(st.segments_cleaned > st.survivors);
+    CU_ASSERT(after.segments_in_use < before.segments_in_use);
+    int bad = 0;
+    for (uint32_t i = 0; i < count; i++)
+        bad += check_i(om, i, gen[i], vlen) != 0;
+    CU_ASSERT_EQUAL(bad, 0);
+    /* the notice is used up: no further pass without another one */
+    uint64_t passes = st.passes;
+    lc_kick(c);
+    settle(loop, c);
+    lc_get_stats(c, &st);
+    CU_ASSERT_EQUAL(st.passes, passes);
+    lc_destroy(c);
+    tp_loop_destroy(loop);
+    om_destroy(om);
+}
+
 /* A reader thread holds a pointer into a segment the cleaner compacts: the
  * old memory stays intact (not freed, not reused) until it leaves. */
 struct reader {
@@ -776,6 +832,7 @@ int main(void)
     CU_add_test(s, "epoch rule", test_epoch_rule);
     CU_add_test(s, "compaction frees memory, objects readable", test_compaction);
     CU_add_test(s, "combined cleaning: survivors, digest, tombstones", test_combined);
+    CU_add_test(s, "backup full starts a combined pass", test_backup_full_trigger);
     CU_add_test(s, "in-flight reader holds a cleaned segment", test_inflight_reader);
     CU_add_test(s, "random overwrites at 90%", test_overwrite_90);
     CU_add_test(s, "overwrite, remove, clean, recover: the key stays removed", test_no_resurrection);
