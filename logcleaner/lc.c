@@ -575,17 +575,25 @@ static uint32_t segments_in_log(const mlog *l)
 /*
  * Backup disk is short: a backup refused a replica as full since the last
  * decision (lc_backup_full), or the replica manager is still in its "disk
- * short" state (rm_disk_short).  Not when every backup is full: a combined
- * pass then cannot complete -- its survivors and the head its commit opens
- * need replicas before the cleaned segments' replicas may be freed (freeing
- * them first would lose acknowledged data if this master crashed) -- so it
- * would only hold memory; the next refusal or head decides again.
+ * short" state (rm_disk_short).  Every combined pass first adds replicas
+ * (survivors, the head its commit opens) and frees the cleaned segments'
+ * only once those are durable (freeing them first would lose acknowledged
+ * data if this master crashed).  So with backups short:
+ *  - one pass at a time: none starts while an earlier one waits for its
+ *    survivors (on_durable frees its replicas and kicks again); stacked
+ *    passes would each add survivors before anything is freed and can fill
+ *    the backups that still have room;
+ *  - none when every backup is full: it could not complete and would only
+ *    hold memory; the next refusal or head decides again.
  */
 static bool backup_disk_short(lc_cleaner *c)
 {
     bool s = c->full_note || (c->rm != NULL && rm_disk_short(c->rm));
-    if (!s || c->rm == NULL || !rm_backups_full(c->rm))
-        return s;
+    if (!s || c->waits != NULL)
+        return false;
+    c->full_note = false;
+    if (c->rm == NULL || !rm_backups_full(c->rm))
+        return true;
     uint64_t now = clock_mono_ms();
     if (c->last_full_warn_ms == 0 || now - c->last_full_warn_ms >= 10000) {
         c->last_full_warn_ms = now;
@@ -609,7 +617,6 @@ void lc_kick(lc_cleaner *c)
     bool disk = segments_in_log(l) > c->cfg.disk_factor * nseg_budget || l->nfree < low;
     /* a backup refused a replica as full (the real disk trigger) */
     bool bfull = backup_disk_short(c);
-    c->full_note = false;
     disk |= bfull;
     /* memory: clean only once the free memory is down to a low-water mark,
      * so dead space builds up and the cleaner copies as little as it can.

@@ -1345,11 +1345,15 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
         }
         r->b = -1;
         r->gen++;
-        /* its space there is given back: the backup may take a replica
-         * again, and disk is no longer short (combined cleaning freed it) */
-        b->full = false;
-        rm->disk_short_until_ms = 0;
+        b->full = false;            /* its space there is given back */
     }
+    /* disk is no longer short once combined cleaning has freed a replica on
+     * every backup that refused one */
+    bool any_full = false;
+    for (uint32_t i = 0; i < rm->nbackups && !any_full; i++)
+        any_full = rm->backups[i].full && !rm->backups[i].gone;
+    if (!any_full)
+        rm->disk_short_until_ms = 0;
     pending_remove(rm, slot);
     s->tracked = false;
     kick(rm);

@@ -131,8 +131,8 @@ bool rm_segment_done(const replica_mgr *rm, uint32_t slot);
  * (rm_stats.backup_full_refusals), marked full until it accepts a replica
  * again or this master frees one of its replicas there, and puts the manager
  * in a "disk short" state for RM_DISK_SHORT_MS after the last refusal, or
- * until a replica is freed (rm_free_segment: combined cleaning gave space
- * back).  Every refusal calls the hook set here, from the loop, after the
+ * until no backup is marked full any more because rm_free_segment freed a
+ * replica on each (combined cleaning gave space back).  Every refusal calls the hook set here, from the loop, after the
  * replica was handed to another backup; the hook must not call back into
  * the manager synchronously except for the queries below (the cleaner only
  * notes it and kicks itself from a timer).
