@@ -377,12 +377,17 @@ int h_start_server(struct h_cluster *c, int i)
     else
         snprintf(listen, sizeof(listen), "tcp:host=%s,port=%d", host, c->port_base + 1 + i);
     snprintf(bdir, sizeof(bdir), "%s/backup-%d", c->dir, i);
-    char *argv[] = {
+    char *argv[16 + H_MAX_SERVER_ARGS] = {
         (char *)h_bin("cram-server", bin, sizeof(bin)),
         "--coordinator", c->zk, "--cluster", c->cluster, "--listen", listen,
         "--memory", c->memory, "--segment-size", c->segment, "--backup-dir", bdir,
-        (c->backup_only >> i) & 1 ? "--backup-only" : NULL, NULL
     };
+    int n = 13;
+    if ((c->backup_only >> i) & 1)
+        argv[n++] = "--backup-only";
+    for (int k = 0; k < H_MAX_SERVER_ARGS && c->server_args[i][k] != NULL; k++)
+        argv[n++] = (char *)c->server_args[i][k];
+    argv[n] = NULL;
     return h_spawn_ns(&c->servers[i], c->dir, argv, c->xdp ? i + 1 : 0);
 }
 

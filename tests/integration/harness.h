@@ -45,6 +45,7 @@
 #define H_SKIP_CODE 77          /* exit code of a skipped test (ctest SKIP_RETURN_CODE) */
 #define H_XDP_PORT 24001        /* xdp: server i listens on UDP port H_XDP_PORT + i */
 #define H_MAX_COORD_ARGS 8
+#define H_MAX_SERVER_ARGS 8
 
 struct h_proc {
     pid_t pid;                  /* 0 = not running (never started or reaped) */
@@ -68,6 +69,8 @@ struct h_cluster {
     unsigned backup_only;       /* bit i: server i runs --backup-only (h_wait_servers then
                                  * waits for its backup service instead of a master) */
     const char *coord_args[H_MAX_COORD_ARGS];   /* extra coordinator arguments, NULL-ended */
+    const char *server_args[H_MAX_SERVERS][H_MAX_SERVER_ARGS];  /* extra arguments of server
+                                                 * i, NULL-ended (e.g. --backup-storage) */
     struct h_proc coord;
     struct h_proc servers[H_MAX_SERVERS];
 };
