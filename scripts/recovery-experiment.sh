@@ -27,6 +27,10 @@
 #   --coordinator-args "A..."  extra cram-coordinator arguments, split at
 #                       spaces (e.g. "--partition-bytes 64M"), via cluster.sh
 #   --server-args "A..."       extra cram-server arguments, likewise
+#   --small-pages       run the servers without --hugepages (the default here
+#                       backs every master's log with transparent huge pages:
+#                       one fault per 2 MiB instead of per 4 KiB; see
+#                       docs/benchmarks-recovery.md)
 #
 # Output: the table, D/result.txt, D/timeline.dat(.events) and D/timeline.png.
 # Last line: RESULT detect_ms=... recovery_ms=... mb_s=... objects_s=...
@@ -39,7 +43,7 @@ repo="$(cd "$here/.." && pwd)"
 
 servers=5 replicas="" durability="" memory=1G segment=8M mb=100 size=1000 writers=0
 port_base=23400 dir="$PWD/run/recovery-exp" bin="${CRAM_BIN:-}" keep=0
-coordinator_args="" server_args=""
+coordinator_args="" server_args="" hugepages=1
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
@@ -62,6 +66,7 @@ while [ $# -gt 0 ]; do
     --keep) keep=1; shift ;;
     --coordinator-args) coordinator_args="$2"; shift 2 ;;
     --server-args) server_args="$2"; shift 2 ;;
+    --small-pages) hugepages=0; shift ;;
     -h|--help) usage ;;
     *) echo "recovery-experiment.sh: unknown option '$1'" >&2; usage ;;
   esac
@@ -84,6 +89,7 @@ cargs=(start --servers "$servers" --port-base "$port_base" --dir "$dir" --memory
 [ -z "$replicas" ] || cargs+=(--replicas "$replicas")
 [ -z "$durability" ] || cargs+=(--durability "$durability")
 [ -z "$coordinator_args" ] || cargs+=(--coordinator-args "$coordinator_args")
+[ "$hugepages" = 0 ] || server_args="--hugepages${server_args:+ $server_args}"
 [ -z "$server_args" ] || cargs+=(--server-args "$server_args")
 
 stop_cluster() {
@@ -94,7 +100,7 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-echo "starting $servers servers (memory $memory, segments $segment, replicas ${replicas:-default}, durability ${durability:-default})"
+echo "starting $servers servers (memory $memory, segments $segment, replicas ${replicas:-default}, durability ${durability:-default}, $([ "$hugepages" = 1 ] && echo "huge pages" || echo "small pages"))"
 "$here/cluster.sh" "${cargs[@]}" >"$dir/cluster-start.out" 2>&1 || { cat "$dir/cluster-start.out" >&2; exit 1; }
 zk="zk:127.0.0.1:$port_base"
 
