@@ -1,33 +1,13 @@
 /* hashtable.c -- cache-line buckets with overflow chains (see hashtable.h). */
 #include "master/hashtable.h"
 
+#include "common/mem.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
-#include <unistd.h>
 
 #define HT_OVF_CHUNK 64   /* overflow buckets allocated at a time */
-
-/*
- * Fault in every page of the bucket array now, before the master serves.
- * Inserts land in random buckets, so a table holding a few objects per page
- * of buckets has touched all of it anyway -- but touched on the dispatch
- * thread, one fault per first write, and on a loaded VM a single fault
- * (zeroing, with THP: compaction) has stalled for over a second: long enough
- * for failure detection to wonder whether the server is alive.  Best effort:
- * MADV_POPULATE_WRITE (Linux 5.14), else one write per page.
- */
-static void ht_prefault(void *m, size_t len)
-{
-#ifdef MADV_POPULATE_WRITE
-    if (madvise(m, len, MADV_POPULATE_WRITE) == 0)
-        return;
-#endif
-    long pg = sysconf(_SC_PAGESIZE);
-    size_t step = pg > 0 ? (size_t)pg : 4096;
-    for (size_t off = 0; off < len; off += step)
-        ((volatile char *)m)[off] = 0;
-}
 
 ht *ht_create(uint64_t nbuckets)
 {
@@ -56,7 +36,13 @@ ht *ht_create(uint64_t nbuckets)
     /* big tables: transparent huge pages cut TLB misses on the read path */
     if (n * sizeof(struct ht_bucket) >= (2u << 20))
         (void)madvise(m, n * sizeof(struct ht_bucket), MADV_HUGEPAGE);
-    ht_prefault(m, n * sizeof(struct ht_bucket));
+    /* Fault every page of buckets in now, before the master serves.  Inserts
+     * land in random buckets, so a table holding a few objects per page has
+     * touched all of it anyway -- but on the dispatch thread, one fault per
+     * first write, and on a loaded VM one fault (zeroing, with THP:
+     * compaction) has stalled for over a second: long enough for failure
+     * detection to wonder whether the server is alive.  Best effort. */
+    (void)mem_prefault(m, n * sizeof(struct ht_bucket));
     t->buckets = m;
     t->nbuckets = n;
     t->shift = 64 - bits;

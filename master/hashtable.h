@@ -59,7 +59,7 @@ typedef struct ht {
 } ht;
 
 /* nbuckets is rounded to the nearer power of two (min 1).  The bucket array
- * (64 bytes a bucket) is faulted in at once (see ht_prefault in hashtable.c):
+ * (64 bytes a bucket) is faulted in at once (mem_prefault in ht_create):
  * the table costs its full size in RSS from the start.  NULL if out of memory. */
 ht  *ht_create(uint64_t nbuckets);
 void ht_destroy(ht *t);

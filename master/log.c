@@ -9,6 +9,7 @@
 #include "common/clock.h"
 #include "common/crc32c.h"
 #include "common/log.h"
+#include "common/mem.h"
 
 #define LOG_ARENA_ALIGN (2u * 1024 * 1024)
 #define LOG_PAGE        4096u
@@ -203,6 +204,32 @@ static void tomb_kill(mlog *l, uint32_t ts)
     t->named_bytes = 0;
 }
 
+/*
+ * --prefault: fault in the budget's worth of slots at the front of the arena
+ * (the free list hands those out first) before the master serves.  A master
+ * otherwise pays a page fault and the zeroing of every page on its first
+ * write there -- about a fifth of a recovery master's CPU while it replays a
+ * crashed master's data at hundreds of MB/s.  The slots count as free slots
+ * with resident pages (touched, resident_free), so the usual accounting keeps
+ * resident memory within the budget.  Best effort: without the memory the
+ * pages fault in on demand as before.
+ */
+static void log_prefault(mlog *l)
+{
+    uint32_t n = (uint32_t)(l->budget >> l->seg_shift);
+    uint64_t t0 = clock_mono_ms();
+    if (mem_prefault(l->arena, (size_t)n << l->seg_shift) != 0) {
+        CRAM_WARN("could not fault in the log's %llu MiB at start: %s (pages fault in on demand)",
+                  (unsigned long long)(l->budget >> 20), strerror(errno));
+        return;
+    }
+    for (uint32_t i = 0; i < n; i++)
+        l->segs[i].touched = l->segment_bytes;
+    l->resident_free = (uint64_t)n << l->seg_shift;
+    CRAM_INFO("log: %.1f MiB faulted in at start in %llu ms",
+              (double)l->budget / (1 << 20), (unsigned long long)(clock_mono_ms() - t0));
+}
+
 mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
 {
     uint32_t sb = cfg->segment_bytes;
@@ -282,6 +309,8 @@ mlog *log_create(const struct log_config *cfg, char *err, size_t errlen)
         l->free_head = i;
     }
     l->nfree = l->nsegs;
+    if (cfg->prefault)
+        log_prefault(l);
     return l;
 
 free_meta:

@@ -72,6 +72,8 @@ struct log_config {
     uint64_t memory_bytes;   /* rounded down to whole segments; >= 2 segments */
     uint32_t segment_bytes;  /* power of two, LOG_MIN_SEGMENT..LOG_MAX_SEGMENT */
     int      hugepages;      /* madvise(MADV_HUGEPAGE) on the arena */
+    int      prefault;       /* fault in (zero) the memory_bytes the log fills
+                              * first now, not on the first write to each page */
     uint64_t master_id;      /* written into every segment header */
 };
 

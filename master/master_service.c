@@ -82,6 +82,7 @@ master_service *master_create(const struct master_config *cfg, char *err, size_t
     }
     struct om_config oc = { .memory_bytes = mem, .segment_bytes = seg, .max_value_bytes = maxv,
                             .hash_buckets = cfg->hash_buckets, .hugepages = cfg->hugepages,
+                            .prefault = cfg->prefault,
                             .master_id = 0 };
     m->om = om_create(&oc, err, errlen);
     if (m->om == NULL) {

@@ -20,6 +20,7 @@ struct master_config {
     uint32_t max_value_bytes;  /* default CRAM_MAX_VALUE_LEN; <= segment_bytes / 2 */
     uint64_t hash_buckets;     /* 0 = derived from memory_bytes */
     int      hugepages;        /* madvise(MADV_HUGEPAGE) on the arena */
+    int      prefault;         /* fault the log's memory in at start (--prefault) */
     /* log cleaner (logcleaner/lc.h), started by master_set_replication: */
     double   cleaner_threshold;   /* 0 = 0.90 of memory in use; < 0 = no cleaner */
     double   cleaner_disk_factor; /* 0 = 1.5: combined cleaning above this x

@@ -135,7 +135,8 @@ objmgr *om_create(const struct om_config *cfg, char *err, size_t errlen)
         return NULL;
     }
     struct log_config lc = { .memory_bytes = cfg->memory_bytes, .segment_bytes = cfg->segment_bytes,
-                             .hugepages = cfg->hugepages, .master_id = cfg->master_id };
+                             .hugepages = cfg->hugepages,
+                             .prefault = cfg->prefault, .master_id = cfg->master_id };
     om->log = log_create(&lc, err, errlen);
     if (om->log == NULL)
         goto free_om;

@@ -33,6 +33,7 @@ struct om_config {
     uint64_t hash_buckets;     /* 0 = memory_bytes / 512 (>= 1024): ~1/8 of
                                 * the log in buckets, room for ~16 entries per KiB */
     int      hugepages;
+    int      prefault;         /* log_config.prefault */
     uint64_t master_id;        /* written into segment headers (0 before enlisting) */
 };
 

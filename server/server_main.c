@@ -450,6 +450,10 @@ static void usage(FILE *f)
 "  --poll-us N             dispatch thread spins N us after activity, then sleeps;\n"
 "                          0 = block at once (default: 50)\n"
 "  --hugepages             back the log with transparent huge pages (madvise)\n"
+"  --prefault              fault in (zero) the log's --memory at start, before serving:\n"
+"                          resident at --memory from the start, no page faults when the\n"
+"                          log first fills (e.g. as a recovery master); start-up takes\n"
+"                          about 0.2 s per GiB\n"
 "  --master-only           run only the master service\n"
 "  --backup-only           run only the backup service\n"
 "  --backup-dir DIR        where the backup service keeps replica files (created if missing;\n"
@@ -540,7 +544,7 @@ static int label_valid(const char *s)
 
 int main(int argc, char **argv)
 {
-    enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_MONLY, O_BONLY,
+    enum { O_COORD = 1, O_CLUSTER, O_LISTEN, O_MEM, O_SEG, O_POLL, O_HUGE, O_PREFAULT, O_MONLY, O_BONLY,
            O_FD, O_LOG, O_PING_INT, O_PING_TO, O_BDIR, O_BSTORE, O_CLEAN_T, O_CLEAN_D, O_HELP };
     static const struct option opts[] = {
         { "coordinator", required_argument, NULL, O_COORD },
@@ -550,6 +554,7 @@ int main(int argc, char **argv)
         { "segment-size", required_argument, NULL, O_SEG },
         { "poll-us", required_argument, NULL, O_POLL },
         { "hugepages", no_argument, NULL, O_HUGE },
+        { "prefault", no_argument, NULL, O_PREFAULT },
         { "master-only", no_argument, NULL, O_MONLY },
         { "backup-only", no_argument, NULL, O_BONLY },
         { "failure-domain", required_argument, NULL, O_FD },
@@ -573,7 +578,7 @@ int main(int argc, char **argv)
     uint64_t seg = 8ull << 20;
     uint64_t poll_us = 50;
     uint64_t ping_interval = FDET_DEFAULT_INTERVAL_MS, ping_timeout = FDET_DEFAULT_TIMEOUT_MS;
-    int hugepages = 0, master_only = 0, backup_only = 0;
+    int hugepages = 0, prefault = 0, master_only = 0, backup_only = 0;
     const char *backup_dir = NULL;
     char backup_dir_default[256];
     uint64_t backup_storage = 4ull << 30;
@@ -604,6 +609,7 @@ int main(int argc, char **argv)
             }
             break;
         case O_HUGE: hugepages = 1; break;
+        case O_PREFAULT: prefault = 1; break;
         case O_MONLY: master_only = 1; break;
         case O_BONLY: backup_only = 1; break;
         case O_FD:
@@ -706,6 +712,7 @@ int main(int argc, char **argv)
             .max_value_bytes = CRAM_MAX_VALUE_LEN < seg / 2 ? CRAM_MAX_VALUE_LEN : (uint32_t)(seg / 2),
             .hash_buckets = 0,
             .hugepages = hugepages,
+            .prefault = prefault,
             .cleaner_threshold = cleaner_threshold,
             .cleaner_disk_factor = cleaner_disk_factor,
         };

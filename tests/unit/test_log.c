@@ -3,6 +3,8 @@
 #include <CUnit/Basic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
 #include "master/log.h"
 #include "common/segment.h"
 
@@ -232,6 +234,54 @@ static void test_full_log(void)
     log_destroy(l);
 }
 
+/* pages of [p, p + len) resident now (mincore) */
+static size_t resident_pages(const void *p, size_t len)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), n = (len + pg - 1) / pg, r = 0;
+    unsigned char *v = malloc(n);
+    CU_ASSERT_FATAL(v != NULL);
+    CU_ASSERT_FATAL(mincore((void *)p, len, v) == 0);
+    for (size_t i = 0; i < n; i++)
+        r += v[i] & 1;
+    free(v);
+    return r;
+}
+
+/* --prefault: the budget's slots at the front are resident before the first
+ * write, counted as free resident pages, and filling the log keeps resident
+ * memory within the budget. */
+static void test_prefault(void)
+{
+    char err[256];
+    struct log_config c = { .memory_bytes = 8ull * SEGSZ, .segment_bytes = SEGSZ,
+                            .prefault = 1, .master_id = 77 };
+    mlog *l = log_create(&c, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    CU_ASSERT_EQUAL(resident_pages(log_segment_base(l, 0), 8 * SEGSZ), 8 * SEGSZ / pg);
+    CU_ASSERT_EQUAL(resident_pages(log_segment_base(l, 8), SEGSZ), 0);  /* past the budget */
+    CU_ASSERT_EQUAL(l->resident_free, l->budget);
+    CU_ASSERT_EQUAL(l->charged, 0);
+    log_ref r;
+    uint32_t n = 0;
+    while (append_blob(l, n, 4000, &r) == 0) {
+        CU_ASSERT_FATAL(n < 1000);
+        CU_ASSERT(l->charged + l->resident_free <= l->budget);
+        n++;
+    }
+    CU_ASSERT(n > 100);
+    CU_ASSERT_EQUAL(resident_pages(log_segment_base(l, 8), SEGSZ), 0);
+    log_destroy(l);
+
+    /* without it nothing is resident before the first write */
+    c.prefault = 0;
+    l = log_create(&c, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(l);
+    CU_ASSERT_EQUAL(resident_pages(log_segment_base(l, 0), 8 * SEGSZ), 0);
+    CU_ASSERT_EQUAL(l->resident_free, 0);
+    log_destroy(l);
+}
+
 static void test_side_segments(void)
 {
     mlog *l = mk(6);
@@ -425,6 +475,7 @@ int main(void)
     CU_add_test(s, "segment roll and log digest", test_roll_and_digest);
     CU_add_test(s, "full log", test_full_log);
     CU_add_test(s, "side segments", test_side_segments);
+    CU_add_test(s, "prefault", test_prefault);
     CU_add_test(s, "tombstone accounting", test_tombstone_accounting);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
