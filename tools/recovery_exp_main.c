@@ -153,6 +153,24 @@ static void *writer_main(void *arg)
     return NULL;
 }
 
+/* Set up ops[0..n) as reads of n objects spread evenly over
+ * [first, first + span) -- object first + k * span / n for op k, so
+ * span == n reads first .. first + n - 1.  keys holds n keys of 32 bytes,
+ * bufs n value buffers of O.size + 32 bytes; the ops point into both. */
+static void fill_read_ops(cram_multi_op *ops, char (*keys)[32], char *bufs, size_t n,
+                          uint64_t first, uint64_t span)
+{
+    for (size_t k = 0; k < n; k++) {
+        key_of(keys[k], 32, first + k * span / n);
+        memset(&ops[k], 0, sizeof(ops[k]));
+        ops[k].table = table_id;
+        ops[k].key = keys[k];
+        ops[k].key_len = (uint16_t)strlen(keys[k]);
+        ops[k].buf = bufs + k * ((size_t)O.size + 32);
+        ops[k].buf_len = O.size + 31;
+    }
+}
+
 /* Read every object; count those missing (lost) or holding an older
  * sequence than acknowledged (stale).  Returns the objects not readable. */
 static uint64_t read_all(cram_client *c, uint64_t *lost, uint64_t *stale)
@@ -163,16 +181,8 @@ static uint64_t read_all(cram_client *c, uint64_t *lost, uint64_t *stale)
     uint64_t unreadable = 0;
     *lost = *stale = 0;
     for (uint64_t base = 0; base < O.objects; base += BATCH) {
-        size_t k = 0;
-        for (; k < BATCH && base + k < O.objects; k++) {
-            key_of(keys[k], 32, base + k);
-            memset(&ops[k], 0, sizeof(ops[k]));
-            ops[k].table = table_id;
-            ops[k].key = keys[k];
-            ops[k].key_len = (uint16_t)strlen(keys[k]);
-            ops[k].buf = bufs + k * ((size_t)O.size + 32);
-            ops[k].buf_len = O.size + 31;
-        }
+        size_t k = O.objects - base < BATCH ? (size_t)(O.objects - base) : BATCH;
+        fill_read_ops(ops, keys, bufs, k, base, k);
         cram_status st = cram_multi_read(c, ops, k);
         for (size_t j = 0; j < k; j++) {
             uint64_t i = base + j;
@@ -206,24 +216,15 @@ static uint64_t read_sample(cram_client *c)
     char (*keys)[32] = calloc(PROBE, 32);
     char *bufs = calloc(PROBE, (size_t)O.size + 32);
     cram_multi_op ops[PROBE];
-    size_t k = 0;
     uint64_t n = O.objects < PROBE ? O.objects : PROBE, bad = 0;
     if (keys == NULL || bufs == NULL) {
         free(keys);
         free(bufs);
         return n;
     }
-    for (; k < n; k++) {
-        key_of(keys[k], 32, k * O.objects / n);
-        memset(&ops[k], 0, sizeof(ops[k]));
-        ops[k].table = table_id;
-        ops[k].key = keys[k];
-        ops[k].key_len = (uint16_t)strlen(keys[k]);
-        ops[k].buf = bufs + k * ((size_t)O.size + 32);
-        ops[k].buf_len = O.size + 31;
-    }
-    cram_status st = cram_multi_read(c, ops, k);
-    for (size_t j = 0; j < k; j++)
+    fill_read_ops(ops, keys, bufs, n, 0, O.objects);
+    cram_status st = cram_multi_read(c, ops, n);
+    for (size_t j = 0; j < n; j++)
         bad += st != CRAM_OK || ops[j].status != CRAM_OK;
     free(keys);
     free(bufs);
