@@ -710,3 +710,124 @@ int h_tcp_connect(int port)
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     return fd;
 }
+
+int h_objs_init(struct h_objs *o, cram_client *cl, uint64_t table, uint32_t nkeys,
+                uint32_t vlen, size_t batch)
+{
+    *o = (struct h_objs){ .cl = cl, .table = table, .nkeys = nkeys, .vlen = vlen,
+                          .batch = batch, .seed = 0x9e3779b97f4a7c15ull };
+    o->gen = calloc(nkeys ? nkeys : 1, sizeof *o->gen);
+    o->ops = calloc(batch, sizeof *o->ops);
+    o->kb = calloc(batch, sizeof *o->kb);
+    o->vb = calloc(batch, vlen);
+    o->g = calloc(batch, sizeof *o->g);
+    o->keys = calloc(batch, sizeof *o->keys);
+    o->want = calloc(1, vlen);
+    if (vlen < 8 || batch == 0 || !o->gen || !o->ops || !o->kb || !o->vb || !o->g || !o->keys ||
+        !o->want) {
+        h_objs_free(o);
+        return -1;
+    }
+    return 0;
+}
+
+void h_objs_free(struct h_objs *o)
+{
+    free(o->gen);
+    free(o->ops);
+    free(o->kb);
+    free(o->vb);
+    free(o->g);
+    free(o->keys);
+    free(o->want);
+    *o = (struct h_objs){ 0 };
+}
+
+void h_obj_val(uint8_t *v, uint32_t vlen, uint32_t k, uint32_t g)
+{
+    memcpy(v, &k, 4);
+    memcpy(v + 4, &g, 4);
+    for (uint32_t i = 8; i < vlen; i++)
+        v[i] = (uint8_t)(k * 7 + g * 13 + i);
+}
+
+int h_objs_write(struct h_objs *o, const uint32_t *keys, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        uint8_t *v = o->vb + i * o->vlen;
+        snprintf(o->kb[i], sizeof o->kb[i], H_OBJ_KEYFMT, keys[i]);
+        o->g[i] = o->gen[keys[i]] + 1;
+        for (size_t j = 0; j < i; j++)      /* a key twice: the later op wins */
+            if (keys[j] == keys[i])
+                o->g[i] = o->g[j] + 1;
+        h_obj_val(v, o->vlen, keys[i], o->g[i]);
+        o->ops[i] = (cram_multi_op){ .table = o->table, .key = o->kb[i], .key_len = H_OBJ_KLEN,
+                                     .value = v, .value_len = o->vlen };
+    }
+    cram_status st = cram_multi_write(o->cl, o->ops, n);
+    if (st != CRAM_OK) {
+        fprintf(stderr, "multi-write: %s\n", cram_status_name(st));
+        return -1;
+    }
+    int bad = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (o->ops[i].status != CRAM_OK) {
+            if (bad++ < 5)
+                fprintf(stderr, "write of " H_OBJ_KEYFMT ": %s\n", keys[i],
+                        cram_status_name(o->ops[i].status));
+            continue;
+        }
+        if (o->g[i] > o->gen[keys[i]])
+            o->gen[keys[i]] = o->g[i];
+    }
+    return bad ? -1 : 0;
+}
+
+int h_objs_fill(struct h_objs *o)
+{
+    for (uint32_t k = 0; k < o->nkeys; k += (uint32_t)o->batch) {
+        size_t n = o->nkeys - k < o->batch ? o->nkeys - k : o->batch;
+        for (size_t i = 0; i < n; i++)
+            o->keys[i] = k + (uint32_t)i;
+        if (h_objs_write(o, o->keys, n) != 0)
+            return -1;
+    }
+    return 0;
+}
+
+int h_objs_write_random(struct h_objs *o)
+{
+    for (size_t i = 0; i < o->batch; i++) {
+        o->seed ^= o->seed << 13;
+        o->seed ^= o->seed >> 7;
+        o->seed ^= o->seed << 17;
+        o->keys[i] = (uint32_t)(o->seed % o->nkeys);
+    }
+    return h_objs_write(o, o->keys, o->batch);
+}
+
+int h_objs_verify(struct h_objs *o)
+{
+    int bad = 0;
+    for (uint32_t k = 0; k < o->nkeys; k += (uint32_t)o->batch) {
+        size_t n = o->nkeys - k < o->batch ? o->nkeys - k : o->batch;
+        for (size_t i = 0; i < n; i++) {
+            snprintf(o->kb[i], sizeof o->kb[i], H_OBJ_KEYFMT, k + (uint32_t)i);
+            o->ops[i] = (cram_multi_op){ .table = o->table, .key = o->kb[i],
+                                         .key_len = H_OBJ_KLEN, .buf = o->vb + i * o->vlen,
+                                         .buf_len = o->vlen };
+        }
+        if (cram_multi_read(o->cl, o->ops, n) != CRAM_OK)
+            return (int)o->nkeys;
+        for (size_t i = 0; i < n; i++) {
+            h_obj_val(o->want, o->vlen, k + (uint32_t)i, o->gen[k + i]);
+            if (o->ops[i].status != CRAM_OK || o->ops[i].value_len_out != o->vlen ||
+                memcmp(o->ops[i].buf, o->want, o->vlen) != 0) {
+                if (bad++ < 5)
+                    fprintf(stderr, "read of " H_OBJ_KEYFMT ": %s\n", k + (uint32_t)i,
+                            cram_status_name(o->ops[i].status));
+            }
+        }
+    }
+    return bad;
+}

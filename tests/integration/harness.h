@@ -132,4 +132,54 @@ const char *h_host_of_port(int port);
  * receive timeouts, or -1. */
 int  h_tcp_connect(int port);
 
+/* A set of objects with checkable values, for tests that overwrite objects
+ * and read them back: key k (0 <= k < nkeys) is H_OBJ_KEYFMT (H_OBJ_KLEN
+ * bytes); its value at generation g is vlen bytes, k and g then a pattern
+ * of both (h_obj_val), so a read shows which write it returns.  gen[k] is
+ * the latest generation a write of k was acknowledged with (0 = never
+ * written).  Multi-ops go out in batches of at most batch ops; the set owns
+ * the gen array and the batch buffers (h_objs_init .. h_objs_free), not the
+ * client. */
+#define H_OBJ_KEYFMT "key%08u"
+#define H_OBJ_KLEN   11
+
+struct h_objs {
+    cram_client *cl;            /* not owned */
+    uint64_t table;
+    uint32_t nkeys;
+    uint32_t vlen;              /* value bytes, >= 8 */
+    size_t   batch;             /* most ops per multi-op */
+    uint32_t *gen;              /* [nkeys] latest acknowledged generation */
+    uint64_t seed;              /* xorshift64 state of h_objs_write_random */
+    /* buffers of one batch */
+    cram_multi_op *ops;
+    char     (*kb)[16];         /* keys */
+    uint8_t  *vb;               /* batch values of vlen bytes (written or read) */
+    uint32_t *g;                /* generation each op writes */
+    uint32_t *keys;             /* key numbers for h_objs_fill / h_objs_write_random */
+    uint8_t  *want;             /* one expected value */
+};
+
+/* Set up o for nkeys objects of vlen bytes in table, none written yet.
+ * Returns 0, or -1 (out of memory; o is then freed). */
+int  h_objs_init(struct h_objs *o, cram_client *cl, uint64_t table, uint32_t nkeys,
+                 uint32_t vlen, size_t batch);
+void h_objs_free(struct h_objs *o);
+/* The vlen-byte value of key k at generation g into v. */
+void h_obj_val(uint8_t *v, uint32_t vlen, uint32_t k, uint32_t g);
+/* One multi-write of keys[0..n) (n <= batch) with their next generation (a
+ * key twice: the later op writes the later one); gen[] follows the
+ * acknowledged writes.  0 if every op was acknowledged, else -1 (the first
+ * failures printed). */
+int  h_objs_write(struct h_objs *o, const uint32_t *keys, size_t n);
+/* Write every object once, in key order; stops at the first batch that
+ * fails.  0 or -1. */
+int  h_objs_fill(struct h_objs *o);
+/* h_objs_write of batch keys drawn at random (xorshift64 from o->seed). */
+int  h_objs_write_random(struct h_objs *o);
+/* Read every object back: returns how many are missing or not at their
+ * latest acknowledged generation (the first ones printed); nkeys if a
+ * multi-read fails as a whole. */
+int  h_objs_verify(struct h_objs *o);
+
 #endif

@@ -33,29 +33,17 @@
 
 #define MEM_BYTES   (16ull << 20)
 #define VLEN        1000
-#define KEYFMT      "key%08u"           /* 11 bytes */
-#define KLEN        11
 #define BATCH       100
-#define ENTRY_BYTES (12 + 24 + KLEN + VLEN)
+#define ENTRY_BYTES (12 + 24 + H_OBJ_KLEN + VLEN)
 #define FILL        0.35
 #define MAX_SECONDS 20
 #define BACKUP_MIB  (3 + 40 + 40)       /* storage of servers 1-3 */
 
 static struct h_cluster C;
 static cram_client *cl;
-static uint64_t tid;
-static uint32_t nkeys;
-static uint32_t *gen;                   /* latest acknowledged generation per key */
+static struct h_objs O;                 /* the objects, with their latest generations */
 static uint64_t master_id;
 static char out[16384];
-
-static void make_val(uint8_t *v, uint32_t k, uint32_t g)
-{
-    memcpy(v, &k, 4);
-    memcpy(v + 4, &g, 4);
-    for (int i = 8; i < VLEN; i++)
-        v[i] = (uint8_t)(k * 7 + g * 13 + (uint32_t)i);
-}
 
 static int suite_init(void)
 {
@@ -78,6 +66,7 @@ static int suite_init(void)
     if (cl == NULL)
         return -1;
     cram_set_timeout(cl, (uint32_t)h_ms(30000));
+    uint64_t tid;
     if (cram_create_table(cl, "bfull", 1, &tid) != CRAM_OK)
         return -1;
     cram_tablet_info *t = NULL;
@@ -86,83 +75,15 @@ static int suite_init(void)
         return -1;
     master_id = t[0].server_id;
     cram_free(t);
-    nkeys = (uint32_t)(FILL * MEM_BYTES / ENTRY_BYTES);
-    gen = calloc(nkeys, sizeof *gen);
-    return gen != NULL ? 0 : -1;
+    return h_objs_init(&O, cl, tid, (uint32_t)(FILL * MEM_BYTES / ENTRY_BYTES), VLEN, BATCH);
 }
 
 static int suite_clean(void)
 {
     if (cl != NULL)
         cram_disconnect(cl);
-    free(gen);
+    h_objs_free(&O);
     return 0;
-}
-
-/* One multi-write of keys[0..n) with their next generation; 0 if every op
- * was acknowledged. */
-static int write_batch(const uint32_t *keys, size_t n)
-{
-    static cram_multi_op ops[BATCH];
-    static char kb[BATCH][16];
-    static uint8_t vb[BATCH][VLEN];
-    static uint32_t g[BATCH];
-    for (size_t i = 0; i < n; i++) {
-        snprintf(kb[i], 16, KEYFMT, keys[i]);
-        g[i] = gen[keys[i]] + 1;
-        for (size_t j = 0; j < i; j++)      /* a key twice: the later op wins */
-            if (keys[j] == keys[i])
-                g[i] = g[j] + 1;
-        make_val(vb[i], keys[i], g[i]);
-        ops[i] = (cram_multi_op){ .table = tid, .key = kb[i], .key_len = KLEN,
-                                  .value = vb[i], .value_len = VLEN };
-    }
-    cram_status st = cram_multi_write(cl, ops, n);
-    if (st != CRAM_OK) {
-        fprintf(stderr, "multi-write: %s\n", cram_status_name(st));
-        return -1;
-    }
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ops[i].status != CRAM_OK) {
-            if (bad++ < 5)
-                fprintf(stderr, "write of " KEYFMT ": %s\n", keys[i],
-                        cram_status_name(ops[i].status));
-            continue;
-        }
-        if (g[i] > gen[keys[i]])
-            gen[keys[i]] = g[i];
-    }
-    return bad ? -1 : 0;
-}
-
-static int verify_all(void)
-{
-    static cram_multi_op ops[BATCH];
-    static char kb[BATCH][16];
-    static uint8_t rb[BATCH][VLEN];
-    uint8_t want[VLEN];
-    int bad = 0;
-    for (uint32_t k = 0; k < nkeys; k += BATCH) {
-        size_t n = nkeys - k < BATCH ? nkeys - k : BATCH;
-        for (size_t i = 0; i < n; i++) {
-            snprintf(kb[i], 16, KEYFMT, k + (uint32_t)i);
-            ops[i] = (cram_multi_op){ .table = tid, .key = kb[i], .key_len = KLEN,
-                                      .buf = rb[i], .buf_len = VLEN };
-        }
-        if (cram_multi_read(cl, ops, n) != CRAM_OK)
-            return (int)nkeys;
-        for (size_t i = 0; i < n; i++) {
-            make_val(want, k + (uint32_t)i, gen[k + i]);
-            if (ops[i].status != CRAM_OK || ops[i].value_len_out != VLEN ||
-                memcmp(rb[i], want, VLEN) != 0) {
-                if (bad++ < 5)
-                    fprintf(stderr, "read of " KEYFMT ": %s\n", k + (uint32_t)i,
-                            cram_status_name(ops[i].status));
-            }
-        }
-    }
-    return bad;
 }
 
 /* Lines of the master's log that contain s. */
@@ -181,27 +102,14 @@ static int log_count(const char *s)
 
 static void test_overwrites_with_full_backups(void)
 {
-    static uint32_t keys[BATCH];
-    int bad = 0;
     uint64_t t0 = h_now_ms();
-    for (uint32_t k = 0; k < nkeys && !bad; k += BATCH) {
-        size_t n = nkeys - k < BATCH ? nkeys - k : BATCH;
-        for (size_t i = 0; i < n; i++)
-            keys[i] = k + (uint32_t)i;
-        bad |= write_batch(keys, n);
-    }
+    int bad = h_objs_fill(&O);
     CU_ASSERT_EQUAL_FATAL(bad, 0);
     uint64_t t1 = h_now_ms();
-    uint64_t target = 24 * MEM_BYTES / ENTRY_BYTES, writes = 0, seed = 0x9e3779b97f4a7c15ull;
+    uint64_t target = 24 * MEM_BYTES / ENTRY_BYTES, writes = 0;
     uint64_t end = t1 + MAX_SECONDS * 1000;
     while (writes < target && h_now_ms() < end && !bad) {
-        for (size_t i = 0; i < BATCH; i++) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            keys[i] = (uint32_t)(seed % nkeys);
-        }
-        bad |= write_batch(keys, BATCH);
+        bad |= h_objs_write_random(&O);
         writes += BATCH;
     }
     uint64_t t2 = h_now_ms();
@@ -212,7 +120,7 @@ static void test_overwrites_with_full_backups(void)
     double secs = (double)(t2 - t1) / 1000;
     printf("\n  filled %u objects of %d B (%.0f%% of %llu MiB) in %.1f s; %" PRIu64
            " overwrites (%.1fx the memory) in %.1f s: %.0f writes/s\n",
-           nkeys, VLEN, FILL * 100, MEM_BYTES >> 20, (double)(t1 - t0) / 1000, writes,
+           O.nkeys, VLEN, FILL * 100, MEM_BYTES >> 20, (double)(t1 - t0) / 1000, writes,
            (double)writes * ENTRY_BYTES / MEM_BYTES, secs, (double)writes / secs);
     printf("  %" PRIu64 " replicas refused by full backups; %d passes for backup disk; %" PRIu64
            " segments cleaned, %" PRIu64 " compacted; memory in use %.1f%%; %u segments in use\n",
@@ -227,7 +135,7 @@ static void test_overwrites_with_full_backups(void)
 
 static void test_all_readable(void)
 {
-    CU_ASSERT_EQUAL(verify_all(), 0);
+    CU_ASSERT_EQUAL(h_objs_verify(&O), 0);
 }
 
 static void test_cli_stats(void)

@@ -27,18 +27,14 @@
 
 #define MEM_BYTES   (64ull << 20)
 #define VLEN        100
-#define KEYFMT      "key%08u"           /* 11 bytes */
-#define KLEN        11
 #define BATCH       500
-#define ENTRY_BYTES (12 + 24 + KLEN + VLEN)
+#define ENTRY_BYTES (12 + 24 + H_OBJ_KLEN + VLEN)
 #define FILL        0.90
 #define MAX_SECONDS 60
 
 static struct h_cluster C;
 static cram_client *cl;
-static uint64_t tid;
-static uint32_t nkeys;
-static uint32_t *gen;                   /* latest acknowledged generation per key */
+static struct h_objs O;                 /* the objects, with their latest generations */
 static char owner_loc[256];
 static uint64_t owner_id;
 static int owner_slot = -1;
@@ -49,14 +45,6 @@ static void sleep_ms(uint64_t ms)
     struct timespec ts = { (time_t)(ms / 1000), (long)(ms % 1000) * 1000000L };
     while (nanosleep(&ts, &ts) != 0)
         ;
-}
-
-static void make_val(uint8_t *v, uint32_t k, uint32_t g)
-{
-    memcpy(v, &k, 4);
-    memcpy(v + 4, &g, 4);
-    for (int i = 8; i < VLEN; i++)
-        v[i] = (uint8_t)(k * 7 + g * 13 + (uint32_t)i);
 }
 
 /* ServerStats straight from the master (fields the client library does not
@@ -103,6 +91,7 @@ static int suite_init(void)
     if (cl == NULL)
         return -1;
     cram_set_timeout(cl, (uint32_t)h_ms(30000));
+    uint64_t tid;
     if (cram_create_table(cl, "clean", 1, &tid) != CRAM_OK)
         return -1;
     cram_tablet_info *t = NULL;
@@ -115,47 +104,16 @@ static int suite_init(void)
     const char *p = strstr(owner_loc, "port=");
     if (p != NULL)
         owner_slot = atoi(p + 5) - C.port_base - 1;
-    nkeys = (uint32_t)(FILL * MEM_BYTES / ENTRY_BYTES);
-    gen = calloc(nkeys, sizeof *gen);
-    return gen != NULL && owner_slot >= 0 && owner_slot < 4 ? 0 : -1;
+    if (h_objs_init(&O, cl, tid, (uint32_t)(FILL * MEM_BYTES / ENTRY_BYTES), VLEN, BATCH) != 0)
+        return -1;
+    return owner_slot >= 0 && owner_slot < 4 ? 0 : -1;
 }
 
 static int suite_clean(void)
 {
     cram_disconnect(cl);
-    free(gen);
+    h_objs_free(&O);
     return 0;
-}
-
-/* One multi-write of keys[0..n) with their next generation; 0 if every op
- * was acknowledged. */
-static int write_batch(const uint32_t *keys, size_t n, cram_multi_op *ops, char (*kb)[16],
-                       uint8_t (*vb)[VLEN], uint32_t *g)
-{
-    for (size_t i = 0; i < n; i++) {
-        snprintf(kb[i], 16, KEYFMT, keys[i]);
-        g[i] = gen[keys[i]] + 1;
-        /* a key twice in one batch: the later op carries the later value */
-        for (size_t j = 0; j < i; j++)
-            if (keys[j] == keys[i])
-                g[i] = g[j] + 1;
-        make_val(vb[i], keys[i], g[i]);
-        ops[i] = (cram_multi_op){ .table = tid, .key = kb[i], .key_len = KLEN,
-                                  .value = vb[i], .value_len = VLEN };
-    }
-    if (cram_multi_write(cl, ops, n) != CRAM_OK)
-        return -1;
-    int bad = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ops[i].status != CRAM_OK) {
-            if (bad++ < 5)
-                fprintf(stderr, "write of " KEYFMT ": %s\n", keys[i], cram_status_name(ops[i].status));
-            continue;
-        }
-        if (g[i] > gen[keys[i]])
-            gen[keys[i]] = g[i];
-    }
-    return bad ? -1 : 0;
 }
 
 static int check_memory(uint64_t *in_use_max, Cram__ServerStats **last)
@@ -177,36 +135,21 @@ static int check_memory(uint64_t *in_use_max, Cram__ServerStats **last)
 
 static void test_overwrite_at_90(void)
 {
-    static cram_multi_op ops[BATCH];
-    static char kb[BATCH][16];
-    static uint8_t vb[BATCH][VLEN];
-    static uint32_t keys[BATCH], g[BATCH];
     uint64_t in_use_max = 0;
-    int bad = 0, membad = 0;
+    int membad = 0;
     uint64_t t0 = h_now_ms();
-    for (uint32_t k = 0; k < nkeys && !bad; k += BATCH) {
-        size_t n = nkeys - k < BATCH ? nkeys - k : BATCH;
-        for (size_t i = 0; i < n; i++)
-            keys[i] = k + (uint32_t)i;
-        bad |= write_batch(keys, n, ops, kb, vb, g);
-    }
+    int bad = h_objs_fill(&O);
     uint64_t t1 = h_now_ms();
-    printf("\n  filled %u objects of %d B (%.0f%% of %llu MiB) in %.1f s\n", nkeys, VLEN,
+    printf("\n  filled %u objects of %d B (%.0f%% of %llu MiB) in %.1f s\n", O.nkeys, VLEN,
            FILL * 100, MEM_BYTES >> 20, (double)(t1 - t0) / 1000);
     CU_ASSERT_EQUAL_FATAL(bad, 0);
     membad |= check_memory(&in_use_max, NULL);
 
-    uint64_t target = 10 * MEM_BYTES / ENTRY_BYTES, writes = 0, seed = 0x9e3779b97f4a7c15ull;
+    uint64_t target = 10 * MEM_BYTES / ENTRY_BYTES, writes = 0;
     uint64_t next_check = h_now_ms() + 1000, end = h_now_ms() + MAX_SECONDS * 1000;
     Cram__ServerStats *last = NULL;
     while (writes < target && h_now_ms() < end && !bad) {
-        for (size_t i = 0; i < BATCH; i++) {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            keys[i] = (uint32_t)(seed % nkeys);
-        }
-        bad |= write_batch(keys, BATCH, ops, kb, vb, g);
+        bad |= h_objs_write_random(&O);
         writes += BATCH;
         if (h_now_ms() >= next_check) {
             membad |= check_memory(&in_use_max, NULL);
@@ -235,40 +178,9 @@ static void test_overwrite_at_90(void)
     cram__server_stats__free_unpacked(last, NULL);
 }
 
-/* Every object reads back with its latest generation; returns the count of
- * mismatches. */
-static int verify_all(void)
-{
-    static cram_multi_op ops[BATCH];
-    static char kb[BATCH][16];
-    static uint8_t rb[BATCH][VLEN];
-    uint8_t want[VLEN];
-    int bad = 0;
-    for (uint32_t k = 0; k < nkeys; k += BATCH) {
-        size_t n = nkeys - k < BATCH ? nkeys - k : BATCH;
-        for (size_t i = 0; i < n; i++) {
-            snprintf(kb[i], 16, KEYFMT, k + (uint32_t)i);
-            ops[i] = (cram_multi_op){ .table = tid, .key = kb[i], .key_len = KLEN,
-                                      .buf = rb[i], .buf_len = VLEN };
-        }
-        if (cram_multi_read(cl, ops, n) != CRAM_OK)
-            return (int)nkeys;
-        for (size_t i = 0; i < n; i++) {
-            make_val(want, k + (uint32_t)i, gen[k + i]);
-            if (ops[i].status != CRAM_OK || ops[i].value_len_out != VLEN ||
-                memcmp(rb[i], want, VLEN) != 0) {
-                if (bad++ < 5)
-                    fprintf(stderr, "read of " KEYFMT ": %s\n", k + (uint32_t)i,
-                            cram_status_name(ops[i].status));
-            }
-        }
-    }
-    return bad;
-}
-
 static void test_all_readable(void)
 {
-    CU_ASSERT_EQUAL(verify_all(), 0);
+    CU_ASSERT_EQUAL(h_objs_verify(&O), 0);
 }
 
 static void test_recovery_after_cleaning(void)
@@ -291,7 +203,7 @@ static void test_recovery_after_cleaning(void)
     }
     printf("\n  tablets recovered %.1f s after kill -9\n", (double)(h_now_ms() - t0) / 1000);
     CU_ASSERT_FATAL(moved);
-    CU_ASSERT_EQUAL(verify_all(), 0);
+    CU_ASSERT_EQUAL(h_objs_verify(&O), 0);
 }
 
 int main(void)
