@@ -61,6 +61,34 @@ static int check_i(objmgr *om, uint32_t i, uint32_t gen, uint32_t vlen)
     return 0;
 }
 
+/* How many of objects 0..count-1 do not read back at generation gen[i]
+ * (gen[i] == 0: removed, so must not exist). */
+static int check_all(objmgr *om, uint32_t count, const uint32_t *gen, uint32_t vlen)
+{
+    int bad = 0;
+    for (uint32_t i = 0; i < count; i++) {
+        if (gen[i] == 0) {
+            char k[32];
+            key_of(k, i);
+            bad += om_read(om, T1, k, (uint16_t)strlen(k), NULL, NULL, NULL, NULL) !=
+                   CRAM_OBJECT_DOESNT_EXIST;
+        } else
+            bad += check_i(om, i, gen[i], vlen) != 0;
+    }
+    return bad;
+}
+
+/* Write objects from, from + step, ... below to, each at its next
+ * generation (gen[i] + 1; gen[i] == 0: not written yet). */
+static void put_range(objmgr *om, uint32_t from, uint32_t to, uint32_t step, uint32_t vlen,
+                      uint32_t *gen)
+{
+    for (uint32_t i = from; i < to; i += step) {
+        CU_ASSERT_EQUAL_FATAL(put_i(om, i, gen[i] + 1, vlen), CRAM_OK);
+        gen[i]++;
+    }
+}
+
 static bool ref_match(void *ctx, log_ref ref)
 {
     (void)ctx;
@@ -178,18 +206,8 @@ static int check_accounting(objmgr *om)
     ht *t = om_hashtable(om);
     uint32_t n = log_nsegments(l);
     uint64_t *ids = calloc(n, sizeof *ids), *named = calloc(n, sizeof *named);
-    size_t ni = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        const struct log_segment *s = log_segment(l, i);
-        if (s->state == LOG_SEG_HEAD || s->state == LOG_SEG_CLOSED)
-            ids[ni++] = s->id;
-    }
-    for (size_t a = 1; a < ni; a++)
-        for (size_t b = a; b > 0 && ids[b - 1] > ids[b]; b--) {
-            uint64_t x = ids[b];
-            ids[b] = ids[b - 1];
-            ids[b - 1] = x;
-        }
+    CU_ASSERT_FATAL(ids != NULL && named != NULL);
+    size_t ni = log_ids(l, ids);
     int bad = 0;
     for (uint32_t i = 0; i < n; i++) {
         const struct log_segment *s = log_segment(l, i);
@@ -266,19 +284,25 @@ static void settle(tp_loop *loop, lc_cleaner *c)
     CU_ASSERT(!lc_busy(c));
 }
 
+/* A cleaner of om's log on loop (cfg NULL: defaults), without replicas. */
+static lc_cleaner *mk_cleaner(tp_loop *loop, objmgr *om, const struct lc_config *cfg)
+{
+    char err[256];
+    lc_cleaner *c = lc_create(loop, om_log(om), om_hashtable(om), NULL, cfg, err, sizeof err);
+    if (c == NULL)
+        printf("\n  lc_create: %s\n", err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    return c;
+}
+
 /* Fill `count` objects, then overwrite every other one a few times: segments
  * full of dead space. */
 static void make_garbage(objmgr *om, uint32_t count, uint32_t vlen, uint32_t rounds, uint32_t *gen)
 {
-    for (uint32_t i = 0; i < count; i++) {
-        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, vlen), CRAM_OK);
-        gen[i] = 1;
-    }
+    memset(gen, 0, count * sizeof *gen);
+    put_range(om, 0, count, 1, vlen, gen);
     for (uint32_t r = 0; r < rounds; r++)
-        for (uint32_t i = 0; i < count; i += 2) {
-            CU_ASSERT_EQUAL_FATAL(put_i(om, i, gen[i] + 1, vlen), CRAM_OK);
-            gen[i]++;
-        }
+        put_range(om, 0, count, 2, vlen, gen);
 }
 
 static void test_compaction(void)
@@ -291,10 +315,8 @@ static void test_compaction(void)
     make_garbage(om, count, vlen, 2, gen);
     struct log_stats before;
     log_get_stats(l, &before);
-    char err[256];
     struct lc_config cfg = { .eager = true };      /* clean whatever can be */
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, &cfg);
     lc_kick(c);
     settle(loop, c);
     struct lc_stats st;
@@ -310,10 +332,7 @@ static void test_compaction(void)
     CU_ASSERT(after.charged_bytes <= after.memory_bytes);
     /* roughly half of what the objects took was dead: most of it came back */
     CU_ASSERT(after.charged_bytes < before.charged_bytes * 3 / 4);
-    int bad = 0;
-    for (uint32_t i = 0; i < count; i++)
-        bad += check_i(om, i, gen[i], vlen) != 0;
-    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(check_all(om, count, gen, vlen), 0);
     /* compacted segments keep their ids: the digest of a new head still
      * names every id once, and every closed segment verifies */
     CU_ASSERT_EQUAL(log_roll(l), 0);
@@ -326,13 +345,8 @@ static void test_compaction(void)
         }
     }
     /* writes keep working on top */
-    for (uint32_t i = 0; i < count; i++) {
-        CU_ASSERT_EQUAL_FATAL(put_i(om, i, gen[i] + 1, vlen), CRAM_OK);
-        gen[i]++;
-    }
-    for (uint32_t i = 0; i < count; i++)
-        bad += check_i(om, i, gen[i], vlen) != 0;
-    CU_ASSERT_EQUAL(bad, 0);
+    put_range(om, 0, count, 1, vlen, gen);
+    CU_ASSERT_EQUAL(check_all(om, count, gen, vlen), 0);
     lc_destroy(c);
     tp_loop_destroy(loop);
     om_destroy(om);
@@ -372,10 +386,8 @@ static void test_combined(void)
     CU_ASSERT_EQUAL(log_roll(l), 0);
     struct log_stats before;
     log_get_stats(l, &before);
-    char err[256];
     struct lc_config cfg = { .eager = true, .combined_only = true };
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, &cfg);
     lc_kick(c);
     settle(loop, c);
     struct lc_stats st;
@@ -390,16 +402,7 @@ static void test_combined(void)
     CU_ASSERT(st.survivors > 0);
     CU_ASSERT(after.segments_in_use < before.segments_in_use);
     CU_ASSERT(after.charged_bytes < before.charged_bytes);
-    int bad = 0;
-    for (uint32_t i = 0; i < count; i++) {
-        if (gen[i] == 0) {
-            key_of(k, i);
-            bad += om_read(om, T1, k, (uint16_t)strlen(k), NULL, NULL, NULL, NULL) !=
-                   CRAM_OBJECT_DOESNT_EXIST;
-        } else
-            bad += check_i(om, i, gen[i], vlen) != 0;
-    }
-    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(check_all(om, count, gen, vlen), 0);
     /* the head's digest lists exactly the segments in the log */
     uint64_t dig[256], ids[256];
     uint32_t nd = head_digest(l, dig);
@@ -432,10 +435,8 @@ static void test_backup_full_trigger(void)
     struct log_stats before;
     log_get_stats(l, &before);
     CU_ASSERT(before.charged_bytes < before.memory_bytes * 3 / 4);   /* memory is not short */
-    char err[256];
     struct lc_config cfg = { .disk_factor = 100 };     /* the estimate never fires */
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, &cfg);
     lc_kick(c);
     settle(loop, c);
     struct lc_stats st;
@@ -457,10 +458,7 @@ static void test_backup_full_trigger(void)
     CU_ASSERT_EQUAL(st.segments_compacted, 0);
     CU_ASSERT(st.segments_cleaned > st.survivors);
     CU_ASSERT(after.segments_in_use < before.segments_in_use);
-    int bad = 0;
-    for (uint32_t i = 0; i < count; i++)
-        bad += check_i(om, i, gen[i], vlen) != 0;
-    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(check_all(om, count, gen, vlen), 0);
     /* the notice is used up: no further pass without another one */
     uint64_t passes = st.passes;
     lc_kick(c);
@@ -511,10 +509,8 @@ static void test_inflight_reader(void)
     /* object 1 (never overwritten) lives in the first segment */
     log_ref r1 = ref_of(om, 1);
     uint32_t slot = log_ref_slot(r1);
-    char err[256];
     struct lc_config cfg = { .eager = true };
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, &cfg);
     struct reader rd = { .ep = lc_epochs(c) };
     pthread_mutex_init(&rd.mu, NULL);
     pthread_cond_init(&rd.cv, NULL);
@@ -564,9 +560,7 @@ static void test_overwrite_90(void)
     objmgr *om = mk_seg(64, segsz);        /* 16 MiB of 256 KiB segments */
     mlog *l = om_log(om);
     tp_loop *loop = tp_loop_create();
-    char err[256];
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, NULL, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, NULL);
     const uint32_t vlen = 100;
     uint32_t entry = (uint32_t)seg_entry_size(sizeof(struct seg_object) + 12 + vlen);
     uint32_t count = (uint32_t)(0.90 * 64 * segsz / entry);
@@ -613,10 +607,7 @@ static void test_overwrite_90(void)
            st.bytes_freed ? (double)st.bytes_copied / (double)st.bytes_freed : 0.0,
            (unsigned long long)maxcharged, (unsigned long long)st.memory_bytes);
     CU_ASSERT(maxcharged <= st.memory_bytes);
-    int bad = 0;
-    for (uint32_t i = 0; i < count; i++)
-        bad += check_i(om, i, gen[i], vlen) != 0;
-    CU_ASSERT_EQUAL(bad, 0);
+    CU_ASSERT_EQUAL(check_all(om, count, gen, vlen), 0);
     /* the live bytes the cleaner chose by are exact: tombstones that died
      * with the segments they name are no longer counted anywhere */
     settle(loop, c);
@@ -717,54 +708,40 @@ static void test_no_resurrection(void)
     tp_loop *loop = tp_loop_create();
     CU_ASSERT_PTR_NOT_NULL_FATAL(loop);
     uint8_t v[VL];
-    uint32_t gen[NFIX + NGARB];
+    uint32_t gen[NFIX + NGARB] = { 0 };
     uint64_t v1 = 0, v2 = 0;
     memset(v, 'k', sizeof v);
     /* segment A: K v1 amid objects that are never overwritten */
-    for (uint32_t i = 0; i < NFIX; i++) {
-        if (i == NFIX / 2)
-            CU_ASSERT_EQUAL_FATAL(om_write(om, T1, "K", 1, v, VL, NULL, &v1), CRAM_OK);
-        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
-        gen[i] = 1;
-    }
+    put_range(om, 0, NFIX / 2, 1, VL, gen);
+    CU_ASSERT_EQUAL_FATAL(om_write(om, T1, "K", 1, v, VL, NULL, &v1), CRAM_OK);
+    put_range(om, NFIX / 2, NFIX, 1, VL, gen);
     uint64_t a_id = log_segment_id_of(l, ref_of(om, NFIX / 2));
     CU_ASSERT_EQUAL(log_roll(l), 0);
     /* segment B: K v2 among garbage-to-be */
     CU_ASSERT_EQUAL_FATAL(om_write(om, T1, "K", 1, v, VL, NULL, &v2), CRAM_OK);
     uint64_t b_id = log_segment(l, log_head_slot(l))->id;
     CU_ASSERT(b_id != a_id);
-    for (uint32_t i = NFIX; i < NFIX + NGARB / 4; i++) {
-        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
-        gen[i] = 1;
-    }
+    put_range(om, NFIX, NFIX + NGARB / 4, 1, VL, gen);
     /* the overwrite wrote a tombstone for v1 naming A */
     CU_ASSERT_EQUAL(count_k(l, 0, v1, a_id), 1);
     CU_ASSERT_EQUAL(log_roll(l), 0);
     /* segment C: the remove (its tombstone names B) among more garbage */
     CU_ASSERT_EQUAL(om_remove(om, T1, "K", 1, NULL, NULL), CRAM_OK);
     uint64_t c_id = log_segment(l, log_head_slot(l))->id;
-    for (uint32_t i = NFIX + NGARB / 4; i < NFIX + NGARB; i++) {
-        CU_ASSERT_EQUAL_FATAL(put_i(om, i, 1, VL), CRAM_OK);
-        gen[i] = 1;
-    }
+    put_range(om, NFIX + NGARB / 4, NFIX + NGARB, 1, VL, gen);
     CU_ASSERT_EQUAL_FATAL(count_k(l, 0, v2, b_id), 1);
     CU_ASSERT_EQUAL(check_accounting(om), 0);
     /* overwrite the garbage round after round, cleaning in between, until B
      * and C have left the log and the remove's tombstone with them; one
      * survivor per pass, so A (nearly all live) is never worth cleaning */
-    char err[256];
     struct lc_config cfg = { .eager = true, .combined_only = true, .max_survivors = 1 };
-    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), NULL, &cfg, err, sizeof err);
-    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_cleaner *c = mk_cleaner(loop, om, &cfg);
     int round;
     for (round = 0; round < 40; round++) {
         if (slot_by_id(l, b_id) == LOG_NO_SLOT && slot_by_id(l, c_id) == LOG_NO_SLOT &&
             count_k(l, 0, v2, 0) == 0)
             break;
-        for (uint32_t i = NFIX; i < NFIX + NGARB; i++) {
-            CU_ASSERT_EQUAL_FATAL(put_i(om, i, gen[i] + 1, VL), CRAM_OK);
-            gen[i]++;
-        }
+        put_range(om, NFIX, NFIX + NGARB, 1, VL, gen);
         CU_ASSERT_EQUAL(log_roll(l), 0);
         lc_kick(c);
         settle(loop, c);
@@ -813,10 +790,7 @@ static void test_no_resurrection(void)
         CU_ASSERT_EQUAL(om_take_tablet(rm, T1, 0, UINT64_MAX, OM_TABLET_NORMAL), CRAM_OK);
         /* the removed key stays removed; everything else is as written */
         CU_ASSERT_EQUAL(om_read(rm, T1, "K", 1, NULL, NULL, NULL, NULL), CRAM_OBJECT_DOESNT_EXIST);
-        int bad = 0;
-        for (uint32_t i = 0; i < NFIX + NGARB; i++)
-            bad += check_i(rm, i, gen[i], VL) != 0;
-        CU_ASSERT_EQUAL(bad, 0);
+        CU_ASSERT_EQUAL(check_all(rm, NFIX + NGARB, gen, VL), 0);
         om_destroy(rm);
     }
     om_destroy(om);
