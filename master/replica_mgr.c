@@ -666,7 +666,7 @@ static void on_write_done(void *arg, cram_status st, const uint8_t *resp, uint32
             /* the cleaner's disk trigger: combined cleaning frees replicas */
             rm->st.backup_full_refusals++;
             b->full = true;
-            rm->disk_short_until_ms = clock_mono_ms() + RM_DISK_SHORT_MS;
+            rm->disk_short_until_ms = clock_mono_ms() + clock_test_scaled_ms(RM_DISK_SHORT_MS);
             if (rm->full_fn != NULL)
                 rm->full_fn(rm->full_arg);
         }

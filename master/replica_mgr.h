@@ -130,12 +130,13 @@ bool rm_segment_done(const replica_mgr *rm, uint32_t slot);
  * A backup that refuses a new replica with CRAM_BACKUP_FULL is counted
  * (rm_stats.backup_full_refusals), marked full until it accepts a replica
  * again or this master frees one of its replicas there, and puts the manager
- * in a "disk short" state for RM_DISK_SHORT_MS after the last refusal, or
- * until no backup is marked full any more because rm_free_segment freed a
- * replica on each (combined cleaning gave space back).  Every refusal calls the hook set here, from the loop, after the
- * replica was handed to another backup; the hook must not call back into
- * the manager synchronously except for the queries below (the cleaner only
- * notes it and kicks itself from a timer).
+ * in a "disk short" state for RM_DISK_SHORT_MS (times CRAM_TEST_TIME_SCALE,
+ * like the manager's RPC timeouts) after the last refusal, or until no
+ * backup is marked full any more because rm_free_segment freed a replica on
+ * each (combined cleaning gave space back).  Every refusal calls the hook
+ * set here, from the loop, after the replica was handed to another backup;
+ * the hook must not call back into the manager synchronously except for the
+ * queries below (the cleaner only notes it and kicks itself from a timer).
  */
 #define RM_DISK_SHORT_MS 5000
 /* One hook (NULL fn: none); a second call replaces the first. */
