@@ -628,6 +628,29 @@ cram_client *h_connect(const struct h_cluster *c)
     return cl;
 }
 
+int h_create_one_tablet(cram_client *cl, const char *name, uint64_t *table,
+                        cram_tablet_info *tablet)
+{
+    cram_status st = cram_create_table(cl, name, 1, table);
+    if (st != CRAM_OK) {
+        fprintf(stderr, "harness: create table %s: %s\n", name, cram_status_name(st));
+        return -1;
+    }
+    cram_tablet_info *t = NULL;
+    size_t n = 0;
+    st = cram_get_tablets(cl, name, &t, &n);
+    if (st != CRAM_OK || n != 1) {
+        fprintf(stderr, "harness: tablets of %s: %s, %zu tablets\n", name, cram_status_name(st),
+                st == CRAM_OK ? n : 0);
+        if (st == CRAM_OK)
+            cram_free(t);
+        return -1;
+    }
+    *tablet = t[0];
+    cram_free(t);
+    return 0;
+}
+
 int h_run(char *const argv[], char *out, size_t outlen, uint64_t timeout_ms)
 {
     int pfd[2];

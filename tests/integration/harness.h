@@ -110,6 +110,11 @@ void h_dump_logs(const struct h_cluster *c);
 /* A new client handle on the cluster (NULL on failure, reason printed). */
 cram_client *h_connect(const struct h_cluster *c);
 
+/* Create table name as a single tablet: its id into *table and the tablet
+ * (owner, locator) into *tablet.  0, or -1 with the reason on stderr. */
+int  h_create_one_tablet(cram_client *cl, const char *name, uint64_t *table,
+                         cram_tablet_info *tablet);
+
 /* ms times CRAM_TEST_TIME_SCALE. */
 uint64_t h_ms(uint64_t ms);
 /* Milliseconds on the monotonic clock. */

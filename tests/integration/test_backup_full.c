@@ -67,14 +67,10 @@ static int suite_init(void)
         return -1;
     cram_set_timeout(cl, (uint32_t)h_ms(30000));
     uint64_t tid;
-    if (cram_create_table(cl, "bfull", 1, &tid) != CRAM_OK)
+    cram_tablet_info t;
+    if (h_create_one_tablet(cl, "bfull", &tid, &t) != 0)
         return -1;
-    cram_tablet_info *t = NULL;
-    size_t n = 0;
-    if (cram_get_tablets(cl, "bfull", &t, &n) != CRAM_OK || n != 1)
-        return -1;
-    master_id = t[0].server_id;
-    cram_free(t);
+    master_id = t.server_id;
     return h_objs_init(&O, cl, tid, (uint32_t)(FILL * MEM_BYTES / ENTRY_BYTES), VLEN, BATCH);
 }
 

@@ -92,15 +92,11 @@ static int suite_init(void)
         return -1;
     cram_set_timeout(cl, (uint32_t)h_ms(30000));
     uint64_t tid;
-    if (cram_create_table(cl, "clean", 1, &tid) != CRAM_OK)
+    cram_tablet_info t;
+    if (h_create_one_tablet(cl, "clean", &tid, &t) != 0)
         return -1;
-    cram_tablet_info *t = NULL;
-    size_t n = 0;
-    if (cram_get_tablets(cl, "clean", &t, &n) != CRAM_OK || n != 1)
-        return -1;
-    owner_id = t[0].server_id;
-    snprintf(owner_loc, sizeof owner_loc, "%s", t[0].locator);
-    cram_free(t);
+    owner_id = t.server_id;
+    snprintf(owner_loc, sizeof owner_loc, "%s", t.locator);
     const char *p = strstr(owner_loc, "port=");
     if (p != NULL)
         owner_slot = atoi(p + 5) - C.port_base - 1;
