@@ -20,6 +20,11 @@ struct backup_config {
     const char *dir;           /* --backup-dir: replica files live here (created if missing) */
     uint64_t storage_bytes;    /* --backup-storage: bytes of replicas held at most */
     uint32_t max_replica_bytes;/* largest segment accepted (>= the masters' segment size) */
+    uint64_t buffer_bytes;     /* --backup-buffers: replica-sized buffers (open replicas,
+                                * recovery copies) kept for reuse at most; 0 = 256 MiB */
+    uint32_t prefault_buffer;  /* --prefault: fill that pool at start with buffers of
+                                * this size (the segment size), faulted in, and keep
+                                * them while idle; 0 = no */
 };
 
 /* Opens the directory and re-reads every replica file in it (a restarted
@@ -41,6 +46,9 @@ size_t backup_replica_count(const backup_service *b);
 /* Replicas whose bytes are held in memory for recovery (read from disk by a
  * prefetch or a GET_RECOVERY_DATA, not yet dropped) -- for tests and stats. */
 size_t backup_recovery_cached(const backup_service *b);
+/* Bytes of free replica buffers the backup keeps for reuse (at most
+ * backup_config.buffer_bytes) -- for tests and stats. */
+uint64_t backup_buffer_pool_bytes(const backup_service *b);
 
 /*
  * Additions (not part of the original contract; additive only).

@@ -986,6 +986,39 @@ static void test_buffered_background(void)
     teardown();
 }
 
+/* --prefault: the buffer pool starts full of faulted-in replica-sized
+ * buffers; an open replica takes one, its close gives it back (once on
+ * disk), and nothing is kept beyond buffer_bytes. */
+static void test_buffer_pool_prefault(void)
+{
+    setup(64u << 20, NULL);
+    CU_ASSERT_EQUAL(backup_buffer_pool_bytes(bk), 0);     /* without --prefault: empty */
+    svc_destroy();
+    rm_dir();
+    make_dir();
+    uint64_t one = backup_round_up(CAP);
+    struct backup_config cfg = { .dir = dir, .storage_bytes = 64u << 20,
+                                 .max_replica_bytes = 4u << 20, .buffer_bytes = 3 * one,
+                                 .prefault_buffer = CAP };
+    char err[256] = "";
+    bk = backup_create(&cfg, loop, NULL, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(bk);
+    CU_ASSERT_EQUAL(backup_buffer_pool_bytes(bk), 3 * one);
+    struct img *m = img_make(95, 2, 1, CAP, 80000, 19);
+    wr_img(m, 95, 2, 1, 4000, false, 0);
+    CU_ASSERT_EQUAL(backup_buffer_pool_bytes(bk), 2 * one);   /* the open replica's */
+    struct img *m2 = img_make(95, 3, 1, CAP, 80000, 20);
+    wr_img(m2, 95, 3, 1, 4000, true, 0);
+    settle(200);                                               /* closed and on disk */
+    CU_ASSERT_EQUAL(backup_buffer_pool_bytes(bk), 2 * one);
+    Cram__ReplicaList *l = list_req(95);
+    CU_ASSERT(l != NULL && l->n_replicas == 2);
+    cram__replica_list__free_unpacked(l, NULL);
+    img_free(m2);
+    img_free(m);
+    teardown();
+}
+
 /* Many writes in flight at once over four replicas, every other one sync
  * (group commit), two replicas closed at the end: all answered OK, and a
  * restarted backup holds exactly the bytes. */
@@ -1568,6 +1601,7 @@ int main(void)
     CU_add_test(s, "zombie masters refused", test_zombie);
     CU_add_test(s, "malformed requests", test_malformed);
     CU_add_test(s, "buffered background flush", test_buffered_background);
+    CU_add_test(s, "buffer pool faulted in at start", test_buffer_pool_prefault);
     CU_add_test(s, "pipelined writes, group commit", test_pipelined);
     CU_add_test(s, "re-sent range with other bytes", test_resend_differs);
     CU_add_test(s, "free and replace behind a close", test_free_in_flight);
