@@ -31,6 +31,17 @@
 #                       backs every master's log with transparent huge pages:
 #                       one fault per 2 MiB instead of per 4 KiB; see
 #                       docs/benchmarks-recovery.md)
+#   --backup-buffers SIZE  memory each backup keeps for replica buffers [1G]
+#                       (cram-server --backup-buffers; during a recovery each
+#                       backup takes the rebuilt segments of several recovery
+#                       masters at once: about R x the crashed master's log
+#                       / the other servers)
+#   --no-prefault       run the servers without --prefault (the default here
+#                       faults every server's log memory and backup buffers in
+#                       at start, so a recovery does not pay for first-touch
+#                       page faults; start-up then takes longer: on this VM
+#                       about 2 s per GiB of all servers' memory together when
+#                       that memory had gone back to the host, 0.1 s when warm)
 #
 # Output: the table, D/result.txt, D/timeline.dat(.events) and D/timeline.png.
 # Last line: RESULT detect_ms=... recovery_ms=... mb_s=... objects_s=...
@@ -43,7 +54,7 @@ repo="$(cd "$here/.." && pwd)"
 
 servers=5 replicas="" durability="" memory=1G segment=8M mb=100 size=1000 writers=0
 port_base=23400 dir="$PWD/run/recovery-exp" bin="${CRAM_BIN:-}" keep=0
-coordinator_args="" server_args="" hugepages=1
+coordinator_args="" server_args="" hugepages=1 prefault=1 backup_buffers=1G
 
 usage() {
   awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "${BASH_SOURCE[0]}" >&2
@@ -67,6 +78,8 @@ while [ $# -gt 0 ]; do
     --coordinator-args) coordinator_args="$2"; shift 2 ;;
     --server-args) server_args="$2"; shift 2 ;;
     --small-pages) hugepages=0; shift ;;
+    --no-prefault) prefault=0; shift ;;
+    --backup-buffers) backup_buffers="$2"; shift 2 ;;
     -h|--help) usage ;;
     *) echo "recovery-experiment.sh: unknown option '$1'" >&2; usage ;;
   esac
@@ -90,6 +103,9 @@ cargs=(start --servers "$servers" --port-base "$port_base" --dir "$dir" --memory
 [ -z "$durability" ] || cargs+=(--durability "$durability")
 [ -z "$coordinator_args" ] || cargs+=(--coordinator-args "$coordinator_args")
 [ "$hugepages" = 0 ] || server_args="--hugepages${server_args:+ $server_args}"
+# faulting the servers' memory in at start can take tens of seconds
+[ "$prefault" = 0 ] || { server_args="--prefault${server_args:+ $server_args}"; cargs+=(--timeout 600); }
+server_args="--backup-buffers $backup_buffers $server_args"
 [ -z "$server_args" ] || cargs+=(--server-args "$server_args")
 
 stop_cluster() {
@@ -100,7 +116,7 @@ stop_cluster() {
 }
 trap stop_cluster EXIT
 
-echo "starting $servers servers (memory $memory, segments $segment, replicas ${replicas:-default}, durability ${durability:-default}, $([ "$hugepages" = 1 ] && echo "huge pages" || echo "small pages"))"
+echo "starting $servers servers (memory $memory, segments $segment, replicas ${replicas:-default}, durability ${durability:-default}, $([ "$hugepages" = 1 ] && echo "huge pages" || echo "small pages")$([ "$prefault" = 1 ] && echo ", memory faulted in at start"), backup buffers $backup_buffers)"
 "$here/cluster.sh" "${cargs[@]}" >"$dir/cluster-start.out" 2>&1 || { cat "$dir/cluster-start.out" >&2; exit 1; }
 zk="zk:127.0.0.1:$port_base"
 

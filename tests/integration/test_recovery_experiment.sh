@@ -25,7 +25,7 @@ bash "$exp" --bogus >/dev/null 2>&1
 [ $? = 2 ] && ok "unknown option exits 2" || fail "unknown option did not exit 2"
 
 bash "$exp" --servers 4 --mb 3 --size 1000 --writers 2 --memory 256M --segment-size 1M \
-  --port-base "$base" --bin "$bin" --dir "$work/run" >"$work/out.txt" 2>&1
+  --backup-buffers 8M --port-base "$base" --bin "$bin" --dir "$work/run" >"$work/out.txt" 2>&1
 rc=$?
 [ $rc = 0 ] && ok "experiment exits 0" || fail "experiment exited $rc"
 last="$(tail -n 1 "$work/out.txt")"
@@ -52,6 +52,11 @@ fi
 grep -q "done: total" "$work/run/coordinator-summary.txt" 2>/dev/null && ok "coordinator summary kept" ||
   fail "no coordinator summary"
 [ -s "$work/run/timeline.dat" ] && ok "timeline data written" || fail "no timeline data"
+# the default --prefault: every server faulted its log and backup buffers in at start
+n_log=$(grep -l "log: 256.0 MiB faulted in at start" "$work/run"/server-*.log 2>/dev/null | wc -l)
+n_buf=$(grep -l "backup: 8 buffers of 1024 KiB faulted in at start" "$work/run"/server-*.log 2>/dev/null | wc -l)
+[ "$n_log" = 4 ] && [ "$n_buf" = 4 ] && ok "servers prefaulted (log and backup buffers)" ||
+  fail "prefault: $n_log logs and $n_buf backups of 4 servers faulted in at start"
 ls -d "$work/run"/backup-[0-9]* >/dev/null 2>&1 && fail "backup replicas left behind" || ok "backup replicas deleted"
 if [ "$failures" -ne 0 ]; then
   echo "--- output" >&2; cat "$work/out.txt" >&2
