@@ -22,9 +22,13 @@
 # Needs redis-server and memcached (scripts/deps.sh --bench).
 #
 # Durability section: write latency (p50/p99 at 1 client) and write
-# throughput (16 clients) of a 4-server cluster (one tablet per master) for
-# R = 0, 1, 2, 3 with durability buffered and R = 2 with sync, 100-byte
-# values; next to Redis SET followed by WAIT 1 0 (one replica redis-server on
+# throughput (16 clients) of a 4-server cluster for R = 0, 1, 2, 3 with
+# durability buffered and R = 2 with sync, 100-byte values.  Throughput is
+# measured twice: a table on one master (all 16 clients' writes go through
+# one master's group commit) and a table with one tablet per master (4
+# masters, 4 clients each, all sharing the machine's cores); latency uses
+# the latter.  Each is next to
+# Redis SET followed by WAIT 1 0 (one replica redis-server on
 # this machine) and the same run's TCP ping-pong floor.  Polling policy:
 # servers run --poll-us 0 (every dispatch thread blocks in epoll at once),
 # plus one row of R=2 buffered with the program default --poll-us (spin 50 us
@@ -112,15 +116,24 @@ table=$(printf '%s\n' "| system | read p50 / p99 (us), 1 client | write p50 / p9
 has_section base || table=""
 
 # ---- durability: replicated writes ------------------------------------------
-drows=(); r0=0; r2=0; last_ops=0
-# dmeasure NAME TARGET-ARGS...: write latency @1, write throughput @16
+drows=(); r0=0; r2=0; r0one=0; r2one=0; last_ops=0; last_one=0
+# dmeasure NAME ONE-MASTER-ARGS -- TARGET-ARGS...: write latency @1, write
+# throughput @16 (on the table of TARGET-ARGS, and on a one-tablet table
+# when ONE-MASTER-ARGS is not "-")
 dmeasure() {
-  local name="$1"; shift
+  local name="$1" one="$2"; shift 3
   "$bin/cram-bench" "$@" --workload write --records "$records" --clients 1 --duration "$dur" \
       --distribution uniform > "$work/dw1.txt" 2>&1
   "$bin/cram-bench" "$@" --workload write --records "$records" --clients 16 --duration "$dur" \
       --distribution uniform --no-load > "$work/dw16.txt" 2>&1
-  local w1 w16 e1 e16
+  local w1 w16 e1 e16 w16one="-" e16one=""
+  if [ "$one" != "-" ]; then
+    "$bin/cram-bench" "$@" --table bench1 --span 1 --workload write --records "$records" \
+        --clients 16 --duration "$dur" --distribution uniform > "$work/dw16one.txt" 2>&1
+    w16one=$(awk '$1=="UPDATE"||$1=="WRITE"{print $3}' "$work/dw16one.txt")
+    e16one=$(awk '$1=="UPDATE"||$1=="WRITE"{print $9}' "$work/dw16one.txt")
+    [ -n "$w16one" ] || { echo "bench.sh: $name: no result:" >&2; cat "$work/dw16one.txt" >&2; exit 1; }
+  fi
   w1=$(awk '$1=="UPDATE"||$1=="WRITE"{print $5" / "$6}' "$work/dw1.txt")
   w16=$(awk '$1=="UPDATE"||$1=="WRITE"{print $3}' "$work/dw16.txt")
   e1=$(awk '$1=="UPDATE"||$1=="WRITE"{print $9}' "$work/dw1.txt")
@@ -128,9 +141,11 @@ dmeasure() {
   [ -n "$w1" ] && [ -n "$w16" ] || { echo "bench.sh: $name: no result:" >&2; cat "$work/dw1.txt" "$work/dw16.txt" >&2; exit 1; }
   local p50=${w1%% /*}
   local vsfloor; vsfloor=$(awk -v a="$p50" -v b="$fl_p50" 'BEGIN{printf "%.2fx", a/b}')
-  drows+=("| $name | $w1 | $vsfloor | $w16 | ${e1:-0} / ${e16:-0} |")
-  echo "$name: write p50/p99 us $w1 ($vsfloor floor); write ops/s @16 $w16" >&2
-  last_ops=$w16
+  # a peer is one primary: its one figure goes in the 1-master column
+  [ "$one" != "-" ] || { w16one=$w16; e16one=$e16; w16="-"; e16="-"; }
+  drows+=("| $name | $w1 | $vsfloor | $w16one | $w16 | ${e1:-0} / ${e16one:-0} / ${e16:-0} |")
+  echo "$name: write p50/p99 us $w1 ($vsfloor floor); write ops/s @16 $w16one (1 master), $w16 (4 masters)" >&2
+  last_ops=$w16; last_one=$w16one
 }
 if has_section durability; then
   redis-server --port $((pb+4)) --bind 127.0.0.1 --dir "$work" --save '' --appendonly no --daemonize no \
@@ -142,21 +157,21 @@ if has_section durability; then
     grep -q 'sync: Finished with success' "$work/redis-r.log" 2>/dev/null && break
     sleep 0.1
   done
-  dmeasure "redis-server 7, SET + WAIT 1 0 (1 replica)" --peer "redis:127.0.0.1:$((pb+4))" --peer-wait 1
+  dmeasure "redis-server 7, SET + WAIT 1 0 (1 replica)" - -- --peer "redis:127.0.0.1:$((pb+4))" --peer-wait 1
   for cfg in "0 buffered 0" "1 buffered 0" "2 buffered 0" "3 buffered 0" "2 sync 0" "2 buffered 50"; do
     set -- $cfg
     popt=(--poll-us "$3")
     "$repo/scripts/cluster.sh" start --servers 4 --port-base "$pb" --dir "$work/cluster" \
         --memory 1G --cluster bench --bin "$bin" --replicas "$1" --durability "$2" "${popt[@]}" \
         > "$work/cluster.txt"
-    dmeasure "cram R=$1 $2, --poll-us $3" -C "zk:127.0.0.1:$pb" --cluster bench
-    [ "$2 $3" = "buffered 0" ] && [ "$1" = 0 ] && r0=$last_ops
-    [ "$2 $3" = "buffered 0" ] && [ "$1" = 2 ] && r2=$last_ops
+    dmeasure "cram R=$1 $2, --poll-us $3" one -- -C "zk:127.0.0.1:$pb" --cluster bench
+    [ "$2 $3" = "buffered 0" ] && [ "$1" = 0 ] && { r0=$last_ops; r0one=$last_one; }
+    [ "$2 $3" = "buffered 0" ] && [ "$1" = 2 ] && { r2=$last_ops; r2one=$last_one; }
     "$repo/scripts/cluster.sh" stop --dir "$work/cluster" > /dev/null
   done
-  dtable=$(printf '%s\n' "| system (4 servers for cram) | write p50 / p99 (us), 1 client | p50 / TCP floor p50 | write ops/s, 16 clients | errors @1 / @16 |" \
-    "|---|---|---|---|---|" "| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | 1.00x | $fl_ops (round trips) | - |" "${drows[@]}")
-  dtable+=$'\n\n'"write ops/s at 16 clients, R=2 buffered vs R=0 (--poll-us 0): $(awk -v a="$r2" -v b="$r0" 'BEGIN{printf "%.0f%%", b ? 100*a/b : 0}')"
+  dtable=$(printf '%s\n' "| system (4 servers for cram) | write p50 / p99 (us), 1 client | p50 / TCP floor p50 | write ops/s, 16 clients, 1 master | write ops/s, 16 clients, 4 masters | errors @1 / @16 / @16 |" \
+    "|---|---|---|---|---|---|" "| TCP ping-pong floor (cram-pingpong) | $fl_p50 / $fl_p99 | 1.00x | $fl_ops (round trips) | - | - |" "${drows[@]}")
+  dtable+=$'\n\n'"write ops/s at 16 clients, R=2 buffered vs R=0 (--poll-us 0): $(awk -v a="$r2one" -v b="$r0one" 'BEGIN{printf "%.0f%%", b ? 100*a/b : 0}') on 1 master, $(awk -v a="$r2" -v b="$r0" 'BEGIN{printf "%.0f%%", b ? 100*a/b : 0}') on 4 masters"
   table=$(printf '%s\n\n%s\n' "$table" "$dtable")
 fi
 
