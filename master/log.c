@@ -219,8 +219,11 @@ static void log_prefault(mlog *l)
     uint32_t n = (uint32_t)(l->budget >> l->seg_shift);
     uint64_t t0 = clock_mono_ms();
     if (mem_prefault(l->arena, (size_t)n << l->seg_shift) != 0) {
-        CRAM_WARN("could not fault in the log's %llu MiB at start: %s (pages fault in on demand)",
-                  (unsigned long long)(l->budget >> 20), strerror(errno));
+        CRAM_WARN("could not fault in the log's %.1f MiB at start: %s (pages fault in on demand)",
+                  (double)l->budget / (1 << 20), strerror(errno));
+        /* a partial populate left pages that no slot's `touched` counts:
+         * give them back, so resident memory stays what the log accounts */
+        (void)madvise(l->arena, (size_t)n << l->seg_shift, MADV_DONTNEED);
         return;
     }
     for (uint32_t i = 0; i < n; i++)
