@@ -105,7 +105,8 @@ static void cl_async_done(void *arg, cram_status st, const uint8_t *resp, uint32
         return;
     }
     if (cl_status_is_reroute(sst)) {
-        cl_table_invalidate(a->c, op->table);
+        if (cl_reroute_refresh(&a->r, sst))
+            cl_table_invalidate(a->c, op->table);
         cl_async_later(a);
         return;
     }

@@ -232,6 +232,18 @@ int cl_status_is_reroute(cram_status st)
     return st == CRAM_RETRY || st == CRAM_UNKNOWN_TABLET || st == CRAM_WRONG_SERVER;
 }
 
+/* UNKNOWN_TABLET and WRONG_SERVER say the map is stale.  RETRY says the
+ * owner is right but cannot serve yet (its log is full while the cleaner
+ * makes room, the tablet is still being recovered, the server is not
+ * enlisted yet): fetching the map on each one only loads the coordinator
+ * (a full log answered thousands of RETRYs a second, each followed by a
+ * GET_TABLE_CONFIG).  After a few in a row the map is fetched again anyway,
+ * in case the owner changed meanwhile. */
+int cl_reroute_refresh(const struct cl_retry *r, cram_status st)
+{
+    return st != CRAM_RETRY || r->backoff_us >= CL_REFRESH_AFTER_US;
+}
+
 /* ---- sessions ----------------------------------------------------------- */
 
 int cl_sess_slot(cram_client *c, const char *locator)

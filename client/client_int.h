@@ -21,6 +21,9 @@
 #define CL_RPC_TIMEOUT_MS   5000u   /* per-RPC cap, so a dead server is noticed */
 #define CL_BACKOFF_START_US 1000u   /* first retry delay */
 #define CL_BACKOFF_CAP_US   100000u /* largest retry delay */
+#define CL_REFRESH_AFTER_US 8000u   /* RETRY: ask for the tablet map again only
+                                     * once the back-off got this long (the
+                                     * fourth RETRY in a row) */
 #define CL_DEFAULT_TIMEOUT_MS 30000u
 #define CL_CONNECT_TIMEOUT_MS 5000u
 
@@ -126,6 +129,9 @@ void        cl_table_invalidate(cram_client *c, uint64_t table_id);
 void        cl_table_free(struct cl_table *t);
 /* True for the statuses the library hides by refreshing and retrying. */
 int         cl_status_is_reroute(cram_status st);
+/* After a reroute status: 1 if the table's tablet map should be fetched
+ * from the coordinator again (client.c). */
+int         cl_reroute_refresh(const struct cl_retry *r, cram_status st);
 
 /* ---- pure helpers (parse.c); no network ------------------------------- */
 

@@ -104,7 +104,8 @@ static cram_status cl_enum_fetch(cram_enumerator *e)
         if (cl_parse_enum(c->rbuf, c->rlen, &st, &count, &next, &done, &items) != 0)
             return CRAM_INTERNAL_ERROR;
         if (cl_status_is_reroute(st)) {
-            t->stale = 1;
+            if (cl_reroute_refresh(&r, st))
+                t->stale = 1;
             goto backoff;
         }
         if (st != CRAM_OK)

@@ -99,8 +99,9 @@ static uint8_t *cl_multi_build(int kind, const cram_multi_op *ops, const uint32_
     return buf;
 }
 
-/* Apply one completed message's results to its ops.  Returns 1 if some op
- * must be retried after a config refresh. */
+/* Apply one completed message's results to its ops.  Returns 0, or with
+ * some op to retry: bit 1 for a RETRY (the owner is right), bit 2 for a
+ * status that says the tablet map is stale. */
 static int cl_multi_apply(int kind, cram_multi_op *ops, const uint32_t *order,
                           const struct cl_batch *b, const struct cl_msg *m,
                           uint32_t *max_items)
@@ -121,7 +122,7 @@ static int cl_multi_apply(int kind, cram_multi_op *ops, const uint32_t *order,
             return 1;
         }
         if (cl_status_is_reroute(st))
-            return 1;
+            return st == CRAM_RETRY ? 1 : 2;
         for (uint32_t k = 0; k < b->count; k++)
             ops[order[b->first + k]].status = st;
         return 0;
@@ -133,7 +134,8 @@ static int cl_multi_apply(int kind, cram_multi_op *ops, const uint32_t *order,
         p += sizeof it;
         op->version = it.version;
         if (cl_status_is_reroute((cram_status)it.status)) {
-            again = 1;          /* op->status stays CRAM_RETRY: pending */
+            /* op->status stays CRAM_RETRY: pending */
+            again |= it.status == CRAM_RETRY ? 1 : 2;
             continue;
         }
         op->status = (cram_status)it.status;
@@ -233,7 +235,7 @@ static size_t cl_multi_route(cram_client *c, struct cl_retry *r, cram_multi_op *
         ti = cl_route(t, cram_key_hash(ops[i].table, ops[i].key, ops[i].key_len));
         if (ti < 0 || t->t[ti].sess < 0) {
             t->stale = 1;
-            *again = 1;
+            *again |= 2;
             continue;
         }
         mm->idx[np] = (uint32_t)i;
@@ -339,14 +341,15 @@ static cram_status cl_multi(cram_client *c, int kind, cram_multi_op *ops, size_t
                 /* lost connection or RPC timeout: find the owners again */
                 cl_sess_drop(c, m->slot);
                 cl_coord_drop(c);
-                again = 1;
+                again |= 2;
             }
             free(m->req);
             free(m->resp);
         }
         if (!again)
             break;
-        for (size_t i = 0; i < n; i++)
+        /* a RETRY alone keeps the map (cl_reroute_refresh) */
+        for (size_t i = 0; i < n && ((again & 2) || cl_reroute_refresh(&r, CRAM_RETRY)); i++)
             if (ops[i].status == CRAM_RETRY)
                 cl_table_invalidate(c, ops[i].table);
         if (cl_backoff(c, &r) != 0) {

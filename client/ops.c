@@ -54,7 +54,8 @@ static cram_status cl_keyed_call(cram_client *c, uint64_t table, const void *key
                 return CRAM_INTERNAL_ERROR;
             if (!cl_status_is_reroute(sst))
                 return CRAM_OK;
-            t->stale = 1;
+            if (cl_reroute_refresh(&r, sst))
+                t->stale = 1;
         } else if (st == CRAM_REQUEST_TOO_LARGE || st == CRAM_NO_MEMORY) {
             return st;
         } else {

@@ -862,6 +862,7 @@ struct fake {
     atomic_int stop;
     atomic_int config;
     atomic_int reroute_next;    /* data requests to answer UNKNOWN_TABLET */
+    atomic_int retry_next;      /* data requests to answer RETRY (owner busy) */
     atomic_int malformed_next;  /* data requests to answer with a bad body */
     atomic_int reroute_items;   /* multi items to answer UNKNOWN_TABLET */
     atomic_int config_fetches;
@@ -931,6 +932,10 @@ static cram_status fk_fault(void)
     if (atomic_load(&fk.reroute_next) > 0) {
         atomic_fetch_sub(&fk.reroute_next, 1);
         return CRAM_UNKNOWN_TABLET;
+    }
+    if (atomic_load(&fk.retry_next) > 0) {
+        atomic_fetch_sub(&fk.retry_next, 1);
+        return CRAM_RETRY;
     }
     return CRAM_OK;
 }
@@ -1309,6 +1314,43 @@ static void test_fake_async(void)
     cram_disconnect(c);
 }
 
+/* RETRY says the owner is right but busy (its log full while the cleaner
+ * makes room): the first few are retried without asking the coordinator for
+ * the table again; a long run of them does ask, now and then. */
+static void test_fake_retry_keeps_map(void)
+{
+    cram_client *c = fk_client();
+    char buf[32];
+    uint32_t vl;
+    uint64_t ver;
+    int calls = 0;
+
+    atomic_store(&fk.config, 0);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl), CRAM_OK);
+    int fetches = atomic_load(&fk.config_fetches);
+    atomic_store(&fk.retry_next, 3);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl), CRAM_OK);
+    CU_ASSERT_EQUAL(atomic_load(&fk.retry_next), 0);
+    CU_ASSERT_EQUAL(atomic_load(&fk.config_fetches), fetches);
+    /* the same through the async API */
+    cram_multi_op op = { .table = FK_TABLE, .key = "a", .key_len = 1, .buf = buf,
+                         .buf_len = sizeof buf };
+    atomic_store(&fk.retry_next, 3);
+    CU_ASSERT_EQUAL(cram_async_read(c, &op, fk_async_cb, &calls), CRAM_OK);
+    uint64_t t0 = clock_mono_ms();
+    while (cram_async_pending(c) > 0 && clock_mono_ms() - t0 < 5000)
+        cram_poll(c, 100);
+    CU_ASSERT_EQUAL(calls, 1);
+    CU_ASSERT_EQUAL(op.status, CRAM_OK);
+    CU_ASSERT_EQUAL(atomic_load(&fk.config_fetches), fetches);
+    /* a long run: the map is fetched again, but not for every RETRY */
+    atomic_store(&fk.retry_next, 8);
+    CU_ASSERT_EQUAL(cram_read(c, FK_TABLE, "a", 1, NULL, &ver, buf, sizeof buf, &vl), CRAM_OK);
+    int more = atomic_load(&fk.config_fetches) - fetches;
+    CU_ASSERT(more >= 1 && more <= 5);
+    cram_disconnect(c);
+}
+
 int main(void)
 {
     if (CU_initialize_registry() != CUE_SUCCESS)
@@ -1337,6 +1379,7 @@ int main(void)
     CU_add_test(f, "multi_split_and_reroute", test_fake_multi);
     CU_add_test(f, "enumerate_across_split", test_fake_enumerate);
     CU_add_test(f, "async_reroute", test_fake_async);
+    CU_add_test(f, "retry_keeps_map", test_fake_retry_keeps_map);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();
