@@ -66,12 +66,13 @@ struct lc_job {
     int failed;
 };
 
-/* Cleaned segments waiting until their replacement is durable. */
+/* The replicas of cleaned segments, waiting until their replacement is
+ * durable (their memory went at the commit). */
 struct lc_wait {
     struct lc_wait *next;
     lc_cleaner *c;
     uint32_t n;
-    uint32_t slots[LC_MAX_SRC];
+    struct rm_detached det[LC_MAX_SRC];
 };
 
 struct lc_retired {
@@ -106,6 +107,7 @@ struct lc_cleaner {
     struct lc_retired *ret;
     size_t nret, capret;
     uint64_t *ids_scratch;
+    uint64_t lowmem;                /* low-water mark of free memory (lc_kick) */
     uint64_t last_report_ms;        /* progress line in the log, at most every 10 s */
     bool full_note;                 /* a backup refused a replica as full (lc_backup_full)
                                      * since the last decision */
@@ -457,6 +459,13 @@ static bool start_compact(lc_cleaner *c)
         if (l->nfree < 4)
             break;
         const struct log_segment *s = log_segment(l, best[k].slot);
+        /* a second target only if it leaves writers half the low-water mark
+         * of free memory (the reserve lends the first): a pass that takes
+         * their last free memory has them answered RETRY until it is done */
+        uint64_t need = log_seglet_round(l, s->live_bytes + LC_HDR_BYTES);
+        if (j->nsrc > 0 &&
+            log_free_bytes_after(l, need) < c->lowmem / 2)
+            break;
         uint32_t dst = log_compact_open(l, best[k].slot, s->live_bytes + LC_HDR_BYTES);
         if (dst == LOG_NO_SLOT)
             break;
@@ -645,13 +654,20 @@ void lc_kick(lc_cleaner *c)
         f = f < 0 ? 0 : f > 1 ? 1 : f;
         lowmem = lo + (uint64_t)(f * (double)(hi - lo));
     }
+    c->lowmem = lowmem;
     bool mem = c->cfg.eager ||
                ((double)l->charged >= c->cfg.threshold * (double)budget &&
                 log_free_bytes(l, false) < lowmem) ||
                log_free_bytes(l, false) < lowmem / 2;
-    /* combined cleaning holds survivors and the cleaned segments' memory
-     * until the survivors are durable: while memory is short it waits for
-     * compaction, unless slots run out */
+    /* not yet: be told the moment writes take the free memory below the
+     * mark (waiting for the next head, or for a write refused for room,
+     * left the cleaner idle while writes got RETRY) */
+    log_set_low_mark(l, mem ? 0
+                        : (double)l->charged >= c->cfg.threshold * (double)budget ? lowmem
+                                                                                 : lowmem / 2);
+    /* combined cleaning writes its survivors to R backups and holds the
+     * cleaned segments' replicas until they are durable: while memory is
+     * short it waits for compaction, unless slots run out */
     bool slots_short = l->nfree < low;
     if (disk && (!mem || slots_short || bfull || c->cfg.combined_only) &&
         start_clean(c, true, bfull))
@@ -711,7 +727,7 @@ static void on_log_event(void *arg, int ev, uint32_t slot, uint32_t old_slot)
     lc_cleaner *c = arg;
     if (c->prev_hook != NULL)
         c->prev_hook(c->prev_arg, ev, slot, old_slot);
-    if (ev == LOG_EV_HEAD_OPENED)
+    if (ev == LOG_EV_HEAD_OPENED || ev == LOG_EV_LOW_MEMORY)
         kick_later(c);
 }
 
@@ -757,7 +773,7 @@ static void try_reclaim(lc_cleaner *c)
 }
 
 /* Survivors and the head that lists them are durable: the cleaned segments'
- * replicas go, then (after the readers) their memory. */
+ * replicas go. */
 static void on_durable(void *arg)
 {
     struct lc_wait *w = arg;
@@ -767,13 +783,9 @@ static void on_durable(void *arg)
             *p = w->next;
             break;
         }
-    for (uint32_t i = 0; i < w->n; i++) {
-        if (c->rm != NULL)
-            rm_free_segment(c->rm, w->slots[i]);
-        retire(c, w->slots[i]);
-    }
+    for (uint32_t i = 0; i < w->n && c->rm != NULL; i++)
+        rm_free_detached(c->rm, &w->det[i]);
     free(w);
-    try_reclaim(c);
     kick_later(c);
 }
 
@@ -920,13 +932,24 @@ static void finish_clean(lc_cleaner *c, struct lc_job *j)
     }
     c->st.bytes_freed += before > after ? before - after : 0;
     c->st.segments_cleaned += j->nsrc;
+    /* The cleaned segments' memory goes now (once no reader is inside):
+     * their live data is in the survivors, in memory, and the hash table
+     * points there.  Their replicas stay on the backups until the survivors
+     * and the new head (whose digest no longer lists them) are on R backups:
+     * until then a crash recovery still needs them.  They are not re-created
+     * if a backup fails meanwhile (the memory is gone), so for that short
+     * while they may have fewer than R replicas, as a new write has until it
+     * is durable.  Holding the memory instead stalled compaction for every
+     * such wait (docs/cleaner.md). */
     w->c = c;
     w->n = j->nsrc;
-    memcpy(w->slots, j->src, j->nsrc * sizeof *j->src);
+    for (uint32_t i = 0; i < j->nsrc; i++) {
+        if (c->rm != NULL)
+            rm_detach_segment(c->rm, j->src[i], &w->det[i]);
+        retire(c, j->src[i]);
+    }
     w->next = c->waits;
     c->waits = w;
-    /* replicas of the cleaned segments go once the survivors and the new
-     * head (whose digest no longer lists them) are on R backups */
     if (c->rm == NULL || rm_when_durable(c->rm, on_durable, w) != 0)
         on_durable(w);
 }
@@ -1083,6 +1106,12 @@ void lc_destroy(lc_cleaner *c)
     free(c);
 }
 
+/* A pass is out, or freed memory waits for readers to leave. */
+static bool frees_soon(const lc_cleaner *c)
+{
+    return c->job != NULL || c->nret > 0;
+}
+
 bool lc_can_free(lc_cleaner *c)
 {
     if (c->cfg.disabled)
@@ -1103,15 +1132,15 @@ bool lc_can_free(lc_cleaner *c)
         }
     }
     /* a pass out or memory waiting for readers: it will give memory back */
-    if (can < l->segment_bytes && !lc_busy(c))
+    if (can < l->segment_bytes && !frees_soon(c))
         return false;
     lc_kick(c);
     /* the estimate is only worth a RETRY if a pass that frees memory is out
      * or can start now (else writers would retry against a cleaner that
      * stays idle) */
-    if (!lc_busy(c) && !start_compact(c))
+    if (!frees_soon(c) && !start_compact(c))
         (void)start_clean(c, false, false);
-    if (!lc_busy(c))
+    if (!frees_soon(c))
         return false;
     c->st.retries++;
     return true;

@@ -87,7 +87,8 @@ void lc_backup_full(void *arg);
 /* A write found no room: true (and a pass is started) if cleaning can still
  * free enough memory for a new head; false if live data fills the memory. */
 bool lc_can_free(lc_cleaner *c);
-/* True while a pass runs or memory waits for readers to leave. */
+/* True while a pass runs, memory waits for readers to leave, or cleaned
+ * segments' replicas wait for their survivors to be durable. */
 bool lc_busy(const lc_cleaner *c);
 /* The epochs that guard freed log memory (register readers here). */
 lc_epoch *lc_epochs(lc_cleaner *c);

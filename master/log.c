@@ -349,12 +349,30 @@ uint32_t log_head_start_bytes(const mlog *l)
     return log_seglet_round(l, head_overhead(l));
 }
 
+/* Free memory for writers once the cleaner has `extra` more bytes open. */
+static uint64_t writer_free(const mlog *l, uint64_t extra)
+{
+    /* the cleaner's open slots come out of the reserve first: while it
+     * compacts, writers keep the free memory they had (all but the start of
+     * the head a combined pass's commit opens) */
+    uint64_t keep = l->reserve, hs = log_head_start_bytes(l);
+    uint64_t lent = l->cleaner_charged + extra, charged = l->charged + extra;
+    if (keep > hs)
+        keep -= lent < keep - hs ? lent : keep - hs;
+    uint64_t lim = l->budget > keep ? l->budget - keep : 0;
+    return charged < lim ? lim - charged : 0;
+}
+
 uint64_t log_free_bytes(const mlog *l, bool cleaner)
 {
-    uint64_t lim = l->budget;
     if (!cleaner)
-        lim = lim > l->reserve ? lim - l->reserve : 0;
-    return l->charged < lim ? lim - l->charged : 0;
+        return writer_free(l, 0);
+    return l->charged < l->budget ? l->budget - l->charged : 0;
+}
+
+uint64_t log_free_bytes_after(const mlog *l, uint64_t cleaner_bytes)
+{
+    return writer_free(l, cleaner_bytes);
 }
 
 /* Free slots' resident pages go back to the OS until they fit next to the
@@ -406,11 +424,23 @@ static uint32_t slot_take(mlog *l, uint8_t state, uint32_t charge, uint32_t capa
     s->created_ms = clock_mono_ms();
     s->charged = charge;
     l->charged += charge;
+    s->from_reserve = cleaner && state == LOG_SEG_SIDE;
+    if (s->from_reserve)
+        l->cleaner_charged += charge;
     trim_resident(l);
     seg_writer_init(&s->w, l->arena + ((size_t)slot << l->seg_shift), capacity);
     if (l->mem_hook != NULL)
         l->mem_hook(l->mem_arg, slot, s->w.base, capacity, true);
     return slot;
+}
+
+/* A cleaner's SIDE slot stops being one (committed or given back). */
+static void side_done(mlog *l, struct log_segment *s)
+{
+    if (s->from_reserve) {
+        l->cleaner_charged -= s->charged;
+        s->from_reserve = false;
+    }
 }
 
 /* A segment stopped growing: its charge shrinks to its fill level. */
@@ -451,6 +481,7 @@ static void seg_release(mlog *l, uint32_t slot)
     struct log_segment *s = &l->segs[slot];
     if (s->state != LOG_SEG_SIDE)
         l->bytes_used -= s->w.used;
+    side_done(l, s);
     l->charged -= s->charged;
     s->charged = 0;
     if (l->mem_hook != NULL)
@@ -549,6 +580,20 @@ void log_head_set_epoch(mlog *l, uint64_t epoch)
     s->w.cert_crc = cert;
 }
 
+/* The head grows to `want` bytes of charge (the caller checked the room). */
+static void charge_head(mlog *l, struct log_segment *s, uint32_t want)
+{
+    l->charged += want - s->charged;
+    s->charged = want;
+    if (l->resident_free > 0)
+        trim_resident(l);
+    if (l->low_mark != 0 && log_free_bytes(l, false) < l->low_mark) {
+        l->low_mark = 0;        /* once; the cleaner sets it again */
+        if (l->hook != NULL)
+            l->hook(l->hook_arg, LOG_EV_LOW_MEMORY, l->head, LOG_NO_SLOT);
+    }
+}
+
 int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref *ref)
 {
     uint64_t body = 0;
@@ -569,10 +614,7 @@ int log_append(mlog *l, uint8_t type, const struct iovec *parts, int n, log_ref 
     if (want > s->charged) {
         if (log_free_bytes(l, false) < want - s->charged)
             return -1;
-        l->charged += want - s->charged;
-        s->charged = want;
-        if (l->resident_free > 0)
-            trim_resident(l);
+        charge_head(l, s, want);
     }
     uint32_t before = s->w.used;
     int64_t off = seg_append(&s->w, type, parts, n);
@@ -606,10 +648,7 @@ int log_append_group(mlog *l, const struct log_group_entry *ents, int n, log_ref
     if (want > s->charged) {
         if (log_free_bytes(l, false) < want - s->charged)
             return -1;
-        l->charged += want - s->charged;
-        s->charged = want;
-        if (l->resident_free > 0)
-            trim_resident(l);
+        charge_head(l, s, want);
     }
     uint32_t before = s->w.used;
     for (int i = 0; i < n; i++) {
@@ -676,6 +715,7 @@ int log_side_commit(mlog *l, const uint32_t *slots, uint32_t n)
         return -1;
     for (uint32_t i = 0; i < n; i++) {
         CRAM_ASSERT(slots[i] < l->nsegs && l->segs[slots[i]].state == LOG_SEG_SIDE);
+        side_done(l, &l->segs[slots[i]]);
         l->segs[slots[i]].state = LOG_SEG_CLOSED;
         charge_shrink(l, &l->segs[slots[i]]);
         l->bytes_used += l->segs[slots[i]].w.used;
@@ -726,6 +766,7 @@ int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
             seg_release(l, survivors[i]);
             continue;
         }
+        side_done(l, s);
         s->state = LOG_SEG_CLOSED;
         charge_shrink(l, s);
         l->bytes_used += s->w.used;
@@ -774,6 +815,7 @@ void log_compact_commit(mlog *l, uint32_t src, uint32_t dst, uint32_t live_bytes
     d->epoch = s->epoch;
     d->created_ms = s->created_ms;
     d->live_bytes = live_bytes;
+    side_done(l, d);
     d->state = LOG_SEG_CLOSED;
     charge_shrink(l, d);
     l->bytes_used += d->w.used;

@@ -94,6 +94,8 @@ struct log_segment {
                               * HEAD / SIDE the capacity, CLOSED / CLEANED
                               * the fill level rounded up to seglets */
     uint8_t  state;          /* enum log_seg_state */
+    bool     from_reserve;   /* SIDE slot the cleaner opened: its charge is in
+                              * mlog.cleaner_charged */
     uint32_t touched;        /* FREE: bytes from the slot's start whose pages
                               * stayed resident from its last use */
     /* Tombstones naming this segment (by id; they move with the id when the
@@ -121,8 +123,11 @@ struct log_tomb_holder {
  *                       (now CLOSED) or LOG_NO_SLOT
  *   LOG_EV_JOINED       side segment `slot` became CLOSED (log_side_commit);
  *                       reported before the head that lists it is opened
+ *   LOG_EV_LOW_MEMORY   an append took the free memory (reserve excluded)
+ *                       below the mark set with log_set_low_mark; once per
+ *                       mark (slot = the head)
  */
-enum log_event { LOG_EV_HEAD_OPENED = 1, LOG_EV_JOINED = 2 };
+enum log_event { LOG_EV_HEAD_OPENED = 1, LOG_EV_JOINED = 2, LOG_EV_LOW_MEMORY = 3 };
 typedef void (*log_event_fn)(void *arg, int ev, uint32_t slot, uint32_t old_slot);
 
 /*
@@ -146,6 +151,8 @@ typedef struct mlog {
     uint64_t budget;         /* memory_bytes rounded down to whole segments */
     uint64_t charged;        /* sum of the slots' `charged` (<= budget) */
     uint64_t reserve;        /* budget kept for the cleaner (log_set_reserve) */
+    uint64_t cleaner_charged; /* charge of the SIDE slots the cleaner has open */
+    uint64_t low_mark;       /* LOG_EV_LOW_MEMORY below this free memory; 0 = off */
     uint32_t head;           /* slot of the head, LOG_NO_SLOT before the first append */
     uint32_t free_head;      /* free list */
     uint32_t nfree;
@@ -183,7 +190,10 @@ typedef struct mlog {
  * (log_compact_open/commit) really gives memory back, and the sum of the
  * charges never exceeds memory_bytes.  `reserve` bytes of the budget are
  * usable only by the cleaner (survivor and compaction targets, and the head
- * its commit opens), so cleaning can always make progress.
+ * its commit opens), so cleaning can always make progress.  The slots the
+ * cleaner has open are charged to the reserve first (writers give up only
+ * what the cleaner uses beyond it), except for the start of a head that a
+ * combined pass's commit needs.
  *
  * Returns NULL with a message in err on bad config or out of memory. */
 mlog *log_create(const struct log_config *cfg, char *err, size_t errlen);
@@ -242,6 +252,12 @@ static inline uint64_t log_epoch(const mlog *l) { return l->epoch; }
 
 /* Register the event hook (one; NULL to remove). */
 static inline void log_set_hook(mlog *l, log_event_fn fn, void *arg) { l->hook = fn; l->hook_arg = arg; }
+
+/* Report LOG_EV_LOW_MEMORY once, when an append leaves less than `bytes` of
+ * free memory (log_free_bytes(l, false)); 0 turns it off.  The cleaner sets
+ * it when it finds nothing to do yet, so it starts as soon as memory runs
+ * short rather than at the next head or the first write refused. */
+static inline void log_set_low_mark(mlog *l, uint64_t bytes) { l->low_mark = bytes; }
 
 /* Register the memory hook (above); slots already in use are not reported. */
 static inline void log_set_mem_hook(mlog *l, log_mem_fn fn, void *arg) { l->mem_hook = fn; l->mem_arg = arg; }
@@ -323,6 +339,9 @@ static inline void log_set_reserve(mlog *l, uint64_t bytes) { l->reserve = bytes
 uint32_t log_head_start_bytes(const mlog *l);
 /* Budget bytes still free for ordinary appends / for the cleaner. */
 uint64_t log_free_bytes(const mlog *l, bool cleaner);
+/* Budget bytes free for ordinary appends once the cleaner has opened slots
+ * charged `cleaner_bytes` more (what the reserve cannot lend is theirs). */
+uint64_t log_free_bytes_after(const mlog *l, uint64_t cleaner_bytes);
 /* Round up to whole seglets. */
 static inline uint32_t log_seglet_round(const mlog *l, uint32_t bytes)
 {

@@ -1320,16 +1320,31 @@ static void on_free_done(void *arg, cram_status st, const uint8_t *resp, uint32_
     (void)arg; (void)st; (void)resp; (void)len;   /* best effort */
 }
 
-void rm_free_segment(replica_mgr *rm, uint32_t slot)
+void rm_detach_segment(replica_mgr *rm, uint32_t slot, struct rm_detached *out)
 {
     struct rm_seg *s = &rm->segs[slot];
+    out->id = s->tracked ? s->id : 0;
+    for (uint32_t i = 0; i < RM_MAX_REPLICAS; i++)
+        out->b[i] = -1;
     if (!s->tracked)
         return;
     for (uint32_t i = 0; i < rm->R; i++) {
-        struct rm_replica *r = &s->r[i];
-        if (r->b < 0)
+        out->b[i] = s->r[i].b;
+        s->r[i].b = -1;
+        s->r[i].gen++;              /* completions still on their way are stale */
+    }
+    pending_remove(rm, slot);
+    s->tracked = false;
+}
+
+void rm_free_detached(replica_mgr *rm, const struct rm_detached *d)
+{
+    if (d->id == 0)
+        return;
+    for (uint32_t i = 0; i < RM_MAX_REPLICAS; i++) {
+        if (d->b[i] < 0 || (uint32_t)d->b[i] >= rm->nbackups)
             continue;
-        struct rm_backup *b = &rm->backups[r->b];
+        struct rm_backup *b = &rm->backups[d->b[i]];
         if (b->load > 0)
             b->load--;
         tp_session *sess = b->gone ? NULL : backup_session(rm, b);
@@ -1338,13 +1353,11 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
                 .hdr = { .opcode = WIRE_OP_BACKUP_FREE, .service = WIRE_SVC_BACKUP, .flags = 0 },
                 .tgt = { .target_server_id = b->id },
                 .master_id = rm->log->master_id ? rm->log->master_id : rm->self_id,
-                .segment_id = s->id,
+                .segment_id = d->id,
             };
             struct iovec iov = { &q, sizeof q };
             (void)tp_send(sess, &iov, 1, rm->timeout_ms, on_free_done, NULL);
         }
-        r->b = -1;
-        r->gen++;
         b->full = false;            /* its space there is given back */
     }
     /* disk is no longer short once combined cleaning has freed a replica on
@@ -1354,9 +1367,14 @@ void rm_free_segment(replica_mgr *rm, uint32_t slot)
         any_full = rm->backups[i].full && !rm->backups[i].gone;
     if (!any_full)
         rm->disk_short_until_ms = 0;
-    pending_remove(rm, slot);
-    s->tracked = false;
     kick(rm);
+}
+
+void rm_free_segment(replica_mgr *rm, uint32_t slot)
+{
+    struct rm_detached d;
+    rm_detach_segment(rm, slot, &d);
+    rm_free_detached(rm, &d);
 }
 
 void rm_set_backup_full_hook(replica_mgr *rm, tp_fn fn, void *arg)

@@ -107,6 +107,21 @@ int rm_when_durable(replica_mgr *rm, tp_fn fn, void *arg);
  * the segment in the log afterwards. */
 void rm_free_segment(replica_mgr *rm, uint32_t slot);
 
+/* A segment's replicas, taken away from its slot (rm_detach_segment). */
+struct rm_detached {
+    uint64_t id;                        /* 0: nothing was tracked */
+    int32_t  b[RM_MAX_REPLICAS];        /* backups holding (or being sent) one; -1 */
+};
+
+/* rm_free_segment in two steps, for combined cleaning: detach stops
+ * tracking the segment in `slot` at once (its memory may go and the slot be
+ * reused: it is never re-replicated, and writes still in flight for it
+ * complete as stale) but leaves its replicas on the backups; free_detached
+ * later sends the BACKUP_FREEs.  Between the two the segment has at most
+ * the replicas it had, fewer if a backup fails (docs/cleaner.md). */
+void rm_detach_segment(replica_mgr *rm, uint32_t slot, struct rm_detached *out);
+void rm_free_detached(replica_mgr *rm, const struct rm_detached *d);
+
 /* Recovery: replicate a full side segment (log_side_open; nothing will be
  * appended to it any more) now, as a closed segment, before it joins the
  * log -- so backups write it while the replay goes on.  Its replicas are in

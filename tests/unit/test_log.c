@@ -351,6 +351,110 @@ static void test_side_segments(void)
     log_destroy(l);
 }
 
+static int low_events;
+static void count_low(void *arg, int ev, uint32_t slot, uint32_t old_slot)
+{
+    (void)arg; (void)slot; (void)old_slot;
+    low_events += ev == LOG_EV_LOW_MEMORY;
+}
+
+/* The cleaner's reserve: writers never get it, but the slots the cleaner
+ * opens come out of it first (writers keep their free memory), except for the
+ * start of the head a combined commit opens.  LOG_EV_LOW_MEMORY: once per
+ * mark, when an append takes the free memory below it. */
+static void test_reserve_and_low_mark(void)
+{
+    mlog *l = mk(8);
+    uint64_t hs = log_head_start_bytes(l), reserve = SEGSZ + hs;
+    log_set_reserve(l, reserve);
+    log_set_hook(l, count_low, NULL);
+    log_ref r;
+    uint32_t n = 0;
+    /* fill until writers have between 1 and 3 segments' worth left */
+    while (log_free_bytes(l, false) > 2 * SEGSZ + SEGSZ / 2)
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, n++, 3000, &r), 0);
+    uint64_t fw = log_free_bytes(l, false);
+    CU_ASSERT_EQUAL(log_free_bytes(l, true), fw + reserve);
+    CU_ASSERT_EQUAL(low_events, 0);
+    uint32_t src = LOG_NO_SLOT;
+    for (uint32_t i = 0; i < log_nsegments(l) && src == LOG_NO_SLOT; i++)
+        if (log_segment(l, i)->state == LOG_SEG_CLOSED)
+            src = i;
+    CU_ASSERT_FATAL(src != LOG_NO_SLOT);
+
+    /* a compaction target within the reserve: writers keep what they had */
+    uint32_t t1 = log_compact_open(l, src, SEGSZ / 2);
+    CU_ASSERT_FATAL(t1 != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw);
+    CU_ASSERT_EQUAL(log_free_bytes_after(l, SEGSZ / 2), fw);
+    CU_ASSERT_EQUAL(log_free_bytes_after(l, SEGSZ / 2 + 8192), fw - 8192);
+    /* a second one beyond it: writers give up only the part beyond */
+    uint32_t t2 = log_compact_open(l, src, SEGSZ / 2 + 8192);
+    CU_ASSERT_FATAL(t2 != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw - 8192);
+    log_side_abort(l, t2);
+    log_side_abort(l, t1);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw);
+    CU_ASSERT_EQUAL(log_free_bytes(l, true), fw + reserve);
+    /* a survivor takes a whole segment: lent too, the head start is not */
+    uint32_t sv = log_cleaner_open(l);
+    CU_ASSERT_FATAL(sv != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw);
+    CU_ASSERT_EQUAL(log_free_bytes(l, true), fw + hs);
+    uint32_t t3 = log_compact_open(l, src, 4096);
+    CU_ASSERT_FATAL(t3 != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw - log_seglet_round(l, 4096));
+    log_side_abort(l, t3);
+    log_side_abort(l, sv);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw);
+    /* recovery side segments are no cleaner's: they take writers' memory */
+    uint32_t rs = log_side_open(l);
+    CU_ASSERT_FATAL(rs != LOG_NO_SLOT);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw - SEGSZ);
+    log_side_abort(l, rs);
+    /* a compaction commit hands the target's charge back to the writers'
+     * count: the source is still charged until freed */
+    uint32_t used = log_segment(l, src)->w.used;
+    uint32_t t4 = log_compact_open(l, src, used);
+    CU_ASSERT_FATAL(t4 != LOG_NO_SLOT);
+    const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, src);
+    log_ref nr;
+    for (uint32_t pos = 0; pos < used;) {
+        h = (const struct seg_entry_hdr *)(log_segment_base(l, src) + pos);
+        CU_ASSERT_EQUAL_FATAL(log_side_copy(l, t4, h, &nr), 0);
+        pos += (uint32_t)seg_entry_size(h->length);
+    }
+    log_compact_commit(l, src, t4, used);
+    CU_ASSERT_EQUAL(l->cleaner_charged, 0);
+    log_segment_free(l, src);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), fw);
+
+    /* low mark: one event when an append crosses it, none after, again
+     * once set again */
+    log_set_low_mark(l, fw - SEGSZ / 2);
+    uint64_t before = fw;
+    while (low_events == 0) {
+        before = log_free_bytes(l, false);
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, n++, 3000, &r), 0);
+    }
+    CU_ASSERT(before >= fw - SEGSZ / 2);
+    CU_ASSERT(log_free_bytes(l, false) < fw - SEGSZ / 2);
+    for (int i = 0; i < 5; i++)
+        CU_ASSERT_EQUAL_FATAL(append_blob(l, n++, 3000, &r), 0);
+    CU_ASSERT_EQUAL(low_events, 1);
+    log_set_low_mark(l, log_free_bytes(l, false));
+    while (low_events == 1 && append_blob(l, n++, 3000, &r) == 0)
+        ;
+    CU_ASSERT_EQUAL(low_events, 2);
+    log_set_low_mark(l, 0);                 /* off */
+    while (append_blob(l, n++, 3000, &r) == 0)
+        ;
+    CU_ASSERT_EQUAL(low_events, 2);
+    CU_ASSERT_EQUAL(log_free_bytes(l, false), 0);
+    CU_ASSERT(log_free_bytes(l, true) >= reserve - 3000);
+    log_destroy(l);
+}
+
 /* Append a tombstone entry (its body is not looked at here). */
 static log_ref append_tomb(mlog *l, uint64_t target_id)
 {
@@ -477,6 +581,7 @@ int main(void)
     CU_add_test(s, "side segments", test_side_segments);
     CU_add_test(s, "prefault", test_prefault);
     CU_add_test(s, "tombstone accounting", test_tombstone_accounting);
+    CU_add_test(s, "cleaner reserve lent first; low-memory mark", test_reserve_and_low_mark);
     CU_basic_set_mode(CU_BRM_VERBOSE);
     CU_basic_run_tests();
     int bad = CU_get_number_of_failures() || CU_get_number_of_tests_failed() || CU_get_error();

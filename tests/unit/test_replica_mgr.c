@@ -29,6 +29,7 @@
 #include "common/serverlist.h"
 #include "common/wire.h"
 #include "cram.pb-c.h"
+#include "logcleaner/lc.h"
 #include "master/log.h"
 #include "master/master_service.h"
 #include "master/objmgr.h"
@@ -301,6 +302,7 @@ static void add_backup(uint64_t storage)
 }
 
 static uint64_t main_storage;       /* != 0: storage of the NMAIN listed backups */
+static int cleaner_off;             /* the master's own log cleaner never runs */
 
 static void cluster_up(int sync, int small_last)
 {
@@ -313,7 +315,8 @@ static void cluster_up(int sync, int small_last)
     for (int i = 0; i < NB; i++)
         add_backup(small_last && i == NB - 1 ? 2 * SEGMENT
                    : main_storage != 0 && i < NMAIN ? main_storage : 64u << 20);
-    struct master_config mc = { .memory_bytes = 128 * SEGMENT, .segment_bytes = SEGMENT };
+    struct master_config mc = { .memory_bytes = 128 * SEGMENT, .segment_bytes = SEGMENT,
+                                .cleaner_threshold = cleaner_off ? -1 : 0 };
     ms = master_create(&mc, err, sizeof err);
     CU_ASSERT_FATAL(ms != NULL);
     master_set_server_id(ms, MASTER_ID);
@@ -975,6 +978,164 @@ static void test_side_segments_early(void)
     cluster_down();
 }
 
+/* Replicas held by all backups together. */
+static int held_total(void)
+{
+    int held = 0;
+    for (int i = 0; i < nbn; i++) {
+        int h, d;
+        list_replicas(&bn[i], &h, &d);
+        held += h;
+    }
+    return held;
+}
+
+/* rm_detach_segment / rm_free_detached: the slot is reused while the old
+ * segment's replicas stay on their backups; freeing the detached replicas
+ * later frees those and nothing of the slot's new segment. */
+static void test_detach(void)
+{
+    cluster_up(0, 0);
+    mlog *l = om_log(master_objmgr(ms));
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NMAIN, 1);
+    for (int k = 0; k < 20; k++)
+        send_write(k, 700);
+    wait_acks();
+    wait_idle();
+    int held0 = held_total();
+    uint8_t v[900];
+    struct iovec iov = { v, sizeof v };
+    log_ref ref;
+    uint32_t side = log_side_open(l);
+    CU_ASSERT_FATAL(side != LOG_NO_SLOT);
+    memset(v, 1, sizeof v);
+    CU_ASSERT_FATAL(log_side_append(l, side, SEG_ENTRY_SAFE_VERSION, &iov, 1, &ref) == 0);
+    CU_ASSERT_FATAL(rm_replicate_side(rm, side) == 0);
+    wait_idle();
+    uint64_t old_id = log_segment(l, side)->id;
+    uint64_t ids[RM_MAX_REPLICAS];
+    CU_ASSERT_FATAL(rm_segment_backups(rm, side, ids, RM_MAX_REPLICAS) == 2);
+    CU_ASSERT_EQUAL(held_total(), held0 + 2);
+
+    struct rm_detached d;
+    rm_detach_segment(rm, side, &d);
+    CU_ASSERT_EQUAL(d.id, old_id);
+    int nb = 0;
+    for (int i = 0; i < RM_MAX_REPLICAS; i++)
+        nb += d.b[i] >= 0;
+    CU_ASSERT_EQUAL(nb, 2);
+    CU_ASSERT(!rm_segment_done(rm, side));
+    CU_ASSERT_EQUAL(rm_segment_backups(rm, side, ids, RM_MAX_REPLICAS), 0);
+    /* its memory goes and the slot takes a new segment at once */
+    log_side_abort(l, side);
+    uint32_t side2 = log_side_open(l);
+    CU_ASSERT_FATAL(side2 == side);
+    memset(v, 2, sizeof v);
+    CU_ASSERT_FATAL(log_side_append(l, side2, SEG_ENTRY_SAFE_VERSION, &iov, 1, &ref) == 0);
+    CU_ASSERT_FATAL(rm_replicate_side(rm, side2) == 0);
+    wait_idle();
+    CU_ASSERT(rm_segment_done(rm, side2));
+    CU_ASSERT_EQUAL(held_total(), held0 + 4);       /* old replicas still held */
+
+    rm_free_detached(rm, &d);
+    settle_ms(300);                                 /* the FREEs reach the backups */
+    CU_ASSERT_EQUAL(held_total(), held0 + 2);
+    CU_ASSERT(rm_segment_done(rm, side2));
+    CU_ASSERT_EQUAL(rm_segment_backups(rm, side2, ids, RM_MAX_REPLICAS), 2);
+    struct rm_detached none;
+    rm_detach_segment(rm, log_nsegments(l) - 1, &none);    /* never used: nothing */
+    CU_ASSERT_EQUAL(none.id, 0);
+    rm_free_detached(rm, &none);
+    rm_free_segment(rm, side2);
+    log_side_abort(l, side2);
+    settle_ms(100);
+    CU_ASSERT_EQUAL(held_total(), held0);
+    check_all(1);
+    cluster_down();
+}
+
+/* Combined cleaning with replicas: the cleaned segments' memory is free at
+ * the commit, before the survivors are durable; once they are, the cleaned
+ * segments' replicas are gone from the backups and every segment in the log
+ * has its two replicas (none lost, none leaked); the freed slots are reused
+ * by later writes. */
+static void test_clean_frees_early(void)
+{
+    cleaner_off = 1;
+    cluster_up(0, 0);
+    cleaner_off = 0;
+    objmgr *om = master_objmgr(ms);
+    mlog *l = om_log(om);
+    replica_mgr *rm = master_replica_mgr(ms);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(NMAIN, 1);
+    for (int round = 0; round < 3; round++) {
+        for (int k = 0; k < 200; k++)
+            send_write(k, 700);
+        wait_acks();
+    }
+    CU_ASSERT_EQUAL(acked_ok, 600);
+    wait_idle();
+    CU_ASSERT_EQUAL_FATAL(log_roll(l), 0);
+    wait_idle();
+    int nseg0 = check_all(1);
+    CU_ASSERT_EQUAL(held_total(), 2 * nseg0);
+    struct log_stats ls0;
+    log_get_stats(l, &ls0);
+
+    char err[256];
+    struct lc_config cfg = { .eager = true, .combined_only = true };
+    lc_cleaner *c = lc_create(loop, l, om_hashtable(om), rm, &cfg, err, sizeof err);
+    CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    lc_kick(c);
+    /* one loop turn at a time until the first pass is committed */
+    struct lc_stats st = { 0 };
+    uint64_t end = clock_mono_ms() + 10000;
+    while (st.segments_cleaned == 0 && clock_mono_ms() < end) {
+        tp_loop_poll(loop, 1);
+        lc_get_stats(c, &st);
+    }
+    CU_ASSERT_FATAL(st.segments_cleaned > 0);
+    CU_ASSERT(lc_busy(c));                          /* the survivors are not durable */
+    uint32_t undone = 0, cleaned_left = 0;
+    for (uint32_t i = 0; i < log_nsegments(l); i++) {
+        const struct log_segment *s = log_segment(l, i);
+        if (s->state == LOG_SEG_CLOSED && !rm_segment_done(rm, i))
+            undone++;
+        cleaned_left += s->state == LOG_SEG_CLEANED;
+    }
+    CU_ASSERT(undone > 0);
+    CU_ASSERT_EQUAL(cleaned_left, 0);               /* their memory went at the commit */
+    struct log_stats ls1;
+    log_get_stats(l, &ls1);
+    CU_ASSERT(ls1.charged_bytes < ls0.charged_bytes);
+
+    end = clock_mono_ms() + 20000;
+    while ((lc_busy(c) || !rm_idle(rm)) && clock_mono_ms() < end)
+        tp_loop_poll(loop, 5);
+    CU_ASSERT(!lc_busy(c));
+    lc_get_stats(c, &st);
+    CU_ASSERT(st.segments_cleaned > st.survivors);
+    lc_destroy(c);                                  /* no more passes during the checks */
+    settle_ms(300);                                 /* the FREEs reach the backups */
+    int nseg1 = check_all(1);
+    CU_ASSERT(nseg1 < nseg0);
+    CU_ASSERT_EQUAL(held_total(), 2 * nseg1);
+    /* later writes take the freed slots; all replicated, all readable */
+    for (int k = 0; k < 200; k++)
+        send_write(k, 700);
+    wait_acks();
+    CU_ASSERT_EQUAL(acked_ok, 800);
+    CU_ASSERT_EQUAL(acked_other, 0);
+    wait_idle();
+    int nseg2 = check_all(1);
+    settle_ms(100);
+    CU_ASSERT_EQUAL(held_total(), 2 * nseg2);
+    cluster_down();
+}
+
 /* log_head_set_epoch: header rewritten, entry crc and certificate valid. */
 static void test_head_epoch(void)
 {
@@ -1028,6 +1189,9 @@ int main(void)
     CU_add_test(e, "second head loss: epoch raised in place", test_double_loss);
     CU_add_test(e, "side segments replicated, rm_when_durable", test_side_segments);
     CU_add_test(e, "side segments replicated before the commit (recovery)", test_side_segments_early);
+    CU_add_test(e, "detached replicas freed later, the slot reused at once", test_detach);
+    CU_add_test(e, "combined cleaning frees memory before its survivors are durable",
+                test_clean_frees_early);
     CU_add_test(e, "random backup crashes and joins under load", test_stress_crashes);
     CU_add_test(p, "head epoch rewritten in place", test_head_epoch);
     CU_basic_set_mode(CU_BRM_VERBOSE);
