@@ -26,7 +26,8 @@
  * Errors
  *   Every call returns a cram_status; CRAM_OK is 0.  CRAM_RETRY and
  *   CRAM_UNKNOWN_TABLET never reach callers: the library refreshes its cached
- *   table configuration, re-routes and retries with jittered back-off; on a
+ *   table configuration (after CRAM_RETRY only from the fourth in a row: the
+ *   owner is right but busy), re-routes and retries with jittered back-off; on a
  *   transport error or RPC timeout it re-locates the coordinator and the
  *   tablet's owner and retries, until the handle's timeout (cram_set_timeout,
  *   default 30 s) expires, which returns CRAM_TIMEOUT.
