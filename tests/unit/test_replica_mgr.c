@@ -723,19 +723,38 @@ static void test_all_backups_full(void)
     cluster_down();
 }
 
+/* A cluster (buffered) listing nback backups, with n objects of vlen bytes
+ * written, acknowledged and fully replicated. */
+static void up_and_write(int nback, int n, uint32_t vlen)
+{
+    cluster_up(0, 0);
+    outstanding = acked_ok = acked_other = 0;
+    push_list(nback, 1);
+    for (int k = 0; k < n; k++)
+        send_write(k, vlen);
+    wait_acks();
+    wait_idle();
+}
+
+/* Replicas held by all backups together. */
+static int held_total(void)
+{
+    int held = 0;
+    for (int i = 0; i < nbn; i++) {
+        int h, d;
+        list_replicas(&bn[i], &h, &d);
+        held += h;
+    }
+    return held;
+}
+
 /* A second head replica lost before the first loss's recovery info is
  * recorded: the young new head is re-sent under a higher epoch in place. */
 static void test_double_loss(void)
 {
-    cluster_up(0, 0);
+    up_and_write(NB, 150, 1000);
     mlog *l = om_log(master_objmgr(ms));
     replica_mgr *rm = master_replica_mgr(ms);
-    outstanding = acked_ok = acked_other = 0;
-    push_list(NB, 1);
-    for (int k = 0; k < 150; k++)
-        send_write(k, 1000);
-    wait_acks();
-    wait_idle();
     uint64_t ids[RM_MAX_REPLICAS];
     CU_ASSERT_FATAL(rm_segment_backups(rm, log_head_slot(l), ids, RM_MAX_REPLICAS) == 2);
     uint64_t old_head = log_segment(l, log_head_slot(l))->id;
@@ -902,22 +921,10 @@ static void test_side_segments(void)
  * backups); a side segment given back is freed on its backups. */
 static void test_side_segments_early(void)
 {
-    cluster_up(0, 0);
+    up_and_write(NMAIN, 20, 700);
     mlog *l = om_log(master_objmgr(ms));
     replica_mgr *rm = master_replica_mgr(ms);
-    outstanding = acked_ok = acked_other = 0;
-    push_list(NMAIN, 1);
-    for (int k = 0; k < 20; k++)
-        send_write(k, 700);
-    wait_acks();
-    wait_idle();
-    int held0 = 0, disk0 = 0;
-    for (int i = 0; i < nbn; i++) {
-        int h, d;
-        list_replicas(&bn[i], &h, &d);
-        held0 += h;
-        disk0 += d;
-    }
+    int held0 = held_total();
     uint32_t side[3];
     uint8_t v[900];
     struct iovec iov = { v, sizeof v };
@@ -941,13 +948,7 @@ static void test_side_segments_early(void)
         CU_ASSERT(rm_segment_done(rm, side[i]));
         CU_ASSERT(rm_segment_backups(rm, side[i], before[i], RM_MAX_REPLICAS) == 2);
     }
-    int held = 0, disk = 0;
-    for (int i = 0; i < nbn; i++) {
-        int h, d;
-        list_replicas(&bn[i], &h, &d);
-        held += h;
-    }
-    CU_ASSERT_EQUAL(held, held0 + 6);
+    CU_ASSERT_EQUAL(held_total(), held0 + 6);
     /* the third is given back (a dropped replay): freed on its backups */
     rm_free_segment(rm, side[2]);
     log_side_abort(l, side[2]);
@@ -965,29 +966,10 @@ static void test_side_segments_early(void)
         CU_ASSERT(memcmp(ids, before[i], 2 * sizeof ids[0]) == 0);   /* kept, not moved */
     }
     settle_ms(300);                 /* the FREE of the third reaches its backups */
-    held = disk = 0;
-    for (int i = 0; i < nbn; i++) {
-        int h, d;
-        list_replicas(&bn[i], &h, &d);
-        held += h;
-    }
     /* the two joined ones + the new head (the old head's replicas stay) */
-    CU_ASSERT_EQUAL(held, held0 + 4 + 2);
+    CU_ASSERT_EQUAL(held_total(), held0 + 4 + 2);
     check_all(1);
-    (void)disk0;
     cluster_down();
-}
-
-/* Replicas held by all backups together. */
-static int held_total(void)
-{
-    int held = 0;
-    for (int i = 0; i < nbn; i++) {
-        int h, d;
-        list_replicas(&bn[i], &h, &d);
-        held += h;
-    }
-    return held;
 }
 
 /* rm_detach_segment / rm_free_detached: the slot is reused while the old
@@ -995,15 +977,9 @@ static int held_total(void)
  * later frees those and nothing of the slot's new segment. */
 static void test_detach(void)
 {
-    cluster_up(0, 0);
+    up_and_write(NMAIN, 20, 700);
     mlog *l = om_log(master_objmgr(ms));
     replica_mgr *rm = master_replica_mgr(ms);
-    outstanding = acked_ok = acked_other = 0;
-    push_list(NMAIN, 1);
-    for (int k = 0; k < 20; k++)
-        send_write(k, 700);
-    wait_acks();
-    wait_idle();
     int held0 = held_total();
     uint8_t v[900];
     struct iovec iov = { v, sizeof v };
