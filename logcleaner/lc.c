@@ -1099,6 +1099,7 @@ void lc_destroy(lc_cleaner *c)
     if (c->rm != NULL)
         rm_set_backup_full_hook(c->rm, NULL, NULL);
     log_set_reserve(c->log, 0);
+    log_set_low_mark(c->log, 0);
     pthread_cond_destroy(&c->cv);
     pthread_mutex_destroy(&c->mu);
     free(c->ret);
