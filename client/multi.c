@@ -349,9 +349,10 @@ static cram_status cl_multi(cram_client *c, int kind, cram_multi_op *ops, size_t
         if (!again)
             break;
         /* a RETRY alone keeps the map (cl_reroute_refresh) */
-        for (size_t i = 0; i < n && ((again & 2) || cl_reroute_refresh(&r, CRAM_RETRY)); i++)
-            if (ops[i].status == CRAM_RETRY)
-                cl_table_invalidate(c, ops[i].table);
+        if ((again & 2) || cl_reroute_refresh(&r, CRAM_RETRY))
+            for (size_t i = 0; i < n; i++)
+                if (ops[i].status == CRAM_RETRY)
+                    cl_table_invalidate(c, ops[i].table);
         if (cl_backoff(c, &r) != 0) {
             fatal = CRAM_TIMEOUT;
             break;
