@@ -200,21 +200,84 @@ static int live_cmp_age(const void *a, const void *b)
 
 /* ---- worker -------------------------------------------------------------- */
 
+/* Copy live[from..to) into the job's destinations (compaction: each into
+ * its source's target; combined cleaning: filling the survivors in order,
+ * *d the current one). */
+static bool copy_live(lc_cleaner *c, struct lc_job *j, const struct lc_live *live, size_t from,
+                      size_t to, uint32_t *d)
+{
+    mlog *l = c->log;
+    for (size_t i = from; i < to; i++) {
+        const struct seg_entry_hdr *h = log_entry_get(l, live[i].ref);
+        log_ref nr;
+        if (j->kind == JOB_COMPACT)
+            *d = live[i].si;
+        while (log_side_copy(l, j->dst[*d], h, &nr) != 0) {
+            if (j->kind == JOB_COMPACT || *d + 1 >= j->ndst) {
+                j->failed = ENOSPC;
+                return false;
+            }
+            (*d)++;
+        }
+        j->rel[j->nrel++] = (struct lc_reloc){ .old_ref = live[i].ref, .new_ref = nr,
+                                               .hash = live[i].hash, .slot = live[i].slot,
+                                               .size = live[i].size,
+                                               .type = live[i].type, .si = live[i].si };
+        j->copied += live[i].size;
+    }
+    return true;
+}
+
+/* Grow the job's relocation list to hold n. */
+static bool rel_reserve(struct lc_job *j, size_t n, size_t *cap)
+{
+    if (n <= *cap)
+        return true;
+    size_t nc = *cap ? *cap : 1024;
+    while (nc < n)
+        nc *= 2;
+    struct lc_reloc *r = realloc(j->rel, nc * sizeof *r);
+    if (r == NULL) {
+        j->failed = ENOMEM;
+        return false;
+    }
+    j->rel = r;
+    *cap = nc;
+    return true;
+}
+
+/* How far ahead of the scan a source's bytes are prefetched.  The scan
+ * reads each entry's header to find the next one, a chain of dependent
+ * cache misses (one per entry for 1 KB objects: most of the worker's time
+ * before this); streaming the segment ahead of it overlaps them, and the
+ * live entries -- nearly all of a segment at high utilization -- are then
+ * copied from cache. */
+#define LC_PREFETCH_AHEAD 8192
+
 /* Scan the sources, copy live entries into the destinations.  Touches only
  * closed sources (read), the hash table (atomic reads) and the job's
- * destination segments (write). */
+ * destination segments (write).  Compaction copies each source right after
+ * scanning it, while its bytes are still in cache; combined cleaning copies
+ * after sorting every source's live entries by age. */
 static void run_job(lc_cleaner *c, struct lc_job *j)
 {
     mlog *l = c->log;
-    size_t cap = 0, n = 0;
+    size_t cap = 0, n = 0, relcap = 0;
     struct lc_live *live = NULL;
+    uint32_t d = 0;
     for (uint32_t s = 0; s < j->nsrc; s++) {
         const uint8_t *base = log_segment_base(l, j->src[s]);
         uint32_t used = j->src_used[s];
+        const uint8_t *pf = base, *end = base + used;
         size_t first = n;
         /* pass 1: candidates; objects' hash buckets are prefetched so the
          * cache misses of a whole segment overlap */
         for (uint32_t pos = 0; pos + sizeof(struct seg_entry_hdr) <= used;) {
+            const uint8_t *want = base + pos + LC_PREFETCH_AHEAD;
+            if (want > end)
+                want = end;
+            for (; pf < want; pf += 64)
+                __builtin_prefetch(pf);
             const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)(base + pos);
             uint32_t size = (uint32_t)seg_entry_size(h->length);
             log_ref ref = log_ref_make(j->src[s], pos);
@@ -258,44 +321,27 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
             live[w++] = *e;
         }
         n = w;
-    }
-    /* combined cleaning writes the oldest data first, so survivors hold
-     * data of similar age (cold data ends up together) */
-    if (j->kind == JOB_CLEAN && n > 1)
-        qsort(live, n, sizeof *live, live_cmp_age);
-    j->rel = malloc((n ? n : 1) * sizeof *j->rel);
-    if (j->rel == NULL) {
-        j->failed = ENOMEM;
-        goto free_live;
-    }
-    uint32_t d = 0;
-    for (uint32_t s = 0; j->kind == JOB_COMPACT && s < j->nsrc; s++) {
+        if (j->kind != JOB_COMPACT)
+            continue;
         /* a compacted segment keeps its source's header (id, epoch) */
-        const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)log_segment_base(l, j->src[s]);
+        const struct seg_entry_hdr *h = (const struct seg_entry_hdr *)base;
         log_ref r;
         if (h->type != SEG_ENTRY_SEGHDR || log_side_copy(l, j->dst[s], h, &r) != 0) {
             j->failed = ENOSPC;
             goto free_live;
         }
+        if (!rel_reserve(j, n, &relcap) || !copy_live(c, j, live, first, n, &d))
+            goto free_live;
     }
-    for (size_t i = 0; i < n; i++) {
-        const struct seg_entry_hdr *h = log_entry_get(l, live[i].ref);
-        log_ref nr;
-        if (j->kind == JOB_COMPACT)
-            d = live[i].si;
-        while (log_side_copy(l, j->dst[d], h, &nr) != 0) {
-            if (j->kind == JOB_COMPACT || d + 1 >= j->ndst) {
-                j->failed = ENOSPC;
-                goto free_live;
-            }
-            d++;
-        }
-        j->rel[j->nrel++] = (struct lc_reloc){ .old_ref = live[i].ref, .new_ref = nr,
-                                               .hash = live[i].hash, .slot = live[i].slot,
-                                               .size = live[i].size,
-                                               .type = live[i].type, .si = live[i].si };
-        j->copied += live[i].size;
-    }
+    if (j->kind == JOB_COMPACT)
+        goto free_live;
+    /* combined cleaning writes the oldest data first, so survivors hold
+     * data of similar age (cold data ends up together) */
+    if (n > 1)
+        qsort(live, n, sizeof *live, live_cmp_age);
+    if (!rel_reserve(j, n ? n : 1, &relcap))
+        goto free_live;
+    (void)copy_live(c, j, live, 0, n, &d);
 free_live:
     free(live);
 }
