@@ -748,7 +748,7 @@ uint32_t log_cleaner_open(mlog *l)
 }
 
 int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
-                       const uint32_t *cleaned, uint32_t nc)
+                       const uint32_t *cleaned, uint32_t nc, bool new_head)
 {
     uint32_t hdr = (uint32_t)seg_entry_size(sizeof(struct seg_header_body));
     uint64_t shrink = 0;
@@ -757,8 +757,8 @@ int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
         CRAM_ASSERT(survivors[i] < l->nsegs && s->state == LOG_SEG_SIDE);
         shrink += s->charged - (s->w.used <= hdr ? 0 : log_seglet_round(l, s->w.used));
     }
-    if (l->free_head == LOG_NO_SLOT ||
-        log_free_bytes(l, true) + shrink < log_seglet_round(l, head_overhead(l)))
+    if (new_head && (l->free_head == LOG_NO_SLOT ||
+                     log_free_bytes(l, true) + shrink < log_seglet_round(l, head_overhead(l))))
         return -1;
     for (uint32_t i = 0; i < ns; i++) {
         struct log_segment *s = &l->segs[survivors[i]];
@@ -780,9 +780,16 @@ int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
     /* out of the log: the tombstones naming them are dead now */
     for (uint32_t i = 0; i < nc; i++)
         tomb_kill(l, cleaned[i]);
-    int rc = roll(l, true);
-    CRAM_ASSERT(rc == 0);    /* room was checked above */
+    if (new_head) {
+        int rc = roll(l, true);
+        CRAM_ASSERT(rc == 0);    /* room was checked above */
+    }
     return 0;
+}
+
+int log_cleaner_roll(mlog *l)
+{
+    return roll(l, true);
 }
 
 uint32_t log_compact_open(mlog *l, uint32_t src, uint32_t bytes)

@@ -352,12 +352,19 @@ static inline uint32_t log_seglet_round(const mlog *l, uint32_t bytes)
 uint32_t log_cleaner_open(mlog *l);
 /* Combined cleaning: survivors (SIDE, from log_cleaner_open) join the log,
  * cleaned (CLOSED) segments leave it (CLEANED: out of every new digest, memory
- * kept), and a new head whose digest says so is opened.  Hook events:
- * LOG_EV_JOINED per survivor, then LOG_EV_HEAD_OPENED.  A survivor holding
- * nothing but its header is given back instead.  0, or -1 (nothing changed)
- * if no slot is free for the new head. */
+ * kept), and -- with new_head -- a new head whose digest says so is opened.
+ * Without it the next head (log_roll, log_cleaner_roll, or a full head) says
+ * so; until that head is durable the replicas of the cleaned segments must
+ * stay, because the durable digest still lists them and not the survivors.
+ * Hook events: LOG_EV_JOINED per survivor, then LOG_EV_HEAD_OPENED.  A
+ * survivor holding nothing but its header is given back instead.  0, or -1
+ * (nothing changed) if with new_head no slot is free for it. */
 int log_cleaner_commit(mlog *l, const uint32_t *survivors, uint32_t ns,
-                       const uint32_t *cleaned, uint32_t nc);
+                       const uint32_t *cleaned, uint32_t nc, bool new_head);
+/* A new head for the cleaner (the reserve may pay for it): its digest takes
+ * in what earlier commits without new_head changed.  0, or -1 if no slot or
+ * memory is free. */
+int log_cleaner_roll(mlog *l);
 /* In-memory compaction of CLOSED segment src: a slot (state SIDE, charged
  * `bytes` rounded up to seglets, writer capacity the same) that will take
  * src's identity; nothing is written into it.  LOG_NO_SLOT if none. */

@@ -527,7 +527,7 @@ static void test_tombstone_accounting(void)
     log_ref t1s;
     CU_ASSERT_EQUAL_FATAL(log_side_append(l, S, SEG_ENTRY_TOMBSTONE, &tv, 1, &t1s), 0);
     uint64_t h1id = log_segment(l, H1)->id;
-    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S, 1, &H1, 1), 0);
+    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S, 1, &H1, 1, true), 0);
     log_tomb_move(l, t1, t1s, aid, tsz);
     CU_ASSERT_EQUAL(log_segment(l, S)->live_bytes, tsz);
     CU_ASSERT_EQUAL(log_segment(l, A2)->named_bytes, 2 * tsz);
@@ -542,7 +542,7 @@ static void test_tombstone_accounting(void)
     /* A leaves the log: both tombstones naming it die, in S and in H2 */
     uint32_t S2 = log_cleaner_open(l);
     CU_ASSERT_FATAL(S2 != LOG_NO_SLOT);
-    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S2, 1, &A2, 1), 0);
+    CU_ASSERT_EQUAL(log_cleaner_commit(l, &S2, 1, &A2, 1, true), 0);
     CU_ASSERT_EQUAL(log_segment(l, S)->live_bytes, 0);
     CU_ASSERT_EQUAL(log_segment(l, H2)->live_bytes, 0);
     log_get_stats(l, &st);

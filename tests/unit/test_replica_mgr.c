@@ -1033,10 +1033,12 @@ static void test_detach(void)
 }
 
 /* Combined cleaning with replicas: the cleaned segments' memory is free at
- * the commit, before the survivors are durable; once they are, the cleaned
- * segments' replicas are gone from the backups and every segment in the log
- * has its two replicas (none lost, none leaked); the freed slots are reused
- * by later writes. */
+ * the commit, before the survivors are durable, and no head is opened for
+ * the pass: the cleaned segments' replicas all stay (the durable digest
+ * still lists them) until a later head -- here the cleaner's own, as no
+ * write comes -- is durable; then they are gone from the backups and every
+ * segment in the log has its two replicas (none lost, none leaked); the
+ * freed slots are reused by later writes. */
 static void test_clean_frees_early(void)
 {
     cleaner_off = 1;
@@ -1065,6 +1067,7 @@ static void test_clean_frees_early(void)
     struct lc_config cfg = { .eager = true, .combined_only = true };
     lc_cleaner *c = lc_create(loop, l, om_hashtable(om), rm, &cfg, err, sizeof err);
     CU_ASSERT_PTR_NOT_NULL_FATAL(c);
+    uint64_t head0 = log_segment(l, log_head_slot(l))->id;
     lc_kick(c);
     /* one loop turn at a time until the first pass is committed */
     struct lc_stats st = { 0 };
@@ -1087,6 +1090,8 @@ static void test_clean_frees_early(void)
     struct log_stats ls1;
     log_get_stats(l, &ls1);
     CU_ASSERT(ls1.charged_bytes < ls0.charged_bytes);
+    CU_ASSERT_EQUAL(log_segment(l, log_head_slot(l))->id, head0);    /* no head of its own */
+    CU_ASSERT(held_total() >= 2 * nseg0);           /* nothing freed yet */
 
     end = clock_mono_ms() + 20000;
     while ((lc_busy(c) || !rm_idle(rm)) && clock_mono_ms() < end)
@@ -1094,6 +1099,7 @@ static void test_clean_frees_early(void)
     CU_ASSERT(!lc_busy(c));
     lc_get_stats(c, &st);
     CU_ASSERT(st.segments_cleaned > st.survivors);
+    CU_ASSERT(log_segment(l, log_head_slot(l))->id > head0);    /* opened for the waits */
     lc_destroy(c);                                  /* no more passes during the checks */
     settle_ms(300);                                 /* the FREEs reach the backups */
     int nseg1 = check_all(1);
