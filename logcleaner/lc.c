@@ -265,6 +265,27 @@ static bool rel_reserve(struct lc_job *j, size_t n, size_t *cap)
  * live entries -- nearly all of a segment at high utilization -- are then
  * copied from cache. */
 #define LC_PREFETCH_AHEAD 8192
+/* How many candidates after its hash bucket was prefetched an object's
+ * liveness is checked: late enough for the bucket to have arrived, early
+ * enough that it is still in cache (checking after the whole segment's scan
+ * found most buckets evicted again by the streamed segment). */
+#define LC_HT_AHEAD 16
+
+/* Pass 2 for one candidate: keep it (at live[*w]) if it is a tombstone the
+ * scan kept or an object the hash table still refers to. */
+static inline void check_live(lc_cleaner *c, struct lc_job *j, struct lc_live *live, size_t i,
+                              size_t *w, uint32_t s)
+{
+    struct lc_live *e = &live[i];
+    if (e->type == SEG_ENTRY_OBJECT) {
+        log_ref want = e->ref;
+        if (ht_lookup(c->ht, e->hash, match_ref, &want, &e->slot) != e->ref)
+            return;
+    }
+    if (j->kind == JOB_COMPACT)
+        j->needed[s] += e->size;
+    live[(*w)++] = *e;
+}
 
 /* Scan the sources, copy live entries into the destinations.  Touches only
  * closed sources (read), the hash table (atomic reads) and the job's
@@ -281,9 +302,10 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
         const uint8_t *base = log_segment_base(l, j->src[s]);
         uint32_t used = j->src_used[s];
         const uint8_t *pf = base, *end = base + used;
-        size_t first = n;
+        size_t first = n, w = n, chk = n;
         /* pass 1: candidates; objects' hash buckets are prefetched so the
-         * cache misses of a whole segment overlap */
+         * cache misses overlap; pass 2 (check_live) follows LC_HT_AHEAD
+         * candidates behind */
         for (uint32_t pos = 0; pos + sizeof(struct seg_entry_hdr) <= used;) {
             const uint8_t *want = base + pos + LC_PREFETCH_AHEAD;
             if (want > end)
@@ -318,20 +340,11 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
                 live = nl;
             }
             live[n++] = (struct lc_live){ ref, hash, NULL, entry_ts(h), size, h->type, (uint8_t)s };
+            if (n - chk > LC_HT_AHEAD)
+                check_live(c, j, live, chk++, &w, s);
         }
-        /* pass 2: objects the hash table still refers to */
-        size_t w = first;
-        for (size_t i = first; i < n; i++) {
-            struct lc_live *e = &live[i];
-            if (e->type == SEG_ENTRY_OBJECT) {
-                log_ref want = e->ref;
-                if (ht_lookup(c->ht, e->hash, match_ref, &want, &e->slot) != e->ref)
-                    continue;
-            }
-            if (j->kind == JOB_COMPACT)
-                j->needed[s] += e->size;
-            live[w++] = *e;
-        }
+        while (chk < n)
+            check_live(c, j, live, chk++, &w, s);
         n = w;
         if (j->kind != JOB_COMPACT)
             continue;
