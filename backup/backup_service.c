@@ -86,6 +86,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/file.h>
@@ -103,6 +104,12 @@
 #include "cram.pb-c.h"
 #include "transport/transport_int.h"
 
+/* Freed replica files kept (renamed, header zeroed) for the next new
+ * replica: creating and unlinking a file per segment cost ~3.5% of the
+ * machine per backup at 90% memory with 100 B objects (ext4 inode
+ * allocation and freeing, block discard).  Not counted in --backup-storage. */
+#define BK_SPARES 8
+#define BK_SPARE_PREFIX ".spare-"
 #define BK_FLUSH_DELAY_US 5000u      /* buffered mode: how long dirty bytes may wait in memory only */
 #define BK_RETRY_DELAY_US 1000000u   /* after a failed flush (disk full, I/O error) */
 #define BK_MAX_REPLICA    (1u << 30) /* largest max_replica_bytes accepted (cram-server's limit) */
@@ -266,6 +273,10 @@ struct backup_service {
 
     /* worker only */
     uint8_t *hdr_blk;               /* BACKUP_HDR_SIZE, aligned */
+    uint8_t *zero_blk;              /* BACKUP_HDR_SIZE of zeros, aligned */
+    char spare[BK_SPARES][32];      /* freed replica files kept for reuse (bk_spare_put) */
+    uint32_t nspare;
+    uint64_t spare_seq;
     uint8_t *tail_blk;              /* BACKUP_ALIGN, aligned */
     bool no_direct;                 /* O_DIRECT refused by the filesystem */
     /* reader only */
@@ -665,8 +676,91 @@ static int pwritev_full(int fd, struct iovec *iov, int n, off_t off)
 }
 
 /* Create (truncate) the replica's file and reserve its space. */
+/* Keep a freed replica's file for reuse: its header zeroed first (so no
+ * name it gets later can show the old replica), then renamed to a name the
+ * start-up scan ignores (a leading dot; removed at start-up).  false: the
+ * caller unlinks it. */
+static bool bk_spare_put(backup_service *b, const char *name)
+{
+    if (b->nspare >= BK_SPARES)
+        return false;
+    int fd = openat(b->dirfd, name, O_WRONLY | O_CLOEXEC | (b->no_direct ? 0 : O_DIRECT));
+    if (fd < 0)
+        return false;
+    struct stat st;
+    struct iovec iov = { b->zero_blk, BACKUP_HDR_SIZE };
+    bool ok = fstat(fd, &st) == 0 && st.st_size >= BACKUP_HDR_SIZE &&
+              pwritev_full(fd, &iov, 1, 0) == 0;
+    close(fd);
+    if (!ok)
+        return false;
+    char *sp = b->spare[b->nspare];
+    snprintf(sp, sizeof b->spare[0], BK_SPARE_PREFIX "%" PRIu64, ++b->spare_seq);
+    if (renameat(b->dirfd, name, b->dirfd, sp) != 0)
+        return false;
+    b->nspare++;
+    return true;
+}
+
+/* A spare file under the replica's name, open for writing with room for
+ * its capacity; false if none (or it failed: then it is gone). */
+static bool bk_spare_take(backup_service *b, struct bk_replica *r)
+{
+    if (b->nspare == 0)
+        return false;
+    const char *sp = b->spare[--b->nspare];
+    if (renameat(b->dirfd, sp, b->dirfd, r->name) != 0) {
+        unlinkat(b->dirfd, sp, 0);
+        return false;
+    }
+    int fd = openat(b->dirfd, r->name, O_WRONLY | O_CLOEXEC | (b->no_direct ? 0 : O_DIRECT));
+    if (fd >= 0) {
+        off_t size = (off_t)(BACKUP_HDR_SIZE + backup_round_up(r->capacity));
+        struct stat st;
+        int rc = 0;
+        if (fstat(fd, &st) != 0)
+            rc = errno;
+        else if (st.st_size < size)
+            rc = posix_fallocate(fd, 0, size);
+        if (rc == 0 || rc == EOPNOTSUPP || rc == EINVAL) {
+            r->fd = fd;
+            return true;
+        }
+        close(fd);
+    }
+    unlinkat(b->dirfd, r->name, 0);
+    return false;
+}
+
+/* Leftover spare files of an earlier run go (start-up). */
+static void bk_spares_remove(backup_service *b)
+{
+    int fd = dup(b->dirfd);
+    DIR *d = fd >= 0 ? fdopendir(fd) : NULL;
+    if (d == NULL) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    rewinddir(d);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, BK_SPARE_PREFIX, strlen(BK_SPARE_PREFIX)) == 0)
+            unlinkat(b->dirfd, de->d_name, 0);
+    closedir(d);
+}
+
 static int bk_open_file(backup_service *b, struct bk_replica *r, bool sync)
 {
+    if (bk_spare_take(b, r)) {
+        if (sync && fsync(b->dirfd) != 0) {
+            int rc = errno;
+            close(r->fd);
+            r->fd = -1;
+            return rc;
+        }
+        return 0;
+    }
     int flags = O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC;
     int fd = -1;
     if (!b->no_direct) {
@@ -938,6 +1032,8 @@ static void bk_do_unlink(backup_service *b, struct bk_job *j)
         close(r->fd);
         r->fd = -1;
     }
+    if (bk_spare_put(b, r->name))
+        return;
     if (unlinkat(b->dirfd, r->name, 0) != 0 && errno != ENOENT)
         j->err = errno;
 }
@@ -2208,13 +2304,18 @@ backup_service *backup_create(const struct backup_config *cfg, tp_loop *loop, se
     b->nbuckets = 64;
     b->tab = calloc(b->nbuckets, sizeof *b->tab);
     b->hdr_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_HDR_SIZE);
+    b->zero_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_HDR_SIZE);
     b->tail_blk = aligned_alloc(BACKUP_ALIGN, BACKUP_ALIGN);
     b->notify = calloc(1, sizeof *b->notify);
-    if (b->tab == NULL || b->hdr_blk == NULL || b->tail_blk == NULL || b->notify == NULL) {
+    if (b->tab == NULL || b->hdr_blk == NULL || b->zero_blk == NULL || b->tail_blk == NULL ||
+        b->notify == NULL) {
         snprintf(err, errlen, "backup: out of memory");
         goto out_free_mem;
     }
     b->notify->efd = -1;
+
+    memset(b->zero_blk, 0, BACKUP_HDR_SIZE);
+    bk_spares_remove(b);
 
     struct backup_scan_entry *v;
     size_t n;
@@ -2270,6 +2371,7 @@ out_free_mem:
     free(b->notify);
     free(b->tail_blk);
     free(b->hdr_blk);
+    free(b->zero_blk);
     free(b->tab);
 out_close_lock:
     close(b->lockfd);
@@ -2323,6 +2425,7 @@ void backup_destroy(backup_service *b)
     pthread_mutex_destroy(&b->mu);
     free(b->tail_blk);
     free(b->hdr_blk);
+    free(b->zero_blk);
     free(b->rscratch);
     free(b->rranges);
     close(b->lockfd);               /* releases the flock */

@@ -602,6 +602,78 @@ static void test_restart(void)
     teardown();
 }
 
+/* Spare replica files in the directory (name of the last one in last). */
+static int count_spares(char *last, size_t n)
+{
+    int cnt = 0;
+    DIR *d = opendir(dir);
+    CU_ASSERT_FATAL(d != NULL);
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL)
+        if (strncmp(de->d_name, ".spare-", 7) == 0) {
+            cnt++;
+            if (last != NULL)
+                snprintf(last, n, "%s/%s", dir, de->d_name);
+        }
+    closedir(d);
+    return cnt;
+}
+
+/* A freed replica's file is kept -- header zeroed, renamed to a name the
+ * scan ignores -- and becomes the next new replica's file (no create, no
+ * unlink); spares left at shutdown are removed at start-up and never show
+ * up as replicas. */
+static void test_spare_files(void)
+{
+    setup(64u << 20, NULL);
+    struct img *a = img_make(31, 1, 1, CAP, CAP - 100, 11);
+    struct img *b = img_make(31, 2, 1, CAP, 50000, 12);
+    wr_img(a, 31, 1, 1, 9000, true, 0);
+    settle(100);
+    char pa[512], pb[512], sp[600];
+    path_of(pa, sizeof pa, 31, 1, 1);
+    path_of(pb, sizeof pb, 31, 2, 1);
+    struct stat st;
+    CU_ASSERT_FATAL(stat(pa, &st) == 0);
+    ino_t ino = st.st_ino;
+    CU_ASSERT_EQUAL(count_spares(NULL, 0), 0);
+
+    CU_ASSERT_EQUAL(free_req(31, 1), CRAM_OK);
+    settle(50);
+    CU_ASSERT(access(pa, F_OK) != 0 && errno == ENOENT);
+    CU_ASSERT_EQUAL_FATAL(count_spares(sp, sizeof sp), 1);
+    struct backup_scan_entry e;
+    CU_ASSERT_EQUAL(check_path(sp, &e), BACKUP_REP_CORRUPT);     /* header zeroed */
+    CU_ASSERT(!e.header_ok);
+    CU_ASSERT_EQUAL(backup_replica_count(bk), 0);
+
+    wr_img(b, 31, 2, 1, 9000, true, 0);
+    settle(100);
+    CU_ASSERT_FATAL(stat(pb, &st) == 0);
+    CU_ASSERT_EQUAL(st.st_ino, ino);                             /* the same file */
+    CU_ASSERT_EQUAL(count_spares(NULL, 0), 0);
+    CU_ASSERT_EQUAL(check_path(pb, &e), BACKUP_REP_VERIFIED);
+    CU_ASSERT(e.closed && e.master_id == 31 && e.segment_id == 2);
+    check_read(31, 2, b, 0);
+
+    /* a spare left at shutdown: gone after the restart, nothing listed */
+    CU_ASSERT_EQUAL(free_req(31, 2), CRAM_OK);
+    settle(50);
+    CU_ASSERT_EQUAL(count_spares(NULL, 0), 1);
+    svc_destroy();
+    bk = svc_create(64u << 20, NULL);
+    CU_ASSERT_FATAL(bk != NULL);
+    CU_ASSERT_EQUAL(count_spares(NULL, 0), 0);
+    CU_ASSERT_EQUAL(backup_replica_count(bk), 0);
+    Cram__ReplicaList *l = list_req(0);
+    CU_ASSERT(l != NULL && l->n_replicas == 0);
+    if (l != NULL)
+        cram__replica_list__free_unpacked(l, NULL);
+    img_free(a);
+    img_free(b);
+    teardown();
+}
+
 /* A replica corrupted or torn on disk while the backup was down is not
  * served after the restart; FREE removes it. */
 static void test_restart_corrupt(void)
@@ -1593,6 +1665,7 @@ int main(void)
     CU_add_test(s, "directory scan (inspect listing)", test_scan_dir);
     CU_add_test(s, "write, read, list, free", test_write_read_list);
     CU_add_test(s, "restart re-reads the directory", test_restart);
+    CU_add_test(s, "freed replica files reused", test_spare_files);
     CU_add_test(s, "restart with corrupt and torn replicas", test_restart_corrupt);
     CU_add_test(s, "storage full", test_storage_full);
     CU_add_test(s, "sync durability", test_sync);
