@@ -47,15 +47,19 @@ static uint32_t crc_sse42(uint32_t reg, const unsigned char *p, size_t len)
     return c32;
 }
 
-static int have_sse42 = -1;     /* -1: not asked yet (a benign race: same answer) */
+static int have_sse42 = -1;     /* -1: not asked yet (threads may all ask: same answer) */
 
 static bool short_path(size_t len)
 {
     if (len > CRC_SHORT_MAX)
         return false;
-    if (have_sse42 < 0)
-        have_sse42 = __builtin_cpu_supports("sse4.2") ? 1 : 0;
-    return have_sse42 == 1;
+    int h = __atomic_load_n(&have_sse42, __ATOMIC_RELAXED);
+    if (h < 0) {
+        __builtin_cpu_init();
+        h = __builtin_cpu_supports("sse4.2") ? 1 : 0;
+        __atomic_store_n(&have_sse42, h, __ATOMIC_RELAXED);
+    }
+    return h == 1;
 }
 
 uint32_t crc32c_isal(uint32_t crc, const void *buf, size_t len);
