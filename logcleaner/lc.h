@@ -58,7 +58,8 @@ struct lc_config {
                                  * segments than this x memory / segment size */
     uint32_t reserve_segments;  /* 0 = 1: memory only the cleaner may use, plus the
                                  * start of a new head (a survivor or compaction
-                                 * target, and the head a combined pass opens) */
+                                 * target, and the head that lists a combined
+                                 * pass's survivors) */
     uint32_t max_survivors;     /* 0 = 4: survivor segments per combined pass */
     bool     disabled;          /* never clean (tests, --cleaner-threshold 0) */
     bool     combined_only;     /* no in-memory compaction (tests, comparisons) */

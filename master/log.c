@@ -354,7 +354,7 @@ static uint64_t writer_free(const mlog *l, uint64_t extra)
 {
     /* the cleaner's open slots come out of the reserve first: while it
      * compacts, writers keep the free memory they had (all but the start of
-     * the head a combined pass's commit opens) */
+     * the head that lists a combined pass's survivors) */
     uint64_t keep = l->reserve, hs = log_head_start_bytes(l);
     uint64_t lent = l->cleaner_charged + extra, charged = l->charged + extra;
     if (keep > hs)

@@ -190,10 +190,10 @@ typedef struct mlog {
  * (log_compact_open/commit) really gives memory back, and the sum of the
  * charges never exceeds memory_bytes.  `reserve` bytes of the budget are
  * usable only by the cleaner (survivor and compaction targets, and the head
- * its commit opens), so cleaning can always make progress.  The slots the
+ * that lists them), so cleaning can always make progress.  The slots the
  * cleaner has open are charged to the reserve first (writers give up only
- * what the cleaner uses beyond it), except for the start of a head that a
- * combined pass's commit needs.
+ * what the cleaner uses beyond it), except for the start of the head that
+ * lists a combined pass's survivors.
  *
  * Returns NULL with a message in err on bad config or out of memory. */
 mlog *log_create(const struct log_config *cfg, char *err, size_t errlen);
