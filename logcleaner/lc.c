@@ -364,7 +364,7 @@ static void run_job(lc_cleaner *c, struct lc_job *j)
      * data of similar age (cold data ends up together) */
     if (n > 1)
         qsort(live, n, sizeof *live, live_cmp_age);
-    if (!rel_reserve(j, n ? n : 1, &relcap))
+    if (!rel_reserve(j, n, &relcap))
         goto free_live;
     (void)copy_live(c, j, live, 0, n, &d);
 free_live:
@@ -872,20 +872,15 @@ static void on_durable(void *arg)
  * the digest without the cleaned segments. */
 static void arm_waits(lc_cleaner *c)
 {
-    bool again;
-    do {
-        again = false;
-        for (struct lc_wait *w = c->waits; w != NULL; w = w->next) {
-            if (w->armed || w->rolls >= c->rolls)
-                continue;
-            w->armed = true;
-            if (rm_when_durable(c->rm, on_durable, w) != 0) {
-                on_durable(w);          /* out of memory: the list changed */
-                again = true;
-                break;
-            }
-        }
-    } while (again);
+    struct lc_wait *next;
+    for (struct lc_wait *w = c->waits; w != NULL; w = next) {
+        next = w->next;                 /* on_durable unlinks and frees w only */
+        if (w->armed || w->rolls >= c->rolls)
+            continue;
+        w->armed = true;
+        if (rm_when_durable(c->rm, on_durable, w) != 0)
+            on_durable(w);              /* out of memory */
+    }
 }
 
 static void arm_cb(void *arg)
@@ -895,16 +890,9 @@ static void arm_cb(void *arg)
     arm_waits(c);
 }
 
-static bool unarmed_waits(const lc_cleaner *c)
-{
-    for (const struct lc_wait *w = c->waits; w != NULL; w = w->next)
-        if (!w->armed)
-            return true;
-    return false;
-}
-
-/* Open a head for waits no head has covered yet; false if none was needed
- * or none could be opened (no slot or memory: the timer tries again). */
+/* Open a head for waits no head has covered yet (one covers them all);
+ * false if none was needed or none could be opened (no slot or memory: the
+ * timer tries again). */
 static bool roll_for_waits(lc_cleaner *c)
 {
     bool need = false;
@@ -924,10 +912,9 @@ static void roll_cb(void *arg)
 {
     lc_cleaner *c = arg;
     c->roll_timer = 0;
+    /* every wait not yet covered is covered by this one head; later commits
+     * set the timer again */
     (void)roll_for_waits(c);
-    /* later commits that this head does not cover get their own turn */
-    if (c->roll_timer == 0 && unarmed_waits(c))
-        c->roll_timer = tp_timer_add(c->loop, LC_ROLL_US, roll_cb, c);
 }
 
 /* The hash-table entry that still holds the relocation's old reference, or
